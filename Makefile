@@ -1,0 +1,94 @@
+# miwb - mechanistic-interpretability workbench
+#
+#   make          build the core library, the Lua module (build/miwb.so) and the miwb program
+#   make deps     install the Debian packages that are missing (says what it does)
+#   make test     C unit tests + Lua tests; ends with "N passed, N failed"
+#   make asan     the whole suite under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make bench    speed benchmarks (ratios against plain cblas_sgemm / C loops, same run)
+#   make demo     the main experiment (scripts/induction.lua) on the bundled default model
+#
+# Layout: core/ is a C library with no Lua in it; lua/*.c binds it; lua/miwb/*.lua is the
+# Lua-side library, compiled into the binary and the module; tests/ mirrors core/ and lua/.
+
+DEB_PACKAGES := build-essential pkg-config lua5.4 liblua5.4-dev libopenblas-dev liblapacke-dev \
+                libcjson-dev libreadline-dev libutf8proc-dev gnuplot-nox \
+                python3-numpy python3-torch python3-regex wordnet-base wamerican
+
+BUILD    ?= build
+CC       ?= cc
+OPT      ?= -O2
+SANFLAGS ?=
+CFLAGS   ?= $(OPT) -g
+CFLAGS   += -std=gnu11 -Wall -Wextra -fPIC -pthread $(SANFLAGS) \
+            -I/usr/include/lua5.4 -I/usr/include/x86_64-linux-gnu -Icore -Ivendor -Ilua
+LDLIBS   := -lopenblas -llapacke -lcjson -lutf8proc -lm -pthread
+LDFLAGS  += $(SANFLAGS)
+
+CORE_SRC := $(wildcard core/*.c)
+CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/%.o)
+BIND_SRC := $(filter-out lua/main.c,$(wildcard lua/*.c))
+BIND_OBJ := $(BIND_SRC:%.c=$(BUILD)/%.o) $(BUILD)/gen/lua_embed.o
+LUA_SRC  := $(wildcard lua/miwb/*.lua)
+CTEST_SRC := $(wildcard tests/c/test_*.c)
+CTESTS   := $(CTEST_SRC:tests/c/%.c=$(BUILD)/tests/%)
+HEADERS  := $(wildcard core/*.h core/*.def vendor/*.h lua/*.h)
+
+.PHONY: all deps check-deps test asan bench demo clean fuzz
+all: check-deps $(BUILD)/libmwcore.a $(BUILD)/miwb.so $(BUILD)/miwb $(CTESTS)
+
+# The other targets call this: when a header is missing, install the packages.
+check-deps:
+	@test -f /usr/include/lua5.4/lua.h -a -f /usr/include/cjson/cJSON.h \
+	   -a -f /usr/include/x86_64-linux-gnu/cblas.h -a -f /usr/include/utf8proc.h \
+	   -a -f /usr/include/readline/readline.h -a -f /usr/include/lapacke.h || $(MAKE) deps
+
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -z "$$missing" ]; then echo "deps: all Debian packages present"; \
+	else echo "deps: installing:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; fi
+
+$(BUILD)/%.o: %.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/libmwcore.a: $(CORE_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+# Lua sources are embedded so that `require "miwb"` needs only LUA_CPATH.
+$(BUILD)/gen/lua_embed.c: $(LUA_SRC) tools/embed.lua
+	@mkdir -p $(dir $@)
+	lua5.4 tools/embed.lua $@ $(LUA_SRC)
+
+$(BUILD)/gen/lua_embed.o: $(BUILD)/gen/lua_embed.c
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/miwb.so: $(BIND_OBJ) $(BUILD)/libmwcore.a
+	$(CC) -shared $(LDFLAGS) -o $@ $(BIND_OBJ) $(BUILD)/libmwcore.a $(LDLIBS)
+
+$(BUILD)/miwb: $(BUILD)/lua/main.o $(BIND_OBJ) $(BUILD)/libmwcore.a
+	$(CC) $(LDFLAGS) -o $@ $(BUILD)/lua/main.o $(BIND_OBJ) $(BUILD)/libmwcore.a \
+	    -llua5.4 -lreadline $(LDLIBS) -Wl,-E
+
+$(BUILD)/tests/%: tests/c/%.c tests/c/mwtest.h $(BUILD)/libmwcore.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests/c $(LDFLAGS) -o $@ $< $(BUILD)/libmwcore.a $(LDLIBS)
+
+test: all
+	@BUILD=$(BUILD) sh tests/run.sh
+
+asan:
+	$(MAKE) BUILD=build-asan OPT=-O1 SANFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" test
+
+bench: all
+	@sh bench/run.sh
+
+demo: all
+	$(BUILD)/miwb scripts/induction.lua
+
+clean:
+	rm -rf build build-asan

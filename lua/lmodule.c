@@ -1,0 +1,74 @@
+/* lmodule.c - the entry point of the Lua module: `require "miwb"` (build/miwb.so) and the
+ * preloaded module of the miwb program.
+ *
+ * luaopen_miwb builds the C table "miwb.core" from every binding file linked in, registers the
+ * embedded Lua library (lua/miwb/*.lua, see tools/embed.lua) in package.preload, then runs the
+ * embedded lua/miwb/init.lua and returns what it returns. With MIWB_LUA_DIR set, Lua files are
+ * read from that folder instead (edit without rebuilding).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "mwl.h"
+
+typedef struct { const char *name, *chunkname; const unsigned char *src; size_t len; } mw_lua_module;
+extern const mw_lua_module mw_lua_modules[];
+
+/* Binding files are optional at link time: an opener that is not linked in is skipped. */
+#pragma weak mwl_open_tensor
+#pragma weak mwl_open_io
+#pragma weak mwl_open_tokenizer
+#pragma weak mwl_open_model
+#pragma weak mwl_open_train
+
+static int load_embedded(lua_State *L, const mw_lua_module *m) {
+    const char *dir = getenv("MIWB_LUA_DIR");
+    if (dir && *dir) {
+        /* chunkname is "@lua/miwb/x.lua": swap the "lua/" prefix for dir */
+        const char *rel = m->chunkname + 1;
+        if (strncmp(rel, "lua/", 4) == 0) rel += 4;
+        lua_pushfstring(L, "%s/%s", dir, rel);
+        const char *path = lua_tostring(L, -1);
+        int st = luaL_loadfile(L, path);
+        lua_remove(L, -2);
+        return st;
+    }
+    return luaL_loadbufferx(L, (const char *)m->src, m->len, m->chunkname, "t");
+}
+
+static int preload_loader(lua_State *L) {
+    const mw_lua_module *m = (const mw_lua_module *)lua_touserdata(L, lua_upvalueindex(1));
+    if (load_embedded(L, m) != LUA_OK) return lua_error(L);
+    lua_pushstring(L, m->name);
+    lua_call(L, 1, 1);
+    return 1;
+}
+
+static int open_core(lua_State *L) {
+    lua_newtable(L);
+    if (mwl_open_tensor) mwl_open_tensor(L);
+    if (mwl_open_io) mwl_open_io(L);
+    if (mwl_open_tokenizer) mwl_open_tokenizer(L);
+    if (mwl_open_model) mwl_open_model(L);
+    if (mwl_open_train) mwl_open_train(L);
+    return 1;
+}
+
+int luaopen_miwb(lua_State *L) {
+    luaL_requiref(L, "miwb.core", open_core, 0);
+    lua_pop(L, 1);
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+    const mw_lua_module *init = NULL;
+    for (const mw_lua_module *m = mw_lua_modules; m->name; m++) {
+        if (strcmp(m->name, "miwb") == 0) { init = m; continue; }
+        lua_pushlightuserdata(L, (void *)m);
+        lua_pushcclosure(L, preload_loader, 1);
+        lua_setfield(L, -2, m->name);
+    }
+    lua_pop(L, 1);
+    if (!init) return luaL_error(L, "miwb: the module was built without lua/miwb/init.lua");
+    if (load_embedded(L, init) != LUA_OK) return lua_error(L);
+    lua_pushstring(L, "miwb");
+    lua_call(L, 1, 1);
+    return 1;
+}

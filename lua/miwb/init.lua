@@ -1,0 +1,27 @@
+-- miwb: the Lua face of the mechanistic-interpretability workbench.
+-- The C core arrives as "miwb.core"; the rest of the library is Lua, one file per area
+-- (lua/miwb/NAME.lua). Each part returns a table, reachable as mi.NAME; a part with an
+-- `_install(mi)` function also adds names at the top level (e.g. mi.HookedTransformer).
+local core = require("miwb.core")
+
+local mi = {}
+for k, v in pairs(core) do mi[k] = v end
+
+mi.version = "0.1.0"
+
+-- The order matters: later parts build on earlier ones.
+local PARTS = {"tensor", "json", "io", "tokenizer", "utils", "factored", "cache", "model",
+               "plot", "progress", "analysis", "train", "wordnet"}
+
+for _, name in ipairs(PARTS) do
+  local modname = "miwb." .. name
+  if package.preload[modname] or package.loaded[modname] then
+    local part = require(modname)
+    if type(part) == "table" then
+      if part._install then part._install(mi) end
+      if mi[name] == nil then mi[name] = part end
+    end
+  end
+end
+
+return mi

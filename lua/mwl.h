@@ -1,0 +1,40 @@
+/* mwl.h - what the Lua binding files share: tensors as userdata, errors, registration.
+ *
+ * A tensor userdata (metatable MWL_TENSOR) holds one mw_tensor header and so one reference to
+ * its storage; __gc and __close release it. Allocate the userdata first (mwl_newtensor), then
+ * let the core fill it: an error in between leaves an empty, safely collectable object.
+ */
+#ifndef MWL_H
+#define MWL_H
+
+#include <lauxlib.h>
+#include <lua.h>
+
+#include "mw_tensor.h"
+
+#define MWL_TENSOR "miwb.Tensor"
+
+/* a new empty tensor userdata on the stack; returns its header for the core to fill */
+mw_tensor *mwl_newtensor(lua_State *L);
+/* pushes a tensor userdata that takes over *t's reference (t is zeroed) */
+void mwl_pushtensor(lua_State *L, mw_tensor *t);
+/* the tensor at idx, or a Lua error "bad argument #idx (tensor expected, got X)" */
+mw_tensor *mwl_checktensor(lua_State *L, int idx);
+/* the tensor at idx or NULL */
+mw_tensor *mwl_totensor(lua_State *L, int idx);
+/* raises a Lua error with the core's last message (mw_error()); never returns */
+int mwl_coreerror(lua_State *L);
+/* tells Lua's GC about tensor memory allocated since the last call (lua_gc LUA_GCSTEP) */
+void mwl_account(lua_State *L);
+
+/* Each binding file exports one opener that adds its functions to the module table at -1:
+ *   mwl_open_tensor (ltensor.c), mwl_open_io (lio.c: safetensors, json, torch files),
+ *   mwl_open_tokenizer (ltokenizer.c), mwl_open_model (lmodel.c), mwl_open_train (ltrain.c).
+ * luaopen_miwb_core (lmodule.c) calls every opener present. */
+void mwl_open_tensor(lua_State *L);
+void mwl_open_io(lua_State *L);
+void mwl_open_tokenizer(lua_State *L);
+void mwl_open_model(lua_State *L);
+void mwl_open_train(lua_State *L);
+
+#endif

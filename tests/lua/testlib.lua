@@ -1,0 +1,66 @@
+-- testlib.lua: a small test library for the Lua tests. Each test prints "ok - name" or
+-- "FAIL - name" (with the error and traceback); T.done() prints "N passed, N failed" and
+-- sets the exit status. Checks raise, so a test stops at its first failed check.
+local T = {passed = 0, failed = 0}
+
+function T.test(name, fn)
+  local ok, err = xpcall(fn, debug.traceback)
+  if ok then
+    T.passed = T.passed + 1
+    print("ok - " .. name)
+  else
+    T.failed = T.failed + 1
+    print("FAIL - " .. name)
+    print("  " .. tostring(err):gsub("\n", "\n  "))
+  end
+end
+
+local function fmt(v)
+  if type(v) == "string" then return string.format("%q", v) end
+  return tostring(v)
+end
+
+function T.eq(a, b, msg)
+  if a ~= b then error((msg or "eq") .. ": got " .. fmt(a) .. ", expected " .. fmt(b), 2) end
+end
+
+function T.truthy(v, msg)
+  if not v then error((msg or "expected a true value") .. ", got " .. fmt(v), 2) end
+end
+
+function T.near(a, b, tol, msg)
+  tol = tol or 1e-6
+  if type(a) ~= "number" or type(b) ~= "number" or not (math.abs(a - b) <= tol) then
+    error((msg or "near") .. ": got " .. fmt(a) .. ", expected " .. fmt(b) .. " (tol " .. tol .. ")", 2)
+  end
+end
+
+-- deep comparison of (nested) Lua tables of numbers, e.g. from tensor:totable()
+function T.near_table(a, b, tol, msg, path)
+  tol = tol or 1e-6
+  path = path or ""
+  if type(a) == "table" and type(b) == "table" then
+    if #a ~= #b then error((msg or "near_table") .. ": length " .. #a .. " vs " .. #b .. " at " .. path, 2) end
+    for i = 1, #a do T.near_table(a[i], b[i], tol, msg, path .. "[" .. i .. "]") end
+  elseif not (type(a) == "number" and type(b) == "number" and
+              (math.abs(a - b) <= tol or (a ~= a and b ~= b) or a == b)) then
+    error((msg or "near_table") .. ": " .. fmt(a) .. " vs " .. fmt(b) .. " at " .. path, 2)
+  end
+end
+
+-- fn must raise an error whose text contains `pattern` (plain substring)
+function T.raises(fn, pattern, msg)
+  local ok, err = pcall(fn)
+  if ok then error((msg or "raises") .. ": no error raised", 2) end
+  if pattern and not tostring(err):find(pattern, 1, true) then
+    error((msg or "raises") .. ": error " .. fmt(tostring(err)) .. " lacks " .. fmt(pattern), 2)
+  end
+  return err
+end
+
+function T.done()
+  print(string.format("%d passed, %d failed", T.passed, T.failed))
+  os.exit(T.failed == 0 and 0 or 1)
+end
+
+return T
