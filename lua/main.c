@@ -1,0 +1,571 @@
+/* main.c - the miwb program: a Lua 5.4 host with the miwb module preloaded, and its REPL.
+ *
+ *   miwb script.lua [args...]   run a script; args in the global `arg` (arg[0] = the script)
+ *   miwb -e 'code'              run code (may be repeated; runs before a script)
+ *   miwb -i [script.lua]        run the script (if any), then the REPL
+ *   miwb -                      run standard input as a script
+ *   miwb NAME [args...]         a subcommand: require("miwb").cli[NAME](args) (NAME has no ".lua")
+ *   miwb --help | --version
+ *   miwb                        the REPL
+ *
+ * The REPL follows lua.c: a line is first tried as `return <line>` so bare expressions print;
+ * an incomplete chunk (syntax error at <eof>) asks for more lines; errors print a traceback and
+ * the REPL goes on. Ctrl-C during a computation installs a hook that raises "interrupted!" at the
+ * next Lua instruction (a long C operation finishes first); Ctrl-C at the prompt drops the line.
+ * With a terminal on stdin, input goes through GNU readline with history in ~/.miwb_history;
+ * otherwise lines are read plainly (so tests can pipe input).
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <readline/history.h>
+#include <readline/readline.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+
+int luaopen_miwb(lua_State *L);
+
+#define PROGNAME "miwb"
+#define PROMPT1 "> "
+#define PROMPT2 ">> "
+#define HISTORY_LINES 1000
+
+static lua_State *globalL = NULL;
+static volatile sig_atomic_t prompt_interrupted = 0;
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: " PROGNAME " [options] [script.lua [args...]]\n"
+            "       " PROGNAME " COMMAND [args...]\n"
+            "Options:\n"
+            "  -e CODE     run CODE (may be repeated; runs before the script)\n"
+            "  -i          enter the REPL after running the script / -e code\n"
+            "  -           run standard input as a script\n"
+            "  --          stop handling options\n"
+            "  -h, --help  show this help\n"
+            "  -v, --version  show the version\n"
+            "With no arguments, " PROGNAME " starts a REPL (the module is the global `mi`).\n"
+            "A first argument without a .lua suffix names a command: require('miwb').cli[COMMAND].\n"
+            "Scripts load the module with: local mi = require(\"miwb\")\n");
+}
+
+/* ------------------------------------------------------------ running code (as lua.c) */
+
+/* Ctrl-C while Lua runs: the handler only sets a hook, which raises the error at a safe point. */
+static void lstop(lua_State *L, lua_Debug *ar) {
+    (void)ar;
+    lua_sethook(L, NULL, 0, 0);
+    luaL_error(L, "interrupted!");
+}
+
+static void laction(int sig) {
+    int flag = LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE | LUA_MASKCOUNT;
+    signal(sig, SIG_DFL); /* a second Ctrl-C kills the process */
+    lua_sethook(globalL, lstop, flag, 1);
+}
+
+static int msghandler(lua_State *L) {
+    const char *msg = lua_tostring(L, 1);
+    if (msg == NULL) {
+        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) return 1;
+        msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    }
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
+/* calls the function below narg arguments with a traceback handler and SIGINT handling */
+static int docall(lua_State *L, int narg, int nres) {
+    int base = lua_gettop(L) - narg;
+    lua_pushcfunction(L, msghandler);
+    lua_insert(L, base);
+    globalL = L;
+    signal(SIGINT, laction);
+    int status = lua_pcall(L, narg, nres, base);
+    signal(SIGINT, SIG_DFL);
+    lua_sethook(L, NULL, 0, 0); /* an interrupt that came too late must not fire later */
+    lua_remove(L, base);
+    return status;
+}
+
+static void report(lua_State *L, int status) {
+    if (status != LUA_OK) {
+        const char *msg = lua_tostring(L, -1);
+        fprintf(stderr, PROGNAME ": %s\n", msg ? msg : "(error object is not a string)");
+        fflush(stderr);
+        lua_pop(L, 1);
+    }
+}
+
+static int dochunk(lua_State *L, int status) {
+    if (status == LUA_OK) status = docall(L, 0, 0);
+    report(L, status);
+    return status;
+}
+
+/* ------------------------------------------------------------ printing REPL results */
+
+/* Bare results are shown through a Lua function: tensors with their __tostring, tables one
+ * level deep (nested tables and tensors summarized), strings as they are at the top level. */
+static const char *SHOW_SRC =
+    "local select, type, tostring, pairs, math_type = select, type, tostring, pairs, math.type\n"
+    "local getmetatable, string, table = getmetatable, string, table\n"
+    "local function has_tostring(v) local mt = getmetatable(v)\n"
+    "  return type(mt) == 'table' and mt.__tostring ~= nil end\n"
+    "local function brief(v)\n"
+    "  local t = type(v)\n"
+    "  if t == 'string' then return string.format('%q', v) end\n"
+    "  if t == 'table' and not has_tostring(v) then\n"
+    "    local n = 0 for _ in pairs(v) do n = n + 1 end\n"
+    "    return n == 0 and '{}' or ('{...} (' .. n .. (n == 1 and ' entry)' or ' entries)')) end\n"
+    "  if t == 'userdata' and has_tostring(v) then\n"
+    "    local ok, mi = pcall(require, 'miwb')\n"
+    "    if ok and type(mi) == 'table' and mi.is_tensor and mi.is_tensor(v) then\n"
+    "      return string.format('tensor(shape=[%s], %s)', table.concat(v:shape(), ','), v:dtype()) end\n"
+    "  end\n"
+    "  local s = tostring(v)\n"
+    "  if #s > 60 then s = s:sub(1, 57) .. '...' end\n"
+    "  return s\n"
+    "end\n"
+    "local function keystr(k)\n"
+    "  if type(k) == 'string' and k:match('^[%a_][%w_]*$') then return k end\n"
+    "  return '[' .. brief(k) .. ']'\n"
+    "end\n"
+    "local function show_table(t)\n"
+    "  local parts, n, seen = {}, #t, {}\n"
+    "  local LIMIT = 40\n"
+    "  for i = 1, n do\n"
+    "    if i > LIMIT then parts[#parts + 1] = '... (' .. n .. ' items)' break end\n"
+    "    parts[#parts + 1] = brief(t[i]); seen[i] = true end\n"
+    "  local keys = {}\n"
+    "  for k in pairs(t) do\n"
+    "    if not (math_type(k) == 'integer' and k >= 1 and k <= n) then keys[#keys + 1] = k end end\n"
+    "  table.sort(keys, function(a, b)\n"
+    "    local ta, tb = type(a), type(b)\n"
+    "    if ta ~= tb then return ta < tb end\n"
+    "    if ta == 'number' or ta == 'string' then return a < b end\n"
+    "    return tostring(a) < tostring(b) end)\n"
+    "  for i, k in ipairs(keys) do\n"
+    "    if i > LIMIT then parts[#parts + 1] = '... (' .. #keys .. ' keys)' break end\n"
+    "    parts[#parts + 1] = keystr(k) .. ' = ' .. brief(t[k]) end\n"
+    "  if #parts == 0 then return '{}' end\n"
+    "  local s = '{' .. table.concat(parts, ', ') .. '}'\n"
+    "  if #s > 100 then s = '{\\n  ' .. table.concat(parts, ',\\n  ') .. '\\n}' end\n"
+    "  return s\n"
+    "end\n"
+    "return function(...)\n"
+    "  local out = {}\n"
+    "  for i = 1, select('#', ...) do\n"
+    "    local v = select(i, ...)\n"
+    "    if type(v) == 'table' and not has_tostring(v) then out[i] = show_table(v)\n"
+    "    else out[i] = tostring(v) end\n"
+    "  end\n"
+    "  return table.concat(out, '\\t')\n"
+    "end\n";
+
+static const char SHOW_KEY = 's'; /* registry key: the show function */
+
+static void print_results(lua_State *L) {
+    int n = lua_gettop(L);
+    if (n == 0) return;
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &SHOW_KEY);
+    lua_insert(L, 1);
+    if (docall(L, n, 1) == LUA_OK) {
+        puts(lua_tostring(L, -1) ? lua_tostring(L, -1) : "");
+        fflush(stdout);
+    } else {
+        report(L, LUA_ERRRUN);
+        return;
+    }
+    lua_settop(L, 0);
+}
+
+/* ------------------------------------------------------------ reading lines */
+
+static int use_readline = 0;
+static char history_path[4096];
+
+static void prompt_sigint(int sig) {
+    (void)sig;
+    prompt_interrupted = 1;
+}
+
+/* Ctrl-C at the prompt: readline's own signal handling is off and SIGINT only sets a flag,
+ * which makes read() fail with EINTR; our getc then hands readline the key C-c (byte 3, never
+ * typed as such while the terminal generates signals), bound to rl_ctrl_c: it shows "^C",
+ * accepts the line, and read_line drops it. Plain readline() keeps typed-ahead input in its
+ * buffer between lines, so pasting several lines works. */
+static volatile sig_atomic_t line_interrupted = 0;
+
+static int rl_getc_interruptible(FILE *stream) {
+    for (;;) {
+        if (prompt_interrupted) {
+            prompt_interrupted = 0;
+            return 3;
+        }
+        unsigned char c;
+        ssize_t n = read(fileno(stream), &c, 1);
+        if (n == 1) return c;
+        if (n == 0) return EOF;
+        if (errno != EINTR) return EOF;
+    }
+}
+
+static int rl_ctrl_c(int count, int key) {
+    (void)count;
+    line_interrupted = 1;
+    rl_point = rl_end;
+    rl_insert_text("^C");
+    rl_redisplay();
+    return rl_newline(1, key);
+}
+
+static char *readline_interruptible(const char *prompt, int *interrupted) {
+    struct sigaction sa, old;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = prompt_sigint; /* no SA_RESTART: read() must fail with EINTR */
+    sigemptyset(&sa.sa_mask);
+    prompt_interrupted = 0;
+    line_interrupted = 0;
+    sigaction(SIGINT, &sa, &old);
+    char *line = readline(prompt);
+    sigaction(SIGINT, &old, NULL);
+    *interrupted = line_interrupted;
+    return line;
+}
+
+/* one line without its newline, pushed on the stack; returns 1, or 0 at end of input, or 2
+ * when Ctrl-C dropped the line */
+static int read_line(lua_State *L, const char *prompt) {
+    if (use_readline) {
+        int interrupted;
+        char *line = readline_interruptible(prompt, &interrupted);
+        if (line == NULL) return 0;
+        if (interrupted) {
+            free(line);
+            return 2;
+        }
+        lua_pushstring(L, line);
+        free(line);
+        return 1;
+    }
+    fputs(prompt, stdout);
+    fflush(stdout);
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    int c, any = 0;
+    while ((c = getchar()) != EOF && c != '\n') {
+        luaL_addchar(&b, (char)c);
+        any = 1;
+    }
+    luaL_pushresult(&b);
+    if (c == EOF && !any) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    return 1;
+}
+
+static void add_history_entry(const char *line) {
+    if (!use_readline || line[0] == '\0') return;
+    add_history(line);
+    if (history_path[0]) append_history(1, history_path);
+}
+
+/* ------------------------------------------------------------ the REPL (as lua.c) */
+
+static int incomplete(lua_State *L, int status) {
+    if (status == LUA_ERRSYNTAX) {
+        size_t lmsg;
+        const char *msg = lua_tolstring(L, -1, &lmsg);
+        if (lmsg >= 5 && strcmp(msg + lmsg - 5, "<eof>") == 0) {
+            lua_pop(L, 1);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* the line at the top as "return <line>": loads it (the chunk replaces nothing) */
+static int try_return(lua_State *L) {
+    const char *line = lua_tostring(L, -1);
+    const char *retline = lua_pushfstring(L, "return %s;", line);
+    int status = luaL_loadbuffer(L, retline, strlen(retline), "=stdin");
+    if (status == LUA_OK) {
+        lua_remove(L, -2); /* drop the modified line, keep the chunk above the line */
+    } else {
+        lua_pop(L, 2);
+    }
+    return status;
+}
+
+/* reads a whole statement, possibly over several lines; leaves the compiled chunk on the stack.
+ * Returns -1 at end of input, -2 when Ctrl-C dropped the input, else a load status. */
+static int load_statement(lua_State *L) {
+    lua_settop(L, 0);
+    int r = read_line(L, PROMPT1);
+    if (r == 0) return -1;
+    if (r == 2) { lua_settop(L, 0); return -2; }
+    const char *first = lua_tostring(L, 1);
+    if (first[0] == '=') { /* lua 5.1 habit: "=expr" */
+        lua_pushfstring(L, "return %s", first + 1);
+        lua_replace(L, 1);
+    }
+    int status = try_return(L);
+    if (status != LUA_OK) {
+        for (;;) {
+            size_t len;
+            const char *line = lua_tolstring(L, 1, &len);
+            status = luaL_loadbuffer(L, line, len, "=stdin");
+            if (!incomplete(L, status)) break;
+            r = read_line(L, PROMPT2);
+            if (r == 0) { /* end of input inside a chunk: compile again to report the error */
+                line = lua_tolstring(L, 1, &len);
+                status = luaL_loadbuffer(L, line, len, "=stdin");
+                break;
+            }
+            if (r == 2) { lua_settop(L, 0); return -2; }
+            lua_pushliteral(L, "\n");
+            lua_insert(L, -2);
+            lua_concat(L, 3);
+        }
+    }
+    add_history_entry(lua_tostring(L, 1));
+    lua_remove(L, 1); /* the source; the chunk (or error message) stays */
+    return status;
+}
+
+static void repl(lua_State *L) {
+    use_readline = isatty(STDIN_FILENO);
+    if (use_readline) {
+        const char *home = getenv("HOME");
+        history_path[0] = '\0';
+        if (home && *home) {
+            snprintf(history_path, sizeof history_path, "%s/.miwb_history", home);
+            if (read_history(history_path) != 0) write_history(history_path); /* create it */
+        }
+        rl_readline_name = PROGNAME;
+        rl_catch_signals = 0;
+        rl_getc_function = rl_getc_interruptible;
+        rl_bind_key(3, rl_ctrl_c);
+    }
+    int status;
+    while ((status = load_statement(L)) != -1) {
+        if (status == -2) continue;
+        if (status == LUA_OK) status = docall(L, 0, LUA_MULTRET);
+        if (status == LUA_OK) print_results(L);
+        else report(L, status);
+        lua_settop(L, 0);
+    }
+    lua_settop(L, 0);
+    fputs("\n", stdout);
+    fflush(stdout);
+    if (use_readline && history_path[0]) history_truncate_file(history_path, HISTORY_LINES);
+}
+
+/* ------------------------------------------------------------ main */
+
+/* arg table as lua.c: arg[0] = script, arg[1..] = its arguments, negative = what came before */
+static void create_arg_table(lua_State *L, char **argv, int argc, int script) {
+    lua_createtable(L, argc - script - 1, script + 1);
+    for (int i = 0; i < argc; i++) {
+        lua_pushstring(L, argv[i]);
+        lua_rawseti(L, -2, i - script);
+    }
+    lua_setglobal(L, "arg");
+}
+
+static int push_module(lua_State *L) {
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "miwb");
+    return docall(L, 1, 1);
+}
+
+static int run_script(lua_State *L, const char *fname, int nargs_from, int argc, char **argv) {
+    if (strcmp(fname, "-") == 0) fname = NULL; /* stdin */
+    int status = luaL_loadfile(L, fname);
+    if (status == LUA_OK) {
+        for (int i = nargs_from; i < argc; i++) lua_pushstring(L, argv[i]);
+        status = docall(L, argc - nargs_from, 0);
+    }
+    report(L, status);
+    return status;
+}
+
+/* `miwb NAME args...`: calls require("miwb").cli[NAME](args) (args: a Lua list of strings).
+ * Returns the exit code: a number the command returns, 1 if it returns false or raises, else 0;
+ * -1 when there is no such command and file_exists (the caller then runs the file). */
+static int run_command(lua_State *L, int argc, char **argv, int file_exists) {
+    const char *name = argv[1];
+    if (push_module(L) != LUA_OK) {
+        report(L, LUA_ERRRUN);
+        return 1;
+    }
+    lua_getfield(L, -1, "cli");
+    if (lua_istable(L, -1)) lua_getfield(L, -1, name);
+    else lua_pushnil(L);
+    if (lua_isnil(L, -1) && file_exists) return -1;
+    if (lua_isnil(L, -1)) {
+        fprintf(stderr, PROGNAME ": unknown command '%s'", name);
+        if (lua_istable(L, -2)) {
+            const char *sep = " (commands:";
+            lua_pushnil(L);
+            while (lua_next(L, -3)) {
+                if (lua_type(L, -2) == LUA_TSTRING) {
+                    fprintf(stderr, "%s %s", sep, lua_tostring(L, -2));
+                    sep = ",";
+                }
+                lua_pop(L, 1);
+            }
+            if (sep[0] == ',') fputs(")", stderr);
+        }
+        fputs("; scripts end in .lua; see " PROGNAME " --help\n", stderr);
+        return 2;
+    }
+    create_arg_table(L, argv, argc, 1);
+    lua_createtable(L, argc - 2, 0);
+    for (int i = 2; i < argc; i++) {
+        lua_pushstring(L, argv[i]);
+        lua_rawseti(L, -2, i - 1);
+    }
+    int status = docall(L, 1, 1);
+    if (status != LUA_OK) {
+        report(L, status);
+        return 1;
+    }
+    if (lua_isinteger(L, -1)) return (int)lua_tointeger(L, -1);
+    if (lua_isboolean(L, -1) && !lua_toboolean(L, -1)) return 1;
+    return 0;
+}
+
+static int has_suffix(const char *s, const char *suf) {
+    size_t n = strlen(s), m = strlen(suf);
+    return n >= m && strcmp(s + n - m, suf) == 0;
+}
+
+static int pmain(lua_State *L) {
+    int argc = (int)lua_tointeger(L, 1);
+    char **argv = (char **)lua_touserdata(L, 2);
+    int *result = (int *)lua_touserdata(L, 3);
+    luaL_checkversion(L);
+    luaL_openlibs(L);
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+    lua_pushcfunction(L, luaopen_miwb);
+    lua_setfield(L, -2, "miwb");
+    lua_pop(L, 1);
+    if (luaL_loadstring(L, SHOW_SRC) != LUA_OK) return lua_error(L);
+    lua_call(L, 0, 1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &SHOW_KEY);
+    lua_settop(L, 3);
+
+    /* a subcommand; a file of that name is run as a script when no such command exists */
+    if (argc >= 2 && argv[1][0] != '-' && !has_suffix(argv[1], ".lua") &&
+        strchr(argv[1], '/') == NULL) {
+        int r = run_command(L, argc, argv, access(argv[1], R_OK) == 0);
+        if (r != -1) {
+            *result = r;
+            return 0;
+        }
+        lua_settop(L, 3);
+    }
+
+    int interactive = 0, script = 0, ran_code = 0;
+    /* first pass: options up to the script (the -e code runs after arg is set) */
+    int i;
+    for (i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (a[0] != '-' || strcmp(a, "-") == 0) { script = i; break; }
+        if (strcmp(a, "--") == 0) { if (i + 1 < argc) script = i + 1; break; }
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            usage(stdout);
+            *result = 0;
+            return 0;
+        }
+        if (strcmp(a, "-v") == 0 || strcmp(a, "--version") == 0) {
+            if (push_module(L) != LUA_OK) { report(L, LUA_ERRRUN); *result = 1; return 0; }
+            lua_getfield(L, -1, "version");
+            printf(PROGNAME " %s (%s)\n", lua_tostring(L, -1) ? lua_tostring(L, -1) : "?",
+                   LUA_RELEASE);
+            *result = 0;
+            return 0;
+        }
+        if (strcmp(a, "-i") == 0) { interactive = 1; continue; }
+        if (strcmp(a, "-e") == 0) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, PROGNAME ": '-e' needs an argument\n");
+                usage(stderr);
+                *result = 2;
+                return 0;
+            }
+            i++;
+            continue;
+        }
+        fprintf(stderr, PROGNAME ": unknown option '%s'\n", a);
+        usage(stderr);
+        *result = 2;
+        return 0;
+    }
+    create_arg_table(L, argv, argc, script); /* no script: arg[0] = the program */
+    /* second pass: run the -e code in order */
+    int end = script ? script : argc;
+    for (i = 1; i < end; i++) {
+        if (strcmp(argv[i], "-e") == 0) {
+            const char *code = argv[++i];
+            ran_code = 1;
+            if (dochunk(L, luaL_loadbuffer(L, code, strlen(code), "=(command line)")) != LUA_OK) {
+                *result = 1;
+                return 0;
+            }
+        }
+    }
+    if (script) {
+        if (run_script(L, argv[script], script + 1, argc, argv) != LUA_OK) {
+            *result = 1;
+            return 0;
+        }
+    }
+    if (interactive || (!script && !ran_code)) {
+        if (push_module(L) != LUA_OK) {
+            report(L, LUA_ERRRUN);
+        } else {
+            lua_getfield(L, -1, "version");
+            printf("miwb %s (%s), the mechanistic-interpretability workbench\n"
+                   "The module is the global `mi` (as local mi = require(\"miwb\")). "
+                   "Ctrl-D exits, Ctrl-C interrupts.\n",
+                   lua_tostring(L, -1) ? lua_tostring(L, -1) : "?", LUA_RELEASE);
+            fflush(stdout);
+            lua_pop(L, 1);
+            lua_setglobal(L, "mi");
+        }
+        lua_settop(L, 0);
+        repl(L);
+    }
+    *result = 0;
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    lua_State *L = luaL_newstate();
+    if (L == NULL) {
+        fprintf(stderr, PROGNAME ": cannot create the Lua state: not enough memory\n");
+        return 1;
+    }
+    int result = 1;
+    lua_pushcfunction(L, pmain);
+    lua_pushinteger(L, argc);
+    lua_pushlightuserdata(L, argv);
+    lua_pushlightuserdata(L, &result);
+    int status = lua_pcall(L, 3, 0, 0);
+    if (status != LUA_OK) {
+        fprintf(stderr, PROGNAME ": %s\n", lua_tostring(L, -1));
+        result = 1;
+    }
+    lua_close(L);
+    return result;
+}
