@@ -1,0 +1,1156 @@
+/* tensor.c - errors, storage, tensor headers, creation, views, copies, indexing, joining and
+ * printing for the miwb tensor core (the API is in mw_tensor.h; element-wise ops and
+ * reductions are in ops.c, linear algebra in linalg.c, random numbers in rng.c).
+ *
+ * Legend: a tensor of ndim dims has shape[d] and stride[d] (in elements) for d < ndim, and an
+ * element offset into its storage. "Contiguous" means row-major with no gaps (dims of size 1
+ * may have any stride). Every function validates its arguments and fails with a message that
+ * names the op and the shapes ("narrow: dim 3 out of range for [2,3]").
+ *
+ * Outputs: results are built in a local header and written to *out only on success; on failure
+ * *out is zeroed. An output may also be one of the inputs (x = narrow(x)): the input's old
+ * reference is then dropped on success and left alone on failure.
+ */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mw_tensor.h"
+
+/* ================================================================ errors */
+
+static _Thread_local char err_buf[1024];
+
+const char *mw_error(void) { return err_buf; }
+
+int mw_seterr(const char *fmt, ...)
+{
+    /* format into a temporary first: callers may pass mw_error() itself as an argument */
+    char tmp[sizeof err_buf];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    memcpy(err_buf, tmp, sizeof tmp);
+    return -1;
+}
+
+char *mw_shape_str(char *buf, size_t n, int ndim, const int64_t *shape)
+{
+    if (!buf || n == 0) return buf;
+    size_t k = 0;
+    buf[0] = 0;
+    int w = snprintf(buf, n, "[");
+    k = w > 0 ? (size_t)w : 0;
+    for (int d = 0; d < ndim && k < n; d++) {
+        w = snprintf(buf + k, n - k, d ? ",%lld" : "%lld", (long long)shape[d]);
+        if (w < 0) break;
+        k += (size_t)w;
+    }
+    if (k < n) snprintf(buf + k, n - k, "]");
+    return buf;
+}
+
+size_t mw_dtype_size(mw_dtype dt)
+{
+    switch (dt) {
+    case MW_F32: return 4;
+    case MW_I64: return 8;
+    case MW_BOOL: return 1;
+    }
+    return 0;
+}
+
+const char *mw_dtype_name(mw_dtype dt)
+{
+    switch (dt) {
+    case MW_F32: return "float32";
+    case MW_I64: return "int64";
+    case MW_BOOL: return "bool";
+    }
+    return "invalid";
+}
+
+/* Shape strings for error messages: rotating thread-local buffers so that one message can show
+ * several shapes. 256 bytes hold 8 dims of 20 digits, 7 commas and the brackets. */
+#define SHBUF 256
+static const char *shp_n(int ndim, const int64_t *shape)
+{
+    static _Thread_local char bufs[6][SHBUF];
+    static _Thread_local int next;
+    char *b = bufs[next];
+    next = (next + 1) % 6;
+    if (ndim < 0 || ndim > MW_MAXDIM) {
+        snprintf(b, SHBUF, "<ndim %d>", ndim);
+        return b;
+    }
+    return mw_shape_str(b, SHBUF, ndim, shape);
+}
+static const char *shp(const mw_tensor *t) { return shp_n(t->ndim, t->shape); }
+
+/* ================================================================ storage */
+
+/* Largest storage we agree to allocate: far above the machine's memory, so that a request past
+ * it is a bug (a negative size cast, a shape product gone wrong), reported clearly. */
+#define MW_MAX_BYTES ((int64_t)1 << 40)
+
+static int64_t live_bytes; /* updated with __atomic builtins */
+
+mw_storage *mw_storage_new(mw_dtype dt, int64_t numel)
+{
+    size_t es = mw_dtype_size(dt);
+    if (!es) {
+        mw_seterr("storage: invalid dtype %d", (int)dt);
+        return NULL;
+    }
+    if (numel < 0) {
+        mw_seterr("storage: negative number of elements %lld", (long long)numel);
+        return NULL;
+    }
+    if (numel > MW_MAX_BYTES / (int64_t)es) {
+        mw_seterr("storage: %lld elements of %s exceed the limit of 2^40 bytes", (long long)numel,
+                  mw_dtype_name(dt));
+        return NULL;
+    }
+    int64_t bytes = numel * (int64_t)es;
+    mw_storage *s = calloc(1, sizeof *s);
+    void *data = calloc(bytes ? (size_t)bytes : 1, 1);
+    if (!s || !data) {
+        free(s);
+        free(data);
+        mw_seterr("storage: out of memory allocating %lld bytes", (long long)bytes);
+        return NULL;
+    }
+    s->refcount = 1;
+    s->dtype = dt;
+    s->numel = numel;
+    s->data = data;
+    __atomic_add_fetch(&live_bytes, bytes, __ATOMIC_RELAXED);
+    return s;
+}
+
+mw_storage *mw_storage_wrap(mw_dtype dt, int64_t numel, void *data,
+                            void (*release)(mw_storage *), void *owner)
+{
+    if (!mw_dtype_size(dt)) {
+        mw_seterr("storage_wrap: invalid dtype %d", (int)dt);
+        return NULL;
+    }
+    if (numel < 0 || (numel > 0 && !data)) {
+        mw_seterr("storage_wrap: %lld elements at %p", (long long)numel, data);
+        return NULL;
+    }
+    mw_storage *s = calloc(1, sizeof *s);
+    if (!s) {
+        mw_seterr("storage_wrap: out of memory");
+        return NULL;
+    }
+    s->refcount = 1;
+    s->dtype = dt;
+    s->numel = numel;
+    s->data = data;
+    s->release = release;
+    s->owner = owner;
+    return s;
+}
+
+void mw_storage_retain(mw_storage *s)
+{
+    if (s) __atomic_add_fetch(&s->refcount, 1, __ATOMIC_RELAXED);
+}
+
+/* At refcount 0: a wrapped storage's release() frees the foreign memory (data, owner); the
+ * mw_storage struct itself is always freed here. */
+void mw_storage_release(mw_storage *s)
+{
+    if (!s || __atomic_sub_fetch(&s->refcount, 1, __ATOMIC_ACQ_REL) != 0) return;
+    if (s->release) {
+        s->release(s);
+    } else {
+        __atomic_sub_fetch(&live_bytes, s->numel * (int64_t)mw_dtype_size(s->dtype),
+                           __ATOMIC_RELAXED);
+        free(s->data);
+    }
+    free(s);
+}
+
+int64_t mw_storage_live_bytes(void) { return __atomic_load_n(&live_bytes, __ATOMIC_RELAXED); }
+
+/* ================================================================ tensor header */
+
+void mw_tensor_release(mw_tensor *t)
+{
+    if (!t) return;
+    mw_storage_release(t->storage);
+    memset(t, 0, sizeof *t);
+}
+
+void mw_tensor_share(mw_tensor *out, const mw_tensor *t)
+{
+    mw_tensor r = *t;
+    mw_storage_retain(r.storage);
+    *out = r;
+}
+
+int64_t mw_tensor_numel(const mw_tensor *t)
+{
+    int64_t n = 1;
+    for (int d = 0; d < t->ndim; d++) n *= t->shape[d];
+    return n;
+}
+
+int mw_tensor_is_contiguous(const mw_tensor *t)
+{
+    int64_t expect = 1;
+    for (int d = t->ndim - 1; d >= 0; d--) {
+        if (t->shape[d] == 0) return 1;
+        if (t->shape[d] != 1 && t->stride[d] != expect) return 0;
+        expect *= t->shape[d];
+    }
+    return 1;
+}
+
+void *mw_tensor_data(const mw_tensor *t)
+{
+    if (!t->storage) return NULL;
+    return (char *)t->storage->data + t->offset * (int64_t)mw_dtype_size(t->dtype);
+}
+
+char *mw_tensor_shape_str(char *buf, size_t n, const mw_tensor *t)
+{
+    return mw_shape_str(buf, n, t->ndim, t->shape);
+}
+
+/* ---------------------------------------------------------------- internal helpers */
+
+/* Validates an input tensor header: present, with storage, sane ndim and dtype, non-negative
+ * sizes. */
+static int check_in(const char *op, const mw_tensor *a)
+{
+    if (!a) return mw_seterr("%s: NULL tensor", op);
+    if (!a->storage) return mw_seterr("%s: tensor has no storage (released or never created)", op);
+    if (a->ndim < 0 || a->ndim > MW_MAXDIM)
+        return mw_seterr("%s: tensor has ndim %d (max %d)", op, a->ndim, MW_MAXDIM);
+    if (!mw_dtype_size(a->dtype)) return mw_seterr("%s: tensor has invalid dtype %d", op, (int)a->dtype);
+    for (int d = 0; d < a->ndim; d++)
+        if (a->shape[d] < 0) return mw_seterr("%s: tensor has negative size in %s", op, shp(a));
+    return 0;
+}
+
+/* Normalizes dim (negative from the end) against a tensor of ndim dims. */
+static int norm_dim(const char *op, int *dim, int ndim, const int64_t *shape)
+{
+    int d = *dim;
+    int lim = ndim > 0 ? ndim : 0;
+    if (d < -lim || d >= lim || lim == 0) {
+        if (lim == 0) return mw_seterr("%s: dim %d out of range for a 0-dim tensor", op, d);
+        return mw_seterr("%s: dim %d out of range for %s", op, d, shp_n(ndim, shape));
+    }
+    *dim = d < 0 ? d + ndim : d;
+    return 0;
+}
+
+/* Checks ndim and sizes of a new shape and its element count (no overflow past the storage
+ * limit). */
+static int check_shape(const char *op, int ndim, const int64_t *shape, int64_t *numel)
+{
+    if (ndim < 0 || ndim > MW_MAXDIM)
+        return mw_seterr("%s: %d dims requested (max %d)", op, ndim, MW_MAXDIM);
+    if (ndim > 0 && !shape) return mw_seterr("%s: NULL shape", op);
+    int64_t n = 1;
+    int zero = 0;
+    for (int d = 0; d < ndim; d++) {
+        if (shape[d] < 0) return mw_seterr("%s: negative size in %s", op, shp_n(ndim, shape));
+        if (shape[d] == 0) zero = 1;
+    }
+    for (int d = 0; d < ndim && !zero; d++) {
+        if (shape[d] > MW_MAX_BYTES / n)
+            return mw_seterr("%s: shape %s has too many elements", op, shp_n(ndim, shape));
+        n *= shape[d];
+    }
+    if (numel) *numel = zero ? 0 : n;
+    return 0;
+}
+
+static void contiguous_strides(int ndim, const int64_t *shape, int64_t *stride)
+{
+    int64_t s = 1;
+    for (int d = ndim - 1; d >= 0; d--) {
+        stride[d] = s;
+        s *= shape[d] > 0 ? shape[d] : 1;
+    }
+}
+
+/* A new zero-filled contiguous tensor. */
+static int tensor_alloc(const char *op, mw_tensor *r, mw_dtype dt, int ndim, const int64_t *shape)
+{
+    int64_t n;
+    memset(r, 0, sizeof *r);
+    if (!mw_dtype_size(dt)) return mw_seterr("%s: invalid dtype %d", op, (int)dt);
+    if (check_shape(op, ndim, shape, &n)) return -1;
+    mw_storage *s = mw_storage_new(dt, n);
+    if (!s) return mw_seterr("%s: %s", op, mw_error());
+    r->storage = s;
+    r->dtype = dt;
+    r->ndim = ndim;
+    for (int d = 0; d < ndim; d++) r->shape[d] = shape[d];
+    contiguous_strides(ndim, shape, r->stride);
+    r->offset = 0;
+    return 0;
+}
+
+/* Writes the result r into out. If out is also an input, the input's old reference is dropped
+ * (r holds its own). */
+static void put_out(mw_tensor *out, const mw_tensor *r, int out_is_input)
+{
+    mw_storage *old = out_is_input ? out->storage : NULL;
+    *out = *r;
+    mw_storage_release(old);
+}
+
+/* On failure: zero the output unless it is also an input (which stays as it was). */
+static int fail_out(mw_tensor *out, int out_is_input)
+{
+    if (out && !out_is_input) memset(out, 0, sizeof *out);
+    return -1;
+}
+
+/* A view result: same storage as a, one more reference. */
+static void put_view(mw_tensor *out, const mw_tensor *a, mw_tensor *r)
+{
+    r->storage = a->storage;
+    r->dtype = a->dtype;
+    mw_storage_retain(r->storage);
+    put_out(out, r, out == a);
+}
+
+/* ---------------------------------------------------------------- element conversions */
+
+/* float -> int64 without undefined behaviour: truncation toward zero as in torch; NaN and
+ * values outside the int64 range give INT64_MIN (what x86 hardware and torch there give). */
+static inline int64_t f2i(double v)
+{
+    if (!(v >= -9223372036854775808.0 && v < 9223372036854775808.0)) return INT64_MIN;
+    return (int64_t)v;
+}
+
+static inline double load_d(const char *p, mw_dtype dt)
+{
+    switch (dt) {
+    case MW_F32: return *(const float *)p;
+    case MW_I64: return (double)*(const int64_t *)p;
+    case MW_BOOL: return *(const uint8_t *)p ? 1.0 : 0.0;
+    }
+    return 0;
+}
+
+static inline void store_d(char *p, mw_dtype dt, double v)
+{
+    switch (dt) {
+    case MW_F32: *(float *)p = (float)v; break;
+    case MW_I64: *(int64_t *)p = f2i(v); break;
+    case MW_BOOL: *(uint8_t *)p = v != 0; break;
+    }
+}
+
+/* Whether value can be stored in dtype dt (explicitly: I64 needs a finite value in range;
+ * fractions truncate toward zero as in torch). */
+static int check_fits(const char *op, mw_dtype dt, double v)
+{
+    if (dt == MW_I64 && !(v >= -9223372036854775808.0 && v < 9223372036854775808.0))
+        return mw_seterr("%s: value %g does not fit int64", op, v);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- strided iteration
+ * Walks the index space shape[ndim] for nop <= 3 operands, each given by a base pointer and
+ * byte strides [ndim]. Dims of size 1 are dropped and neighbouring dims that are contiguous
+ * for every operand are merged, so that fn sees rows as long as possible:
+ * fn(p[nop], row byte strides[nop], row length, ctx). Nothing is called for 0 elements. */
+typedef void (*row_fn)(char *const *p, const int64_t *st, int64_t n, void *ctx);
+
+static void strided_rows(int ndim, const int64_t *shape, int nop, char *const *base,
+                         int64_t (*bst)[MW_MAXDIM], row_fn fn, void *ctx)
+{
+    int64_t sh[MW_MAXDIM], s[3][MW_MAXDIM];
+    int nd = 0;
+    for (int d = 0; d < ndim; d++)
+        if (shape[d] == 0) return;
+    for (int d = 0; d < ndim; d++) {
+        if (shape[d] == 1) continue;
+        int merge = nd > 0;
+        for (int k = 0; k < nop && merge; k++)
+            if (s[k][nd - 1] != bst[k][d] * shape[d]) merge = 0;
+        if (merge) {
+            sh[nd - 1] *= shape[d];
+            for (int k = 0; k < nop; k++) s[k][nd - 1] = bst[k][d];
+        } else {
+            sh[nd] = shape[d];
+            for (int k = 0; k < nop; k++) s[k][nd] = bst[k][d];
+            nd++;
+        }
+    }
+    char *p[3] = {0};
+    int64_t inner[3] = {0};
+    for (int k = 0; k < nop; k++) p[k] = base[k];
+    if (nd == 0) {
+        fn(p, inner, 1, ctx);
+        return;
+    }
+    for (int k = 0; k < nop; k++) inner[k] = s[k][nd - 1];
+    int64_t idx[MW_MAXDIM] = {0};
+    for (;;) {
+        fn(p, inner, sh[nd - 1], ctx);
+        int d = nd - 2;
+        for (; d >= 0; d--) {
+            idx[d]++;
+            for (int k = 0; k < nop; k++) p[k] += s[k][d];
+            if (idx[d] < sh[d]) break;
+            for (int k = 0; k < nop; k++) p[k] -= s[k][d] * sh[d];
+            idx[d] = 0;
+        }
+        if (d < 0) break;
+    }
+}
+
+static void byte_strides(const mw_tensor *t, int64_t *bst)
+{
+    int64_t es = (int64_t)mw_dtype_size(t->dtype);
+    for (int d = 0; d < t->ndim; d++) bst[d] = t->stride[d] * es;
+}
+
+/* Row kernel: copy with dtype conversion. p[0] = dst, p[1] = src. */
+typedef struct { mw_dtype dd, sd; } conv_ctx;
+
+#define CONV_LOOP(TD, TS, EXPR) \
+    for (int64_t i = 0; i < n; i++) { \
+        TS v = *(const TS *)(s + i * ss); \
+        *(TD *)(d + i * ds) = (EXPR); \
+    }
+
+static void row_convert(char *const *p, const int64_t *st, int64_t n, void *vctx)
+{
+    const conv_ctx *c = vctx;
+    char *d = p[0];
+    const char *s = p[1];
+    int64_t ds = st[0], ss = st[1];
+    int64_t es = (int64_t)mw_dtype_size(c->dd);
+    if (c->dd == c->sd && c->dd != MW_BOOL && ds == es && ss == es) {
+        memcpy(d, s, (size_t)(n * es));
+        return;
+    }
+    switch (c->dd * 3 + c->sd) {
+    case MW_F32 * 3 + MW_F32: CONV_LOOP(float, float, v); break;
+    case MW_F32 * 3 + MW_I64: CONV_LOOP(float, int64_t, (float)v); break;
+    case MW_F32 * 3 + MW_BOOL: CONV_LOOP(float, uint8_t, v ? 1.0f : 0.0f); break;
+    case MW_I64 * 3 + MW_F32: CONV_LOOP(int64_t, float, f2i(v)); break;
+    case MW_I64 * 3 + MW_I64: CONV_LOOP(int64_t, int64_t, v); break;
+    case MW_I64 * 3 + MW_BOOL: CONV_LOOP(int64_t, uint8_t, v ? 1 : 0); break;
+    case MW_BOOL * 3 + MW_F32: CONV_LOOP(uint8_t, float, v != 0); break;
+    case MW_BOOL * 3 + MW_I64: CONV_LOOP(uint8_t, int64_t, v != 0); break;
+    case MW_BOOL * 3 + MW_BOOL: CONV_LOOP(uint8_t, uint8_t, v != 0); break;
+    }
+}
+
+/* dst[shape] = src viewed with strides sst (elements, 0 for broadcast dims), converted. Both
+ * headers valid; shapes agree (src strides are given for dst's dims). */
+static void copy_strided(const mw_tensor *dst, const mw_tensor *src, const int64_t *sst)
+{
+    int64_t bst[2][MW_MAXDIM];
+    byte_strides(dst, bst[0]);
+    int64_t es = (int64_t)mw_dtype_size(src->dtype);
+    for (int d = 0; d < dst->ndim; d++) bst[1][d] = sst[d] * es;
+    char *base[2] = {mw_tensor_data(dst), mw_tensor_data(src)};
+    conv_ctx c = {dst->dtype, src->dtype};
+    strided_rows(dst->ndim, dst->shape, 2, base, bst, row_convert, &c);
+}
+
+/* A new contiguous tensor of dtype dt holding a's values. */
+static int clone_as(const char *op, mw_tensor *r, const mw_tensor *a, mw_dtype dt)
+{
+    if (tensor_alloc(op, r, dt, a->ndim, a->shape)) return -1;
+    copy_strided(r, a, a->stride);
+    return 0;
+}
+
+/* ================================================================ creation */
+
+int mw_tensor_empty(mw_tensor *out, mw_dtype dt, int ndim, const int64_t *shape)
+{
+    mw_tensor r;
+    if (tensor_alloc("empty", &r, dt, ndim, shape)) return fail_out(out, 0);
+    *out = r;
+    return 0;
+}
+
+int mw_tensor_zeros(mw_tensor *out, mw_dtype dt, int ndim, const int64_t *shape)
+{
+    mw_tensor r;
+    if (tensor_alloc("zeros", &r, dt, ndim, shape)) return fail_out(out, 0);
+    *out = r;
+    return 0;
+}
+
+/* Fills a contiguous buffer of n elements of dtype dt with v. */
+static void fill_contig(void *p, mw_dtype dt, int64_t n, double v)
+{
+    switch (dt) {
+    case MW_F32: {
+        float f = (float)v, *q = p;
+        for (int64_t i = 0; i < n; i++) q[i] = f;
+        break;
+    }
+    case MW_I64: {
+        int64_t x = f2i(v), *q = p;
+        for (int64_t i = 0; i < n; i++) q[i] = x;
+        break;
+    }
+    case MW_BOOL: memset(p, v != 0, (size_t)n); break;
+    }
+}
+
+int mw_tensor_full(mw_tensor *out, mw_dtype dt, int ndim, const int64_t *shape, double value)
+{
+    mw_tensor r;
+    if (mw_dtype_size(dt) && check_fits("full", dt, value)) return fail_out(out, 0);
+    if (tensor_alloc("full", &r, dt, ndim, shape)) return fail_out(out, 0);
+    fill_contig(r.storage->data, dt, mw_tensor_numel(&r), value);
+    *out = r;
+    return 0;
+}
+
+int mw_tensor_from_data(mw_tensor *out, mw_dtype dt, int ndim, const int64_t *shape,
+                        const void *data)
+{
+    mw_tensor r;
+    if (tensor_alloc("from_data", &r, dt, ndim, shape)) return fail_out(out, 0);
+    int64_t n = mw_tensor_numel(&r);
+    if (n > 0 && !data) {
+        mw_tensor_release(&r);
+        mw_seterr("from_data: NULL data for shape %s", shp_n(ndim, shape));
+        return fail_out(out, 0);
+    }
+    if (n > 0) memcpy(r.storage->data, data, (size_t)n * mw_dtype_size(dt));
+    if (dt == MW_BOOL) { /* masks hold exactly 0 or 1 */
+        uint8_t *b = r.storage->data;
+        for (int64_t i = 0; i < n; i++) b[i] = b[i] != 0;
+    }
+    *out = r;
+    return 0;
+}
+
+int mw_tensor_scalar(mw_tensor *out, mw_dtype dt, double value)
+{
+    mw_tensor r;
+    if (mw_dtype_size(dt) && check_fits("scalar", dt, value)) return fail_out(out, 0);
+    if (tensor_alloc("scalar", &r, dt, 0, NULL)) return fail_out(out, 0);
+    store_d(r.storage->data, dt, value);
+    *out = r;
+    return 0;
+}
+
+/* torch.arange: ceil((end - start) / step) values start + i * step (computed in double). */
+int mw_tensor_arange(mw_tensor *out, mw_dtype dt, double start, double end, double step)
+{
+    if (dt != MW_F32 && dt != MW_I64) {
+        mw_seterr("arange: dtype %s not supported (float32 or int64)", mw_dtype_name(dt));
+        return fail_out(out, 0);
+    }
+    if (!isfinite(start) || !isfinite(end) || !isfinite(step)) {
+        mw_seterr("arange: start %g, end %g, step %g must be finite", start, end, step);
+        return fail_out(out, 0);
+    }
+    if (step == 0) {
+        mw_seterr("arange: step must be nonzero");
+        return fail_out(out, 0);
+    }
+    if ((end > start && step < 0) || (end < start && step > 0)) {
+        mw_seterr("arange: end - start = %g and step = %g have different signs", end - start, step);
+        return fail_out(out, 0);
+    }
+    double nd = ceil((end - start) / step);
+    if (!(nd < 9e15)) {
+        mw_seterr("arange: %g values is too many", nd);
+        return fail_out(out, 0);
+    }
+    int64_t n = (int64_t)nd;
+    if (dt == MW_I64 && n > 0 &&
+        (check_fits("arange", dt, start) || check_fits("arange", dt, start + (double)(n - 1) * step)))
+        return fail_out(out, 0);
+    mw_tensor r;
+    if (tensor_alloc("arange", &r, dt, 1, &n)) return fail_out(out, 0);
+    for (int64_t i = 0; i < n; i++)
+        store_d((char *)r.storage->data + i * (int64_t)mw_dtype_size(dt), dt, start + (double)i * step);
+    *out = r;
+    return 0;
+}
+
+/* torch.linspace for float32, with torch's arithmetic (in float): step = (end - start) /
+ * (steps - 1); the first half counts up from start, the second half down from end. */
+int mw_tensor_linspace(mw_tensor *out, double start, double end, int64_t steps)
+{
+    if (steps < 0) {
+        mw_seterr("linspace: number of steps %lld must be non-negative", (long long)steps);
+        return fail_out(out, 0);
+    }
+    mw_tensor r;
+    if (tensor_alloc("linspace", &r, MW_F32, 1, &steps)) return fail_out(out, 0);
+    float *p = r.storage->data; /* [steps] */
+    float fs = (float)start, fe = (float)end;
+    if (steps == 1) {
+        p[0] = fs;
+    } else if (steps > 1) {
+        float step = (fe - fs) / (float)(steps - 1);
+        int64_t half = steps / 2;
+        for (int64_t i = 0; i < steps; i++)
+            p[i] = i < half ? fs + step * (float)i : fe - step * (float)(steps - i - 1);
+    }
+    *out = r;
+    return 0;
+}
+
+int mw_tensor_eye(mw_tensor *out, int64_t n, int64_t m)
+{
+    if (n < 0 || m < 0) {
+        mw_seterr("eye: sizes n = %lld, m = %lld must be non-negative", (long long)n, (long long)m);
+        return fail_out(out, 0);
+    }
+    int64_t shape[2] = {n, m};
+    mw_tensor r;
+    if (tensor_alloc("eye", &r, MW_F32, 2, shape)) return fail_out(out, 0);
+    float *p = r.storage->data; /* [n, m] */
+    for (int64_t i = 0; i < n && i < m; i++) p[i * m + i] = 1.0f;
+    *out = r;
+    return 0;
+}
+
+/* out = a with elements outside the band zeroed; keep(j - i) decides over the last two dims. */
+static int tri(const char *op, mw_tensor *out, const mw_tensor *a, int64_t k, int lower)
+{
+    mw_tensor r;
+    if (check_in(op, a)) return fail_out(out, 0);
+    if (a->ndim < 2) {
+        mw_seterr("%s: input must have at least 2 dims, got %s", op, shp(a));
+        return fail_out(out, out == a);
+    }
+    if (clone_as(op, &r, a, a->dtype)) return fail_out(out, out == a);
+    int64_t R = r.shape[r.ndim - 2], C = r.shape[r.ndim - 1];
+    int64_t nmat = (R > 0 && C > 0) ? mw_tensor_numel(&r) / (R * C) : 0;
+    size_t es = mw_dtype_size(r.dtype);
+    char *base = r.storage->data; /* [nmat, R, C] contiguous */
+    for (int64_t b = 0; b < nmat; b++)
+        for (int64_t i = 0; i < R; i++)
+            for (int64_t j = 0; j < C; j++) {
+                int keep = lower ? (j - i <= k) : (j - i >= k);
+                if (!keep) memset(base + ((b * R + i) * C + j) * es, 0, es);
+            }
+    put_out(out, &r, out == a);
+    return 0;
+}
+
+int mw_tensor_tril(mw_tensor *out, const mw_tensor *a, int64_t k) { return tri("tril", out, a, k, 1); }
+int mw_tensor_triu(mw_tensor *out, const mw_tensor *a, int64_t k) { return tri("triu", out, a, k, 0); }
+
+/* ================================================================ views */
+
+int mw_tensor_narrow(mw_tensor *out, const mw_tensor *a, int dim, int64_t start, int64_t len)
+{
+    int al = out == a;
+    if (check_in("narrow", a) || norm_dim("narrow", &dim, a->ndim, a->shape)) return fail_out(out, al);
+    int64_t size = a->shape[dim];
+    if (start < -size || start > size) {
+        mw_seterr("narrow: start %lld out of range for dim %d of %s", (long long)start, dim, shp(a));
+        return fail_out(out, al);
+    }
+    if (start < 0) start += size;
+    if (len < 0 || len > size - start) {
+        mw_seterr("narrow: start %lld + length %lld exceeds size %lld of dim %d of %s",
+                  (long long)start, (long long)len, (long long)size, dim, shp(a));
+        return fail_out(out, al);
+    }
+    mw_tensor r = *a;
+    r.shape[dim] = len;
+    if (len > 0) r.offset += start * a->stride[dim];
+    put_view(out, a, &r);
+    return 0;
+}
+
+int mw_tensor_select(mw_tensor *out, const mw_tensor *a, int dim, int64_t index)
+{
+    int al = out == a;
+    if (check_in("select", a) || norm_dim("select", &dim, a->ndim, a->shape)) return fail_out(out, al);
+    int64_t size = a->shape[dim];
+    if (index < -size || index >= size) {
+        mw_seterr("select: index %lld out of range for dim %d of %s", (long long)index, dim, shp(a));
+        return fail_out(out, al);
+    }
+    if (index < 0) index += size;
+    mw_tensor r = *a;
+    r.offset += index * a->stride[dim];
+    for (int d = dim; d < a->ndim - 1; d++) {
+        r.shape[d] = a->shape[d + 1];
+        r.stride[d] = a->stride[d + 1];
+    }
+    r.ndim--;
+    r.shape[r.ndim] = 0;
+    r.stride[r.ndim] = 0;
+    put_view(out, a, &r);
+    return 0;
+}
+
+int mw_tensor_transpose(mw_tensor *out, const mw_tensor *a, int d0, int d1)
+{
+    int al = out == a;
+    if (check_in("transpose", a) || norm_dim("transpose", &d0, a->ndim, a->shape) ||
+        norm_dim("transpose", &d1, a->ndim, a->shape))
+        return fail_out(out, al);
+    mw_tensor r = *a;
+    r.shape[d0] = a->shape[d1];
+    r.stride[d0] = a->stride[d1];
+    r.shape[d1] = a->shape[d0];
+    r.stride[d1] = a->stride[d0];
+    put_view(out, a, &r);
+    return 0;
+}
+
+int mw_tensor_permute(mw_tensor *out, const mw_tensor *a, const int *perm)
+{
+    int al = out == a;
+    if (check_in("permute", a)) return fail_out(out, al);
+    if (a->ndim > 0 && !perm) {
+        mw_seterr("permute: NULL permutation for %s", shp(a));
+        return fail_out(out, al);
+    }
+    int seen[MW_MAXDIM] = {0};
+    mw_tensor r = *a;
+    for (int i = 0; i < a->ndim; i++) {
+        int d = perm[i];
+        if (norm_dim("permute", &d, a->ndim, a->shape)) return fail_out(out, al);
+        if (seen[d]) {
+            mw_seterr("permute: dim %d repeated in the permutation of %s", d, shp(a));
+            return fail_out(out, al);
+        }
+        seen[d] = 1;
+        r.shape[i] = a->shape[d];
+        r.stride[i] = a->stride[d];
+    }
+    put_view(out, a, &r);
+    return 0;
+}
+
+/* Resolves one -1 in shape[ndim] against numel elements (torch's infer_size). */
+static int infer_shape(const char *op, const mw_tensor *a, int ndim, const int64_t *shape,
+                       int64_t *res)
+{
+    if (ndim < 0 || ndim > MW_MAXDIM)
+        return mw_seterr("%s: %d dims requested for %s (max %d)", op, ndim, shp(a), MW_MAXDIM);
+    if (ndim > 0 && !shape) return mw_seterr("%s: NULL shape", op);
+    int infer = -1;
+    int64_t prod = 1;
+    for (int d = 0; d < ndim; d++) {
+        res[d] = shape[d];
+        if (shape[d] == -1) {
+            if (infer >= 0)
+                return mw_seterr("%s: %s as %s: only one dim can be -1", op, shp(a), shp_n(ndim, shape));
+            infer = d;
+        } else if (shape[d] < 0) {
+            return mw_seterr("%s: %s as %s: invalid size %lld", op, shp(a), shp_n(ndim, shape),
+                             (long long)shape[d]);
+        } else {
+            if (shape[d] != 0 && prod > INT64_MAX / shape[d])
+                return mw_seterr("%s: %s as %s: too many elements", op, shp(a), shp_n(ndim, shape));
+            prod *= shape[d];
+        }
+    }
+    int64_t numel = mw_tensor_numel(a);
+    if (infer >= 0) {
+        if (prod == 0)
+            return mw_seterr("%s: %s as %s: the -1 is ambiguous with 0 elements", op, shp(a),
+                             shp_n(ndim, shape));
+        if (numel % prod != 0)
+            return mw_seterr("%s: %s (%lld elements) as %s: sizes do not match", op, shp(a),
+                             (long long)numel, shp_n(ndim, shape));
+        res[infer] = numel / prod;
+    } else if (prod != numel) {
+        return mw_seterr("%s: %s (%lld elements) as %s (%lld elements): sizes do not match", op,
+                         shp(a), (long long)numel, shp_n(ndim, shape), (long long)prod);
+    }
+    return 0;
+}
+
+/* Strides for viewing a as shape[ndim] (same element count) without copying, following torch's
+ * computeStride: groups of a's dims that are contiguous among themselves ("chunks") must each
+ * be covered by whole dims of the new shape. Returns 0 and fills st, or 1 if impossible. */
+static int view_strides(const mw_tensor *a, int ndim, const int64_t *shape, int64_t *st)
+{
+    int64_t numel = mw_tensor_numel(a);
+    if (numel == 0 || a->ndim == 0 || mw_tensor_is_contiguous(a)) {
+        contiguous_strides(ndim, shape, st);
+        return 0;
+    }
+    int view_d = ndim - 1;
+    int64_t chunk_base = a->stride[a->ndim - 1];
+    int64_t tensor_numel = 1, view_numel = 1;
+    for (int td = a->ndim - 1; td >= 0; td--) {
+        tensor_numel *= a->shape[td];
+        if (td == 0 || (a->shape[td - 1] != 1 && a->stride[td - 1] != tensor_numel * chunk_base)) {
+            while (view_d >= 0 && (view_numel < tensor_numel || shape[view_d] == 1)) {
+                st[view_d] = view_numel * chunk_base;
+                view_numel *= shape[view_d];
+                view_d--;
+            }
+            if (view_numel != tensor_numel) return 1;
+            if (td > 0) {
+                chunk_base = a->stride[td - 1];
+                tensor_numel = 1;
+                view_numel = 1;
+            }
+        }
+    }
+    return view_d != -1;
+}
+
+int mw_tensor_view(mw_tensor *out, const mw_tensor *a, int ndim, const int64_t *shape)
+{
+    int al = out == a;
+    int64_t res[MW_MAXDIM], st[MW_MAXDIM];
+    if (check_in("view", a) || infer_shape("view", a, ndim, shape, res)) return fail_out(out, al);
+    if (view_strides(a, ndim, res, st)) {
+        char sb[SHBUF];
+        mw_shape_str(sb, sizeof sb, a->ndim, a->stride);
+        mw_seterr("view: %s (strides %s) as %s: the strides do not allow a view; use reshape "
+                  "(copies) or contiguous first", shp(a), sb, shp_n(ndim, res));
+        return fail_out(out, al);
+    }
+    mw_tensor r = *a;
+    r.ndim = ndim;
+    memset(r.shape, 0, sizeof r.shape);
+    memset(r.stride, 0, sizeof r.stride);
+    for (int d = 0; d < ndim; d++) {
+        r.shape[d] = res[d];
+        r.stride[d] = st[d];
+    }
+    put_view(out, a, &r);
+    return 0;
+}
+
+int mw_tensor_reshape(mw_tensor *out, const mw_tensor *a, int ndim, const int64_t *shape)
+{
+    int al = out == a;
+    int64_t res[MW_MAXDIM], st[MW_MAXDIM];
+    if (check_in("reshape", a) || infer_shape("reshape", a, ndim, shape, res)) return fail_out(out, al);
+    mw_tensor r;
+    if (view_strides(a, ndim, res, st) == 0) {
+        r = *a;
+        r.ndim = ndim;
+        memset(r.shape, 0, sizeof r.shape);
+        memset(r.stride, 0, sizeof r.stride);
+        for (int d = 0; d < ndim; d++) {
+            r.shape[d] = res[d];
+            r.stride[d] = st[d];
+        }
+        put_view(out, a, &r);
+        return 0;
+    }
+    /* not viewable: a contiguous copy, then its row-major view */
+    if (clone_as("reshape", &r, a, a->dtype)) return fail_out(out, al);
+    r.ndim = ndim;
+    memset(r.shape, 0, sizeof r.shape);
+    memset(r.stride, 0, sizeof r.stride);
+    for (int d = 0; d < ndim; d++) r.shape[d] = res[d];
+    contiguous_strides(ndim, res, r.stride);
+    put_out(out, &r, al);
+    return 0;
+}
+
+int mw_tensor_unsqueeze(mw_tensor *out, const mw_tensor *a, int dim)
+{
+    int al = out == a;
+    if (check_in("unsqueeze", a)) return fail_out(out, al);
+    if (a->ndim >= MW_MAXDIM) {
+        mw_seterr("unsqueeze: %s already has the maximum of %d dims", shp(a), MW_MAXDIM);
+        return fail_out(out, al);
+    }
+    if (dim < -(a->ndim + 1) || dim > a->ndim) {
+        mw_seterr("unsqueeze: dim %d out of range for %s (allowed %d..%d)", dim, shp(a),
+                  -(a->ndim + 1), a->ndim);
+        return fail_out(out, al);
+    }
+    if (dim < 0) dim += a->ndim + 1;
+    mw_tensor r = *a;
+    for (int d = a->ndim; d > dim; d--) {
+        r.shape[d] = a->shape[d - 1];
+        r.stride[d] = a->stride[d - 1];
+    }
+    r.shape[dim] = 1;
+    r.stride[dim] = dim < a->ndim ? a->shape[dim] * a->stride[dim] : 1;
+    r.ndim = a->ndim + 1;
+    put_view(out, a, &r);
+    return 0;
+}
+
+/* removes dims where drop[d] is set */
+static void drop_dims(mw_tensor *r, const mw_tensor *a, const int *drop)
+{
+    int k = 0;
+    for (int d = 0; d < a->ndim; d++) {
+        if (drop[d]) continue;
+        r->shape[k] = a->shape[d];
+        r->stride[k] = a->stride[d];
+        k++;
+    }
+    for (int d = k; d < MW_MAXDIM; d++) r->shape[d] = r->stride[d] = 0;
+    r->ndim = k;
+}
+
+int mw_tensor_squeeze(mw_tensor *out, const mw_tensor *a, int dim)
+{
+    int al = out == a;
+    if (check_in("squeeze", a)) return fail_out(out, al);
+    mw_tensor r = *a;
+    if (a->ndim == 0 && (dim == 0 || dim == -1)) { /* torch: squeezing a 0-dim tensor is a no-op */
+        put_view(out, a, &r);
+        return 0;
+    }
+    if (norm_dim("squeeze", &dim, a->ndim, a->shape)) return fail_out(out, al);
+    int drop[MW_MAXDIM] = {0};
+    drop[dim] = a->shape[dim] == 1;
+    drop_dims(&r, a, drop);
+    put_view(out, a, &r);
+    return 0;
+}
+
+int mw_tensor_squeeze_all(mw_tensor *out, const mw_tensor *a)
+{
+    int al = out == a;
+    if (check_in("squeeze", a)) return fail_out(out, al);
+    mw_tensor r = *a;
+    int drop[MW_MAXDIM] = {0};
+    for (int d = 0; d < a->ndim; d++) drop[d] = a->shape[d] == 1;
+    drop_dims(&r, a, drop);
+    put_view(out, a, &r);
+    return 0;
+}
+
+/* Strides (elements) of a broadcast to shape[ndim] (aligned at the right), 0 on broadcast dims.
+ * Fails when a size differs and is not 1. */
+static int broadcast_strides(const char *op, const mw_tensor *a, int ndim, const int64_t *shape,
+                             int64_t *st)
+{
+    if (a->ndim > ndim)
+        return mw_seterr("%s: %s cannot be broadcast to %s (more dims)", op, shp(a), shp_n(ndim, shape));
+    int lead = ndim - a->ndim;
+    for (int d = 0; d < ndim; d++) {
+        if (d < lead) {
+            st[d] = 0;
+            continue;
+        }
+        int64_t s = a->shape[d - lead];
+        if (s == shape[d]) st[d] = s == 1 ? 0 : a->stride[d - lead];
+        else if (s == 1) st[d] = 0;
+        else
+            return mw_seterr("%s: %s cannot be broadcast to %s (size %lld at dim %d)", op, shp(a),
+                             shp_n(ndim, shape), (long long)s, d - lead);
+    }
+    return 0;
+}
+
+int mw_tensor_expand(mw_tensor *out, const mw_tensor *a, int ndim, const int64_t *shape)
+{
+    int al = out == a;
+    if (check_in("expand", a)) return fail_out(out, al);
+    if (ndim < a->ndim || ndim > MW_MAXDIM || (ndim > 0 && !shape)) {
+        mw_seterr("expand: %s to %s: need between %d and %d dims", shp(a), shp_n(ndim, shape),
+                  a->ndim, MW_MAXDIM);
+        return fail_out(out, al);
+    }
+    int lead = ndim - a->ndim;
+    int64_t res[MW_MAXDIM];
+    for (int d = 0; d < ndim; d++) {
+        int64_t want = shape[d];
+        if (want == -1) {
+            if (d < lead) {
+                mw_seterr("expand: %s to %s: -1 not allowed in a new leading dim %d", shp(a),
+                          shp_n(ndim, shape), d);
+                return fail_out(out, al);
+            }
+            want = a->shape[d - lead];
+        } else if (want < 0) {
+            mw_seterr("expand: %s to %s: invalid size %lld", shp(a), shp_n(ndim, shape), (long long)want);
+            return fail_out(out, al);
+        }
+        res[d] = want;
+    }
+    int64_t st[MW_MAXDIM], dummy;
+    if (check_shape("expand", ndim, res, &dummy)) return fail_out(out, al);
+    /* non-broadcast dims keep their stride even when of size 1 */
+    for (int d = 0; d < ndim; d++) {
+        if (d < lead) {
+            st[d] = 0;
+            continue;
+        }
+        int64_t s = a->shape[d - lead];
+        if (s == res[d]) st[d] = a->stride[d - lead];
+        else if (s == 1) st[d] = 0;
+        else {
+            mw_seterr("expand: %s to %s: size %lld at dim %d is not 1", shp(a), shp_n(ndim, res),
+                      (long long)s, d - lead);
+            return fail_out(out, al);
+        }
+    }
+    mw_tensor r = *a;
+    r.ndim = ndim;
+    for (int d = 0; d < MW_MAXDIM; d++) {
+        r.shape[d] = d < ndim ? res[d] : 0;
+        r.stride[d] = d < ndim ? st[d] : 0;
+    }
+    put_view(out, a, &r);
+    return 0;
+}
+
+/* torch.diagonal: the diagonal of dims d1, d2 (offset > 0 above, < 0 below) becomes the last
+ * dim; d1 and d2 are removed. */
+int mw_tensor_diagonal(mw_tensor *out, const mw_tensor *a, int64_t offset, int d1, int d2)
+{
+    int al = out == a;
+    if (check_in("diagonal", a)) return fail_out(out, al);
+    if (a->ndim < 2) {
+        mw_seterr("diagonal: input must have at least 2 dims, got %s", shp(a));
+        return fail_out(out, al);
+    }
+    if (norm_dim("diagonal", &d1, a->ndim, a->shape) || norm_dim("diagonal", &d2, a->ndim, a->shape))
+        return fail_out(out, al);
+    if (d1 == d2) {
+        mw_seterr("diagonal: dims %d and %d of %s are the same", d1, d2, shp(a));
+        return fail_out(out, al);
+    }
+    int64_t n1 = a->shape[d1], n2 = a->shape[d2], len, shift;
+    if (offset >= 0) {
+        len = offset >= n2 ? 0 : (n1 < n2 - offset ? n1 : n2 - offset);
+        shift = offset * a->stride[d2];
+    } else {
+        len = -offset >= n1 ? 0 : (n1 + offset < n2 ? n1 + offset : n2);
+        shift = -offset * a->stride[d1];
+    }
+    mw_tensor r = *a;
+    int drop[MW_MAXDIM] = {0};
+    drop[d1] = drop[d2] = 1;
+    drop_dims(&r, a, drop);
+    r.shape[r.ndim] = len;
+    r.stride[r.ndim] = a->stride[d1] + a->stride[d2];
+    r.ndim++;
+    if (len > 0) r.offset += shift; /* an empty diagonal keeps the offset in bounds */
+    put_view(out, a, &r);
+    return 0;
+}
+
+/* ================================================================ copies */
+
+int mw_tensor_contiguous(mw_tensor *out, const mw_tensor *a)
+{
+    int al = out == a;
+    if (check_in("contiguous", a)) return fail_out(out, al);
+    mw_tensor r;
+    if (mw_tensor_is_contiguous(a)) {
+        r = *a;
+        put_view(out, a, &r);
+        return 0;
+    }
+    if (clone_as("contiguous", &r, a, a->dtype)) return fail_out(out, al);
+    put_out(out, &r, al);
+    return 0;
+}
+
+int mw_tensor_clone(mw_tensor *out, const mw_tensor *a)
+{
+    int al = out == a;
+    mw_tensor r;
+    if (check_in("clone", a) || clone_as("clone", &r, a, a->dtype)) return fail_out(out, al);
+    put_out(out, &r, al);
+    return 0;
+}
+
+int mw_tensor_to_dtype(mw_tensor *out, const mw_tensor *a, mw_dtype dt)
+{
+    int al = out == a;
+    mw_tensor r;
+    if (check_in("to_dtype", a) || clone_as("to_dtype", &r, a, dt)) return fail_out(out, al);
+    put_out(out, &r, al);
+    return 0;
+}
+
+int mw_tensor_copy_(mw_tensor *dst, const mw_tensor *src)
+{
+    int64_t st[MW_MAXDIM];
+    if (check_in("copy_", dst) || check_in("copy_", src)) return -1;
+    if (broadcast_strides("copy_", src, dst->ndim, dst->shape, st)) return -1;
+    if (mw_tensor_numel(dst) == 0) return 0;
+    if (src->storage == dst->storage) {
+        /* the same memory may be read and written in an overlapping order: copy src first */
+        mw_tensor tmp;
+        if (clone_as("copy_", &tmp, src, src->dtype)) return -1;
+        broadcast_strides("copy_", &tmp, dst->ndim, dst->shape, st);
+        copy_strided(dst, &tmp, st);
+        mw_tensor_release(&tmp);
+        return 0;
+    }
+    copy_strided(dst, src, st);
+    return 0;
+}
+
+/* Row kernel for fill_: p[0] = dst; ctx = one element of dst's dtype. */
+typedef struct { mw_dtype dt; union { float f; int64_t i; uint8_t b; } v; } fill_ctx;
+
+static void row_fill(char *const *p, const int64_t *st, int64_t n, void *vctx)
+{
+    const fill_ctx *c = vctx;
+    char *d = p[0];
+    int64_t s = st[0];
+    switch (c->dt) {
+    case MW_F32: for (int64_t i = 0; i < n; i++) *(float *)(d + i * s) = c->v.f; break;
+    case MW_I64: for (int64_t i = 0; i < n; i++) *(int64_t *)(d + i * s) = c->v.i; break;
+    case MW_BOOL: for (int64_t i = 0; i < n; i++) *(uint8_t *)(d + i * s) = c->v.b; break;
+    }
+}
+
+static void fill_strided(mw_tensor *dst, double value)
+{
+    fill_ctx c = {.dt = dst->dtype};
+    switch (dst->dtype) {
+    case MW_F32: c.v.f = (float)value; break;
+    case MW_I64: c.v.i = f2i(value); break;
+    case MW_BOOL: c.v.b = value != 0; break;
+    }
+    int64_t bst[1][MW_MAXDIM];
+    byte_strides(dst, bst[0]);
+    char *base[1] = {mw_tensor_data(dst)};
+    strided_rows(dst->ndim, dst->shape, 1, base, bst, row_fill, &c);
+}
+
+int mw_tensor_fill_(mw_tensor *dst, double value)
+{
+    if (check_in("fill_", dst) || check_fits("fill_", dst->dtype, value)) return -1;
+    fill_strided(dst, value);
+    return 0;
+}
+
+static int64_t elem_offset(const mw_tensor *a, const int64_t *index)
+{
+    int64_t off = a->offset;
+    for (int d = 0; d < a->ndim; d++) off += index[d] * a->stride[d];
+    return off;
+}
+
+double mw_tensor_get(const mw_tensor *a, const int64_t *index)
+{
+    return load_d((const char *)a->storage->data + elem_offset(a, index) * (int64_t)mw_dtype_size(a->dtype),
+                  a->dtype);
+}
+
+void mw_tensor_set(mw_tensor *a, const int64_t *index, double v)
+{
+    store_d((char *)a->storage->data + elem_offset(a, index) * (int64_t)mw_dtype_size(a->dtype),
+            a->dtype, v);
+}

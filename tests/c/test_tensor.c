@@ -1,0 +1,919 @@
+/* test_tensor.c - unit tests for core/tensor.c and core/rng.c: errors, storage, creation,
+ * random numbers, views, copies, indexing, joining and printing.
+ *
+ * Expected values are worked out by hand in the comments (shapes, strides, offsets, element
+ * values), come from published test vectors, or from fixtures generated once by committed
+ * scripts: tests/fixtures/gen_rng.py (an independent Python xoshiro256** and splitmix64) and
+ * tests/fixtures/gen_format.py (PyTorch's own printing of the same tensors).
+ */
+#include <inttypes.h>
+#include <stdlib.h>
+
+#include "mw_tensor.h"
+#include "mwtest.h"
+
+#include "../fixtures/rng_expected.h"
+
+/* ---------------------------------------------------------------- helpers */
+
+static char shbuf[4][256];
+static int shnext;
+static const char *shape_of(const mw_tensor *t)
+{
+    char *b = shbuf[shnext++ % 4];
+    return mw_tensor_shape_str(b, 256, t);
+}
+static const char *stride_of(const mw_tensor *t)
+{
+    char *b = shbuf[shnext++ % 4];
+    return mw_shape_str(b, 256, t->ndim, t->stride);
+}
+#define CHECK_SHAPE(t, s) CHECK_MSG(strcmp(shape_of(t), (s)) == 0, "shape %s, expected %s", shape_of(t), (s))
+#define CHECK_STRIDE(t, s) CHECK_MSG(strcmp(stride_of(t), (s)) == 0, "stride %s, expected %s", stride_of(t), (s))
+#define CHECK_ZEROED(t) CHECK_MSG(is_zeroed(&(t)), "output not zeroed after failure")
+
+static int is_zeroed(const mw_tensor *t)
+{
+    static const mw_tensor z;
+    return memcmp(t, &z, sizeof z) == 0;
+}
+
+/* element at a multi-index given as varargs-free small arrays */
+static double at1(const mw_tensor *t, int64_t i) { return mw_tensor_get(t, &i); }
+static double at2(const mw_tensor *t, int64_t i, int64_t j)
+{
+    int64_t ix[2] = {i, j};
+    return mw_tensor_get(t, ix);
+}
+static double at3(const mw_tensor *t, int64_t i, int64_t j, int64_t k)
+{
+    int64_t ix[3] = {i, j, k};
+    return mw_tensor_get(t, ix);
+}
+
+/* a float tensor of the given shape holding 0, 1, 2, ... in row-major order */
+static mw_tensor iota_f(int ndim, const int64_t *shape)
+{
+    mw_tensor t;
+    int64_t n = 1;
+    for (int d = 0; d < ndim; d++) n *= shape[d];
+    float *v = malloc((size_t)(n ? n : 1) * sizeof *v);
+    for (int64_t i = 0; i < n; i++) v[i] = (float)i;
+    if (mw_tensor_from_data(&t, MW_F32, ndim, shape, v)) memset(&t, 0, sizeof t);
+    free(v);
+    return t;
+}
+
+/* checks that t (any strides) holds exactly the row-major values want[numel] */
+static int values_are(const mw_tensor *t, const double *want)
+{
+    int64_t n = mw_tensor_numel(t), idx[MW_MAXDIM] = {0};
+    for (int64_t i = 0; i < n; i++) {
+        double v = mw_tensor_get(t, idx);
+        if (!(v == want[i] || (isnan(v) && isnan(want[i])))) {
+            printf("  element %" PRId64 " is %.9g, expected %.9g\n", i, v, want[i]);
+            return 0;
+        }
+        for (int d = t->ndim - 1; d >= 0; d--) {
+            if (++idx[d] < t->shape[d]) break;
+            idx[d] = 0;
+        }
+    }
+    return 1;
+}
+#define CHECK_VALUES(t, ...) do { static const double _w[] = {__VA_ARGS__}; \
+    CHECK_MSG(mw_tensor_numel(&(t)) == (int64_t)(sizeof _w / sizeof _w[0]), "numel %lld, expected %d", \
+              (long long)mw_tensor_numel(&(t)), (int)(sizeof _w / sizeof _w[0])); \
+    if (mw_tensor_numel(&(t)) == (int64_t)(sizeof _w / sizeof _w[0])) CHECK(values_are(&(t), _w)); } while (0)
+
+/* ---------------------------------------------------------------- errors, dtypes */
+
+static void test_errors(void)
+{
+    CHECK(mw_seterr("op: %d and %s", 3, "x") == -1);
+    CHECK(strcmp(mw_error(), "op: 3 and x") == 0);
+    /* a message built from the previous one */
+    mw_seterr("outer: %s", mw_error());
+    CHECK(strcmp(mw_error(), "outer: op: 3 and x") == 0);
+
+    char buf[64];
+    int64_t s3[3] = {2, 3, 4};
+    CHECK(strcmp(mw_shape_str(buf, sizeof buf, 3, s3), "[2,3,4]") == 0);
+    CHECK(strcmp(mw_shape_str(buf, sizeof buf, 0, NULL), "[]") == 0);
+    char small[5];
+    mw_shape_str(small, sizeof small, 3, s3); /* truncated, still terminated */
+    CHECK(strlen(small) == 4 && strncmp(small, "[2,3", 4) == 0);
+    int64_t big[8] = {INT64_MIN, INT64_MIN, INT64_MIN, INT64_MIN, INT64_MIN, INT64_MIN, INT64_MIN, INT64_MIN};
+    char huge[8 * MW_MAXDIM * 21];
+    mw_shape_str(huge, sizeof huge, 8, big);
+    CHECK(strlen(huge) == 2 + 8 * 20 + 7);
+
+    CHECK(mw_dtype_size(MW_F32) == 4 && mw_dtype_size(MW_I64) == 8 && mw_dtype_size(MW_BOOL) == 1);
+    CHECK(strcmp(mw_dtype_name(MW_F32), "float32") == 0);
+    CHECK(strcmp(mw_dtype_name(MW_I64), "int64") == 0);
+    CHECK(strcmp(mw_dtype_name(MW_BOOL), "bool") == 0);
+    CHECK(mw_dtype_size((mw_dtype)7) == 0);
+}
+
+/* ---------------------------------------------------------------- storage */
+
+static int released_count;
+static void count_release(mw_storage *s)
+{
+    released_count++;
+    free(s->owner);
+}
+
+static void test_storage(void)
+{
+    int64_t before = mw_storage_live_bytes();
+    mw_storage *s = mw_storage_new(MW_I64, 10);
+    CHECK(s != NULL);
+    if (!s) return;
+    CHECK(s->refcount == 1 && s->numel == 10 && s->dtype == MW_I64);
+    int64_t *p = s->data;
+    int zero = 1;
+    for (int i = 0; i < 10; i++) zero &= p[i] == 0;
+    CHECK(zero);
+    CHECK(mw_storage_live_bytes() - before == 80);
+    mw_storage_retain(s);
+    CHECK(s->refcount == 2);
+    mw_storage_release(s);
+    CHECK(mw_storage_live_bytes() - before == 80);
+    mw_storage_release(s);
+    CHECK(mw_storage_live_bytes() == before);
+
+    mw_storage *e = mw_storage_new(MW_F32, 0); /* empty storages exist too */
+    CHECK(e != NULL && e->data != NULL);
+    mw_storage_release(e);
+
+    CHECK(mw_storage_new(MW_F32, -1) == NULL);
+    CHECK(strstr(mw_error(), "storage: negative") != NULL);
+    CHECK(mw_storage_new(MW_F32, (int64_t)1 << 62) == NULL);
+    CHECK(strstr(mw_error(), "exceed the limit") != NULL);
+    CHECK(mw_storage_new(MW_I64, INT64_MAX) == NULL);
+    CHECK(mw_storage_new((mw_dtype)9, 4) == NULL);
+    CHECK(strstr(mw_error(), "invalid dtype") != NULL);
+    CHECK(mw_storage_live_bytes() == before);
+
+    /* wrapped foreign memory: release() runs once at refcount 0, live bytes untouched */
+    float *mem = calloc(4, sizeof *mem);
+    released_count = 0;
+    mw_storage *w = mw_storage_wrap(MW_F32, 4, mem, count_release, mem);
+    CHECK(w != NULL && w->data == mem);
+    CHECK(mw_storage_live_bytes() == before);
+    mw_tensor t = {.storage = w, .dtype = MW_F32, .ndim = 1, .shape = {4}, .stride = {1}};
+    mw_tensor v;
+    CHECK_OK(mw_tensor_narrow(&v, &t, 0, 1, 2));
+    mw_tensor_release(&t);
+    CHECK(released_count == 0);
+    CHECK(is_zeroed(&t));
+    mw_tensor_release(&v);
+    CHECK(released_count == 1);
+    mw_tensor_release(&v); /* releasing a zeroed header is harmless */
+    CHECK(released_count == 1);
+    CHECK(mw_storage_wrap(MW_F32, 4, NULL, NULL, NULL) == NULL);
+}
+
+static void test_header(void)
+{
+    int64_t sh[3] = {2, 3, 4};
+    mw_tensor t;
+    CHECK_OK(mw_tensor_zeros(&t, MW_F32, 3, sh));
+    CHECK(mw_tensor_numel(&t) == 24);
+    CHECK(mw_tensor_is_contiguous(&t));
+    CHECK_STRIDE(&t, "[12,4,1]");
+    char buf[32];
+    CHECK(strcmp(mw_tensor_shape_str(buf, sizeof buf, &t), "[2,3,4]") == 0);
+    mw_tensor s;
+    mw_tensor_share(&s, &t);
+    CHECK(s.storage == t.storage && t.storage->refcount == 2);
+    mw_tensor tr;
+    CHECK_OK(mw_tensor_transpose(&tr, &t, 0, 2));
+    CHECK(!mw_tensor_is_contiguous(&tr));
+    mw_tensor n;
+    CHECK_OK(mw_tensor_narrow(&n, &t, 1, 1, 1)); /* [2,1,4] strides [12,4,1]: offset 4, not contiguous */
+    CHECK(!mw_tensor_is_contiguous(&n));
+    CHECK(mw_tensor_data(&n) == (char *)t.storage->data + 16);
+    mw_tensor n0;
+    CHECK_OK(mw_tensor_narrow(&n0, &t, 0, 1, 1)); /* [1,3,4] at offset 12: contiguous */
+    CHECK(mw_tensor_is_contiguous(&n0));
+    CHECK(n0.offset == 12);
+    CHECK(t.storage->refcount == 5);
+    mw_tensor_release(&n0);
+    mw_tensor_release(&n);
+    mw_tensor_release(&tr);
+    mw_tensor_release(&s);
+    CHECK(t.storage->refcount == 1);
+    mw_tensor_release(&t);
+    mw_tensor sc;
+    CHECK_OK(mw_tensor_scalar(&sc, MW_F32, 2.5));
+    CHECK(sc.ndim == 0 && mw_tensor_numel(&sc) == 1 && mw_tensor_is_contiguous(&sc));
+    CHECK(mw_tensor_get(&sc, NULL) == 2.5);
+    mw_tensor_release(&sc);
+}
+
+/* ---------------------------------------------------------------- creation */
+
+static void test_creation(void)
+{
+    mw_tensor t;
+    int64_t sh[2] = {2, 3};
+    CHECK_OK(mw_tensor_full(&t, MW_F32, 2, sh, 1.5));
+    CHECK_VALUES(t, 1.5, 1.5, 1.5, 1.5, 1.5, 1.5);
+    mw_tensor_release(&t);
+    CHECK_OK(mw_tensor_full(&t, MW_I64, 2, sh, -2.9)); /* truncation toward zero, as torch */
+    CHECK_VALUES(t, -2, -2, -2, -2, -2, -2);
+    mw_tensor_release(&t);
+    CHECK_OK(mw_tensor_full(&t, MW_BOOL, 1, sh, 3));
+    CHECK(t.dtype == MW_BOOL && ((uint8_t *)t.storage->data)[0] == 1);
+    mw_tensor_release(&t);
+    CHECK_OK(mw_tensor_empty(&t, MW_I64, 2, sh));
+    CHECK_VALUES(t, 0, 0, 0, 0, 0, 0);
+    mw_tensor_release(&t);
+
+    int64_t iv[6] = {1, -2, 3, INT64_MAX, INT64_MIN, 0};
+    CHECK_OK(mw_tensor_from_data(&t, MW_I64, 2, sh, iv));
+    CHECK(((int64_t *)t.storage->data)[3] == INT64_MAX && ((int64_t *)t.storage->data)[4] == INT64_MIN);
+    CHECK(at2(&t, 0, 1) == -2 && at2(&t, 1, 0) == (double)INT64_MAX);
+    mw_tensor_release(&t);
+    uint8_t bv[3] = {0, 7, 1};
+    int64_t s3 = 3;
+    CHECK_OK(mw_tensor_from_data(&t, MW_BOOL, 1, &s3, bv)); /* normalized to 0/1 */
+    CHECK(((uint8_t *)t.storage->data)[1] == 1);
+    mw_tensor_release(&t);
+
+    /* arange: ceil((end-start)/step) values */
+    CHECK_OK(mw_tensor_arange(&t, MW_I64, 0, 5, 1));
+    CHECK(t.dtype == MW_I64);
+    CHECK_SHAPE(&t, "[5]");
+    CHECK_VALUES(t, 0, 1, 2, 3, 4);
+    mw_tensor_release(&t);
+    CHECK_OK(mw_tensor_arange(&t, MW_F32, 1, 2, 0.25)); /* 1, 1.25, 1.5, 1.75 */
+    CHECK_VALUES(t, 1, 1.25, 1.5, 1.75);
+    mw_tensor_release(&t);
+    CHECK_OK(mw_tensor_arange(&t, MW_F32, 1, 2.1, 0.5)); /* ceil(2.2) = 3: 1, 1.5, 2 */
+    CHECK_VALUES(t, 1, 1.5, 2);
+    mw_tensor_release(&t);
+    CHECK_OK(mw_tensor_arange(&t, MW_I64, 5, 0, -2)); /* 5, 3, 1 */
+    CHECK_VALUES(t, 5, 3, 1);
+    mw_tensor_release(&t);
+    CHECK_OK(mw_tensor_arange(&t, MW_I64, 3, 3, 1));
+    CHECK_SHAPE(&t, "[0]");
+    mw_tensor_release(&t);
+
+    /* linspace(0, 1, 5) = 0, .25, .5, .75, 1 */
+    CHECK_OK(mw_tensor_linspace(&t, 0, 1, 5));
+    CHECK(t.dtype == MW_F32);
+    CHECK_VALUES(t, 0, 0.25, 0.5, 0.75, 1);
+    mw_tensor_release(&t);
+    CHECK_OK(mw_tensor_linspace(&t, 2, -2, 3));
+    CHECK_VALUES(t, 2, 0, -2);
+    mw_tensor_release(&t);
+    CHECK_OK(mw_tensor_linspace(&t, -1, 1, 1));
+    CHECK_VALUES(t, -1);
+    mw_tensor_release(&t);
+    CHECK_OK(mw_tensor_linspace(&t, -1, 1, 0));
+    CHECK_SHAPE(&t, "[0]");
+    mw_tensor_release(&t);
+
+    CHECK_OK(mw_tensor_eye(&t, 2, 3));
+    CHECK_SHAPE(&t, "[2,3]");
+    CHECK_VALUES(t, 1, 0, 0, 0, 1, 0);
+    mw_tensor_release(&t);
+    CHECK_OK(mw_tensor_eye(&t, 3, 2));
+    CHECK_VALUES(t, 1, 0, 0, 1, 0, 0);
+    mw_tensor_release(&t);
+}
+
+static void test_tril_triu(void)
+{
+    int64_t sh[2] = {3, 4};
+    mw_tensor a = iota_f(2, sh), t;
+    /* a = [[0,1,2,3],[4,5,6,7],[8,9,10,11]]; tril keeps j - i <= k */
+    CHECK_OK(mw_tensor_tril(&t, &a, 0));
+    CHECK_VALUES(t, 0, 0, 0, 0, 4, 5, 0, 0, 8, 9, 10, 0);
+    mw_tensor_release(&t);
+    CHECK_OK(mw_tensor_tril(&t, &a, 1));
+    CHECK_VALUES(t, 0, 1, 0, 0, 4, 5, 6, 0, 8, 9, 10, 11);
+    mw_tensor_release(&t);
+    CHECK_OK(mw_tensor_tril(&t, &a, -1));
+    CHECK_VALUES(t, 0, 0, 0, 0, 4, 0, 0, 0, 8, 9, 0, 0);
+    mw_tensor_release(&t);
+    CHECK_OK(mw_tensor_triu(&t, &a, 0));
+    CHECK_VALUES(t, 0, 1, 2, 3, 0, 5, 6, 7, 0, 0, 10, 11);
+    mw_tensor_release(&t);
+    CHECK_OK(mw_tensor_triu(&t, &a, 2));
+    CHECK_VALUES(t, 0, 0, 2, 3, 0, 0, 0, 7, 0, 0, 0, 0);
+    mw_tensor_release(&t);
+    /* batched, and on a transposed view: tril of a^T [4,3] with k = 0 */
+    mw_tensor at;
+    CHECK_OK(mw_tensor_transpose(&at, &a, 0, 1));
+    CHECK_OK(mw_tensor_tril(&t, &at, 0));
+    CHECK_VALUES(t, 0, 0, 0, 1, 5, 0, 2, 6, 10, 3, 7, 11);
+    mw_tensor_release(&t);
+    int64_t sh3[3] = {2, 2, 2};
+    mw_tensor b = iota_f(3, sh3);
+    CHECK_OK(mw_tensor_triu(&t, &b, 1));
+    CHECK_VALUES(t, 0, 1, 0, 0, 0, 5, 0, 0);
+    mw_tensor_release(&t);
+    mw_tensor_release(&b);
+    mw_tensor_release(&at);
+    mw_tensor_release(&a);
+}
+
+static void test_creation_errors(void)
+{
+    mw_tensor t;
+    int64_t neg[2] = {2, -1};
+    memset(&t, 0xab, sizeof t);
+    CHECK_ERR(mw_tensor_zeros(&t, MW_F32, 2, neg), "zeros: negative size in [2,-1]");
+    CHECK_ZEROED(t);
+    int64_t nine[9] = {1, 1, 1, 1, 1, 1, 1, 1, 1};
+    CHECK_ERR(mw_tensor_zeros(&t, MW_F32, 9, nine), "max 8");
+    CHECK_ERR(mw_tensor_empty(&t, MW_F32, -1, nine), "empty");
+    int64_t huge[3] = {1 << 30, 1 << 30, 1 << 30};
+    CHECK_ERR(mw_tensor_zeros(&t, MW_F32, 3, huge), "too many elements");
+    int64_t ovf[2] = {INT64_MAX, 3};
+    CHECK_ERR(mw_tensor_full(&t, MW_F32, 2, ovf, 1), "full: shape [9223372036854775807,3]");
+    int64_t big[2] = {1 << 20, 1 << 20}; /* 2^40 floats = 2^42 bytes: past the limit */
+    CHECK_ERR(mw_tensor_zeros(&t, MW_F32, 2, big), "exceed the limit");
+    CHECK_ZEROED(t);
+    int64_t sh[1] = {2};
+    CHECK_ERR(mw_tensor_full(&t, MW_I64, 1, sh, NAN), "full: value nan does not fit int64");
+    CHECK_ERR(mw_tensor_full(&t, MW_I64, 1, sh, 1e19), "does not fit int64");
+    CHECK_ERR(mw_tensor_zeros(&t, (mw_dtype)5, 1, sh), "invalid dtype");
+    CHECK_ERR(mw_tensor_from_data(&t, MW_F32, 1, sh, NULL), "from_data: NULL data for shape [2]");
+    CHECK_ERR(mw_tensor_arange(&t, MW_F32, 0, 1, 0), "arange: step must be nonzero");
+    CHECK_ERR(mw_tensor_arange(&t, MW_F32, 0, 5, -1), "different signs");
+    CHECK_ERR(mw_tensor_arange(&t, MW_BOOL, 0, 5, 1), "arange: dtype bool");
+    CHECK_ERR(mw_tensor_arange(&t, MW_F32, 0, INFINITY, 1), "must be finite");
+    CHECK_ERR(mw_tensor_arange(&t, MW_F32, 0, 1e300, 1e-300), "too many");
+    CHECK_ERR(mw_tensor_linspace(&t, 0, 1, -2), "linspace: number of steps -2");
+    CHECK_ERR(mw_tensor_eye(&t, -1, 2), "eye: sizes n = -1");
+    CHECK_ZEROED(t);
+    int64_t s1 = 3;
+    mw_tensor v = iota_f(1, &s1);
+    CHECK_ERR(mw_tensor_tril(&t, &v, 0), "tril: input must have at least 2 dims, got [3]");
+    CHECK_ERR(mw_tensor_triu(&t, &v, 0), "triu");
+    mw_tensor none = {0};
+    CHECK_ERR(mw_tensor_tril(&t, &none, 0), "tril: tensor has no storage");
+    CHECK_ZEROED(t);
+    mw_tensor_release(&v);
+}
+
+/* ---------------------------------------------------------------- random numbers */
+
+static void test_rng(void)
+{
+    mw_rng g;
+    /* the state words are the first four splitmix64 outputs (published vector, seed 1234567) */
+    mw_rng_seed(&g, 1234567);
+    for (int i = 0; i < 4; i++) CHECK(g.s[i] == RNG_SPLITMIX_1234567[i]);
+    mw_rng_seed(&g, 0);
+    for (int i = 0; i < 8; i++) CHECK(mw_rng_next(&g) == RNG_NEXT_SEED0[i]);
+    mw_rng_seed(&g, 42);
+    for (int i = 0; i < 8; i++) CHECK(mw_rng_next(&g) == RNG_NEXT_SEED42[i]);
+    mw_rng_seed(&g, 7);
+    for (int i = 0; i < 8; i++) CHECK(mw_rng_uniform(&g) == RNG_UNIFORM_SEED7[i]);
+    mw_rng_seed(&g, 7);
+    for (int i = 0; i < 9; i++) CHECK_NEAR(mw_rng_normal(&g), RNG_NORMAL_SEED7[i], 1e-12);
+    /* reseeding forgets the spare normal */
+    mw_rng_seed(&g, 7);
+    CHECK_NEAR(mw_rng_normal(&g), RNG_NORMAL_SEED7[0], 1e-12);
+    mw_rng_seed(&g, 7);
+    CHECK(!g.has_spare);
+
+    /* tensors: row-major fill, float32 of the same draws */
+    int64_t sh[2] = {2, 4};
+    mw_tensor t;
+    mw_rng_seed(&g, 7);
+    CHECK_OK(mw_tensor_rand(&t, &g, 2, sh));
+    CHECK(t.dtype == MW_F32);
+    for (int i = 0; i < 8; i++) CHECK(((float *)t.storage->data)[i] == (float)RNG_UNIFORM_SEED7[i]);
+    mw_tensor_release(&t);
+    mw_rng_seed(&g, 7);
+    int64_t s9 = 9;
+    CHECK_OK(mw_tensor_randn(&t, &g, 1, &s9));
+    for (int i = 0; i < 9; i++) CHECK(((float *)t.storage->data)[i] == (float)RNG_NORMAL_SEED7[i]);
+    mw_tensor_release(&t);
+    mw_rng_seed(&g, 11);
+    int64_t sh34[2] = {3, 4};
+    CHECK_OK(mw_tensor_randint(&t, &g, -3, 5, 2, sh34));
+    CHECK(t.dtype == MW_I64);
+    for (int i = 0; i < 12; i++) CHECK(((int64_t *)t.storage->data)[i] == RNG_RANDINT_SEED11_M3_5[i]);
+    mw_tensor_release(&t);
+    /* a range of 3*2^62-1: the Python reference rejected some draws; we must skip the same ones */
+    mw_rng_seed(&g, 5);
+    int64_t s24 = 24;
+    CHECK_OK(mw_tensor_randint(&t, &g, -((int64_t)1 << 62), INT64_MAX, 1, &s24));
+    for (int i = 0; i < 24; i++) CHECK(((int64_t *)t.storage->data)[i] == RNG_RANDINT_SEED5_WIDE[i]);
+    mw_tensor_release(&t);
+    /* the full int64 range: every draw accepted */
+    mw_rng_seed(&g, 0);
+    int64_t s1 = 1;
+    CHECK_OK(mw_tensor_randint(&t, &g, INT64_MIN, INT64_MAX, 1, &s1));
+    mw_tensor_release(&t);
+
+    /* the default generator: reseeding it repeats its numbers */
+    mw_rng_seed(mw_rng_default(), 42);
+    CHECK_OK(mw_tensor_randint(&t, NULL, 0, 10, 1, &s9));
+    mw_rng_seed(mw_rng_default(), 42);
+    mw_tensor t2;
+    CHECK_OK(mw_tensor_randint(&t2, NULL, 0, 10, 1, &s9));
+    CHECK(memcmp(t.storage->data, t2.storage->data, 9 * 8) == 0);
+    mw_tensor_release(&t);
+    mw_tensor_release(&t2);
+
+    /* a coarse statistical sanity check of uniform and normal over 20000 draws:
+     * mean 1/2 and variance 1/12 for U[0,1), mean 0 and variance 1 for N(0,1) (5 sigma bounds) */
+    mw_rng_seed(&g, 123);
+    double su = 0, su2 = 0, sn = 0, sn2 = 0;
+    for (int i = 0; i < 20000; i++) {
+        double u = mw_rng_uniform(&g), z = mw_rng_normal(&g);
+        CHECK(u >= 0 && u < 1);
+        su += u, su2 += u * u, sn += z, sn2 += z * z;
+    }
+    CHECK_NEAR(su / 20000, 0.5, 5 * sqrt(1.0 / 12 / 20000));
+    CHECK_NEAR(su2 / 20000 - (su / 20000) * (su / 20000), 1.0 / 12, 0.003);
+    CHECK_NEAR(sn / 20000, 0, 5 * sqrt(1.0 / 20000));
+    CHECK_NEAR(sn2 / 20000, 1, 0.05);
+
+    memset(&t, 0x5a, sizeof t);
+    CHECK_ERR(mw_tensor_randint(&t, &g, 5, 5, 1, &s1), "randint: empty range [5, 5)");
+    CHECK_ZEROED(t);
+    int64_t neg = -3;
+    CHECK_ERR(mw_tensor_rand(&t, &g, 1, &neg), "rand: empty: negative size");
+    CHECK_ERR(mw_tensor_randn(&t, &g, 1, &neg), "randn");
+    CHECK_ZEROED(t);
+}
+
+/* ---------------------------------------------------------------- views */
+
+static void test_narrow_select(void)
+{
+    int64_t sh[2] = {3, 4};
+    mw_tensor a = iota_f(2, sh), n, s;
+    /* narrow(dim 1, start 1, len 2): [3,2], strides [4,1], offset 1 */
+    CHECK_OK(mw_tensor_narrow(&n, &a, 1, 1, 2));
+    CHECK_SHAPE(&n, "[3,2]");
+    CHECK_STRIDE(&n, "[4,1]");
+    CHECK(n.offset == 1 && n.storage == a.storage);
+    CHECK_VALUES(n, 1, 2, 5, 6, 9, 10);
+    /* negative dim and start: narrow(-2, -2, 2) = rows 1..2, offset 4 */
+    mw_tensor n2;
+    CHECK_OK(mw_tensor_narrow(&n2, &a, -2, -2, 2));
+    CHECK_SHAPE(&n2, "[2,4]");
+    CHECK(n2.offset == 4);
+    CHECK_OK(mw_tensor_narrow(&n2, &n2, 1, 3, 0)); /* in place, empty */
+    CHECK_SHAPE(&n2, "[2,0]");
+    mw_tensor_release(&n2);
+
+    /* select(dim 1, index -1) = column 3: [3], stride [4], offset 3 */
+    CHECK_OK(mw_tensor_select(&s, &a, 1, -1));
+    CHECK_SHAPE(&s, "[3]");
+    CHECK_STRIDE(&s, "[4]");
+    CHECK(s.offset == 3);
+    CHECK_VALUES(s, 3, 7, 11);
+    /* writes through a view are seen by the base and the other views */
+    int64_t i1 = 1;
+    mw_tensor_set(&s, &i1, 70);
+    CHECK(at2(&a, 1, 3) == 70 && at1(&s, 1) == 70);
+    mw_tensor_set(&n, (int64_t[]){2, 1}, -10);
+    CHECK(at2(&a, 2, 2) == -10);
+    /* select down to a 0-dim tensor */
+    mw_tensor z;
+    CHECK_OK(mw_tensor_select(&z, &s, 0, 2));
+    CHECK(z.ndim == 0 && z.offset == 11 && mw_tensor_get(&z, NULL) == 11);
+
+    mw_tensor t;
+    memset(&t, 0x11, sizeof t);
+    CHECK_ERR(mw_tensor_narrow(&t, &a, 2, 0, 1), "narrow: dim 2 out of range for [3,4]");
+    CHECK_ZEROED(t);
+    CHECK_ERR(mw_tensor_narrow(&t, &a, -3, 0, 1), "narrow: dim -3 out of range for [3,4]");
+    CHECK_ERR(mw_tensor_narrow(&t, &a, 1, 3, 2), "narrow: start 3 + length 2 exceeds size 4 of dim 1 of [3,4]");
+    CHECK_ERR(mw_tensor_narrow(&t, &a, 1, 5, 0), "narrow: start 5 out of range");
+    CHECK_ERR(mw_tensor_narrow(&t, &a, 1, 0, -1), "narrow");
+    CHECK_ERR(mw_tensor_select(&t, &a, 0, 3), "select: index 3 out of range for dim 0 of [3,4]");
+    CHECK_ERR(mw_tensor_select(&t, &a, 0, -4), "select: index -4");
+    CHECK_ERR(mw_tensor_select(&t, &z, 0, 0), "select: dim 0 out of range for a 0-dim tensor");
+    CHECK_ZEROED(t);
+    /* a failing in-place call leaves its input alone */
+    mw_tensor keep;
+    mw_tensor_share(&keep, &a);
+    CHECK_ERR(mw_tensor_select(&keep, &keep, 5, 0), "select");
+    CHECK(keep.storage == a.storage && keep.ndim == 2);
+    mw_tensor_release(&keep);
+
+    mw_tensor_release(&z);
+    mw_tensor_release(&s);
+    mw_tensor_release(&n);
+    CHECK(a.storage->refcount == 1);
+    mw_tensor_release(&a);
+}
+
+static void test_transpose_permute(void)
+{
+    int64_t sh[3] = {2, 3, 4};
+    mw_tensor a = iota_f(3, sh), t, p;
+    CHECK_OK(mw_tensor_transpose(&t, &a, 0, -1)); /* [4,3,2], strides [1,4,12] */
+    CHECK_SHAPE(&t, "[4,3,2]");
+    CHECK_STRIDE(&t, "[1,4,12]");
+    CHECK(at3(&t, 3, 1, 1) == 1 * 12 + 1 * 4 + 3);
+    int perm[3] = {1, -1, 0}; /* [3,4,2], strides [4,1,12] */
+    CHECK_OK(mw_tensor_permute(&p, &a, perm));
+    CHECK_SHAPE(&p, "[3,4,2]");
+    CHECK_STRIDE(&p, "[4,1,12]");
+    CHECK(at3(&p, 2, 3, 1) == 12 + 2 * 4 + 3);
+    mw_tensor_set(&p, (int64_t[]){0, 0, 1}, 99);
+    CHECK(at3(&a, 1, 0, 0) == 99);
+    mw_tensor x;
+    CHECK_ERR(mw_tensor_transpose(&x, &a, 0, 3), "transpose: dim 3 out of range for [2,3,4]");
+    int bad[3] = {0, 0, 1};
+    CHECK_ERR(mw_tensor_permute(&x, &a, bad), "permute: dim 0 repeated");
+    int bad2[3] = {0, 1, 5};
+    CHECK_ERR(mw_tensor_permute(&x, &a, bad2), "permute: dim 5 out of range for [2,3,4]");
+    CHECK_ZEROED(x);
+    mw_tensor_release(&p);
+    mw_tensor_release(&t);
+    mw_tensor_release(&a);
+}
+
+static void test_view_reshape(void)
+{
+    int64_t sh[3] = {2, 3, 4};
+    mw_tensor a = iota_f(3, sh), v, r;
+    int64_t s1[2] = {6, -1};
+    CHECK_OK(mw_tensor_view(&v, &a, 2, s1));
+    CHECK_SHAPE(&v, "[6,4]");
+    CHECK_STRIDE(&v, "[4,1]");
+    CHECK(v.storage == a.storage);
+    mw_tensor_release(&v);
+    int64_t s0[1] = {-1};
+    CHECK_OK(mw_tensor_view(&v, &a, 1, s0));
+    CHECK_SHAPE(&v, "[24]");
+    mw_tensor_release(&v);
+
+    /* a non-contiguous tensor whose chunks still allow a view: narrow the last dim of [2,3,4] to
+     * [2,3,2] (strides [12,4,1]); dims 0,1 merge into 6 only if stride0 == 3*stride1 = 12: yes.
+     * view [6,2] -> strides [4,1] */
+    mw_tensor n;
+    CHECK_OK(mw_tensor_narrow(&n, &a, 2, 1, 2));
+    int64_t s62[2] = {6, 2};
+    CHECK_OK(mw_tensor_view(&v, &n, 2, s62));
+    CHECK_STRIDE(&v, "[4,1]");
+    CHECK(v.offset == 1);
+    CHECK_VALUES(v, 1, 2, 5, 6, 9, 10, 13, 14, 17, 18, 21, 22);
+    mw_tensor_release(&v);
+    /* splitting a dim of a strided tensor: [2,3,2] as [2,3,2,1] and [2,3,1,2] */
+    int64_t s4[4] = {2, 3, 1, 2};
+    CHECK_OK(mw_tensor_view(&v, &n, 4, s4));
+    CHECK_SHAPE(&v, "[2,3,1,2]");
+    CHECK(v.stride[0] == 12 && v.stride[1] == 4 && v.stride[3] == 1);
+    mw_tensor_release(&v);
+    /* but [12] needs the last dim merged with stride-4 rows: impossible */
+    int64_t s12 = 12;
+    CHECK_ERR(mw_tensor_view(&v, &n, 1, &s12), "view: [2,3,2] (strides [12,4,1]) as [12]: the strides do not allow a view");
+    CHECK_ZEROED(v);
+    /* a transposed matrix cannot be flattened by view; reshape copies */
+    mw_tensor t;
+    int64_t sh2[2] = {2, 3};
+    mw_tensor m = iota_f(2, sh2);
+    CHECK_OK(mw_tensor_transpose(&t, &m, 0, 1)); /* [3,2] strides [1,3] = [[0,3],[1,4],[2,5]] */
+    int64_t s6 = 6;
+    CHECK_ERR(mw_tensor_view(&v, &t, 1, &s6), "view: [3,2] (strides [1,3]) as [6]");
+    CHECK_OK(mw_tensor_reshape(&r, &t, 1, &s6));
+    CHECK(r.storage != m.storage && mw_tensor_is_contiguous(&r));
+    CHECK_VALUES(r, 0, 3, 1, 4, 2, 5);
+    mw_tensor_release(&r);
+    /* transposed matrix viewed with a new size-1 dim: allowed ([3,1,2]) */
+    int64_t s312[3] = {3, 1, 2};
+    CHECK_OK(mw_tensor_view(&v, &t, 3, s312));
+    CHECK(v.stride[0] == 1 && v.stride[2] == 3);
+    mw_tensor_release(&v);
+    /* reshape of a contiguous tensor is a view */
+    int64_t s83[2] = {8, 3};
+    CHECK_OK(mw_tensor_reshape(&r, &a, 2, s83));
+    CHECK(r.storage == a.storage);
+    CHECK_STRIDE(&r, "[3,1]");
+    mw_tensor_release(&r);
+    /* 0-dim <-> [1,1] */
+    mw_tensor sc;
+    CHECK_OK(mw_tensor_scalar(&sc, MW_F32, 4));
+    int64_t s11[2] = {1, 1};
+    CHECK_OK(mw_tensor_view(&v, &sc, 2, s11));
+    CHECK_SHAPE(&v, "[1,1]");
+    CHECK_OK(mw_tensor_view(&r, &v, 0, NULL));
+    CHECK(r.ndim == 0 && mw_tensor_get(&r, NULL) == 4);
+    mw_tensor_release(&r);
+    mw_tensor_release(&v);
+    mw_tensor_release(&sc);
+
+    int64_t bad[2] = {5, -1};
+    CHECK_ERR(mw_tensor_view(&v, &a, 2, bad), "view: [2,3,4] (24 elements) as [5,-1]: sizes do not match");
+    int64_t bad2[2] = {-1, -1};
+    CHECK_ERR(mw_tensor_reshape(&v, &a, 2, bad2), "reshape: [2,3,4] as [-1,-1]: only one dim can be -1");
+    int64_t bad3[2] = {4, 5};
+    CHECK_ERR(mw_tensor_reshape(&v, &a, 2, bad3), "reshape: [2,3,4] (24 elements) as [4,5] (20 elements)");
+    int64_t bad4[2] = {-2, 12};
+    CHECK_ERR(mw_tensor_view(&v, &a, 2, bad4), "invalid size -2");
+    int64_t nine[9] = {24, 1, 1, 1, 1, 1, 1, 1, 1};
+    CHECK_ERR(mw_tensor_view(&v, &a, 9, nine), "view: 9 dims requested for [2,3,4] (max 8)");
+    int64_t ez[2] = {0, 4};
+    mw_tensor e;
+    CHECK_OK(mw_tensor_zeros(&e, MW_F32, 2, ez));
+    int64_t eb[2] = {0, -1};
+    CHECK_ERR(mw_tensor_view(&v, &e, 2, eb), "ambiguous");
+    CHECK_ZEROED(v);
+    mw_tensor_release(&e);
+
+    mw_tensor_release(&t);
+    mw_tensor_release(&m);
+    mw_tensor_release(&n);
+    mw_tensor_release(&a);
+}
+
+static void test_unsqueeze_squeeze(void)
+{
+    int64_t sh[2] = {3, 4};
+    mw_tensor a = iota_f(2, sh), u, s;
+    CHECK_OK(mw_tensor_unsqueeze(&u, &a, 1)); /* [3,1,4], stride of new dim = 4*1 */
+    CHECK_SHAPE(&u, "[3,1,4]");
+    CHECK_STRIDE(&u, "[4,4,1]");
+    mw_tensor_release(&u);
+    CHECK_OK(mw_tensor_unsqueeze(&u, &a, -1)); /* [3,4,1] */
+    CHECK_SHAPE(&u, "[3,4,1]");
+    CHECK_STRIDE(&u, "[4,1,1]");
+    mw_tensor_release(&u);
+    CHECK_OK(mw_tensor_unsqueeze(&u, &a, 0)); /* [1,3,4], stride 3*4 */
+    CHECK_STRIDE(&u, "[12,4,1]");
+    CHECK_OK(mw_tensor_unsqueeze(&u, &u, 3)); /* in place: [1,3,4,1] */
+    CHECK_SHAPE(&u, "[1,3,4,1]");
+    CHECK(a.storage->refcount == 2);
+    CHECK_OK(mw_tensor_squeeze(&s, &u, 0));
+    CHECK_SHAPE(&s, "[3,4,1]");
+    mw_tensor_release(&s);
+    CHECK_OK(mw_tensor_squeeze(&s, &u, 1)); /* size 3: unchanged, as torch */
+    CHECK_SHAPE(&s, "[1,3,4,1]");
+    mw_tensor_release(&s);
+    CHECK_OK(mw_tensor_squeeze(&s, &u, -1));
+    CHECK_SHAPE(&s, "[1,3,4]");
+    mw_tensor_release(&s);
+    CHECK_OK(mw_tensor_squeeze_all(&s, &u));
+    CHECK_SHAPE(&s, "[3,4]");
+    CHECK_STRIDE(&s, "[4,1]");
+    mw_tensor_release(&s);
+    mw_tensor sc;
+    CHECK_OK(mw_tensor_scalar(&sc, MW_F32, 1));
+    CHECK_OK(mw_tensor_squeeze(&s, &sc, 0));
+    CHECK(s.ndim == 0);
+    mw_tensor_release(&s);
+    CHECK_OK(mw_tensor_unsqueeze(&s, &sc, 0));
+    CHECK_SHAPE(&s, "[1]");
+    CHECK_STRIDE(&s, "[1]");
+    mw_tensor_release(&s);
+    mw_tensor_release(&sc);
+
+    CHECK_ERR(mw_tensor_unsqueeze(&s, &a, 3), "unsqueeze: dim 3 out of range for [3,4] (allowed -3..2)");
+    CHECK_ERR(mw_tensor_unsqueeze(&s, &a, -4), "unsqueeze: dim -4");
+    CHECK_ERR(mw_tensor_squeeze(&s, &a, 2), "squeeze: dim 2 out of range for [3,4]");
+    int64_t s8[8] = {1, 1, 1, 1, 1, 1, 1, 1};
+    mw_tensor m8;
+    CHECK_OK(mw_tensor_zeros(&m8, MW_F32, 8, s8));
+    CHECK_ERR(mw_tensor_unsqueeze(&s, &m8, 0), "unsqueeze: [1,1,1,1,1,1,1,1] already has the maximum of 8 dims");
+    CHECK_ZEROED(s);
+    mw_tensor_release(&m8);
+    mw_tensor_release(&u);
+    mw_tensor_release(&a);
+}
+
+static void test_expand(void)
+{
+    int64_t sh[2] = {3, 1};
+    mw_tensor a = iota_f(2, sh), e;
+    int64_t to[3] = {2, 3, 4}; /* [3,1] -> [2,3,4]: strides [0,1,0] */
+    CHECK_OK(mw_tensor_expand(&e, &a, 3, to));
+    CHECK_SHAPE(&e, "[2,3,4]");
+    CHECK_STRIDE(&e, "[0,1,0]");
+    CHECK(at3(&e, 1, 2, 3) == 2 && at3(&e, 0, 1, 0) == 1);
+    mw_tensor_release(&e);
+    int64_t keep[2] = {-1, 5};
+    CHECK_OK(mw_tensor_expand(&e, &a, 2, keep));
+    CHECK_SHAPE(&e, "[3,5]");
+    CHECK_STRIDE(&e, "[1,0]");
+    mw_tensor_release(&e);
+    int64_t zero[2] = {3, 0}; /* size 1 may expand to 0 */
+    CHECK_OK(mw_tensor_expand(&e, &a, 2, zero));
+    CHECK(mw_tensor_numel(&e) == 0);
+    mw_tensor_release(&e);
+    int64_t bad[2] = {4, 2};
+    CHECK_ERR(mw_tensor_expand(&e, &a, 2, bad), "expand: [3,1] to [4,2]: size 3 at dim 0 is not 1");
+    int64_t bad2[3] = {-1, 3, 1};
+    CHECK_ERR(mw_tensor_expand(&e, &a, 3, bad2), "expand: [3,1] to [-1,3,1]: -1 not allowed in a new leading dim 0");
+    int64_t one[1] = {3};
+    CHECK_ERR(mw_tensor_expand(&e, &a, 1, one), "expand: [3,1] to [3]: need between 2 and 8 dims");
+    int64_t neg[2] = {3, -4};
+    CHECK_ERR(mw_tensor_expand(&e, &a, 2, neg), "invalid size -4");
+    CHECK_ZEROED(e);
+    mw_tensor_release(&a);
+}
+
+static void test_diagonal(void)
+{
+    /* a = arange(12).view(3,4) = [[0,1,2,3],[4,5,6,7],[8,9,10,11]], strides [4,1]
+     * torch.diagonal(a, 0) = [0,5,10]; offset 1 = [1,6,11]; offset 2 = [2,7]; offset -1 = [4,9];
+     * offset -2 = [8]; offset 4 = []; offset -3 = []; dims (1,0) offset 1 = [4,9] */
+    int64_t sh[2] = {3, 4};
+    mw_tensor a = iota_f(2, sh), d;
+    CHECK_OK(mw_tensor_diagonal(&d, &a, 0, 0, 1));
+    CHECK_SHAPE(&d, "[3]");
+    CHECK_STRIDE(&d, "[5]");
+    CHECK_VALUES(d, 0, 5, 10);
+    mw_tensor_release(&d);
+    CHECK_OK(mw_tensor_diagonal(&d, &a, 1, 0, 1));
+    CHECK(d.offset == 1);
+    CHECK_VALUES(d, 1, 6, 11);
+    mw_tensor_release(&d);
+    CHECK_OK(mw_tensor_diagonal(&d, &a, 2, 0, 1));
+    CHECK_VALUES(d, 2, 7);
+    mw_tensor_release(&d);
+    CHECK_OK(mw_tensor_diagonal(&d, &a, -1, 0, 1));
+    CHECK(d.offset == 4);
+    CHECK_VALUES(d, 4, 9);
+    mw_tensor_release(&d);
+    CHECK_OK(mw_tensor_diagonal(&d, &a, -2, 0, 1));
+    CHECK_VALUES(d, 8);
+    mw_tensor_release(&d);
+    CHECK_OK(mw_tensor_diagonal(&d, &a, 4, 0, 1));
+    CHECK_SHAPE(&d, "[0]");
+    CHECK(d.offset == 0);
+    mw_tensor_release(&d);
+    CHECK_OK(mw_tensor_diagonal(&d, &a, -3, 0, 1));
+    CHECK_SHAPE(&d, "[0]");
+    mw_tensor_release(&d);
+    CHECK_OK(mw_tensor_diagonal(&d, &a, 1, 1, 0));
+    CHECK_VALUES(d, 4, 9);
+    mw_tensor_release(&d);
+    CHECK_OK(mw_tensor_diagonal(&d, &a, 0, -1, -2));
+    CHECK_VALUES(d, 0, 5, 10);
+    /* a view: writing the diagonal writes a */
+    CHECK_OK(mw_tensor_fill_(&d, -1));
+    CHECK(at2(&a, 1, 1) == -1 && at2(&a, 2, 2) == -1 && at2(&a, 1, 2) == 6);
+    mw_tensor_release(&d);
+
+    /* 3-D: b = arange(24).view(2,3,4), diagonal over dims (0,2) offset 1: the remaining dim 1 (3)
+     * comes first, the diagonal last: out[j][k] = b[k][j][k+1], k < min(2, 4-1) = 2:
+     * shape [3,2], strides [4, 12+1]; values j=0: b[0][0][1]=1, b[1][0][2]=14; j=1: 5, 18; j=2: 9, 22 */
+    int64_t sh3[3] = {2, 3, 4};
+    mw_tensor b = iota_f(3, sh3);
+    CHECK_OK(mw_tensor_diagonal(&d, &b, 1, 0, 2));
+    CHECK_SHAPE(&d, "[3,2]");
+    CHECK_STRIDE(&d, "[4,13]");
+    CHECK_VALUES(d, 1, 14, 5, 18, 9, 22);
+    mw_tensor_release(&d);
+
+    CHECK_ERR(mw_tensor_diagonal(&d, &a, 0, 1, 1), "diagonal: dims 1 and 1 of [3,4] are the same");
+    CHECK_ERR(mw_tensor_diagonal(&d, &a, 0, 0, 2), "diagonal: dim 2 out of range for [3,4]");
+    int64_t s1 = 3;
+    mw_tensor v = iota_f(1, &s1);
+    CHECK_ERR(mw_tensor_diagonal(&d, &v, 0, 0, 1), "diagonal: input must have at least 2 dims, got [3]");
+    CHECK_ZEROED(d);
+    mw_tensor_release(&v);
+    mw_tensor_release(&b);
+    mw_tensor_release(&a);
+}
+
+/* ---------------------------------------------------------------- copies */
+
+static void test_copies(void)
+{
+    int64_t sh[2] = {2, 3};
+    mw_tensor a = iota_f(2, sh), t, c;
+    CHECK_OK(mw_tensor_contiguous(&c, &a)); /* already contiguous: shared */
+    CHECK(c.storage == a.storage);
+    mw_tensor_release(&c);
+    CHECK_OK(mw_tensor_transpose(&t, &a, 0, 1));
+    CHECK_OK(mw_tensor_contiguous(&c, &t)); /* [[0,3],[1,4],[2,5]] */
+    CHECK(c.storage != a.storage && mw_tensor_is_contiguous(&c));
+    CHECK_STRIDE(&c, "[2,1]");
+    CHECK_VALUES(c, 0, 3, 1, 4, 2, 5);
+    mw_tensor_release(&c);
+    CHECK_OK(mw_tensor_clone(&c, &a));
+    CHECK(c.storage != a.storage);
+    CHECK_VALUES(c, 0, 1, 2, 3, 4, 5);
+    mw_tensor_set(&c, (int64_t[]){0, 0}, 100);
+    CHECK(at2(&a, 0, 0) == 0);
+    mw_tensor_release(&c);
+
+    /* to_dtype: float -> int64 truncates toward zero; -> bool is "nonzero" */
+    float fv[4] = {-1.7f, 0.0f, 2.9f, 0.25f};
+    int64_t s4 = 4;
+    mw_tensor f;
+    CHECK_OK(mw_tensor_from_data(&f, MW_F32, 1, &s4, fv));
+    CHECK_OK(mw_tensor_to_dtype(&c, &f, MW_I64));
+    CHECK(c.dtype == MW_I64);
+    CHECK_VALUES(c, -1, 0, 2, 0);
+    mw_tensor_release(&c);
+    CHECK_OK(mw_tensor_to_dtype(&c, &f, MW_BOOL));
+    CHECK(c.dtype == MW_BOOL);
+    CHECK_VALUES(c, 1, 0, 1, 1);
+    mw_tensor b2;
+    CHECK_OK(mw_tensor_to_dtype(&b2, &c, MW_F32));
+    CHECK_VALUES(b2, 1, 0, 1, 1);
+    mw_tensor_release(&b2);
+    mw_tensor_release(&c);
+    CHECK_OK(mw_tensor_to_dtype(&c, &f, MW_F32)); /* a new storage even for the same dtype */
+    CHECK(c.storage != f.storage);
+    mw_tensor_release(&c);
+
+    /* copy_ with broadcasting and conversion: int64 [3] row into the transposed float [3,2] view
+     * of a fails (3 vs 2), a [3,1] column works: t[i][j] = col[i] */
+    int64_t col[3] = {7, 8, 9};
+    int64_t s31[2] = {3, 1};
+    mw_tensor cl;
+    CHECK_OK(mw_tensor_from_data(&cl, MW_I64, 2, s31, col));
+    CHECK_OK(mw_tensor_copy_(&t, &cl)); /* a^T = [[7,7],[8,8],[9,9]] so a = [[7,8,9],[7,8,9]] */
+    CHECK_VALUES(a, 7, 8, 9, 7, 8, 9);
+    int64_t s3 = 3;
+    mw_tensor row;
+    CHECK_OK(mw_tensor_view(&row, &cl, 1, &s3));
+    CHECK_ERR(mw_tensor_copy_(&t, &row), "copy_: [3] cannot be broadcast to [3,2] (size 3 at dim 0)");
+    CHECK_OK(mw_tensor_copy_(&a, &row)); /* [3] broadcast over rows */
+    CHECK_VALUES(a, 7, 8, 9, 7, 8, 9);
+    CHECK_ERR(mw_tensor_copy_(&row, &a), "copy_: [2,3] cannot be broadcast to [3] (more dims)");
+    /* overlapping copy: a^T's transpose into a itself (a = a^T^T, fine) and a row shifted onto
+     * itself: a[0][1:3] = a[0][0:2] must read before writing */
+    mw_tensor src, dst;
+    mw_tensor_release(&f);
+    CHECK_OK(mw_tensor_from_data(&f, MW_F32, 1, &s4, fv));
+    mw_tensor f2 = f;
+    CHECK_OK(mw_tensor_narrow(&src, &f2, 0, 0, 3)); /* -1.7, 0, 2.9 */
+    CHECK_OK(mw_tensor_narrow(&dst, &f2, 0, 1, 3));
+    CHECK_OK(mw_tensor_copy_(&dst, &src));
+    CHECK_VALUES(f2, -1.7f, -1.7f, 0, 2.9f);
+    mw_tensor_release(&src);
+    mw_tensor_release(&dst);
+    mw_tensor_release(&f2);
+
+    /* fill_ through a strided view, get/set with conversion */
+    CHECK_OK(mw_tensor_fill_(&t, 0.5)); /* all of a */
+    CHECK_VALUES(a, .5, .5, .5, .5, .5, .5);
+    mw_tensor i64;
+    CHECK_OK(mw_tensor_zeros(&i64, MW_I64, 2, sh));
+    mw_tensor_set(&i64, (int64_t[]){1, 2}, 3.99);
+    CHECK(((int64_t *)i64.storage->data)[5] == 3);
+    CHECK_ERR(mw_tensor_fill_(&i64, INFINITY), "fill_: value inf does not fit int64");
+    mw_tensor bl;
+    CHECK_OK(mw_tensor_zeros(&bl, MW_BOOL, 2, sh));
+    mw_tensor_set(&bl, (int64_t[]){0, 1}, -2);
+    CHECK(((uint8_t *)bl.storage->data)[1] == 1 && at2(&bl, 0, 1) == 1);
+    /* copy_ from bool and from a 0-dim tensor */
+    CHECK_OK(mw_tensor_copy_(&i64, &bl));
+    CHECK_VALUES(i64, 0, 1, 0, 0, 0, 0);
+    mw_tensor sc;
+    CHECK_OK(mw_tensor_scalar(&sc, MW_F32, -3.5));
+    CHECK_OK(mw_tensor_copy_(&i64, &sc));
+    CHECK_VALUES(i64, -3, -3, -3, -3, -3, -3);
+    /* float NaN to int64 is defined here: INT64_MIN (what torch gives on x86) */
+    CHECK_OK(mw_tensor_fill_(&sc, NAN));
+    CHECK_OK(mw_tensor_copy_(&i64, &sc));
+    CHECK(((int64_t *)i64.storage->data)[0] == INT64_MIN);
+
+    mw_tensor none = {0};
+    CHECK_ERR(mw_tensor_copy_(&none, &a), "copy_: tensor has no storage");
+    CHECK_ERR(mw_tensor_clone(&c, &none), "clone: tensor has no storage");
+    CHECK_ZEROED(c);
+    CHECK_ERR(mw_tensor_to_dtype(&c, &a, (mw_dtype)4), "to_dtype: invalid dtype 4");
+    CHECK_ZEROED(c);
+
+    mw_tensor_release(&sc);
+    mw_tensor_release(&bl);
+    mw_tensor_release(&i64);
+    mw_tensor_release(&row);
+    mw_tensor_release(&cl);
+    mw_tensor_release(&t);
+    mw_tensor_release(&a);
+}
+
+/* every storage created above was released */
+static void test_no_leaks(void) { CHECK(mw_storage_live_bytes() == 0); }
+
+int main(void)
+{
+    RUN(test_errors);
+    RUN(test_storage);
+    RUN(test_header);
+    RUN(test_creation);
+    RUN(test_tril_triu);
+    RUN(test_creation_errors);
+    RUN(test_rng);
+    RUN(test_narrow_select);
+    RUN(test_transpose_permute);
+    RUN(test_view_reshape);
+    RUN(test_unsqueeze_squeeze);
+    RUN(test_expand);
+    RUN(test_diagonal);
+    RUN(test_copies);
+    RUN(test_no_leaks);
+    MW_TEST_MAIN_END();
+}
