@@ -1,0 +1,260 @@
+/* test_train.c - the training core (core/train.c) against PyTorch autograd (float64 fixtures from
+ * tests/fixtures/gen_train.py), finite differences, and properties of checkpoints and datasets. */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../fixtures/train_expected.h"
+#include "mw_tensor.h"
+#include "mwtest.h"
+#include "train.h"
+
+static void family_cfg(mw_train_config *c, int fam) {
+    memset(c, 0, sizeof *c);
+    c->d_model = TRX_D; c->d_head = TRX_DH; c->n_heads = TRX_H; c->n_layers = TRX_L; c->n_ctx = TRX_C;
+    c->d_vocab = TRX_V; c->d_mlp = TRX_M; c->seed = 7;
+    c->attn_only = fam != 1;
+    c->norm = fam == 0 ? MW_TNORM_NONE : fam == 1 ? MW_TNORM_LN : MW_TNORM_LNPRE;
+    c->shortformer = fam == 0;
+}
+
+static const double *fx_params0[3] = {trx_params0_0, trx_params0_1, trx_params0_2};
+static const size_t fx_n[3] = {sizeof trx_params0_0 / sizeof(double), sizeof trx_params0_1 / sizeof(double),
+                               sizeof trx_params0_2 / sizeof(double)};
+static const double *fx_grads[3] = {trx_grads_0, trx_grads_1, trx_grads_2};
+static const double *fx_params2[3] = {trx_params2_0, trx_params2_1, trx_params2_2};
+static const double *fx_loss[3] = {trx_loss_0, trx_loss_1, trx_loss_2};
+static const double fx_clip[3] = {trx_clip_0, trx_clip_1, trx_clip_2};
+
+static mw_trainer *fixture_trainer(int fam) {
+    mw_train_config c;
+    family_cfg(&c, fam);
+    mw_trainer *t = mw_trainer_new(&c, TRX_B, TRX_T);
+    if (!t) return NULL;
+    size_t n;
+    float *p = mw_trainer_params(t, &n);
+    if (n != fx_n[fam]) { printf("  family %d: %zu params, fixture has %zu\n", fam, n, fx_n[fam]); mw_trainer_free(t); return NULL; }
+    for (size_t i = 0; i < n; i++) p[i] = (float)fx_params0[fam][i];
+    return t;
+}
+
+/* max |a - b| / (max |b| + tiny): gradients of different tensors have different scales, so compare
+ * each parameter tensor against its own largest entry */
+static void check_grads(mw_trainer *t, int fam) {
+    size_t n;
+    const float *g = mw_trainer_grads(t, &n);
+    for (int id = 0; id < MW_TP_COUNT; id++) {
+        const mw_train_param *p = mw_trainer_param(t, id);
+        if (!p->numel) continue;
+        double mx = 0, err = 0;
+        for (size_t i = 0; i < p->numel; i++) {
+            double e = fx_grads[fam][p->offset + i];
+            if (fabs(e) > mx) mx = fabs(e);
+            double dd = fabs(g[p->offset + i] - e);
+            if (dd > err) err = dd;
+        }
+        CHECK_MSG(err <= 2e-5 + 1e-4 * mx, "family %d: grad %s: max error %g (largest entry %g)", fam, p->name, err, mx);
+        CHECK_MSG(mx > 0, "family %d: grad %s: the fixture's gradient is all zero", fam, p->name);
+    }
+}
+
+static void test_loss_and_grads_vs_torch(void) {
+    for (int fam = 0; fam < 3; fam++) {
+        mw_trainer *t = fixture_trainer(fam);
+        CHECK(t != NULL);
+        if (!t) continue;
+        double loss;
+        CHECK_OK(mw_trainer_forward(t, trx_tokens, TRX_B, TRX_T, 1, &loss));
+        CHECK_NEAR(loss, fx_loss[fam][0], 1e-5);
+        check_grads(t, fam);
+        mw_trainer_free(t);
+    }
+}
+
+static void test_adamw_vs_torch(void) {
+    mw_adamw_opts o;
+    mw_adamw_default(&o);
+    o.lr = TRX_LR; o.min_lr = TRX_MIN_LR; o.warmup = TRX_WARMUP; o.steps = TRX_STEPS;
+    o.beta1 = TRX_BETA1; o.beta2 = TRX_BETA2; o.eps = TRX_EPS; o.weight_decay = TRX_WD;
+    for (int s = 0; s < (int)(sizeof trx_sched / sizeof(double)); s++)
+        CHECK_NEAR(mw_adamw_lr(&o, s), trx_sched[s], 1e-12);
+    for (int fam = 0; fam < 3; fam++) {
+        mw_trainer *t = fixture_trainer(fam);
+        CHECK(t != NULL);
+        if (!t) continue;
+        o.clip = fx_clip[fam];
+        double loss, gn;
+        CHECK_OK(mw_trainer_forward(t, trx_tokens, TRX_B, TRX_T, 1, &loss));
+        CHECK_OK(mw_trainer_step(t, &o, &gn));
+        CHECK(gn > o.clip); /* the fixture made sure clipping acts */
+        CHECK_OK(mw_trainer_forward(t, trx_tokens, TRX_B, TRX_T, 1, &loss));
+        CHECK_NEAR(loss, fx_loss[fam][1], 1e-4);
+        CHECK_OK(mw_trainer_step(t, &o, &gn));
+        CHECK(mw_trainer_nsteps(t) == 2);
+        size_t n;
+        const float *p = mw_trainer_params(t, &n);
+        /* two steps of at most ~lr each: errors well below lr mean the update itself matches.
+         * b_K is left out: its exact gradient is 0 (a key bias adds the same q.b_K to every
+         * score of a row, which softmax ignores), so Adam's m/sqrt(v) turns float32 rounding
+         * noise (~1e-9) into steps of +-lr while float64 noise gives other +-lr steps. */
+        for (int id = 0; id < MW_TP_COUNT; id++) {
+            const mw_train_param *pi = mw_trainer_param(t, id);
+            if (!pi->numel || id == MW_TP_b_K) continue;
+            double err = 0;
+            for (size_t i = pi->offset; i < pi->offset + pi->numel; i++) {
+                double dd = fabs(p[i] - fx_params2[fam][i]);
+                if (dd > err) err = dd;
+            }
+            CHECK_MSG(err < 2e-5, "family %d: %s after 2 AdamW steps differs by %g", fam, pi->name, err);
+        }
+        mw_trainer_free(t);
+    }
+}
+
+/* finite differences on the float32 code itself, for a few entries of every tensor */
+static void test_grads_finite_differences(void) {
+    for (int fam = 0; fam < 3; fam++) {
+        mw_trainer *t = fixture_trainer(fam);
+        CHECK(t != NULL);
+        if (!t) continue;
+        double loss, lp, lm;
+        CHECK_OK(mw_trainer_forward(t, trx_tokens, TRX_B, TRX_T, 1, &loss));
+        size_t n;
+        float *g0 = mw_trainer_grads(t, &n);
+        float *g = malloc(sizeof *g * n);
+        memcpy(g, g0, sizeof *g * n);
+        float *p = mw_trainer_params(t, &n);
+        for (int id = 0; id < MW_TP_COUNT; id++) {
+            const mw_train_param *pi = mw_trainer_param(t, id);
+            if (!pi->numel) continue;
+            /* the entry with the largest gradient, and two spread-out ones */
+            size_t picks[3] = {0, pi->numel / 3, (2 * pi->numel) / 3};
+            for (size_t i = 0; i < pi->numel; i++)
+                if (fabsf(g[pi->offset + i]) > fabsf(g[pi->offset + picks[0]])) picks[0] = i;
+            for (int k = 0; k < 3; k++) {
+                size_t j = pi->offset + picks[k];
+                float keep = p[j];
+                const float h = 1e-2f;
+                p[j] = keep + h;
+                mw_trainer_forward(t, trx_tokens, TRX_B, TRX_T, 0, &lp);
+                p[j] = keep - h;
+                mw_trainer_forward(t, trx_tokens, TRX_B, TRX_T, 0, &lm);
+                p[j] = keep;
+                double fd = (lp - lm) / (2 * h);
+                CHECK_MSG(fabs(fd - g[j]) <= 2e-3 + 2e-2 * fabs(fd), "family %d: %s[%zu]: analytic %g, finite difference %g",
+                          fam, pi->name, picks[k], g[j], fd);
+            }
+        }
+        free(g);
+        mw_trainer_free(t);
+    }
+}
+
+static void test_errors(void) {
+    mw_train_config c;
+    family_cfg(&c, 0);
+    c.d_model = 0;
+    CHECK(mw_trainer_new(&c, 2, 4) == NULL);
+    CHECK(strstr(mw_error(), "d_model") != NULL);
+    family_cfg(&c, 0);
+    CHECK(mw_trainer_new(&c, 2, TRX_C + 1) == NULL);
+    CHECK(strstr(mw_error(), "n_ctx") != NULL);
+    mw_trainer *t = mw_trainer_new(&c, 2, 4);
+    CHECK(t != NULL);
+    if (!t) return;
+    int32_t bad[8] = {0, 1, 2, TRX_V, 0, 0, 0, 0};
+    double loss;
+    CHECK_ERR(mw_trainer_forward(t, bad, 2, 4, 1, &loss), "outside the vocabulary");
+    CHECK_ERR(mw_trainer_forward(t, bad, 3, 4, 1, &loss), "does not fit");
+    CHECK_ERR(mw_trainer_load(t, "/nonexistent/ckpt.safetensors"), "cannot open");
+    mw_trainer_free(t);
+}
+
+/* a checkpoint restores everything that the next step depends on: resuming gives the same
+ * parameters as never stopping */
+static void test_checkpoint_resume(void) {
+    mw_adamw_opts o;
+    mw_adamw_default(&o);
+    o.lr = 1e-2; o.warmup = 1; o.steps = 6;
+    char path[] = "/tmp/mw_test_train_XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    if (fd < 0) return;
+    close(fd);
+    mw_trainer *a = fixture_trainer(1), *b = fixture_trainer(1);
+    CHECK(a && b);
+    if (!a || !b) { mw_trainer_free(a); mw_trainer_free(b); return; }
+    double loss;
+    for (int s = 0; s < 3; s++) {
+        mw_trainer_forward(a, trx_tokens, TRX_B, TRX_T, 1, &loss);
+        mw_trainer_step(a, &o, NULL);
+    }
+    CHECK_OK(mw_trainer_save(a, path));
+    CHECK_OK(mw_trainer_load(b, path));
+    CHECK(mw_trainer_nsteps(b) == 3);
+    for (int s = 0; s < 2; s++) {
+        mw_trainer_forward(a, trx_tokens, TRX_B, TRX_T, 1, &loss);
+        mw_trainer_step(a, &o, NULL);
+        mw_trainer_forward(b, trx_tokens, TRX_B, TRX_T, 1, &loss);
+        mw_trainer_step(b, &o, NULL);
+    }
+    size_t n;
+    const float *pa = mw_trainer_params(a, &n), *pb = mw_trainer_params(b, &n);
+    CHECK(memcmp(pa, pb, sizeof(float) * n) == 0);
+    /* a checkpoint of another shape is refused with the field named */
+    mw_train_config c;
+    family_cfg(&c, 1);
+    c.d_vocab = TRX_V + 1;
+    mw_trainer *other = mw_trainer_new(&c, 1, 4);
+    CHECK(other != NULL);
+    if (other) CHECK_ERR(mw_trainer_load(other, path), "d_vocab");
+    mw_trainer_free(other);
+    mw_trainer_free(a);
+    mw_trainer_free(b);
+    remove(path);
+}
+
+static void test_dataset(void) {
+    char path[] = "/tmp/mw_test_ds_XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    if (fd < 0) return;
+    close(fd);
+    int32_t ids[10] = {5, 1, 2, 3, 4, 0, 7, 8, 9, 6};
+    CHECK_OK(mw_dataset_write(path, ids, 10, 10, 0));
+    mw_dataset d;
+    CHECK_OK(mw_dataset_open(&d, path));
+    CHECK(d.n == 10 && d.width == 2 && d.vocab == 10 && d.eot == 0);
+    for (int i = 0; i < 10; i++) CHECK(mw_dataset_get(&d, i) == ids[i]);
+    /* each row is BOS then 3 consecutive ids of the stream */
+    uint64_t st = 42;
+    int32_t tok[4 * 5];
+    mw_dataset_batch(&d, &st, tok, 5, 4, 0);
+    for (int b = 0; b < 5; b++) {
+        CHECK(tok[b * 4] == 0);
+        int o = -1;
+        for (int i = 0; i + 3 <= 10; i++)
+            if (ids[i] == tok[b * 4 + 1] && ids[i + 1] == tok[b * 4 + 2] && ids[i + 2] == tok[b * 4 + 3]) o = i;
+        CHECK_MSG(o >= 0, "row %d is not a window of the stream", b);
+    }
+    mw_dataset_close(&d);
+    CHECK_ERR(mw_dataset_write(path, ids, 10, 9, 0), "outside");
+    FILE *f = fopen(path, "wb");
+    fputs("MWTOKENS but truncated", f);
+    fclose(f);
+    CHECK_ERR(mw_dataset_open(&d, path), "");
+    remove(path);
+}
+
+int main(void) {
+    RUN(test_loss_and_grads_vs_torch);
+    RUN(test_adamw_vs_torch);
+    RUN(test_grads_finite_differences);
+    RUN(test_errors);
+    RUN(test_checkpoint_resume);
+    RUN(test_dataset);
+    MW_TEST_MAIN_END();
+}
