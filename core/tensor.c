@@ -1154,3 +1154,655 @@ void mw_tensor_set(mw_tensor *a, const int64_t *index, double v)
     store_d((char *)a->storage->data + elem_offset(a, index) * (int64_t)mw_dtype_size(a->dtype),
             a->dtype, v);
 }
+
+/* ================================================================ indexing and joining */
+
+static int check_index_tensor(const char *op, const mw_tensor *idx)
+{
+    if (check_in(op, idx)) return -1;
+    if (idx->dtype != MW_I64)
+        return mw_seterr("%s: index must be int64, got %s %s", op, mw_dtype_name(idx->dtype), shp(idx));
+    return 0;
+}
+
+/* index value v (negative from the end) checked against size; -1 on error */
+static int norm_index(const char *op, int64_t *v, int64_t size, int dim, const mw_tensor *a)
+{
+    if (*v < -size || *v >= size)
+        return mw_seterr("%s: index %lld out of range for dim %d of %s", op, (long long)*v, dim, shp(a));
+    if (*v < 0) *v += size;
+    return 0;
+}
+
+/* a with dim removed, positioned at index i of that dim (no reference taken) */
+static mw_tensor select_raw(const mw_tensor *a, int dim, int64_t i)
+{
+    mw_tensor r = *a;
+    int drop[MW_MAXDIM] = {0};
+    drop[dim] = 1;
+    drop_dims(&r, a, drop);
+    r.offset = a->offset + i * a->stride[dim];
+    return r;
+}
+
+int mw_tensor_index_select(mw_tensor *out, const mw_tensor *a, int dim, const mw_tensor *idx)
+{
+    const char *op = "index_select";
+    int al = out == a || out == idx;
+    if (check_in(op, a) || check_index_tensor(op, idx) || norm_dim(op, &dim, a->ndim, a->shape))
+        return fail_out(out, al);
+    if (idx->ndim > 1) {
+        mw_seterr("%s: index must be 0-D or 1-D, got %s", op, shp(idx));
+        return fail_out(out, al);
+    }
+    int64_t n = mw_tensor_numel(idx), size = a->shape[dim];
+    int64_t shape[MW_MAXDIM];
+    memcpy(shape, a->shape, sizeof shape);
+    shape[dim] = n;
+    /* check every index before allocating */
+    int64_t ist = idx->ndim ? idx->stride[0] : 0;
+    const int64_t *iv = mw_tensor_data(idx); /* [n] with stride ist */
+    for (int64_t k = 0; k < n; k++) {
+        int64_t v = iv[k * ist];
+        if (norm_index(op, &v, size, dim, a)) return fail_out(out, al);
+    }
+    mw_tensor r;
+    if (tensor_alloc(op, &r, a->dtype, a->ndim, shape)) return fail_out(out, al);
+    for (int64_t k = 0; k < n; k++) {
+        int64_t v = iv[k * ist];
+        if (v < 0) v += size;
+        mw_tensor src = select_raw(a, dim, v), dst = select_raw(&r, dim, k);
+        copy_strided(&dst, &src, src.stride);
+    }
+    put_out(out, &r, al);
+    return 0;
+}
+
+/* Offsets (elements) of idx's element and of the matching element of t with the index dim left
+ * out, for gather and scatter_add: walks idx's multi-index in row-major order. */
+typedef struct {
+    int ndim;
+    int64_t shape[MW_MAXDIM], pos[MW_MAXDIM];
+} mindex;
+
+static int mindex_next(mindex *m)
+{
+    for (int d = m->ndim - 1; d >= 0; d--) {
+        if (++m->pos[d] < m->shape[d]) return 1;
+        m->pos[d] = 0;
+    }
+    return 0;
+}
+
+static int64_t mindex_off(const mindex *m, const mw_tensor *t, int skip)
+{
+    int64_t off = t->offset;
+    for (int d = 0; d < m->ndim; d++)
+        if (d != skip) off += m->pos[d] * t->stride[d];
+    return off;
+}
+
+/* gather/scatter shape rules: idx has a's ndim and idx.shape[d] <= a.shape[d] for d != dim */
+static int check_gather_shapes(const char *op, const mw_tensor *a, int dim, const mw_tensor *idx,
+                               const char *aname)
+{
+    if (idx->ndim != a->ndim)
+        return mw_seterr("%s: index %s must have as many dims as %s %s", op, shp(idx), aname, shp(a));
+    for (int d = 0; d < a->ndim; d++)
+        if (d != dim && idx->shape[d] > a->shape[d])
+            return mw_seterr("%s: index %s is larger than %s %s at dim %d", op, shp(idx), aname, shp(a), d);
+    return 0;
+}
+
+int mw_tensor_gather(mw_tensor *out, const mw_tensor *a, int dim, const mw_tensor *idx)
+{
+    const char *op = "gather";
+    int al = out == a || out == idx;
+    if (check_in(op, a) || check_index_tensor(op, idx)) return fail_out(out, al);
+    if (a->ndim == 0 && idx->ndim == 0 && (dim == 0 || dim == -1)) {
+        /* torch treats a 0-dim input as one element: only index 0 (or -1) is valid */
+        int64_t v = *(const int64_t *)mw_tensor_data(idx);
+        if (v != 0 && v != -1) {
+            mw_seterr("%s: index %lld out of range for a 0-dim tensor", op, (long long)v);
+            return fail_out(out, al);
+        }
+        mw_tensor r;
+        if (clone_as(op, &r, a, a->dtype)) return fail_out(out, al);
+        put_out(out, &r, al);
+        return 0;
+    }
+    if (norm_dim(op, &dim, a->ndim, a->shape) || check_gather_shapes(op, a, dim, idx, "input"))
+        return fail_out(out, al);
+    mw_tensor r;
+    if (tensor_alloc(op, &r, a->dtype, idx->ndim, idx->shape)) return fail_out(out, al);
+    int64_t n = mw_tensor_numel(idx), size = a->shape[dim];
+    size_t es = mw_dtype_size(a->dtype);
+    const int64_t *iv = idx->storage->data;
+    const char *ad = a->storage->data;
+    char *rd = r.storage->data; /* [numel(idx)] contiguous, row-major like idx */
+    mindex m = {.ndim = idx->ndim};
+    memcpy(m.shape, idx->shape, sizeof m.shape);
+    for (int64_t k = 0; k < n; k++, mindex_next(&m)) {
+        int64_t v = iv[mindex_off(&m, idx, -1)];
+        if (norm_index(op, &v, size, dim, a)) {
+            mw_tensor_release(&r);
+            return fail_out(out, al);
+        }
+        memcpy(rd + k * (int64_t)es, ad + (mindex_off(&m, a, dim) + v * a->stride[dim]) * (int64_t)es, es);
+    }
+    put_out(out, &r, al);
+    return 0;
+}
+
+int mw_tensor_scatter_add_(mw_tensor *a, int dim, const mw_tensor *idx, const mw_tensor *src)
+{
+    const char *op = "scatter_add_";
+    if (check_in(op, a) || check_index_tensor(op, idx) || check_in(op, src)) return -1;
+    if (a->dtype == MW_BOOL) return mw_seterr("%s: bool tensor %s cannot be added to", op, shp(a));
+    if (src->dtype != a->dtype)
+        return mw_seterr("%s: src is %s, self is %s", op, mw_dtype_name(src->dtype), mw_dtype_name(a->dtype));
+    if (a->ndim == 0) return mw_seterr("%s: self %s is 0-dim", op, shp(a));
+    if (norm_dim(op, &dim, a->ndim, a->shape) || check_gather_shapes(op, a, dim, idx, "self"))
+        return -1;
+    if (src->ndim != idx->ndim) return mw_seterr("%s: index %s and src %s differ in dims", op, shp(idx), shp(src));
+    for (int d = 0; d < idx->ndim; d++)
+        if (idx->shape[d] > src->shape[d])
+            return mw_seterr("%s: index %s is larger than src %s at dim %d", op, shp(idx), shp(src), d);
+    int64_t n = mw_tensor_numel(idx), size = a->shape[dim];
+    const int64_t *iv = idx->storage->data;
+    mindex m = {.ndim = idx->ndim};
+    memcpy(m.shape, idx->shape, sizeof m.shape);
+    /* all indices first, so that a failure leaves self unchanged */
+    for (int64_t k = 0; k < n; k++, mindex_next(&m)) {
+        int64_t v = iv[mindex_off(&m, idx, -1)];
+        if (norm_index(op, &v, size, dim, a)) return -1;
+    }
+    mw_tensor s = *src, tmp = {0};
+    if (src->storage == a->storage) { /* src read while self is written */
+        if (clone_as(op, &tmp, src, src->dtype)) return -1;
+        s = tmp;
+    }
+    memset(m.pos, 0, sizeof m.pos);
+    for (int64_t k = 0; k < n; k++, mindex_next(&m)) {
+        int64_t v = iv[mindex_off(&m, idx, -1)];
+        if (v < 0) v += size;
+        int64_t ao = mindex_off(&m, a, dim) + v * a->stride[dim], so = mindex_off(&m, &s, -1);
+        if (a->dtype == MW_F32)
+            ((float *)a->storage->data)[ao] += ((const float *)s.storage->data)[so];
+        else
+            ((int64_t *)a->storage->data)[ao] = (int64_t)((uint64_t)((int64_t *)a->storage->data)[ao] +
+                                                          (uint64_t)((const int64_t *)s.storage->data)[so]);
+    }
+    mw_tensor_release(&tmp);
+    return 0;
+}
+
+/* numpy broadcast of two shapes into shape[*ndim] */
+static int broadcast_shape(const char *op, const mw_tensor *a, const mw_tensor *b, int *ndim,
+                           int64_t *shape)
+{
+    int nd = a->ndim > b->ndim ? a->ndim : b->ndim;
+    for (int d = 0; d < nd; d++) {
+        int da = d - (nd - a->ndim), db = d - (nd - b->ndim);
+        int64_t sa = da >= 0 ? a->shape[da] : 1, sb = db >= 0 ? b->shape[db] : 1;
+        if (sa != sb && sa != 1 && sb != 1)
+            return mw_seterr("%s: shapes %s and %s cannot be broadcast (dim %d: %lld vs %lld)", op,
+                             shp(a), shp(b), d, (long long)sa, (long long)sb);
+        shape[d] = sa == 1 ? sb : sa;
+    }
+    *ndim = nd;
+    return 0;
+}
+
+/* Row kernels for masked_select: p[0] = input, p[1] = mask; counting, then copying. */
+typedef struct { int64_t count; char *dst; size_t es; } msel_ctx;
+
+static void row_mask_count(char *const *p, const int64_t *st, int64_t n, void *vctx)
+{
+    msel_ctx *c = vctx;
+    for (int64_t i = 0; i < n; i++) c->count += *(const uint8_t *)(p[1] + i * st[1]) != 0;
+}
+
+static void row_mask_copy(char *const *p, const int64_t *st, int64_t n, void *vctx)
+{
+    msel_ctx *c = vctx;
+    for (int64_t i = 0; i < n; i++)
+        if (*(const uint8_t *)(p[1] + i * st[1])) {
+            memcpy(c->dst, p[0] + i * st[0], c->es);
+            c->dst += c->es;
+        }
+}
+
+static int check_mask(const char *op, const mw_tensor *mask)
+{
+    if (check_in(op, mask)) return -1;
+    if (mask->dtype != MW_BOOL)
+        return mw_seterr("%s: mask must be bool, got %s %s", op, mw_dtype_name(mask->dtype), shp(mask));
+    return 0;
+}
+
+int mw_tensor_masked_select(mw_tensor *out, const mw_tensor *a, const mw_tensor *mask)
+{
+    const char *op = "masked_select";
+    int al = out == a || out == mask;
+    int nd = 0;
+    int64_t shape[MW_MAXDIM], st[2][MW_MAXDIM];
+    if (check_in(op, a) || check_mask(op, mask) || broadcast_shape(op, a, mask, &nd, shape))
+        return fail_out(out, al);
+    broadcast_strides(op, a, nd, shape, st[0]);
+    broadcast_strides(op, mask, nd, shape, st[1]);
+    size_t es = mw_dtype_size(a->dtype);
+    for (int d = 0; d < nd; d++) {
+        st[0][d] *= (int64_t)es;
+        /* mask elements are 1 byte: element strides are byte strides */
+    }
+    char *base[2] = {mw_tensor_data(a), mw_tensor_data(mask)};
+    msel_ctx c = {0, NULL, es};
+    strided_rows(nd, shape, 2, base, st, row_mask_count, &c);
+    mw_tensor r;
+    if (tensor_alloc(op, &r, a->dtype, 1, &c.count)) return fail_out(out, al);
+    c.dst = r.storage->data; /* [count] */
+    strided_rows(nd, shape, 2, base, st, row_mask_copy, &c);
+    put_out(out, &r, al);
+    return 0;
+}
+
+/* Row kernel for masked_fill_: p[0] = self, p[1] = mask; ctx = the value as in fill_. */
+static void row_mask_fill(char *const *p, const int64_t *st, int64_t n, void *vctx)
+{
+    const fill_ctx *c = vctx;
+    size_t es = mw_dtype_size(c->dt);
+    for (int64_t i = 0; i < n; i++)
+        if (*(const uint8_t *)(p[1] + i * st[1])) memcpy(p[0] + i * st[0], &c->v, es);
+}
+
+int mw_tensor_masked_fill_(mw_tensor *a, const mw_tensor *mask, double value)
+{
+    const char *op = "masked_fill_";
+    int64_t st[2][MW_MAXDIM];
+    if (check_in(op, a) || check_mask(op, mask)) return -1;
+    if (broadcast_strides(op, mask, a->ndim, a->shape, st[1])) return -1;
+    if (check_fits(op, a->dtype, value)) return -1;
+    mw_tensor m = *mask, tmp = {0};
+    if (mask->storage == a->storage) { /* the mask is read while self is written */
+        if (clone_as(op, &tmp, mask, MW_BOOL)) return -1;
+        m = tmp;
+        broadcast_strides(op, &m, a->ndim, a->shape, st[1]);
+    }
+    byte_strides(a, st[0]);
+    fill_ctx c = {.dt = a->dtype};
+    switch (a->dtype) {
+    case MW_F32: c.v.f = (float)value; break;
+    case MW_I64: c.v.i = f2i(value); break;
+    case MW_BOOL: c.v.b = value != 0; break;
+    }
+    char *base[2] = {mw_tensor_data(a), mw_tensor_data(&m)};
+    strided_rows(a->ndim, a->shape, 2, base, st, row_mask_fill, &c);
+    mw_tensor_release(&tmp);
+    return 0;
+}
+
+int mw_tensor_nonzero(mw_tensor *out, const mw_tensor *a)
+{
+    const char *op = "nonzero";
+    int al = out == a;
+    if (check_in(op, a)) return fail_out(out, al);
+    int64_t n = mw_tensor_numel(a), count = 0;
+    size_t es = mw_dtype_size(a->dtype);
+    const char *ad = a->storage->data;
+    mindex m = {.ndim = a->ndim};
+    memcpy(m.shape, a->shape, sizeof m.shape);
+    for (int64_t k = 0; k < n; k++, mindex_next(&m))
+        count += load_d(ad + mindex_off(&m, a, -1) * (int64_t)es, a->dtype) != 0;
+    int64_t shape[2] = {count, a->ndim};
+    mw_tensor r;
+    if (tensor_alloc(op, &r, MW_I64, 2, shape)) return fail_out(out, al);
+    int64_t *rd = r.storage->data; /* [count, ndim] */
+    memset(m.pos, 0, sizeof m.pos);
+    for (int64_t k = 0; k < n; k++, mindex_next(&m))
+        if (load_d(ad + mindex_off(&m, a, -1) * (int64_t)es, a->dtype) != 0) {
+            memcpy(rd, m.pos, (size_t)a->ndim * sizeof *rd);
+            rd += a->ndim;
+        }
+    put_out(out, &r, al);
+    return 0;
+}
+
+static int aliases_any(const mw_tensor *out, int n, const mw_tensor *const *ts)
+{
+    for (int i = 0; i < n; i++)
+        if (ts && ts[i] == out) return 1;
+    return 0;
+}
+
+/* torch.cat. As in torch, 1-D tensors of size 0 are skipped (so that a result can be grown
+ * from an empty start); all others must agree in dtype, ndim and every size except dim's. */
+int mw_tensor_cat(mw_tensor *out, int n, const mw_tensor *const *ts, int dim)
+{
+    const char *op = "cat";
+    int al = aliases_any(out, n, ts);
+    if (n < 1 || !ts) {
+        mw_seterr("%s: needs at least one tensor, got %d", op, n);
+        return fail_out(out, al);
+    }
+    for (int i = 0; i < n; i++)
+        if (check_in(op, ts[i])) return fail_out(out, al);
+    int ref = -1;
+    for (int i = 0; i < n && ref < 0; i++)
+        if (!(ts[i]->ndim == 1 && ts[i]->shape[0] == 0)) ref = i;
+    if (ref < 0) ref = 0; /* all empty: the result is one of them */
+    const mw_tensor *R = ts[ref];
+    if (R->ndim == 0) {
+        mw_seterr("%s: tensor %d is 0-dim and cannot be concatenated", op, ref);
+        return fail_out(out, al);
+    }
+    if (norm_dim(op, &dim, R->ndim, R->shape)) return fail_out(out, al);
+    int64_t shape[MW_MAXDIM];
+    memcpy(shape, R->shape, sizeof shape);
+    shape[dim] = 0;
+    for (int i = 0; i < n; i++) {
+        const mw_tensor *t = ts[i];
+        if (i != ref && t->ndim == 1 && t->shape[0] == 0) continue;
+        if (t->dtype != R->dtype) {
+            mw_seterr("%s: tensor %d is %s, tensor %d is %s", op, i, mw_dtype_name(t->dtype), ref,
+                      mw_dtype_name(R->dtype));
+            return fail_out(out, al);
+        }
+        int same = t->ndim == R->ndim;
+        for (int d = 0; d < R->ndim && same; d++)
+            if (d != dim && t->shape[d] != R->shape[d]) same = 0;
+        if (!same) {
+            mw_seterr("%s: shapes %s (tensor %d) and %s (tensor %d) differ outside dim %d", op,
+                      shp(R), ref, shp(t), i, dim);
+            return fail_out(out, al);
+        }
+        if (t->shape[dim] > INT64_MAX - shape[dim]) {
+            mw_seterr("%s: concatenated size overflows", op);
+            return fail_out(out, al);
+        }
+        shape[dim] += t->shape[dim];
+    }
+    mw_tensor r;
+    if (tensor_alloc(op, &r, R->dtype, R->ndim, shape)) return fail_out(out, al);
+    int64_t at = 0;
+    for (int i = 0; i < n; i++) {
+        const mw_tensor *t = ts[i];
+        if (i != ref && t->ndim == 1 && t->shape[0] == 0) continue;
+        mw_tensor dst = r;
+        dst.shape[dim] = t->shape[dim];
+        dst.offset = at * r.stride[dim];
+        copy_strided(&dst, t, t->stride);
+        at += t->shape[dim];
+    }
+    put_out(out, &r, al);
+    return 0;
+}
+
+int mw_tensor_stack(mw_tensor *out, int n, const mw_tensor *const *ts, int dim)
+{
+    const char *op = "stack";
+    int al = aliases_any(out, n, ts);
+    if (n < 1 || !ts) {
+        mw_seterr("%s: needs at least one tensor, got %d", op, n);
+        return fail_out(out, al);
+    }
+    for (int i = 0; i < n; i++)
+        if (check_in(op, ts[i])) return fail_out(out, al);
+    const mw_tensor *R = ts[0];
+    int nd = R->ndim;
+    if (nd >= MW_MAXDIM) {
+        mw_seterr("%s: tensors %s already have the maximum of %d dims", op, shp(R), MW_MAXDIM);
+        return fail_out(out, al);
+    }
+    if (dim < -(nd + 1) || dim > nd) {
+        mw_seterr("%s: dim %d out of range for stacking %s (allowed %d..%d)", op, dim, shp(R), -(nd + 1), nd);
+        return fail_out(out, al);
+    }
+    if (dim < 0) dim += nd + 1;
+    for (int i = 1; i < n; i++) {
+        const mw_tensor *t = ts[i];
+        int same = t->ndim == nd;
+        for (int d = 0; d < nd && same; d++) same = t->shape[d] == R->shape[d];
+        if (!same) {
+            mw_seterr("%s: tensor %d has shape %s, tensor 0 has %s", op, i, shp(t), shp(R));
+            return fail_out(out, al);
+        }
+        if (t->dtype != R->dtype) {
+            mw_seterr("%s: tensor %d is %s, tensor 0 is %s", op, i, mw_dtype_name(t->dtype),
+                      mw_dtype_name(R->dtype));
+            return fail_out(out, al);
+        }
+    }
+    int64_t shape[MW_MAXDIM];
+    for (int d = 0, k = 0; d <= nd; d++) shape[d] = d == dim ? n : R->shape[k++];
+    mw_tensor r;
+    if (tensor_alloc(op, &r, R->dtype, nd + 1, shape)) return fail_out(out, al);
+    for (int i = 0; i < n; i++) {
+        mw_tensor dst = select_raw(&r, dim, i);
+        copy_strided(&dst, ts[i], ts[i]->stride);
+    }
+    put_out(out, &r, al);
+    return 0;
+}
+
+/* ================================================================ printing
+ * A port of PyTorch's printing (torch/_tensor_str.py, default print options: precision 4,
+ * threshold 1000, edgeitems 3, linewidth 80), so that output reads as in a notebook. One
+ * formatter (int / fixed / scientific mode and a common width) is chosen from the elements
+ * that are shown; suffixes: ", dtype=torch.int64" or "torch.bool" for non-float tensors and
+ * ", shape=[2,3]" for ndim >= 1 (where torch prints neither), wrapped like torch's suffixes. */
+
+#define PR_PRECISION 4
+#define PR_THRESHOLD 1000
+#define PR_EDGE 3
+#define PR_LINEWIDTH 80
+
+typedef struct {
+    char *s;
+    size_t len, cap;
+    int oom;
+} sbuf;
+
+static void sb_add(sbuf *b, const char *s, size_t n)
+{
+    if (b->oom) return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n + 1) cap *= 2;
+        char *p = realloc(b->s, cap);
+        if (!p) {
+            b->oom = 1;
+            return;
+        }
+        b->s = p;
+        b->cap = cap;
+    }
+    memcpy(b->s + b->len, s, n);
+    b->len += n;
+    b->s[b->len] = 0;
+}
+static void sb_str(sbuf *b, const char *s) { sb_add(b, s, strlen(s)); }
+static void sb_spaces(sbuf *b, int n)
+{
+    for (int i = 0; i < n; i++) sb_add(b, " ", 1);
+}
+
+typedef struct {
+    mw_dtype dt;
+    int int_mode, sci_mode, width;
+    /* first pass over the float elements shown */
+    int any;
+    double amin, amax;
+} pr_fmt;
+
+/* the text of one element without padding; buf holds at least 400 bytes ("%.0f" of 3.4e38 has
+ * 39 digits) */
+static int pr_elem(const pr_fmt *f, const char *p, char *buf, size_t n)
+{
+    switch (f->dt) {
+    case MW_I64: return snprintf(buf, n, "%lld", (long long)*(const int64_t *)p);
+    case MW_BOOL: return snprintf(buf, n, "%s", *(const uint8_t *)p ? "True" : "False");
+    case MW_F32: break;
+    }
+    double v = *(const float *)p;
+    if (isnan(v)) return snprintf(buf, n, "nan"); /* C would print "-nan" for some NaNs */
+    if (f->sci_mode) return snprintf(buf, n, "%.*e", PR_PRECISION, v);
+    if (f->int_mode) return snprintf(buf, n, isinf(v) ? "%.0f" : "%.0f.", v);
+    return snprintf(buf, n, "%.*f", PR_PRECISION, v);
+}
+
+/* visits every element that will be shown (all, or the edge items of each dim when summarizing) */
+typedef void (*pr_visit)(pr_fmt *f, const char *p);
+static void pr_walk(const mw_tensor *a, int d, int64_t off, int summarize, pr_fmt *f, pr_visit fn)
+{
+    size_t es = mw_dtype_size(a->dtype);
+    if (d == a->ndim) {
+        fn(f, (const char *)a->storage->data + off * (int64_t)es);
+        return;
+    }
+    int64_t n = a->shape[d];
+    for (int64_t i = 0; i < n; i++) {
+        if (summarize && n > 2 * PR_EDGE && i == PR_EDGE) i = n - PR_EDGE;
+        pr_walk(a, d + 1, off + i * a->stride[d], summarize, f, fn);
+    }
+}
+
+static void pr_scan(pr_fmt *f, const char *p)
+{
+    double v = *(const float *)p;
+    if (!isfinite(v) || v == 0) return;
+    double av = fabs(v);
+    if (!f->any || av < f->amin) f->amin = av;
+    if (!f->any || av > f->amax) f->amax = av;
+    f->any = 1;
+    if (ceilf((float)v) != (float)v) f->int_mode = 0;
+}
+
+static void pr_width(pr_fmt *f, const char *p)
+{
+    char buf[400];
+    int w;
+    if (f->dt == MW_F32) {
+        double v = *(const float *)p;
+        if (!isfinite(v) || v == 0) return; /* torch sizes the columns by finite nonzero values */
+        w = pr_elem(f, p, buf, sizeof buf);
+    } else {
+        w = pr_elem(f, p, buf, sizeof buf);
+    }
+    if (w > f->width) f->width = w;
+}
+
+static void pr_padded(sbuf *b, const pr_fmt *f, const char *p)
+{
+    char buf[400];
+    int w = pr_elem(f, p, buf, sizeof buf);
+    sb_spaces(b, f->width - w);
+    sb_add(b, buf, (size_t)w);
+}
+
+static void pr_tensor(sbuf *b, const mw_tensor *a, int d, int64_t off, int indent, int summarize,
+                      const pr_fmt *f)
+{
+    size_t es = mw_dtype_size(a->dtype);
+    const char *data = a->storage->data;
+    int dims = a->ndim - d;
+    if (dims == 0) {
+        pr_padded(b, f, data + off * (int64_t)es);
+        return;
+    }
+    int64_t n = a->shape[d];
+    int skip = summarize && n > 2 * PR_EDGE;
+    sb_str(b, "[");
+    if (dims == 1) {
+        int per_line = (PR_LINEWIDTH - indent) / (f->width + 2);
+        if (per_line < 1) per_line = 1;
+        int64_t k = 0; /* items written, " ..." counts as one */
+        for (int64_t i = 0; i < n; i++, k++) {
+            if (k > 0) {
+                if (k % per_line == 0) {
+                    sb_str(b, ",\n");
+                    sb_spaces(b, indent + 1);
+                } else {
+                    sb_str(b, ", ");
+                }
+            }
+            if (skip && i == PR_EDGE) {
+                sb_str(b, " ...");
+                i = n - PR_EDGE - 1;
+                continue;
+            }
+            pr_padded(b, f, data + (off + i * a->stride[d]) * (int64_t)es);
+        }
+    } else {
+        for (int64_t i = 0; i < n; i++) {
+            if (i > 0) {
+                sb_str(b, ",");
+                for (int k = 0; k < dims - 1; k++) sb_str(b, "\n");
+                sb_spaces(b, indent + 1);
+            }
+            if (skip && i == PR_EDGE) {
+                sb_str(b, "...");
+                i = n - PR_EDGE - 1;
+                continue;
+            }
+            pr_tensor(b, a, d + 1, off + i * a->stride[d], indent + 1, summarize, f);
+        }
+    }
+    sb_str(b, "]");
+}
+
+char *mw_tensor_format(const mw_tensor *a)
+{
+    if (check_in("format", a)) return NULL;
+    const int indent = 7; /* strlen("tensor(") */
+    sbuf b = {0};
+    sb_str(&b, "tensor(");
+    int64_t numel = mw_tensor_numel(a);
+    if (numel == 0) {
+        sb_str(&b, "[]");
+    } else {
+        int summarize = numel > PR_THRESHOLD;
+        pr_fmt f = {.dt = a->dtype, .int_mode = 1, .width = 1};
+        if (a->dtype == MW_F32) {
+            pr_walk(a, 0, a->offset, summarize, &f, pr_scan);
+            if (f.any) {
+                if (f.int_mode) f.sci_mode = f.amax / f.amin > 1000.0 || f.amax > 1.0e8;
+                else f.sci_mode = f.amax / f.amin > 1000.0 || f.amax > 1.0e8 || f.amin < 1.0e-4;
+                /* (in int mode the width counts the "." appended to each number) */
+                pr_walk(a, 0, a->offset, summarize, &f, pr_width);
+            }
+        } else {
+            pr_walk(a, 0, a->offset, summarize, &f, pr_width);
+        }
+        pr_tensor(&b, a, 0, a->offset, indent, summarize, &f);
+    }
+    /* suffixes, moved to a new line when the last line would pass the line width */
+    char suffixes[2][SHBUF + 16];
+    int ns = 0;
+    if (a->dtype != MW_F32) snprintf(suffixes[ns++], sizeof suffixes[0], "dtype=torch.%s", mw_dtype_name(a->dtype));
+    if (a->ndim >= 1) snprintf(suffixes[ns++], sizeof suffixes[0], "shape=%s", shp(a));
+    if (!b.oom) {
+        const char *nl = strrchr(b.s, '\n');
+        /* torch: len(s) - s.rfind("\n") + 1, rfind giving -1 when there is no newline */
+        size_t last = nl ? b.len - (size_t)(nl - b.s) + 1 : b.len + 2;
+        for (int i = 0; i < ns; i++) {
+            size_t sl = strlen(suffixes[i]);
+            if (last + sl + 2 > PR_LINEWIDTH) {
+                sb_str(&b, ",\n");
+                sb_spaces(&b, indent);
+                last = indent + sl;
+            } else {
+                sb_str(&b, ", ");
+                last += sl + 2;
+            }
+            sb_str(&b, suffixes[i]);
+        }
+    }
+    sb_str(&b, ")");
+    if (b.oom) {
+        free(b.s);
+        mw_seterr("format: out of memory formatting %s", shp(a));
+        return NULL;
+    }
+    return b.s;
+}

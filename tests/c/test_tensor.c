@@ -12,6 +12,7 @@
 #include "mw_tensor.h"
 #include "mwtest.h"
 
+#include "../fixtures/format_expected.h"
 #include "../fixtures/rng_expected.h"
 
 /* ---------------------------------------------------------------- helpers */
@@ -895,6 +896,434 @@ static void test_copies(void)
     mw_tensor_release(&a);
 }
 
+
+/* ---------------------------------------------------------------- indexing and joining */
+
+static mw_tensor i64_tensor(int ndim, const int64_t *shape, const int64_t *v)
+{
+    mw_tensor t;
+    if (mw_tensor_from_data(&t, MW_I64, ndim, shape, v)) memset(&t, 0, sizeof t);
+    return t;
+}
+
+static void test_index_select(void)
+{
+    int64_t sh[2] = {3, 4};
+    mw_tensor a = iota_f(2, sh), r;
+    int64_t s4 = 4, iv[4] = {2, 0, -1, 2};
+    mw_tensor idx = i64_tensor(1, &s4, iv);
+    CHECK_OK(mw_tensor_index_select(&r, &a, 0, &idx)); /* rows 2, 0, 2, 2 */
+    CHECK_SHAPE(&r, "[4,4]");
+    CHECK(r.storage != a.storage);
+    CHECK_VALUES(r, 8, 9, 10, 11, 0, 1, 2, 3, 8, 9, 10, 11, 8, 9, 10, 11);
+    mw_tensor_release(&r);
+    int64_t s2 = 2, iv2[2] = {3, 1};
+    mw_tensor idx2 = i64_tensor(1, &s2, iv2);
+    CHECK_OK(mw_tensor_index_select(&r, &a, -1, &idx2)); /* columns 3, 1 */
+    CHECK_SHAPE(&r, "[3,2]");
+    CHECK_VALUES(r, 3, 1, 7, 5, 11, 9);
+    mw_tensor_release(&r);
+    /* on a transposed input, with a strided index (every other element of iv) */
+    mw_tensor at, idx_s;
+    CHECK_OK(mw_tensor_transpose(&at, &a, 0, 1)); /* [4,3]: at[i][j] = 4j + i */
+    int64_t st2 = 2;
+    mw_tensor idx_v;
+    CHECK_OK(mw_tensor_view(&idx_v, &idx, 2, (int64_t[]){2, 2}));
+    CHECK_OK(mw_tensor_select(&idx_s, &idx_v, 1, 0)); /* iv[0], iv[2] = 2, -1 */
+    CHECK(idx_s.stride[0] == st2);
+    CHECK_OK(mw_tensor_index_select(&r, &at, 1, &idx_s)); /* columns 2 and 2 of a^T */
+    CHECK_VALUES(r, 8, 8, 9, 9, 10, 10, 11, 11);
+    mw_tensor_release(&r);
+    /* a 0-dim index keeps the dim with size 1 */
+    mw_tensor i0;
+    CHECK_OK(mw_tensor_scalar(&i0, MW_I64, 1));
+    CHECK_OK(mw_tensor_index_select(&r, &a, 0, &i0));
+    CHECK_SHAPE(&r, "[1,4]");
+    CHECK_VALUES(r, 4, 5, 6, 7);
+    mw_tensor_release(&r);
+
+    int64_t bad[2] = {0, 3};
+    mw_tensor ib = i64_tensor(1, &s2, bad);
+    memset(&r, 0x22, sizeof r);
+    CHECK_ERR(mw_tensor_index_select(&r, &a, 0, &ib), "index_select: index 3 out of range for dim 0 of [3,4]");
+    CHECK_ZEROED(r);
+    CHECK_ERR(mw_tensor_index_select(&r, &a, 2, &idx), "index_select: dim 2 out of range for [3,4]");
+    CHECK_ERR(mw_tensor_index_select(&r, &a, 0, &a), "index_select: index must be int64, got float32 [3,4]");
+    CHECK_ERR(mw_tensor_index_select(&r, &a, 0, &idx_v), "index_select: index must be 0-D or 1-D, got [2,2]");
+    CHECK_ZEROED(r);
+    mw_tensor_release(&ib);
+    mw_tensor_release(&i0);
+    mw_tensor_release(&idx_s);
+    mw_tensor_release(&idx_v);
+    mw_tensor_release(&at);
+    mw_tensor_release(&idx2);
+    mw_tensor_release(&idx);
+    mw_tensor_release(&a);
+}
+
+static void test_gather_scatter(void)
+{
+    /* torch docs: gather([[1,2],[3,4]], 1, [[0,0],[1,0]]) = [[1,1],[4,3]] */
+    float av[4] = {1, 2, 3, 4};
+    int64_t s22[2] = {2, 2}, s12[2] = {1, 2}, s21[2] = {2, 1};
+    mw_tensor a, r;
+    CHECK_OK(mw_tensor_from_data(&a, MW_F32, 2, s22, av));
+    mw_tensor idx = i64_tensor(2, s22, (int64_t[]){0, 0, 1, 0});
+    CHECK_OK(mw_tensor_gather(&r, &a, 1, &idx));
+    CHECK_SHAPE(&r, "[2,2]");
+    CHECK_VALUES(r, 1, 1, 4, 3);
+    mw_tensor_release(&r);
+    /* dim 0, a smaller index: out[0][j] = a[idx[0][j]][j] = a[1][0], a[0][1] = 3, 2 */
+    mw_tensor i12 = i64_tensor(2, s12, (int64_t[]){1, 0});
+    CHECK_OK(mw_tensor_gather(&r, &a, 0, &i12));
+    CHECK_SHAPE(&r, "[1,2]");
+    CHECK_VALUES(r, 3, 2);
+    mw_tensor_release(&r);
+    /* dim -1, index [2,1] with a negative entry: [[a[0][-1]], [a[1][0]]] = [[2],[3]] */
+    mw_tensor i21 = i64_tensor(2, s21, (int64_t[]){-1, 0});
+    CHECK_OK(mw_tensor_gather(&r, &a, -1, &i21));
+    CHECK_VALUES(r, 2, 3);
+    mw_tensor_release(&r);
+    /* dim 1 with the [1,2] index: [[a[0][1], a[0][0]]] = [[2,1]] */
+    CHECK_OK(mw_tensor_gather(&r, &a, 1, &i12));
+    CHECK_VALUES(r, 2, 1);
+    mw_tensor_release(&r);
+    mw_tensor i31 = i64_tensor(2, (int64_t[]){3, 1}, (int64_t[]){0, 0, 0});
+    CHECK_ERR(mw_tensor_gather(&r, &a, 1, &i31), "gather: index [3,1] is larger than input [2,2] at dim 0");
+    mw_tensor_release(&i31);
+    mw_tensor big = i64_tensor(2, s22, (int64_t[]){0, 2, 0, 0});
+    memset(&r, 0x33, sizeof r);
+    CHECK_ERR(mw_tensor_gather(&r, &a, 1, &big), "gather: index 2 out of range for dim 1 of [2,2]");
+    CHECK_ZEROED(r);
+    int64_t s3 = 3;
+    mw_tensor i1 = i64_tensor(1, &s3, (int64_t[]){0, 1, 0});
+    CHECK_ERR(mw_tensor_gather(&r, &a, 0, &i1), "gather: index [3] must have as many dims as input [2,2]");
+    CHECK_ERR(mw_tensor_gather(&r, &a, 0, &a), "gather: index must be int64");
+    CHECK_ERR(mw_tensor_gather(&r, &a, 2, &idx), "gather: dim 2 out of range for [2,2]");
+    CHECK_ZEROED(r);
+
+    /* torch docs: zeros(3,5).scatter_add_(0, [[0,1,2,0,0],[0,1,2,2,2]], ones(2,5))
+     * = [[2,0,0,1,1],[0,2,0,0,0],[0,0,2,1,1]] */
+    int64_t s35[2] = {3, 5}, s25[2] = {2, 5};
+    mw_tensor z, ones;
+    CHECK_OK(mw_tensor_zeros(&z, MW_F32, 2, s35));
+    CHECK_OK(mw_tensor_full(&ones, MW_F32, 2, s25, 1));
+    mw_tensor si = i64_tensor(2, s25, (int64_t[]){0, 1, 2, 0, 0, 0, 1, 2, 2, 2});
+    CHECK_OK(mw_tensor_scatter_add_(&z, 0, &si, &ones));
+    CHECK_VALUES(z, 2, 0, 0, 1, 1, 0, 2, 0, 0, 0, 0, 0, 2, 1, 1);
+    /* only the first row of the index: [[0,1,2,0,0]] adds one more row of ones */
+    mw_tensor si1;
+    CHECK_OK(mw_tensor_narrow(&si1, &si, 0, 0, 1));
+    CHECK_OK(mw_tensor_scatter_add_(&z, 0, &si1, &ones));
+    CHECK_VALUES(z, 3, 0, 0, 2, 2, 0, 3, 0, 0, 0, 0, 0, 3, 1, 1);
+    /* int64 along dim 1: a [1,3] += src [1,2] at columns [2,2] -> [0,0,src0+src1] */
+    int64_t s13[2] = {1, 3};
+    mw_tensor zi, src = i64_tensor(2, s12, (int64_t[]){5, 6});
+    CHECK_OK(mw_tensor_zeros(&zi, MW_I64, 2, s13));
+    mw_tensor ci = i64_tensor(2, s12, (int64_t[]){2, -1});
+    CHECK_OK(mw_tensor_scatter_add_(&zi, 1, &ci, &src));
+    CHECK_VALUES(zi, 0, 0, 11);
+    /* errors leave self unchanged */
+    mw_tensor sb = i64_tensor(2, s12, (int64_t[]){0, 3});
+    CHECK_ERR(mw_tensor_scatter_add_(&zi, 1, &sb, &src), "scatter_add_: index 3 out of range for dim 1 of [1,3]");
+    CHECK_VALUES(zi, 0, 0, 11);
+    CHECK_ERR(mw_tensor_scatter_add_(&z, 0, &si, &src), "scatter_add_: src is int64, self is float32");
+    CHECK_ERR(mw_tensor_scatter_add_(&z, 0, &si, &a), "scatter_add_: index [2,5] is larger than src [2,2] at dim 1");
+    CHECK_ERR(mw_tensor_scatter_add_(&z, 2, &si, &ones), "scatter_add_: dim 2 out of range for [3,5]");
+    mw_tensor bl;
+    CHECK_OK(mw_tensor_zeros(&bl, MW_BOOL, 2, s35));
+    CHECK_ERR(mw_tensor_scatter_add_(&bl, 0, &si, &ones), "scatter_add_: bool tensor");
+
+    mw_tensor_release(&bl);
+    mw_tensor_release(&sb);
+    mw_tensor_release(&ci);
+    mw_tensor_release(&src);
+    mw_tensor_release(&zi);
+    mw_tensor_release(&si1);
+    mw_tensor_release(&si);
+    mw_tensor_release(&ones);
+    mw_tensor_release(&z);
+    mw_tensor_release(&i1);
+    mw_tensor_release(&big);
+    mw_tensor_release(&i21);
+    mw_tensor_release(&i12);
+    mw_tensor_release(&idx);
+    mw_tensor_release(&a);
+}
+
+static mw_tensor bool_tensor(int ndim, const int64_t *shape, const uint8_t *v)
+{
+    mw_tensor t;
+    if (mw_tensor_from_data(&t, MW_BOOL, ndim, shape, v)) memset(&t, 0, sizeof t);
+    return t;
+}
+
+static void test_masks(void)
+{
+    int64_t sh[2] = {2, 3}, s3 = 3, s21[2] = {2, 1};
+    mw_tensor a = iota_f(2, sh), r;
+    /* mask [3] = [1,0,1] broadcast over rows: 0, 2, 3, 5 */
+    mw_tensor m3 = bool_tensor(1, &s3, (uint8_t[]){1, 0, 1});
+    CHECK_OK(mw_tensor_masked_select(&r, &a, &m3));
+    CHECK_SHAPE(&r, "[4]");
+    CHECK_VALUES(r, 0, 2, 3, 5);
+    mw_tensor_release(&r);
+    /* mask [2,1] = [[0],[1]]: row 1 */
+    mw_tensor m21 = bool_tensor(2, s21, (uint8_t[]){0, 1});
+    CHECK_OK(mw_tensor_masked_select(&r, &a, &m21));
+    CHECK_VALUES(r, 3, 4, 5);
+    mw_tensor_release(&r);
+    /* input broadcast too: a row [3] against a [2,3] mask */
+    mw_tensor row;
+    CHECK_OK(mw_tensor_select(&row, &a, 0, 1)); /* [3,4,5] */
+    mw_tensor m23 = bool_tensor(2, sh, (uint8_t[]){1, 1, 0, 0, 0, 1});
+    CHECK_OK(mw_tensor_masked_select(&r, &row, &m23));
+    CHECK_VALUES(r, 3, 4, 5);
+    mw_tensor_release(&r);
+    mw_tensor m0 = bool_tensor(1, &s3, (uint8_t[]){0, 0, 0});
+    CHECK_OK(mw_tensor_masked_select(&r, &a, &m0));
+    CHECK_SHAPE(&r, "[0]");
+    mw_tensor_release(&r);
+    CHECK_ERR(mw_tensor_masked_select(&r, &a, &a), "masked_select: mask must be bool, got float32 [2,3]");
+    int64_t s2 = 2;
+    mw_tensor m2 = bool_tensor(1, &s2, (uint8_t[]){1, 0});
+    CHECK_ERR(mw_tensor_masked_select(&r, &a, &m2), "masked_select: shapes [2,3] and [2] cannot be broadcast");
+    CHECK_ZEROED(r);
+
+    /* masked_fill_: rows where m21 is set, through a transposed view */
+    CHECK_OK(mw_tensor_masked_fill_(&a, &m21, -1)); /* [[0,1,2],[-1,-1,-1]] */
+    CHECK_VALUES(a, 0, 1, 2, -1, -1, -1);
+    mw_tensor at;
+    CHECK_OK(mw_tensor_transpose(&at, &a, 0, 1)); /* [3,2] */
+    mw_tensor m31 = bool_tensor(2, (int64_t[]){3, 1}, (uint8_t[]){0, 1, 0});
+    CHECK_OK(mw_tensor_masked_fill_(&at, &m31, 9)); /* at row 1 = a column 1 */
+    CHECK_VALUES(a, 0, 9, 2, -1, 9, -1);
+    /* the causal mask of attention: fill j > i of a [3,3] with -inf */
+    int64_t s33[2] = {3, 3};
+    mw_tensor sc = iota_f(2, s33), ones, causal;
+    CHECK_OK(mw_tensor_full(&ones, MW_BOOL, 2, s33, 1));
+    CHECK_OK(mw_tensor_triu(&causal, &ones, 1));
+    CHECK_OK(mw_tensor_masked_fill_(&sc, &causal, -INFINITY));
+    CHECK_VALUES(sc, 0, -INFINITY, -INFINITY, 3, 4, -INFINITY, 6, 7, 8);
+    /* int64 self and value checks */
+    mw_tensor zi;
+    CHECK_OK(mw_tensor_zeros(&zi, MW_I64, 1, &s3));
+    CHECK_OK(mw_tensor_masked_fill_(&zi, &m3, 4.7));
+    CHECK_VALUES(zi, 4, 0, 4);
+    CHECK_ERR(mw_tensor_masked_fill_(&zi, &m3, NAN), "masked_fill_: value nan does not fit int64");
+    CHECK_ERR(mw_tensor_masked_fill_(&a, &m2, 1), "masked_fill_: [2] cannot be broadcast to [2,3]");
+    CHECK_ERR(mw_tensor_masked_fill_(&zi, &m23, 1), "masked_fill_: [2,3] cannot be broadcast to [3] (more dims)");
+    CHECK_ERR(mw_tensor_masked_fill_(&a, &zi, 1), "masked_fill_: mask must be bool, got int64 [3]");
+    /* a mask that is a view of self: self is a bool tensor masked by itself transposed */
+    mw_tensor bb = bool_tensor(2, (int64_t[]){2, 2}, (uint8_t[]){1, 0, 1, 0}), bbt;
+    CHECK_OK(mw_tensor_transpose(&bbt, &bb, 0, 1)); /* [[1,1],[0,0]] read before writing */
+    CHECK_OK(mw_tensor_masked_fill_(&bb, &bbt, 0)); /* clears row 0: [[0,0],[1,0]] */
+    CHECK_VALUES(bb, 0, 0, 1, 0);
+
+    mw_tensor_release(&bbt);
+    mw_tensor_release(&bb);
+    mw_tensor_release(&zi);
+    mw_tensor_release(&causal);
+    mw_tensor_release(&ones);
+    mw_tensor_release(&sc);
+    mw_tensor_release(&m31);
+    mw_tensor_release(&at);
+    mw_tensor_release(&m2);
+    mw_tensor_release(&m0);
+    mw_tensor_release(&m23);
+    mw_tensor_release(&row);
+    mw_tensor_release(&m21);
+    mw_tensor_release(&m3);
+    mw_tensor_release(&a);
+}
+
+static void test_nonzero(void)
+{
+    /* [[0,1,0],[2,0,3]] -> [[0,1],[1,0],[1,2]] */
+    float v[6] = {0, 1, 0, 2, 0, 3};
+    int64_t sh[2] = {2, 3};
+    mw_tensor a, r, at;
+    CHECK_OK(mw_tensor_from_data(&a, MW_F32, 2, sh, v));
+    CHECK_OK(mw_tensor_nonzero(&r, &a));
+    CHECK(r.dtype == MW_I64);
+    CHECK_SHAPE(&r, "[3,2]");
+    CHECK_VALUES(r, 0, 1, 1, 0, 1, 2);
+    mw_tensor_release(&r);
+    /* transposed: [[0,2],[1,0],[0,3]] -> [[0,1],[1,0],[2,1]] */
+    CHECK_OK(mw_tensor_transpose(&at, &a, 0, 1));
+    CHECK_OK(mw_tensor_nonzero(&r, &at));
+    CHECK_VALUES(r, 0, 1, 1, 0, 2, 1);
+    mw_tensor_release(&r);
+    /* NaN is nonzero; bool and int64 inputs; 0-dim gives [n,0] */
+    float w[3] = {NAN, 0, -0.0f};
+    int64_t s3 = 3;
+    mw_tensor f;
+    CHECK_OK(mw_tensor_from_data(&f, MW_F32, 1, &s3, w));
+    CHECK_OK(mw_tensor_nonzero(&r, &f));
+    CHECK_SHAPE(&r, "[1,1]");
+    CHECK_VALUES(r, 0);
+    mw_tensor_release(&r);
+    mw_tensor b = bool_tensor(1, &s3, (uint8_t[]){0, 1, 1});
+    CHECK_OK(mw_tensor_nonzero(&r, &b));
+    CHECK_VALUES(r, 1, 2);
+    mw_tensor_release(&r);
+    mw_tensor s;
+    CHECK_OK(mw_tensor_scalar(&s, MW_I64, 5));
+    CHECK_OK(mw_tensor_nonzero(&r, &s));
+    CHECK_SHAPE(&r, "[1,0]");
+    mw_tensor_release(&r);
+    mw_tensor_release(&s);
+    CHECK_OK(mw_tensor_scalar(&s, MW_I64, 0));
+    CHECK_OK(mw_tensor_nonzero(&r, &s));
+    CHECK_SHAPE(&r, "[0,0]");
+    mw_tensor_release(&r);
+    mw_tensor none = {0};
+    CHECK_ERR(mw_tensor_nonzero(&r, &none), "nonzero: tensor has no storage");
+    CHECK_ZEROED(r);
+    mw_tensor_release(&s);
+    mw_tensor_release(&b);
+    mw_tensor_release(&f);
+    mw_tensor_release(&at);
+    mw_tensor_release(&a);
+}
+
+static void test_cat_stack(void)
+{
+    int64_t sh[2] = {2, 3}, s13[2] = {1, 3}, s22[2] = {2, 2};
+    mw_tensor a = iota_f(2, sh), b, c, r;
+    CHECK_OK(mw_tensor_full(&b, MW_F32, 2, s13, 100));
+    CHECK_OK(mw_tensor_full(&c, MW_F32, 2, s22, -1));
+    const mw_tensor *ab[2] = {&a, &b};
+    CHECK_OK(mw_tensor_cat(&r, 2, ab, 0));
+    CHECK_SHAPE(&r, "[3,3]");
+    CHECK_VALUES(r, 0, 1, 2, 3, 4, 5, 100, 100, 100);
+    mw_tensor_release(&r);
+    const mw_tensor *ac[3] = {&c, &a, &c};
+    CHECK_OK(mw_tensor_cat(&r, 3, ac, -1));
+    CHECK_SHAPE(&r, "[2,7]");
+    CHECK_VALUES(r, -1, -1, 0, 1, 2, -1, -1, -1, -1, 3, 4, 5, -1, -1);
+    mw_tensor_release(&r);
+    /* strided input and the legacy empty [0] skipped */
+    mw_tensor at, e;
+    CHECK_OK(mw_tensor_transpose(&at, &a, 0, 1)); /* [3,2] = [[0,3],[1,4],[2,5]] */
+    int64_t z = 0;
+    CHECK_OK(mw_tensor_zeros(&e, MW_F32, 1, &z));
+    const mw_tensor *eat[3] = {&e, &at, &c};
+    CHECK_OK(mw_tensor_cat(&r, 3, eat, 0));
+    CHECK_SHAPE(&r, "[5,2]");
+    CHECK_VALUES(r, 0, 3, 1, 4, 2, 5, -1, -1, -1, -1);
+    mw_tensor_release(&r);
+    const mw_tensor *ee[2] = {&e, &e};
+    CHECK_OK(mw_tensor_cat(&r, 2, ee, 0));
+    CHECK_SHAPE(&r, "[0]");
+    mw_tensor_release(&r);
+    /* a single tensor: a copy */
+    const mw_tensor *one[1] = {&a};
+    CHECK_OK(mw_tensor_cat(&r, 1, one, 1));
+    CHECK(r.storage != a.storage);
+    CHECK_VALUES(r, 0, 1, 2, 3, 4, 5);
+    mw_tensor_release(&r);
+
+    memset(&r, 0x44, sizeof r);
+    CHECK_ERR(mw_tensor_cat(&r, 2, ab, 1), "cat: shapes [2,3] (tensor 0) and [1,3] (tensor 1) differ outside dim 1");
+    CHECK_ZEROED(r);
+    CHECK_ERR(mw_tensor_cat(&r, 2, ab, 2), "cat: dim 2 out of range for [2,3]");
+    CHECK_ERR(mw_tensor_cat(&r, 0, ab, 0), "cat: needs at least one tensor, got 0");
+    mw_tensor bi, s;
+    CHECK_OK(mw_tensor_to_dtype(&bi, &b, MW_I64));
+    const mw_tensor *abi[2] = {&a, &bi};
+    CHECK_ERR(mw_tensor_cat(&r, 2, abi, 0), "cat: tensor 1 is int64, tensor 0 is float32");
+    CHECK_OK(mw_tensor_scalar(&s, MW_F32, 1));
+    const mw_tensor *ss[2] = {&s, &s};
+    CHECK_ERR(mw_tensor_cat(&r, 2, ss, 0), "cat: tensor 0 is 0-dim and cannot be concatenated");
+    mw_tensor v3;
+    CHECK_OK(mw_tensor_select(&v3, &a, 0, 0));
+    const mw_tensor *av[2] = {&a, &v3};
+    CHECK_ERR(mw_tensor_cat(&r, 2, av, 0), "cat: shapes [2,3] (tensor 0) and [3] (tensor 1)");
+    CHECK_ZEROED(r);
+
+    /* stack two rows [3]: dim 0 -> [2,3], dim 1 -> [3,2], dim -1 the same */
+    mw_tensor r0, r1;
+    CHECK_OK(mw_tensor_select(&r0, &a, 0, 0)); /* 0 1 2 */
+    CHECK_OK(mw_tensor_select(&r1, &a, 1, 1)); /* column 1: 1 4 (a [2]) */
+    const mw_tensor *rr[2] = {&r0, &v3};
+    CHECK_OK(mw_tensor_stack(&r, 2, rr, 0));
+    CHECK_SHAPE(&r, "[2,3]");
+    CHECK_VALUES(r, 0, 1, 2, 0, 1, 2);
+    mw_tensor_release(&r);
+    mw_tensor r2;
+    CHECK_OK(mw_tensor_select(&r2, &a, 0, 1)); /* 3 4 5 */
+    const mw_tensor *r02[2] = {&r0, &r2};
+    CHECK_OK(mw_tensor_stack(&r, 2, r02, 1));
+    CHECK_SHAPE(&r, "[3,2]");
+    CHECK_VALUES(r, 0, 3, 1, 4, 2, 5);
+    mw_tensor_release(&r);
+    CHECK_OK(mw_tensor_stack(&r, 2, r02, -1));
+    CHECK_VALUES(r, 0, 3, 1, 4, 2, 5);
+    mw_tensor_release(&r);
+    CHECK_OK(mw_tensor_stack(&r, 2, ss, 0)); /* 0-dim tensors stack into [2] */
+    CHECK_SHAPE(&r, "[2]");
+    CHECK_VALUES(r, 1, 1);
+    mw_tensor_release(&r);
+    const mw_tensor *bad[2] = {&r0, &r1};
+    CHECK_ERR(mw_tensor_stack(&r, 2, bad, 0), "stack: tensor 1 has shape [2], tensor 0 has [3]");
+    CHECK_ERR(mw_tensor_stack(&r, 2, r02, 2), "stack: dim 2 out of range for stacking [3] (allowed -2..1)");
+    CHECK_ERR(mw_tensor_stack(&r, 0, r02, 0), "stack: needs at least one tensor");
+    mw_tensor bi0;
+    CHECK_OK(mw_tensor_select(&bi0, &bi, 0, 0));
+    const mw_tensor *mixed[2] = {&r0, &bi0};
+    CHECK_ERR(mw_tensor_stack(&r, 2, mixed, 0), "stack: tensor 1 is int64, tensor 0 is float32");
+    CHECK_ZEROED(r);
+
+    mw_tensor_release(&bi0);
+    mw_tensor_release(&r2);
+    mw_tensor_release(&r1);
+    mw_tensor_release(&r0);
+    mw_tensor_release(&v3);
+    mw_tensor_release(&s);
+    mw_tensor_release(&bi);
+    mw_tensor_release(&e);
+    mw_tensor_release(&at);
+    mw_tensor_release(&c);
+    mw_tensor_release(&b);
+    mw_tensor_release(&a);
+}
+
+/* ---------------------------------------------------------------- printing */
+
+static void test_format(void)
+{
+    int n = (int)(sizeof FMT_CASES / sizeof FMT_CASES[0]);
+    for (int k = 0; k < n; k++) {
+        const struct fmt_case *c = &FMT_CASES[k];
+        mw_tensor t, v;
+        if (mw_tensor_zeros(&t, c->dtype, c->ndim, c->shape)) {
+            CHECK_MSG(0, "%s: %s", c->name, mw_error());
+            continue;
+        }
+        int64_t numel = mw_tensor_numel(&t);
+        for (int64_t i = 0; i < numel; i++) {
+            char *p = (char *)t.storage->data + i * (int64_t)mw_dtype_size(c->dtype);
+            if (c->dtype == MW_I64) *(int64_t *)p = c->lin ? (int64_t)c->lin_a * i + (int64_t)c->lin_b : c->iv[i];
+            else if (c->dtype == MW_F32) *(float *)p = (float)(c->lin ? c->lin_a * (double)i + c->lin_b : c->fv[i]);
+            else *(uint8_t *)p = c->fv[i] != 0;
+        }
+        if (c->transpose) {
+            CHECK_OK(mw_tensor_transpose(&v, &t, -2, -1));
+        } else {
+            mw_tensor_share(&v, &t);
+        }
+        char *s = mw_tensor_format(&v);
+        CHECK_MSG(s && strcmp(s, c->expected) == 0, "%s:\n got:\n%s\n expected:\n%s", c->name, s ? s : mw_error(),
+                  c->expected);
+        free(s);
+        mw_tensor_release(&v);
+        mw_tensor_release(&t);
+    }
+    mw_tensor none = {0};
+    CHECK(mw_tensor_format(&none) == NULL && strstr(mw_error(), "format: tensor has no storage"));
+}
+
 /* every storage created above was released */
 static void test_no_leaks(void) { CHECK(mw_storage_live_bytes() == 0); }
 
@@ -914,6 +1343,12 @@ int main(void)
     RUN(test_expand);
     RUN(test_diagonal);
     RUN(test_copies);
+    RUN(test_index_select);
+    RUN(test_gather_scatter);
+    RUN(test_masks);
+    RUN(test_nonzero);
+    RUN(test_cat_stack);
+    RUN(test_format);
     RUN(test_no_leaks);
     MW_TEST_MAIN_END();
 }
