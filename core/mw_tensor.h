@@ -46,14 +46,16 @@ struct mw_storage {
     int64_t numel;
     void *data;
     /* Called when refcount reaches 0. NULL means data came from mw_storage_new (freed here).
-     * Storages that wrap foreign memory (an mmap of a model file) set their own. */
+     * Storages that wrap foreign memory (an mmap of a model file) set their own: it frees the
+     * foreign memory (data, owner) only; mw_storage_release frees the struct itself. A wrap
+     * with release == NULL leaves the memory to the caller. */
     void (*release)(mw_storage *s);
     void *owner; /* for release(): e.g. the mmap handle */
 };
 
 mw_storage *mw_storage_new(mw_dtype dt, int64_t numel); /* zero-filled; NULL + error on failure */
 mw_storage *mw_storage_wrap(mw_dtype dt, int64_t numel, void *data,
-                            void (*release)(mw_storage *), void *owner);
+                            void (*release)(mw_storage *), void *owner); /* refcount 1 */
 void mw_storage_retain(mw_storage *s);
 void mw_storage_release(mw_storage *s);
 /* Bytes currently held by storages created with mw_storage_new (for Lua GC accounting). */
