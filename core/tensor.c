@@ -131,6 +131,8 @@ mw_storage *mw_storage_new(mw_dtype dt, int64_t numel)
     return s;
 }
 
+static void release_nothing(mw_storage *s) { (void)s; }
+
 mw_storage *mw_storage_wrap(mw_dtype dt, int64_t numel, void *data,
                             void (*release)(mw_storage *), void *owner)
 {
@@ -151,7 +153,9 @@ mw_storage *mw_storage_wrap(mw_dtype dt, int64_t numel, void *data,
     s->dtype = dt;
     s->numel = numel;
     s->data = data;
-    s->release = release;
+    /* release == NULL marks mw_storage_new's own memory: wrapped memory without a callback
+     * stays the caller's and is never freed here */
+    s->release = release ? release : release_nothing;
     s->owner = owner;
     return s;
 }
@@ -236,6 +240,25 @@ static int check_in(const char *op, const mw_tensor *a)
     if (!mw_dtype_size(a->dtype)) return mw_seterr("%s: tensor has invalid dtype %d", op, (int)a->dtype);
     for (int d = 0; d < a->ndim; d++)
         if (a->shape[d] < 0) return mw_seterr("%s: tensor has negative size in %s", op, shp(a));
+    /* every element must lie inside the storage (a header built by hand, e.g. over an mmap,
+     * could point past it). Counted in bytes: a storage may be viewed with another dtype. */
+    if (mw_tensor_numel(a) > 0) {
+        int64_t lo = a->offset, hi = a->offset, ext, es = (int64_t)mw_dtype_size(a->dtype);
+        int64_t sbytes = a->storage->numel * (int64_t)mw_dtype_size(a->storage->dtype);
+        int bad = 0;
+        for (int d = 0; d < a->ndim && !bad; d++) {
+            if (__builtin_mul_overflow(a->shape[d] - 1, a->stride[d], &ext)) bad = 1;
+            else if (ext < 0 ? __builtin_add_overflow(lo, ext, &lo) : __builtin_add_overflow(hi, ext, &hi)) bad = 1;
+        }
+        if (!bad && (lo < 0 || hi >= sbytes / es)) bad = 1;
+        if (bad) {
+            char sb[SHBUF];
+            mw_shape_str(sb, sizeof sb, a->ndim, a->stride);
+            return mw_seterr("%s: tensor %s (strides %s, offset %lld) lies outside its storage of "
+                             "%lld %s elements", op, shp(a), sb, (long long)a->offset,
+                             (long long)a->storage->numel, mw_dtype_name(a->storage->dtype));
+        }
+    }
     return 0;
 }
 

@@ -174,6 +174,35 @@ static void test_storage(void)
     mw_tensor_release(&v); /* releasing a zeroed header is harmless */
     CHECK(released_count == 1);
     CHECK(mw_storage_wrap(MW_F32, 4, NULL, NULL, NULL) == NULL);
+
+    /* wrapped memory without a callback stays the caller's: stack memory, never freed */
+    float local[6] = {1, 2, 3, 4, 5, 6};
+    mw_storage *ws = mw_storage_wrap(MW_F32, 6, local, NULL, NULL);
+    CHECK(ws != NULL);
+    mw_tensor lt = {.storage = ws, .dtype = MW_F32, .ndim = 2, .shape = {2, 3}, .stride = {3, 1}}, ls;
+    CHECK_OK(mw_tensor_select(&ls, &lt, 1, 2));
+    CHECK(mw_tensor_get(&ls, (int64_t[]){1}) == 6);
+    mw_tensor_release(&ls);
+    /* a hand-built header reaching past its storage is refused, not read */
+    lt.shape[0] = 3;
+    CHECK_ERR(mw_tensor_select(&ls, &lt, 0, 0), "select: tensor [3,3] (strides [3,1], offset 0) lies outside its storage of 6 float32 elements");
+    lt.shape[0] = 2;
+    lt.offset = 1;
+    CHECK_ERR(mw_tensor_clone(&ls, &lt), "clone: tensor [2,3] (strides [3,1], offset 1) lies outside");
+    lt.offset = -1;
+    CHECK_ERR(mw_tensor_clone(&ls, &lt), "lies outside");
+    lt.offset = 0;
+    lt.stride[0] = INT64_MAX;
+    CHECK_ERR(mw_tensor_clone(&ls, &lt), "lies outside");
+    /* viewed as another dtype, counted in bytes: 6 floats hold 3 int64 */
+    mw_tensor li = {.storage = ws, .dtype = MW_I64, .ndim = 1, .shape = {3}, .stride = {1}};
+    CHECK_OK(mw_tensor_clone(&ls, &li));
+    mw_tensor_release(&ls);
+    li.shape[0] = 4;
+    CHECK_ERR(mw_tensor_clone(&ls, &li), "lies outside its storage of 6 float32 elements");
+    CHECK_ZEROED(ls);
+    mw_storage_release(ws);
+    CHECK(local[5] == 6);
 }
 
 static void test_header(void)
