@@ -680,7 +680,7 @@ function P.attention_patterns(str_tokens, pattern, opts)
   local Lm, Bm, Rm = ylab + 40, xlab + 40, 95
   local Tm = (opts.title and 44 or 12) + 24
   local gx = all and (ylab + 40) or 18
-  local gy = 36 + (all and (xlab + 30) or 0)
+  local gy = 42 + (all and (xlab + 30) or 0)
   local W = Lm + cols * pw + (cols - 1) * gx + Rm
   local H = Tm + rows * ph + (rows - 1) * gy + Bm
   local fs = tf + 1
@@ -710,13 +710,25 @@ function P.attention_patterns(str_tokens, pattern, opts)
       local panel = heat_panel{
         file = base .. ".dat", index = h, nr = nq, nc = nk, xlabels = klabels, ylabels = qlabels,
         xstep = step, ystep = step, xrot = true, lo = range[1], hi = range[2], pal = pal,
-        mask_offset = mask and (nk - nq) or nil, title = names[i],
-        xlabel = (all or not has_below) and "Key (source)" or nil,
-        ylabel = (all or c == 0) and "Query (destination)" or nil,
+        mask_offset = mask and (nk - nq) or nil, title = names[i], title_fs = fs + 1,
         hide_xtics = not all and has_below, hide_ytics = not all and c > 0,
         colorbox = cbox, cb_px = last and 300 or nil, tick_fs = tf,
       }
+      -- axis titles as screen labels placed from our label-width estimates (gnuplot's own placement
+      -- overestimates rotated tick labels and pushes them off the canvas); removed after the panel
+      -- so that later panels do not draw them again
+      local axis = {}
+      if all or not has_below then
+        axis[#axis + 1] = string.format("set label 201 %s at screen %.6f, screen %.6f center font %s",
+          q("Key (source)"), (x0 + pw / 2) / W, (H - ytop - ph - xlab - 16) / H, P.gp_quote("," .. fs))
+      end
+      if all or c == 0 then
+        axis[#axis + 1] = string.format("set label 202 %s at screen %.6f, screen %.6f center rotate by 90 font %s",
+          q("Query (destination)"), (x0 - ylab - 18) / W, (H - ytop - ph / 2) / H, P.gp_quote("," .. fs))
+      end
+      for _, l in ipairs(axis) do table.insert(panel, #panel, l) end -- before the plot command
       for _, l in ipairs(panel) do L[#L + 1] = l end
+      if #axis > 0 then L[#L + 1] = "unset label 201; unset label 202" end
     end
     L[#L + 1] = "unset multiplot"
     return L
