@@ -726,6 +726,15 @@ static void test_expand(void)
     CHECK_SHAPE(&e, "[2,3,4]");
     CHECK_STRIDE(&e, "[0,1,0]");
     CHECK(at3(&e, 1, 2, 3) == 2 && at3(&e, 0, 1, 0) == 1);
+    /* a view: a write to a shows in every broadcast copy; contiguous materializes it */
+    CHECK(e.storage == a.storage);
+    mw_tensor_set(&a, (int64_t[]){1, 0}, 50);
+    CHECK(at3(&e, 0, 1, 3) == 50 && at3(&e, 1, 1, 0) == 50);
+    mw_tensor ec;
+    CHECK_OK(mw_tensor_contiguous(&ec, &e));
+    CHECK(ec.storage != a.storage && mw_tensor_numel(&ec) == 24);
+    CHECK(at3(&ec, 1, 1, 2) == 50 && at3(&ec, 1, 2, 2) == 2);
+    mw_tensor_release(&ec);
     mw_tensor_release(&e);
     int64_t keep[2] = {-1, 5};
     CHECK_OK(mw_tensor_expand(&e, &a, 2, keep));
@@ -911,6 +920,17 @@ static void test_copies(void)
 
     mw_tensor none = {0};
     CHECK_ERR(mw_tensor_copy_(&none, &a), "copy_: tensor has no storage");
+    CHECK_ERR(mw_tensor_contiguous(&c, &none), "contiguous: tensor has no storage");
+    CHECK_ERR(mw_tensor_fill_(&none, 1), "fill_: tensor has no storage");
+    CHECK_ERR(mw_tensor_squeeze_all(&c, &none), "squeeze: tensor has no storage");
+    CHECK_ERR(mw_tensor_scalar(&c, MW_I64, NAN), "scalar: value nan does not fit int64");
+    CHECK_ERR(mw_tensor_scalar(&c, MW_BOOL + 1, 0), "scalar: invalid dtype 3");
+    mw_tensor bad_nd = a;
+    bad_nd.ndim = 9;
+    CHECK_ERR(mw_tensor_clone(&c, &bad_nd), "clone: tensor has ndim 9 (max 8)");
+    bad_nd.ndim = 2;
+    bad_nd.shape[1] = -3;
+    CHECK_ERR(mw_tensor_transpose(&c, &bad_nd, 0, 1), "transpose: tensor has negative size in [2,-3]");
     CHECK_ERR(mw_tensor_clone(&c, &none), "clone: tensor has no storage");
     CHECK_ZEROED(c);
     CHECK_ERR(mw_tensor_to_dtype(&c, &a, (mw_dtype)4), "to_dtype: invalid dtype 4");
