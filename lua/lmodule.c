@@ -2,12 +2,13 @@
  * preloaded module of the miwb program.
  *
  * luaopen_miwb builds the C table "miwb.core" from every binding file linked in, registers the
- * embedded Lua library (lua/miwb/*.lua, see tools/embed.lua) in package.preload, then runs the
+ * embedded Lua library (the files of lua/miwb, see tools/embed.lua) in package.preload, then runs the
  * embedded lua/miwb/init.lua and returns what it returns. With MIWB_LUA_DIR set, Lua files are
  * read from that folder instead (edit without rebuilding).
  */
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "mwl.h"
 
@@ -44,8 +45,18 @@ static int preload_loader(lua_State *L) {
     return 1;
 }
 
+/* mi.isatty(fd): whether file descriptor fd (default 1, stdout) is a terminal; used to show
+ * progress bars on terminals only. */
+static int l_isatty(lua_State *L) {
+    int fd = (int)luaL_optinteger(L, 1, 1);
+    lua_pushboolean(L, isatty(fd));
+    return 1;
+}
+
 static int open_core(lua_State *L) {
     lua_newtable(L);
+    lua_pushcfunction(L, l_isatty);
+    lua_setfield(L, -2, "isatty");
     if (mwl_open_tensor) mwl_open_tensor(L);
     if (mwl_open_io) mwl_open_io(L);
     if (mwl_open_tokenizer) mwl_open_tokenizer(L);
