@@ -611,7 +611,9 @@ int mw_tensor_arange(mw_tensor *out, mw_dtype dt, double start, double end, doub
 }
 
 /* torch.linspace for float32, with torch's arithmetic (in float): step = (end - start) /
- * (steps - 1); the first half counts up from start, the second half down from end. */
+ * (steps - 1); the first half counts up from start, the second half down from end, each
+ * value with one rounding (fused multiply-add, as torch's FMA builds). torch's vectorized
+ * loop can differ from this in the last bit for some lengths. */
 int mw_tensor_linspace(mw_tensor *out, double start, double end, int64_t steps)
 {
     if (steps < 0) {
@@ -628,7 +630,7 @@ int mw_tensor_linspace(mw_tensor *out, double start, double end, int64_t steps)
         float step = (fe - fs) / (float)(steps - 1);
         int64_t half = steps / 2;
         for (int64_t i = 0; i < steps; i++)
-            p[i] = i < half ? fs + step * (float)i : fe - step * (float)(steps - i - 1);
+            p[i] = i < half ? fmaf(step, (float)i, fs) : fmaf(-step, (float)(steps - i - 1), fe);
     }
     *out = r;
     return 0;

@@ -14,6 +14,7 @@
 
 #include "../fixtures/format_expected.h"
 #include "../fixtures/rng_expected.h"
+#include "../fixtures/tensor_expected.h"
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -1373,6 +1374,96 @@ static void test_format(void)
     CHECK(mw_tensor_format(&none) == NULL && strstr(mw_error(), "format: tensor has no storage"));
 }
 
+
+/* ---------------------------------------------------------------- against PyTorch */
+
+/* torch.linspace and torch.arange (float32) give exactly these values */
+static void test_creation_torch(void)
+{
+    for (size_t k = 0; k < sizeof LIN_CASES / sizeof LIN_CASES[0]; k++) {
+        const struct lin_case *c = &LIN_CASES[k];
+        mw_tensor t;
+        CHECK_OK(mw_tensor_linspace(&t, c->start, c->end, c->steps));
+        for (int64_t i = 0; i < c->steps; i++)
+            CHECK_MSG(((float *)t.storage->data)[i] == (float)c->v[i], "linspace(%g, %g, %lld)[%lld] = %.9g, torch %.9g",
+                      c->start, c->end, (long long)c->steps, (long long)i, ((float *)t.storage->data)[i], c->v[i]);
+        mw_tensor_release(&t);
+    }
+    for (size_t k = 0; k < sizeof ARANGE_CASES / sizeof ARANGE_CASES[0]; k++) {
+        const struct arange_case *c = &ARANGE_CASES[k];
+        mw_tensor t;
+        CHECK_OK(mw_tensor_arange(&t, MW_F32, c->start, c->end, c->step));
+        CHECK_MSG(mw_tensor_numel(&t) == c->n, "arange(%g, %g, %g): %lld values, torch %lld", c->start, c->end, c->step,
+                  (long long)mw_tensor_numel(&t), (long long)c->n);
+        for (int64_t i = 0; i < c->n && i < mw_tensor_numel(&t); i++)
+            CHECK_MSG(((float *)t.storage->data)[i] == (float)c->v[i], "arange(%g, %g, %g)[%lld] = %.9g, torch %.9g",
+                      c->start, c->end, c->step, (long long)i, ((float *)t.storage->data)[i], c->v[i]);
+        mw_tensor_release(&t);
+    }
+}
+
+/* Random chains of views replayed: torch's shape, strides (of dims longer than 1, the others
+ * carry no meaning), storage offset and sharing, or the op torch refused. */
+static void test_views_torch(void)
+{
+    int n = (int)(sizeof VIEW_CASES / sizeof VIEW_CASES[0]);
+    for (int k = 0; k < n; k++) {
+        const struct view_case *c = &VIEW_CASES[k];
+        mw_tensor base = iota_f(c->base_ndim, c->base_shape), t, r;
+        mw_tensor_share(&t, &base);
+        int failed_at = -1;
+        for (int i = 0; i < c->nops && failed_at < 0; i++) {
+            const int64_t *a = c->ops[i].a;
+            int na = c->ops[i].nargs, rc = -1;
+            int perm[MW_MAXDIM];
+            switch (c->ops[i].op) {
+            case VOP_NARROW: rc = mw_tensor_narrow(&r, &t, (int)a[0], a[1], a[2]); break;
+            case VOP_SELECT: rc = mw_tensor_select(&r, &t, (int)a[0], a[1]); break;
+            case VOP_TRANSPOSE: rc = mw_tensor_transpose(&r, &t, (int)a[0], (int)a[1]); break;
+            case VOP_PERMUTE:
+                for (int d = 0; d < na; d++) perm[d] = (int)a[d];
+                rc = mw_tensor_permute(&r, &t, perm);
+                break;
+            case VOP_VIEW: rc = mw_tensor_view(&r, &t, na, a); break;
+            case VOP_RESHAPE: rc = mw_tensor_reshape(&r, &t, na, a); break;
+            case VOP_UNSQUEEZE: rc = mw_tensor_unsqueeze(&r, &t, (int)a[0]); break;
+            case VOP_SQUEEZE: rc = mw_tensor_squeeze(&r, &t, (int)a[0]); break;
+            case VOP_EXPAND: rc = mw_tensor_expand(&r, &t, na, a); break;
+            case VOP_DIAGONAL: rc = mw_tensor_diagonal(&r, &t, a[0], (int)a[1], (int)a[2]); break;
+            }
+            if (rc) {
+                failed_at = i;
+                CHECK_MSG(is_zeroed(&r), "chain %d op %d: output not zeroed", k, i);
+            } else {
+                mw_tensor_release(&t);
+                t = r;
+            }
+        }
+        CHECK_MSG(failed_at == c->err_at, "chain %d: failed at op %d (%s), torch at %d", k, failed_at,
+                  failed_at >= 0 ? mw_error() : "-", c->err_at);
+        if (failed_at < 0 && c->err_at < 0) {
+            char want[256];
+            mw_shape_str(want, sizeof want, c->ndim, c->shape);
+            CHECK_MSG(t.ndim == c->ndim && strcmp(shape_of(&t), want) == 0, "chain %d: shape %s, torch %s", k,
+                      shape_of(&t), want);
+            int64_t numel = mw_tensor_numel(&t);
+            int same_strides = 1;
+            for (int d = 0; d < t.ndim && d < c->ndim; d++)
+                if (t.shape[d] > 1 && t.stride[d] != c->stride[d]) same_strides = 0;
+            if (numel > 0) {
+                mw_shape_str(want, sizeof want, c->ndim, c->stride);
+                CHECK_MSG(same_strides, "chain %d: strides %s, torch %s", k, stride_of(&t), want);
+                CHECK_MSG(t.offset == c->offset, "chain %d: offset %lld, torch %lld", k, (long long)t.offset,
+                          (long long)c->offset);
+            }
+            CHECK_MSG((t.storage == base.storage) == c->shares, "chain %d: shares storage %d, torch %d", k,
+                      t.storage == base.storage, c->shares);
+        }
+        mw_tensor_release(&t);
+        mw_tensor_release(&base);
+    }
+}
+
 /* every storage created above was released */
 static void test_no_leaks(void) { CHECK(mw_storage_live_bytes() == 0); }
 
@@ -1398,6 +1489,8 @@ int main(void)
     RUN(test_nonzero);
     RUN(test_cat_stack);
     RUN(test_format);
+    RUN(test_creation_torch);
+    RUN(test_views_torch);
     RUN(test_no_leaks);
     MW_TEST_MAIN_END();
 }
