@@ -31,10 +31,12 @@ BIND_OBJ := $(BIND_SRC:%.c=$(BUILD)/%.o) $(BUILD)/gen/lua_embed.o
 LUA_SRC  := $(wildcard lua/miwb/*.lua)
 CTEST_SRC := $(wildcard tests/c/test_*.c)
 CTESTS   := $(CTEST_SRC:tests/c/%.c=$(BUILD)/tests/%)
+TOOL_SRC := $(wildcard tools/*.c)
+TOOLS    := $(TOOL_SRC:tools/%.c=$(BUILD)/tools/%)
 HEADERS  := $(wildcard core/*.h core/*.def vendor/*.h lua/*.h)
 
 .PHONY: all deps check-deps test asan bench demo clean fuzz
-all: check-deps $(BUILD)/libmwcore.a $(BUILD)/miwb.so $(BUILD)/miwb $(CTESTS)
+all: check-deps $(BUILD)/libmwcore.a $(BUILD)/miwb.so $(BUILD)/miwb $(CTESTS) $(TOOLS)
 
 # The other targets call this: when a header is missing, install the packages.
 check-deps:
@@ -77,6 +79,11 @@ $(BUILD)/miwb: $(BUILD)/lua/main.o $(BIND_OBJ) $(BUILD)/libmwcore.a
 $(BUILD)/tests/%: tests/c/%.c tests/c/mwtest.h $(BUILD)/libmwcore.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests/c $(LDFLAGS) -o $@ $< $(BUILD)/libmwcore.a $(LDLIBS)
+
+# stand-alone C programs (tools/NAME.c -> build/tools/NAME), e.g. the training driver mwtrain
+$(BUILD)/tools/%: tools/%.c $(BUILD)/libmwcore.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libmwcore.a $(LDLIBS)
 
 test: all
 	@BUILD=$(BUILD) sh tests/run.sh

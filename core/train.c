@@ -439,14 +439,16 @@ int mw_trainer_forward(mw_trainer *t, const int32_t *tokens, int64_t B, int64_t 
         int32_t y = tokens[i + 1];
         float mx = row[0];
         for (int64_t j = 1; j < V; j++) if (row[j] > mx) mx = row[j];
+        float zy = row[y] - mx;
+        /* exp once, in float (the sum in double): the softmax over V dominates this loop */
         double s = 0;
-        for (int64_t j = 0; j < V; j++) s += exp((double)(row[j] - mx));
-        double lse = mx + log(s);
-        double li = lse - row[y];
+        for (int64_t j = 0; j < V; j++) { row[j] = expf(row[j] - mx); s += row[j]; }
+        double li = log(s) - (double)zy;
         t->tokloss[i] = (float)li;
         total += li;
         if (grads) {
-            for (int64_t j = 0; j < V; j++) row[j] = (float)(exp((double)row[j] - lse) * inv);
+            float sc = (float)(inv / s);
+            for (int64_t j = 0; j < V; j++) row[j] *= sc;
             row[y] -= (float)inv;
         }
     }

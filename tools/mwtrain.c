@@ -1,0 +1,397 @@
+/* mwtrain.c - trains a small transformer from a text corpus, end to end, from C:
+ *   corpus (tools/make_corpus.sh) -> byte-level BPE tokenizer -> token files -> AdamW training with
+ *   induction-score logging -> a TransformerLens-named model folder.
+ *
+ *   build/mwtrain [key=value ...]
+ *     corpus=data/corpus  out=models/attn_only_2L  work=data/work  (tokenizer, token files,
+ *     checkpoints and logs go to work/)
+ *     vocab=4096 d_model=256 n_heads=8 d_head=32 n_layers=2 n_ctx=256 attn_only=1 norm=none|LN|LNPre
+ *     pos=shortformer|standard d_mlp=0 seed=398
+ *     batch=16 steps=4000 lr=2e-3 min_lr=2e-4 warmup=200 wd=0.1 clip=1 threads=2
+ *     log_every=10 eval_every=100 ckpt_every=500 resume=0 bench=0
+ *
+ * Logs (CSV, in work/): train_log.csv (step, tokens, loss, lr, grad_norm, seconds),
+ * eval_log.csv (step, val_loss, then the induction score of every head "L.H", the largest
+ * previous-token score, and the mean log-prob gap between the halves of repeated random tokens).
+ * The Lua driver (scripts/train_attn_only.lua) does the same through mi.train; this program
+ * exists so that training does not wait on the Lua layer, and for profiling.
+ */
+#define SAFETENSORS_IMPLEMENTATION
+#include "safetensors.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bpe_train.h"
+#include "mw_tensor.h"
+#include "train.h"
+
+void openblas_set_num_threads(int);
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+typedef struct {
+    const char *corpus, *out, *work, *norm, *pos;
+    long vocab, d_model, n_heads, d_head, n_layers, n_ctx, attn_only, d_mlp, seed;
+    long batch, steps, warmup, threads, log_every, eval_every, ckpt_every, resume, bench;
+    double lr, min_lr, wd, clip;
+} opts_t;
+
+static int parse(opts_t *o, int argc, char **argv) {
+    for (int i = 1; i < argc; i++) {
+        char *eq = strchr(argv[i], '=');
+        if (!eq) { fprintf(stderr, "mwtrain: argument '%s' is not key=value\n", argv[i]); return -1; }
+        *eq = 0;
+        const char *k = argv[i], *v = eq + 1;
+#define S(name) if (!strcmp(k, #name)) { o->name = v; continue; }
+#define IV(name) if (!strcmp(k, #name)) { o->name = atol(v); continue; }
+#define F(name) if (!strcmp(k, #name)) { o->name = atof(v); continue; }
+        S(corpus) S(out) S(work) S(norm) S(pos)
+        IV(vocab) IV(d_model) IV(n_heads) IV(d_head) IV(n_layers) IV(n_ctx) IV(attn_only) IV(d_mlp) IV(seed)
+        IV(batch) IV(steps) IV(warmup) IV(threads) IV(log_every) IV(eval_every) IV(ckpt_every) IV(resume) IV(bench)
+        F(lr) F(min_lr) F(wd) F(clip)
+        fprintf(stderr, "mwtrain: unknown key '%s'\n", k);
+        return -1;
+    }
+    return 0;
+}
+
+static int exists(const char *p) { struct stat st; return stat(p, &st) == 0; }
+
+static char *path2(const char *dir, const char *name) {
+    char *p = malloc(strlen(dir) + strlen(name) + 2);
+    sprintf(p, "%s/%s", dir, name);
+    return p;
+}
+
+static int encode_file(mw_bpe *b, const char *txt, const char *tok) {
+    FILE *f = fopen(txt, "rb");
+    if (!f) { fprintf(stderr, "mwtrain: cannot open %s\n", txt); return -1; }
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    rewind(f);
+    char *buf = malloc((size_t)n);
+    if (fread(buf, 1, (size_t)n, f) != (size_t)n) { fclose(f); free(buf); return -1; }
+    fclose(f);
+    int32_t *ids;
+    size_t nids;
+    if (mw_bpe_encode(b, buf, (size_t)n, &ids, &nids)) { free(buf); fprintf(stderr, "mwtrain: %s\n", mw_error()); return -1; }
+    free(buf);
+    int rc = mw_dataset_write(tok, ids, (int64_t)nids, mw_bpe_vocab_size(b), mw_bpe_eot_id(b));
+    if (rc) fprintf(stderr, "mwtrain: %s\n", mw_error());
+    else printf("mwtrain: %s: %zu tokens (%.2f bytes/token)\n", tok, nids, (double)n / (double)nids);
+    free(ids);
+    return rc;
+}
+
+/* induction scores [L,H], best previous-token score, and the log-prob gap on [BOS, R, R] */
+typedef struct { double ind[64]; double prev[64]; double gap; double first, second; } probe_t;
+
+static int probe(mw_trainer *t, const mw_dataset *val, probe_t *pr, uint64_t seed) {
+    const mw_train_config *c = mw_trainer_config(t);
+    enum { SL = 50, NB = 10, TT = 2 * SL + 1 };
+    static int32_t tok[NB * TT];
+    uint64_t s = seed;
+    for (int b = 0; b < NB; b++) {
+        tok[b * TT] = 0;
+        for (int i = 0; i < SL; i++) {
+            /* uniform over the non-special ids (TransformerLens draws from the whole vocabulary) */
+            s += 0x9e3779b97f4a7c15ull;
+            uint64_t z = s;
+            z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull; z = (z ^ (z >> 27)) * 0x94d049bb133111ebull; z ^= z >> 31;
+            int32_t id = 1 + (int32_t)(z % (uint64_t)(c->d_vocab - 1));
+            tok[b * TT + 1 + i] = tok[b * TT + 1 + SL + i] = id;
+        }
+    }
+    double loss;
+    if (mw_trainer_forward(t, tok, NB, TT, 0, &loss)) return -1;
+    int64_t H = c->n_heads;
+    for (int64_t l = 0; l < c->n_layers; l++) {
+        const float *A = mw_trainer_pattern(t, l);
+        for (int64_t h = 0; h < H; h++) {
+            double sum = 0; int cnt = 0;
+            for (int b = 0; b < NB; b++) {
+                const float *M = A + ((int64_t)b * H + h) * TT * TT;
+                /* torch.diagonal(pattern, offset=1-SL): entries (i + SL - 1, i) */
+                for (int i = 0; i + SL - 1 < TT; i++) { sum += M[(i + SL - 1) * TT + i]; cnt++; }
+            }
+            pr->ind[l * H + h] = sum / cnt;
+        }
+    }
+    static float tl[NB * (TT - 1)];
+    mw_trainer_token_losses(t, tl);
+    double f = 0, sc = 0;
+    for (int b = 0; b < NB; b++)
+        for (int i = 0; i < TT - 1; i++) {
+            if (i < SL) f -= tl[b * (TT - 1) + i];
+            else sc -= tl[b * (TT - 1) + i];
+        }
+    pr->first = f / (NB * SL); pr->second = sc / (NB * SL);
+    pr->gap = pr->second - pr->first;
+    /* previous-token attention on real text: mean of the diagonal at offset -1 (seed's detector) */
+    enum { PB = 8, PT = 128 };
+    static int32_t ptok[PB * PT];
+    uint64_t ps = seed ^ 0x5555;
+    mw_dataset_batch(val, &ps, ptok, PB, PT, 0);
+    if (mw_trainer_forward(t, ptok, PB, PT, 0, &loss)) return -1;
+    for (int64_t l = 0; l < c->n_layers; l++) {
+        const float *A = mw_trainer_pattern(t, l);
+        for (int64_t h = 0; h < H; h++) {
+            double sum = 0; int cnt = 0;
+            for (int b = 0; b < PB; b++) {
+                const float *M = A + ((int64_t)b * H + h) * PT * PT;
+                for (int i = 1; i < PT; i++) { sum += M[i * PT + i - 1]; cnt++; }
+            }
+            pr->prev[l * H + h] = sum / cnt;
+        }
+    }
+    return 0;
+}
+
+static double val_loss(mw_trainer *t, const mw_dataset *val, int64_t B, int64_t T, int nb) {
+    static int32_t *tok;
+    tok = realloc(tok, sizeof *tok * (size_t)(B * T));
+    uint64_t s = 12345; /* the same validation batches every time */
+    double sum = 0, loss;
+    for (int i = 0; i < nb; i++) {
+        mw_dataset_batch(val, &s, tok, B, T, 0);
+        mw_trainer_forward(t, tok, B, T, 0, &loss);
+        sum += loss;
+    }
+    return sum / nb;
+}
+
+/* the model folder: TransformerLens state-dict names and shapes, config.json, tokenizer.json */
+static int export_model(mw_trainer *t, const opts_t *o, const char *tokpath) {
+    const mw_train_config *c = mw_trainer_config(t);
+    mkdir(o->out, 0755);
+    int64_t L = c->n_layers, H = c->n_heads, d = c->d_model, dh = c->d_head, HD = H * dh, V = c->d_vocab;
+    size_t n;
+    const float *P = mw_trainer_params(t, &n);
+    enum { MAXT = 64 };
+    st_write_tensor ts[MAXT];
+    char *names[MAXT];
+    int64_t shapes[MAXT][3];
+    float *bufs[MAXT];
+    int nt = 0;
+#define ADD(nm, ptr, nd, s0, s1, s2) do { names[nt] = strdup(nm); shapes[nt][0] = s0; shapes[nt][1] = s1; \
+        shapes[nt][2] = s2; bufs[nt] = ptr; ts[nt] = (st_write_tensor){names[nt], ST_F32, nd, shapes[nt], ptr}; nt++; } while (0)
+    float *tmp;
+    tmp = malloc(sizeof(float) * (size_t)(V * d)); memcpy(tmp, P + mw_trainer_param(t, MW_TP_W_E)->offset, sizeof(float) * (size_t)(V * d));
+    ADD("embed.W_E", tmp, 2, V, d, 0);
+    tmp = malloc(sizeof(float) * (size_t)(c->n_ctx * d)); memcpy(tmp, P + mw_trainer_param(t, MW_TP_W_pos)->offset, sizeof(float) * (size_t)(c->n_ctx * d));
+    ADD("pos_embed.W_pos", tmp, 2, c->n_ctx, d, 0);
+    for (int64_t l = 0; l < L; l++) {
+        char nm[128];
+        static const int qkv[3] = {MW_TP_W_Q, MW_TP_W_K, MW_TP_W_V};
+        static const char *const qkvn[3] = {"W_Q", "W_K", "W_V"};
+        for (int k = 0; k < 3; k++) {
+            /* stacked [d, H*dh] -> TransformerLens [H, d, dh] */
+            const float *W = P + mw_trainer_param(t, qkv[k])->offset + l * d * HD;
+            tmp = malloc(sizeof(float) * (size_t)(d * HD));
+            for (int64_t h = 0; h < H; h++)
+                for (int64_t i = 0; i < d; i++)
+                    for (int64_t e = 0; e < dh; e++) tmp[(h * d + i) * dh + e] = W[i * HD + h * dh + e];
+            snprintf(nm, sizeof nm, "blocks.%lld.attn.%s", (long long)l, qkvn[k]);
+            ADD(nm, tmp, 3, H, d, dh);
+        }
+        tmp = malloc(sizeof(float) * (size_t)(HD * d));
+        memcpy(tmp, P + mw_trainer_param(t, MW_TP_W_O)->offset + l * HD * d, sizeof(float) * (size_t)(HD * d));
+        snprintf(nm, sizeof nm, "blocks.%lld.attn.W_O", (long long)l);
+        ADD(nm, tmp, 3, H, dh, d);
+        static const int bqkv[3] = {MW_TP_b_Q, MW_TP_b_K, MW_TP_b_V};
+        static const char *const bn[3] = {"b_Q", "b_K", "b_V"};
+        for (int k = 0; k < 3; k++) {
+            tmp = malloc(sizeof(float) * (size_t)HD);
+            memcpy(tmp, P + mw_trainer_param(t, bqkv[k])->offset + l * HD, sizeof(float) * (size_t)HD);
+            snprintf(nm, sizeof nm, "blocks.%lld.attn.%s", (long long)l, bn[k]);
+            ADD(nm, tmp, 2, H, dh, 0);
+        }
+        tmp = malloc(sizeof(float) * (size_t)d);
+        memcpy(tmp, P + mw_trainer_param(t, MW_TP_b_O)->offset + l * d, sizeof(float) * (size_t)d);
+        snprintf(nm, sizeof nm, "blocks.%lld.attn.b_O", (long long)l);
+        ADD(nm, tmp, 1, d, 0, 0);
+    }
+    tmp = malloc(sizeof(float) * (size_t)(d * V)); memcpy(tmp, P + mw_trainer_param(t, MW_TP_W_U)->offset, sizeof(float) * (size_t)(d * V));
+    ADD("unembed.W_U", tmp, 2, d, V, 0);
+    tmp = malloc(sizeof(float) * (size_t)V); memcpy(tmp, P + mw_trainer_param(t, MW_TP_b_U)->offset, sizeof(float) * (size_t)V);
+    ADD("unembed.b_U", tmp, 1, V, 0, 0);
+#undef ADD
+    char *mp = path2(o->out, "model.safetensors");
+    char err[512];
+    char step[32];
+    snprintf(step, sizeof step, "%lld", (long long)mw_trainer_nsteps(t));
+    const char *mk[2] = {"format", "step"}, *mv[2] = {"pt", step};
+    int rc = st_write(mp, ts, (size_t)nt, mk, mv, 2, err, sizeof err);
+    if (rc) fprintf(stderr, "mwtrain: %s\n", err);
+    for (int i = 0; i < nt; i++) { free(names[i]); free(bufs[i]); }
+    free(mp);
+    if (rc) return -1;
+    /* config.json: HookedTransformerConfig fields */
+    char *cp = path2(o->out, "config.json");
+    FILE *f = fopen(cp, "w");
+    free(cp);
+    if (!f) return -1;
+    fprintf(f, "{\n  \"model_name\": \"attn_only_%lldL\",\n  \"d_model\": %lld,\n  \"d_head\": %lld,\n  \"n_heads\": %lld,\n"
+               "  \"n_layers\": %lld,\n  \"n_ctx\": %lld,\n  \"d_vocab\": %lld,\n  \"d_vocab_out\": %lld,\n",
+            (long long)L, (long long)d, (long long)dh, (long long)H, (long long)L, (long long)c->n_ctx, (long long)V, (long long)V);
+    if (c->attn_only) fprintf(f, "  \"d_mlp\": null,\n  \"attn_only\": true,\n");
+    else fprintf(f, "  \"d_mlp\": %lld,\n  \"attn_only\": false,\n  \"act_fn\": \"gelu_new\",\n", (long long)c->d_mlp);
+    fprintf(f, "  \"normalization_type\": %s,\n  \"positional_embedding_type\": \"%s\",\n"
+               "  \"attention_dir\": \"causal\",\n  \"use_attn_result\": true,\n  \"use_attn_scale\": true,\n"
+               "  \"eps\": 1e-05,\n  \"seed\": %ld,\n  \"tokenizer_name\": \"tokenizer.json\",\n"
+               "  \"default_prepend_bos\": true,\n  \"original_architecture\": \"miwb\"\n}\n",
+            c->norm == MW_TNORM_NONE ? "null" : c->norm == MW_TNORM_LN ? "\"LN\"" : "\"LNPre\"",
+            c->shortformer ? "shortformer" : "standard", o->seed);
+    fclose(f);
+    /* the tokenizer next to the weights */
+    char *dst = path2(o->out, "tokenizer.json");
+    FILE *in = fopen(tokpath, "rb"), *out = fopen(dst, "wb");
+    free(dst);
+    if (!in || !out) { if (in) fclose(in); if (out) fclose(out); return -1; }
+    char buf[65536];
+    size_t k;
+    while ((k = fread(buf, 1, sizeof buf, in)) > 0) fwrite(buf, 1, k, out);
+    fclose(in);
+    fclose(out);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    opts_t o = {.corpus = "data/corpus", .out = "models/attn_only_2L", .work = "data/work", .norm = "none",
+                .pos = "shortformer", .vocab = 4096, .d_model = 256, .n_heads = 8, .d_head = 32, .n_layers = 2,
+                .n_ctx = 256, .attn_only = 1, .d_mlp = 0, .seed = 398, .batch = 16, .steps = 4000,
+                .warmup = 200, .threads = 2, .log_every = 10, .eval_every = 100, .ckpt_every = 500,
+                .lr = 2e-3, .min_lr = 2e-4, .wd = 0.1, .clip = 1.0};
+    if (parse(&o, argc, argv)) return 2;
+    openblas_set_num_threads((int)o.threads);
+    mkdir("data", 0755);
+    mkdir(o.work, 0755);
+    char *tokpath = path2(o.work, "tokenizer.json");
+    char *trtxt = path2(o.corpus, "train.txt"), *vatxt = path2(o.corpus, "valid.txt");
+    char *trtok = path2(o.work, "train.tok"), *vatok = path2(o.work, "valid.tok");
+    mw_bpe *bpe = NULL;
+    if (!exists(tokpath)) {
+        double t0 = now();
+        mw_bpe_trainer *bt = mw_bpe_trainer_new();
+        if (!bt || mw_bpe_trainer_feed_file(bt, trtxt) || mw_bpe_train(&bpe, bt, (int)o.vocab, 2) ||
+            mw_bpe_save(bpe, tokpath)) {
+            fprintf(stderr, "mwtrain: tokenizer: %s\n", mw_error());
+            return 1;
+        }
+        mw_bpe_trainer_free(bt);
+        printf("mwtrain: tokenizer %s: %d ids in %.1f s\n", tokpath, mw_bpe_vocab_size(bpe), now() - t0);
+    }
+    if (!exists(trtok) || !exists(vatok)) {
+        if (!bpe && mw_bpe_load(&bpe, tokpath)) { fprintf(stderr, "mwtrain: %s\n", mw_error()); return 1; }
+        if (encode_file(bpe, trtxt, trtok) || encode_file(bpe, vatxt, vatok)) return 1;
+    }
+    mw_bpe_free(bpe);
+    mw_dataset tr, va;
+    if (mw_dataset_open(&tr, trtok) || mw_dataset_open(&va, vatok)) { fprintf(stderr, "mwtrain: %s\n", mw_error()); return 1; }
+
+    mw_train_config c = {.d_model = o.d_model, .d_head = o.d_head, .n_heads = o.n_heads, .n_layers = o.n_layers,
+                         .n_ctx = o.n_ctx, .d_vocab = tr.vocab, .d_mlp = o.d_mlp, .attn_only = (int)o.attn_only,
+                         .norm = !strcmp(o.norm, "LN") ? MW_TNORM_LN : !strcmp(o.norm, "LNPre") ? MW_TNORM_LNPRE : MW_TNORM_NONE,
+                         .shortformer = !strcmp(o.pos, "shortformer"), .seed = (uint64_t)o.seed};
+    int64_t B = o.batch, T = o.n_ctx;
+    mw_trainer *t = mw_trainer_new(&c, B > 10 ? B : 10, T > 101 ? T : 101);
+    if (!t) { fprintf(stderr, "mwtrain: %s\n", mw_error()); return 1; }
+    size_t np;
+    mw_trainer_params(t, &np);
+    mw_adamw_opts ao;
+    mw_adamw_default(&ao);
+    ao.lr = o.lr; ao.min_lr = o.min_lr; ao.warmup = o.warmup; ao.steps = o.steps; ao.weight_decay = o.wd; ao.clip = o.clip;
+    char *ckpt = path2(o.work, "checkpoint.safetensors");
+    if (o.resume && exists(ckpt)) {
+        if (mw_trainer_load(t, ckpt)) { fprintf(stderr, "mwtrain: %s\n", mw_error()); return 1; }
+        printf("mwtrain: resumed at step %lld\n", (long long)mw_trainer_nsteps(t));
+    }
+    printf("mwtrain: %zu parameters; %lld train tokens, %lld valid; batch %lld x %lld; %ld steps\n", np,
+           (long long)tr.n, (long long)va.n, (long long)B, (long long)T, o.steps);
+    char *tlog = path2(o.work, "train_log.csv"), *elog = path2(o.work, "eval_log.csv");
+    int fresh = mw_trainer_nsteps(t) == 0;
+    FILE *ft = fopen(tlog, fresh ? "w" : "a"), *fe = fopen(elog, fresh ? "w" : "a");
+    if (fresh) {
+        fprintf(ft, "step,tokens,loss,lr,grad_norm,seconds\n");
+        fprintf(fe, "step,tokens,val_loss");
+        for (int64_t l = 0; l < c.n_layers; l++)
+            for (int64_t h = 0; h < c.n_heads; h++) fprintf(fe, ",ind_%lld.%lld", (long long)l, (long long)h);
+        fprintf(fe, ",best_prev,best_prev_head,first_half_logprob,second_half_logprob\n");
+    }
+    int32_t *tok = malloc(sizeof *tok * (size_t)(B * T));
+    uint64_t ds = (uint64_t)o.seed * 7919 + (uint64_t)mw_trainer_nsteps(t); /* data order depends on the step */
+    double t0 = now(), ema = 0;
+    int64_t H = c.n_heads;
+    if (o.bench) o.steps = mw_trainer_nsteps(t) + o.bench;
+    while (mw_trainer_nsteps(t) < o.steps) {
+        int64_t s = mw_trainer_nsteps(t);
+        if (!o.bench && (s % o.eval_every == 0)) {
+            probe_t pr;
+            double vl = val_loss(t, &va, B, T, 4);
+            probe(t, &va, &pr, 777);
+            int bi = 0; double bp = 0;
+            fprintf(fe, "%lld,%lld,%.5f", (long long)s, (long long)(s * B * T), vl);
+            for (int64_t i = 0; i < c.n_layers * H; i++) fprintf(fe, ",%.4f", pr.ind[i]);
+            for (int64_t i = 0; i < c.n_layers * H; i++) if (pr.prev[i] > bp) { bp = pr.prev[i]; bi = (int)i; }
+            fprintf(fe, ",%.4f,%d.%d,%.4f,%.4f\n", bp, (int)(bi / H), (int)(bi % H), pr.first, pr.second);
+            fflush(fe);
+            double top1 = 0, top2 = 0;
+            for (int64_t i = 0; i < c.n_layers * H; i++) {
+                if (pr.ind[i] > top1) { top2 = top1; top1 = pr.ind[i]; } else if (pr.ind[i] > top2) top2 = pr.ind[i];
+            }
+            printf("eval step %lld: val %.4f | induction top %.3f %.3f | prev %.3f (%d.%d) | rep gap %.2f nats\n",
+                   (long long)s, vl, top1, top2, bp, (int)(bi / H), (int)(bi % H), pr.gap);
+            fflush(stdout);
+        }
+        mw_dataset_batch(&tr, &ds, tok, B, T, 0);
+        double loss, gn;
+        double ts = now();
+        if (mw_trainer_forward(t, tok, B, T, 1, &loss) || mw_trainer_step(t, &ao, &gn)) {
+            fprintf(stderr, "mwtrain: step %lld: %s\n", (long long)s, mw_error());
+            return 1;
+        }
+        double dt = now() - ts;
+        ema = s == 0 || ema == 0 ? loss : 0.98 * ema + 0.02 * loss;
+        if ((s + 1) % o.log_every == 0) {
+            fprintf(ft, "%lld,%lld,%.5f,%.3g,%.4f,%.2f\n", (long long)(s + 1), (long long)((s + 1) * B * T), loss,
+                    mw_adamw_lr(&ao, s), gn, now() - t0);
+            fflush(ft);
+            printf("step %lld/%ld loss %.4f (avg %.4f) lr %.2e gnorm %.3f | %.0f tok/s | %.2f s/step\n", (long long)(s + 1),
+                   o.steps, loss, ema, mw_adamw_lr(&ao, s), gn, (double)(B * T) / dt, dt);
+            fflush(stdout);
+        }
+        if (!o.bench && (s + 1) % o.ckpt_every == 0) {
+            if (mw_trainer_save(t, ckpt)) fprintf(stderr, "mwtrain: %s\n", mw_error());
+            if (export_model(t, &o, tokpath)) fprintf(stderr, "mwtrain: export failed\n");
+        }
+    }
+    if (!o.bench) {
+        probe_t pr;
+        double vl = val_loss(t, &va, B, T, 16), trl = val_loss(t, &tr, B, T, 16);
+        probe(t, &va, &pr, 777);
+        printf("final step %lld: train loss %.4f, val loss %.4f; rep tokens: first half %.3f, second half %.3f (gap %.2f nats)\n",
+               (long long)mw_trainer_nsteps(t), trl, vl, pr.first, pr.second, pr.gap);
+        for (int64_t i = 0; i < c.n_layers * H; i++)
+            printf("  head %lld.%lld: induction %.3f, prev-token %.3f\n", (long long)(i / H), (long long)(i % H), pr.ind[i], pr.prev[i]);
+        mw_trainer_save(t, ckpt);
+        if (export_model(t, &o, tokpath)) { fprintf(stderr, "mwtrain: export failed\n"); return 1; }
+        printf("mwtrain: wrote %s\n", o.out);
+    }
+    printf("mwtrain: %.1f s\n", now() - t0);
+    fclose(ft); fclose(fe);
+    free(tok);
+    mw_trainer_free(t);
+    mw_dataset_close(&tr); mw_dataset_close(&va);
+    return 0;
+}
