@@ -27,7 +27,8 @@
 
 #include "mw_tensor.h"
 
-#define MAX_IDS (1 << 24)      /* ids at or above this are refused: a lying file, not a vocabulary */
+#define MAX_IDS (1 << 21)      /* ids at or above this are refused: a lying file, not a vocabulary
+                                 * (the largest real BPE vocabularies have ~256k entries) */
 #define CACHE_MAXWORD 256      /* longer pre-tokens are not cached */
 #define CACHE_MAXENTRIES 65536 /* the cache is emptied when it holds this many words */
 
@@ -63,6 +64,7 @@ static int buf_reserve(buf_t *b, size_t extra) {
 }
 
 static int buf_add(buf_t *b, const void *s, size_t n) {
+    if (n == 0) return 0;
     if (buf_reserve(b, n)) return -1;
     memcpy(b->p + b->n, s, n);
     b->n += n;
@@ -72,14 +74,19 @@ static int buf_add(buf_t *b, const void *s, size_t n) {
 /* Growable id list (the output of encode). */
 typedef struct { int64_t *p; size_t n, cap; } ids_t;
 
-static int ids_push(ids_t *v, int64_t id) {
-    if (v->n == v->cap) {
-        size_t cap = v->cap ? v->cap * 2 : 64;
-        int64_t *p = realloc(v->p, cap * sizeof *p);
-        if (!p) return -1;
-        v->p = p;
-        v->cap = cap;
-    }
+static int ids_reserve(ids_t *v, size_t extra) {
+    if (v->n + extra <= v->cap) return 0;
+    size_t cap = v->cap ? v->cap : 64;
+    while (cap < v->n + extra) cap *= 2;
+    int64_t *p = realloc(v->p, cap * sizeof *p);
+    if (!p) return -1;
+    v->p = p;
+    v->cap = cap;
+    return 0;
+}
+
+static inline int ids_push(ids_t *v, int64_t id) {
+    if (v->n == v->cap && ids_reserve(v, 1)) return -1;
     v->p[v->n++] = id;
     return 0;
 }
@@ -437,37 +444,39 @@ static int char_class(const unsigned char *s, size_t n, int *clen) {
     return l ? cp_class(cp) : CL_O;
 }
 
-/* Appends the NFC form of s[0..n) to out. Maximal runs of valid UTF-8 are normalized one by one;
- * invalid bytes are copied and act as boundaries (they compose with nothing). */
+/* Appends the NFC form of s[0..n) to out. Only the stretches that can change are normalized:
+ * a run of non-ASCII characters together with the ASCII character before it (which may compose
+ * with a following mark). The text can be cut before any ASCII character, because ASCII
+ * characters are starters that compose with nothing before them, and at invalid bytes, which
+ * compose with nothing at all (they are copied as they are). */
 static int nfc_append(buf_t *out, const unsigned char *s, size_t n) {
     size_t i = 0;
     while (i < n) {
         size_t j = i;
-        int ascii = 1;
+        while (j < n && s[j] < 0x80) j++;
+        if (j == n) return buf_add(out, s + i, n - i);
+        size_t a = j > i ? j - 1 : j; /* keep the ASCII character before the run with it */
+        if (a > i && buf_add(out, s + i, a - i)) return -1;
+        size_t e = j;
         int32_t cp;
-        int l;
-        while (j < n && (l = utf8_next(s + j, n - j, &cp)) > 0) {
-            if (l > 1) ascii = 0;
-            j += (size_t)l;
+        int l = 0;
+        while (e < n && s[e] >= 0x80 && (l = utf8_next(s + e, n - e, &cp)) > 0) e += (size_t)l;
+        if (e == j) { /* the run starts with an invalid byte: nothing to normalize */
+            if (buf_add(out, s + a, j - a)) return -1;
+        } else {
+            utf8proc_uint8_t *dst = NULL;
+            utf8proc_ssize_t m = utf8proc_map(s + a, (utf8proc_ssize_t)(e - a), &dst,
+                                              UTF8PROC_STABLE | UTF8PROC_COMPOSE);
+            if (m < 0) return -1;
+            int rc = buf_add(out, dst, (size_t)m);
+            free(dst);
+            if (rc) return -1;
         }
-        if (j > i) {
-            if (ascii) {
-                if (buf_add(out, s + i, j - i)) return -1;
-            } else {
-                utf8proc_uint8_t *dst = NULL;
-                utf8proc_ssize_t m = utf8proc_map(s + i, (utf8proc_ssize_t)(j - i), &dst,
-                                                  UTF8PROC_STABLE | UTF8PROC_COMPOSE);
-                if (m < 0) return -1;
-                int rc = buf_add(out, dst, (size_t)m);
-                free(dst);
-                if (rc) return -1;
-            }
+        if (e < n && s[e] >= 0x80) { /* an invalid byte */
+            if (buf_add(out, s + e, 1)) return -1;
+            e++;
         }
-        if (j < n) { /* one invalid byte */
-            if (buf_add(out, s + j, 1)) return -1;
-            j++;
-        }
-        i = j;
+        i = e;
     }
     return 0;
 }
@@ -790,6 +799,8 @@ int mw_tokenizer_encode(int64_t **ids, size_t *n, mw_tokenizer *t, const char *t
     if (!t) return mw_seterr("tokenizer: encode: no tokenizer");
     if (!text && len) return mw_seterr("tokenizer: encode: NULL text");
     ids_t out = {0};
+    /* English text gives about one id per 4 bytes: reserve that much at once */
+    if (len && ids_reserve(&out, len / 4 + 16)) return oom(t->name);
     if (len && split_added(t, &t->trie_raw, (const unsigned char *)text, len, piece_raw, &out)) {
         free(out.p);
         return tok_err(t->name, "encode: out of memory (%zu bytes of text)", len);
