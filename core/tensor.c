@@ -394,13 +394,14 @@ static int check_fits(const char *op, mw_dtype dt, double v)
  * fn(p[nop], row byte strides[nop], row length, ctx). Nothing is called for 0 elements. */
 typedef void (*row_fn)(char *const *p, const int64_t *st, int64_t n, void *ctx);
 
-static void strided_rows(int ndim, const int64_t *shape, int nop, char *const *base,
-                         int64_t (*bst)[MW_MAXDIM], row_fn fn, void *ctx)
+/* Drops dims of size 1 and merges neighbours contiguous for every operand: sh[nd], s[nop][nd]
+ * (byte strides). Returns nd, or -1 when there are no elements. */
+static int collapse_dims(int ndim, const int64_t *shape, int nop, int64_t (*bst)[MW_MAXDIM],
+                         int64_t *sh, int64_t (*s)[MW_MAXDIM])
 {
-    int64_t sh[MW_MAXDIM], s[3][MW_MAXDIM];
     int nd = 0;
     for (int d = 0; d < ndim; d++)
-        if (shape[d] == 0) return;
+        if (shape[d] == 0) return -1;
     for (int d = 0; d < ndim; d++) {
         if (shape[d] == 1) continue;
         int merge = nd > 0;
@@ -415,6 +416,15 @@ static void strided_rows(int ndim, const int64_t *shape, int nop, char *const *b
             nd++;
         }
     }
+    return nd;
+}
+
+static void strided_rows(int ndim, const int64_t *shape, int nop, char *const *base,
+                         int64_t (*bst)[MW_MAXDIM], row_fn fn, void *ctx)
+{
+    int64_t sh[MW_MAXDIM], s[3][MW_MAXDIM];
+    int nd = collapse_dims(ndim, shape, nop, bst, sh, s);
+    if (nd < 0) return;
     char *p[3] = {0};
     int64_t inner[3] = {0};
     for (int k = 0; k < nop; k++) p[k] = base[k];
@@ -487,7 +497,52 @@ static void copy_strided(const mw_tensor *dst, const mw_tensor *src, const int64
     for (int d = 0; d < dst->ndim; d++) bst[1][d] = sst[d] * es;
     char *base[2] = {mw_tensor_data(dst), mw_tensor_data(src)};
     conv_ctx c = {dst->dtype, src->dtype};
-    strided_rows(dst->ndim, dst->shape, 2, base, bst, row_convert, &c);
+    /* A source read across its unit-stride dim (a transpose) is copied in tiles of the
+     * innermost dim and the source's unit-stride dim k, so that both stay in cache. */
+    int64_t sh[MW_MAXDIM], s[2][MW_MAXDIM];
+    int nd = collapse_dims(dst->ndim, dst->shape, 2, bst, sh, s), k = -1;
+    if (nd < 0) return;
+    if (nd >= 2 && s[1][nd - 1] != es && sh[nd - 1] >= 8)
+        for (int d = nd - 2; d >= 0 && k < 0; d--)
+            if (s[1][d] == es && sh[d] >= 8) k = d;
+    if (k < 0) {
+        strided_rows(dst->ndim, dst->shape, 2, base, bst, row_convert, &c);
+        return;
+    }
+    enum { TILE = 32 };
+    int no = 0, j = nd - 1;
+    int64_t osh[MW_MAXDIM], os[2][MW_MAXDIM], idx[MW_MAXDIM] = {0};
+    for (int d = 0; d < j; d++)
+        if (d != k) {
+            osh[no] = sh[d];
+            os[0][no] = s[0][d];
+            os[1][no] = s[1][d];
+            no++;
+        }
+    char *p0 = base[0], *p1 = base[1];
+    int64_t rst[2] = {s[0][j], s[1][j]};
+    for (;;) {
+        for (int64_t kb = 0; kb < sh[k]; kb += TILE)
+            for (int64_t jb = 0; jb < sh[j]; jb += TILE) {
+                int64_t ke = kb + TILE < sh[k] ? kb + TILE : sh[k];
+                int64_t jn = jb + TILE < sh[j] ? TILE : sh[j] - jb;
+                for (int64_t kk = kb; kk < ke; kk++) {
+                    char *p[2] = {p0 + kk * s[0][k] + jb * s[0][j], p1 + kk * s[1][k] + jb * s[1][j]};
+                    row_convert(p, rst, jn, &c);
+                }
+            }
+        int d = no - 1;
+        for (; d >= 0; d--) {
+            idx[d]++;
+            p0 += os[0][d];
+            p1 += os[1][d];
+            if (idx[d] < osh[d]) break;
+            p0 -= os[0][d] * osh[d];
+            p1 -= os[1][d] * osh[d];
+            idx[d] = 0;
+        }
+        if (d < 0) break;
+    }
 }
 
 /* A new contiguous tensor of dtype dt holding a's values. */

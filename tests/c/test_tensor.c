@@ -1464,6 +1464,44 @@ static void test_views_torch(void)
     }
 }
 
+
+/* copies that read across the source's unit-stride dim go through the tiled path: sizes past
+ * one 32x32 tile, an outer dim, and a dtype conversion; values from the index formula */
+static void test_copy_tiled(void)
+{
+    int64_t sh[3] = {3, 20, 37};
+    mw_tensor a = iota_f(3, sh), t, c, ci; /* a[j][k][i] = 740 j + 37 k + i */
+    int perm[3] = {2, 0, 1};
+    CHECK_OK(mw_tensor_permute(&t, &a, perm)); /* t[i][j][k] = a[j][k][i], [37,3,20] */
+    CHECK_OK(mw_tensor_contiguous(&c, &t));
+    CHECK_OK(mw_tensor_to_dtype(&ci, &t, MW_I64));
+    int bad = 0;
+    for (int64_t i = 0; i < 37; i++)
+        for (int64_t j = 0; j < 3; j++)
+            for (int64_t k = 0; k < 20; k++) {
+                int64_t want = 740 * j + 37 * k + i, off = (i * 3 + j) * 20 + k;
+                bad += ((float *)c.storage->data)[off] != (float)want;
+                bad += ((int64_t *)ci.storage->data)[off] != want;
+            }
+    CHECK_MSG(bad == 0, "%d wrong elements", bad);
+    mw_tensor_release(&ci);
+    mw_tensor_release(&c);
+    mw_tensor_release(&t);
+    /* a 2-D transpose of [70,45]: c[i][j] = a[j][i] = 45 j + i */
+    int64_t s2[2] = {70, 45};
+    mw_tensor m = iota_f(2, s2);
+    CHECK_OK(mw_tensor_transpose(&t, &m, 0, 1));
+    CHECK_OK(mw_tensor_clone(&c, &t));
+    bad = 0;
+    for (int64_t i = 0; i < 45; i++)
+        for (int64_t j = 0; j < 70; j++) bad += ((float *)c.storage->data)[i * 70 + j] != (float)(45 * j + i);
+    CHECK_MSG(bad == 0, "%d wrong elements", bad);
+    mw_tensor_release(&c);
+    mw_tensor_release(&t);
+    mw_tensor_release(&m);
+    mw_tensor_release(&a);
+}
+
 /* every storage created above was released */
 static void test_no_leaks(void) { CHECK(mw_storage_live_bytes() == 0); }
 
@@ -1491,6 +1529,7 @@ int main(void)
     RUN(test_format);
     RUN(test_creation_torch);
     RUN(test_views_torch);
+    RUN(test_copy_tiled);
     RUN(test_no_leaks);
     MW_TEST_MAIN_END();
 }
