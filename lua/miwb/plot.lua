@@ -973,6 +973,8 @@ function P.hist(values, opts)
   else
     lo, hi = finite_range(all)
     if not lo then error(op .. ": no finite values to draw", 0) end
+    -- as written in the data file (9 digits), so that the extreme values fall inside [LO, HI]
+    lo, hi = tonumber(fmtnum(lo)), tonumber(fmtnum(hi))
     if lo == hi then lo, hi = lo - 0.5, hi + 0.5 end
   end
   local nfin = 0
@@ -1006,9 +1008,13 @@ function P.hist(values, opts)
     deco.vline = marks
     for _, l in ipairs(decorations(op, deco)) do L[#L + 1] = l end
     L[#L + 1] = key_line(op, opts, names ~= nil)
-    L[#L + 1] = string.format("LO = %.10g; HI = %.10g; NBINS = %d; BINWIDTH = (HI - LO) / NBINS", lo, hi, bins)
-    -- bins [LO + i w, LO + (i+1) w), the last one closed; values outside [LO, HI] are left out
-    L[#L + 1] = "bin(x) = (x < LO || x > HI) ? NaN : LO + BINWIDTH * ((x >= HI ? NBINS - 1 : floor((x - LO) / BINWIDTH)) + 0.5)"
+    L[#L + 1] = string.format("LO = %.17g; HI = %.17g; NBINS = %d; BINWIDTH = (HI - LO) / (1.0 * NBINS)", lo, hi, bins)
+    -- bins [LO + i w, LO + (i+1) w), the last one closed. Values outside [LO, HI] count 0 in the
+    -- first bin and NaN lines are skipped: an undefined point would split `smooth frequency` into
+    -- separate sums.
+    L[#L + 1] = "set datafile missing \"NaN\""
+    L[#L + 1] = "in_range(x) = (x >= LO && x <= HI) ? 1.0 : 0.0"
+    L[#L + 1] = "bin(x) = LO + BINWIDTH * ((in_range(x) == 0.0 ? 0 : x >= HI ? NBINS - 1 : floor((x - LO) / BINWIDTH)) + 0.5)"
     if not opts.xrange then L[#L + 1] = "set xrange [LO:HI]" end
     if not opts.yrange and not opts.logy then L[#L + 1] = "set yrange [0:*]" end
     L[#L + 1] = "set boxwidth BINWIDTH absolute"
@@ -1018,7 +1024,7 @@ function P.hist(values, opts)
     for i, sr in ipairs(series) do
       local nf = 0
       for _, x in ipairs(sr) do if x >= lo and x <= hi then nf = nf + 1 end end -- as numpy's density
-      local ycol = opts.density and string.format("(1.0 / (%d * BINWIDTH))", max(1, nf)) or "(1)"
+      local ycol = opts.density and string.format("(in_range($1) / (%d * BINWIDTH))", max(1, nf)) or "(in_range($1))"
       parts[#parts + 1] = string.format("%s index %d using (bin($1)):%s smooth frequency with boxes lc rgb '%s' %s",
         i == 1 and P.gp_quote(base .. ".dat") or "''", i - 1, ycol,
         color_arg(op, colors[i], COLORS[(i - 1) % #COLORS + 1]),

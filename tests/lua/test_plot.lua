@@ -298,13 +298,14 @@ T.test("hist: PNG, raw values in the data file, mean line label", function()
   -- the script's binning, run through gnuplot's `set table`: bins [0,1) [1,2) [2,3] of 7 values
   -- hold 1, 2 and 4 of them (worked out by hand); density divides by (n in range) * width = 7
   for _, case in ipairs{{false, {1, 2, 4}}, {true, {1 / 7, 2 / 7, 4 / 7}}} do
-    local _, ih = plot.hist({0.5, 1.5, 1.9, 2.5, 2.0, 2.5, 3.0, 7.0, -1},
+    local _, ih = plot.hist({0.5, 1.5, 7.0, 1.9, 2.5, 0 / 0, 2.0, -1, math.huge, 2.5, -math.huge, 3.0},
                             {out = tmp .. "/hist/", name = "bins", range = {0, 3}, bins = 3, density = case[1]})
     local got = gnuplot_table(ih.script)
     T.eq(#got, 3, "three bins")
     for i = 1, 3 do
       T.near(got[i][1], i - 0.5, 1e-9, "bin centre")
-      -- 7.0 and -1 fall outside the range; 2.0 goes to the third bin, 3.0 too (last bin closed)
+      -- 7.0, -1, +-Inf and NaN fall outside the range; 2.0 goes to the third bin, 3.0 too (last bin
+      -- closed); values outside, in the middle of the data, must not split the sums
       T.near(got[i][2], case[2][i], 1e-5, "bin " .. i .. " value")
     end
   end
@@ -312,6 +313,18 @@ T.test("hist: PNG, raw values in the data file, mean line label", function()
   local _, i2 = plot.hist({{1, 2, 2}, {3, 3, 4, 5}}, {out = tmp .. "/hist/", name = "two", labels = {"a", "b"}})
   local blocks = parse_blocks(i2.data[1])
   T.eq(#blocks, 2); T.eq(#blocks[1], 3); T.eq(#blocks[2], 4)
+end)
+
+T.test("hist: the extreme values are counted (bins from the data's own range)", function()
+  -- float32-like values whose 9-digit forms round up or down: all 300 must land in some bin
+  local v = {}
+  for i = 1, 300 do v[i] = (rnd() - 0.5) * 5.123456789 + 1e-9 * i end
+  local _, info = plot.hist(v, {out = tmp .. "/hist/", name = "extremes", bins = 30})
+  local rows = gnuplot_table(info.script)
+  local total = 0
+  for _, r in ipairs(rows) do total = total + r[2] end
+  T.eq(total, 300, "every value counted once")
+  T.truthy(#rows <= 30, "one sum per bin: " .. #rows .. " rows")
 end)
 
 T.test("scatter: PNG, x y (and colour) columns", function()
