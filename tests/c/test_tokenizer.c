@@ -5,12 +5,17 @@
  *     and unicodedata): ids and decoded bytes for 721 inputs per tokenizer, GPT-2 and GPT-NeoX-20B;
  *   - tiny tokenizers written here whose ids are worked out by hand in the comments;
  *   - round trips decode(encode(s)) == s on random text (random bytes too, for GPT-2);
+ *   - a tokenizer.json written by core/bpe_train.c (trained here on random text) loads, and encodes
+ *     as bpe_train.c's own encoder (written separately) does;
  *   - broken files: each error names the file and the field.
  * The real tokenizer files live in ../shared/assets (or $MIWB_SHARED/assets); tests that need them
  * print "SKIP" when they are absent.
  */
 #include <stdlib.h>
 
+#include <unistd.h>
+
+#include "bpe_train.h"
 #include "mw_tensor.h"
 #include "mwtest.h"
 #include "tokenizer.h"
@@ -240,6 +245,59 @@ static void test_round_trip(void) {
     free(w);
 }
 
+/* A tokenizer trained by core/bpe_train.c and saved as tokenizer.json (what miwb's own model
+ * folders hold) loads here and gives the ids of bpe_train.c's own encoder, a separate
+ * implementation of the same algorithm. */
+static void test_trained_file(void) {
+    static const char *words[] = {"the", "cat", "sat", "on", "mat", " ", "  ", "\n", "'s", "42",
+                                  "caf\xc3\xa9", "\xe6\x97\xa5\xe6\x9c\xac", ",", ".", "<|endoftext|>",
+                                  "\xff", "don't", "\t"};
+    size_t nw = sizeof words / sizeof words[0];
+    char *text = malloc(200000);
+    size_t n = 0;
+    while (n < 190000) {
+        const char *w = words[rnd() % nw];
+        memcpy(text + n, w, strlen(w));
+        n += strlen(w);
+        if (rnd() % 3) text[n++] = ' ';
+    }
+    mw_bpe_trainer *tr = mw_bpe_trainer_new();
+    mw_bpe *b = NULL;
+    CHECK(tr != NULL);
+    if (!tr) { free(text); return; }
+    CHECK_OK(mw_bpe_trainer_feed(tr, text, n));
+    CHECK_OK(mw_bpe_train(&b, tr, 400, 2));
+    mw_bpe_trainer_free(tr);
+    if (!b) { free(text); return; }
+    char path[] = "/tmp/mwtest_tok_XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    if (fd >= 0) close(fd);
+    mw_tokenizer *t = NULL;
+    CHECK_OK(mw_bpe_save(b, path));
+    CHECK_OK(mw_tokenizer_load(&t, path));
+    unlink(path);
+    if (t) {
+        CHECK(mw_tokenizer_vocab_size(t) == mw_bpe_vocab_size(b));
+        int bad = 0;
+        for (int it = 0; it < 200; it++) {
+            size_t off = rnd() % (n - 2000), len = rnd() % 2000;
+            int32_t *want;
+            size_t nwant;
+            CHECK_OK(mw_bpe_encode(b, text + off, len, &want, &nwant));
+            int64_t *w64 = malloc((nwant + 1) * sizeof *w64);
+            for (size_t i = 0; i < nwant; i++) w64[i] = want[i];
+            if (!encodes_to(t, text + off, len, w64, nwant)) bad++;
+            free(want);
+            free(w64);
+        }
+        CHECK_MSG(bad == 0, "%d of 200 slices encode differently", bad);
+    }
+    mw_tokenizer_free(t);
+    mw_bpe_free(b);
+    free(text);
+}
+
 /* NeoX's NFC: decomposed and composed accents give the same ids; GPT-2 keeps them apart. */
 static void test_nfc(void) {
     if (!gpt2 || !neox) { CHECK(0); return; }
@@ -446,6 +504,7 @@ int main(void) {
     RUN_ASSETS(test_nfc);
     RUN(test_tiny_bpe);
     RUN(test_tiny_pretokenizer);
+    RUN(test_trained_file);
     RUN(test_bad_json);
     RUN(test_bad_gpt2_files);
     RUN_ASSETS(test_decode_errors);
