@@ -572,64 +572,212 @@ int mw_trainer_step(mw_trainer *t, const mw_adamw_opts *o, double *gnorm) {
 
 /* ------------------------------------------------------------------ checkpoints (safetensors) */
 
-/* the config fields kept in a checkpoint's metadata, so that loading checks them */
-#define CFG_FIELDS(X) X(d_model) X(d_head) X(n_heads) X(n_layers) X(n_ctx) X(d_vocab) X(d_mlp)
+/* One tensor of a safetensors file being written: F32, row-major. */
+typedef struct { char name[96]; int ndim; int64_t shape[3]; const float *data; size_t numel; } st_out;
 
-int mw_trainer_save(const mw_trainer *t, const char *path) {
-    /* header: metadata, then for each used param its value, adam_m, adam_v; data in that order */
-    size_t cap = 4096, len = 0;
+/* writes the tensors in the order given (a valid layout: F32 only, so every offset is aligned),
+ * header padded with spaces to a multiple of 8, through a temporary file renamed into place */
+static int write_st(const char *path, const char *meta_json, const st_out *ts, int n) {
+    size_t cap = 4096 + strlen(meta_json), len = 0;
     char *hdr = malloc(cap);
-    if (!hdr) return mw_seterr("train: save: out of memory");
+    if (!hdr) return mw_seterr("%s: out of memory", path);
 #define APPEND(...) do { \
         int need_ = snprintf(NULL, 0, __VA_ARGS__); \
         if (len + (size_t)need_ + 1 > cap) { \
             cap = (cap + (size_t)need_) * 2; char *n_ = realloc(hdr, cap); \
-            if (!n_) { free(hdr); return mw_seterr("train: save: out of memory"); } hdr = n_; } \
+            if (!n_) { free(hdr); return mw_seterr("%s: out of memory", path); } hdr = n_; } \
         len += (size_t)snprintf(hdr + len, cap - len, __VA_ARGS__); } while (0)
-    APPEND("{\"__metadata__\":{\"format\":\"miwb-train\",\"step\":\"%lld\",\"attn_only\":\"%d\","
-           "\"normalization\":\"%d\",\"shortformer\":\"%d\"", (long long)t->step, t->cfg.attn_only,
-           (int)t->cfg.norm, t->cfg.shortformer);
-#define MW_X(f) APPEND(",\"" #f "\":\"%lld\"", (long long)t->cfg.f);
-    CFG_FIELDS(MW_X)
-#undef MW_X
-    APPEND("}");
-    static const char *const kinds[3] = {"", "adam_m.", "adam_v."};
+    APPEND("{\"__metadata__\":%s", meta_json);
     size_t off = 0;
-    for (int k = 0; k < 3; k++)
-        for (int id = 0; id < MW_TP_COUNT; id++) {
-            const mw_train_param *p = &t->p[id];
-            if (!p->numel) continue;
-            APPEND(",\"%s%s\":{\"dtype\":\"F32\",\"shape\":[", kinds[k], p->name);
-            for (int i = 0; i < p->ndim; i++) APPEND("%s%lld", i ? "," : "", (long long)p->shape[i]);
-            APPEND("],\"data_offsets\":[%zu,%zu]}", off, off + 4 * p->numel);
-            off += 4 * p->numel;
-        }
+    for (int k = 0; k < n; k++) {
+        APPEND(",\"%s\":{\"dtype\":\"F32\",\"shape\":[", ts[k].name);
+        for (int i = 0; i < ts[k].ndim; i++) APPEND("%s%lld", i ? "," : "", (long long)ts[k].shape[i]);
+        APPEND("],\"data_offsets\":[%zu,%zu]}", off, off + 4 * ts[k].numel);
+        off += 4 * ts[k].numel;
+    }
     APPEND("}");
     while (len % 8) APPEND(" ");
 #undef APPEND
     char *tmp = malloc(strlen(path) + 8);
-    if (!tmp) { free(hdr); return mw_seterr("train: save: out of memory"); }
+    if (!tmp) { free(hdr); return mw_seterr("%s: out of memory", path); }
     sprintf(tmp, "%s.tmp", path);
     FILE *f = fopen(tmp, "wb");
-    if (!f) { free(hdr); mw_seterr("train: save: %s: cannot open: %s", tmp, strerror(errno)); free(tmp); return -1; }
+    if (!f) { free(hdr); mw_seterr("%s: cannot open: %s", tmp, strerror(errno)); free(tmp); return -1; }
     uint64_t hl = len;
     unsigned char le[8];
     for (int i = 0; i < 8; i++) le[i] = (unsigned char)(hl >> (8 * i));
     int ok = fwrite(le, 1, 8, f) == 8 && fwrite(hdr, 1, len, f) == len;
-    const float *bufs[3] = {t->params, t->m, t->v};
-    for (int k = 0; k < 3 && ok; k++)
-        for (int id = 0; id < MW_TP_COUNT && ok; id++)
-            if (t->p[id].numel)
-                ok = fwrite(bufs[k] + t->p[id].offset, 4, t->p[id].numel, f) == t->p[id].numel;
+    for (int k = 0; k < n && ok; k++) ok = fwrite(ts[k].data, 4, ts[k].numel, f) == ts[k].numel;
     if (fclose(f) != 0) ok = 0;
     free(hdr);
     if (!ok || rename(tmp, path) != 0) {
         remove(tmp);
-        mw_seterr("train: save: %s: write failed", path);
+        mw_seterr("%s: write failed", path);
         free(tmp);
         return -1;
     }
     free(tmp);
+    return 0;
+}
+
+/* the config fields kept in a checkpoint's metadata, so that loading checks them */
+#define CFG_FIELDS(X) X(d_model) X(d_head) X(n_heads) X(n_layers) X(n_ctx) X(d_vocab) X(d_mlp)
+
+int mw_trainer_save(const mw_trainer *t, const char *path) {
+    char meta[1024];
+    int k = snprintf(meta, sizeof meta, "{\"format\":\"miwb-train\",\"step\":\"%lld\",\"attn_only\":\"%d\","
+                     "\"normalization\":\"%d\",\"shortformer\":\"%d\"", (long long)t->step, t->cfg.attn_only,
+                     (int)t->cfg.norm, t->cfg.shortformer);
+#define MW_X(f) k += snprintf(meta + k, sizeof meta - (size_t)k, ",\"" #f "\":\"%lld\"", (long long)t->cfg.f);
+    CFG_FIELDS(MW_X)
+#undef MW_X
+    snprintf(meta + k, sizeof meta - (size_t)k, "}");
+    st_out ts[3 * MW_TP_COUNT];
+    int n = 0;
+    static const char *const kinds[3] = {"", "adam_m.", "adam_v."};
+    const float *bufs[3] = {t->params, t->m, t->v};
+    for (int kk = 0; kk < 3; kk++)
+        for (int id = 0; id < MW_TP_COUNT; id++) {
+            const mw_train_param *p = &t->p[id];
+            if (!p->numel) continue;
+            st_out *o = &ts[n++];
+            snprintf(o->name, sizeof o->name, "%s%s", kinds[kk], p->name);
+            o->ndim = p->ndim;
+            memcpy(o->shape, p->shape, sizeof o->shape);
+            o->data = bufs[kk] + p->offset;
+            o->numel = p->numel;
+        }
+    if (write_st(path, meta, ts, n)) return mw_seterr("train: save: %s", mw_error());
+    return 0;
+}
+
+int mw_trainer_export(const mw_trainer *t, const char *path) {
+    const mw_train_config *c = &t->cfg;
+    int64_t L = c->n_layers, H = c->n_heads, d = c->d_model, dh = c->d_head, HD = H * dh;
+    /* W_Q/W_K/W_V are the only ones whose memory order differs ([d, H, dh] -> [H, d, dh]) */
+    float *perm = malloc(sizeof(float) * (size_t)(3 * L * d * HD));
+    st_out *ts = calloc((size_t)(MW_TP_COUNT * L + 8), sizeof *ts);
+    if (!perm || !ts) { free(perm); free(ts); return mw_seterr("train: export: out of memory"); }
+    int n = 0;
+#define OUT(nm_fmt, lay, ptr, nd, s0, s1, s2) do { st_out *o_ = &ts[n++]; \
+        snprintf(o_->name, sizeof o_->name, nm_fmt, (long long)(lay)); o_->ndim = nd; \
+        o_->shape[0] = s0; o_->shape[1] = s1; o_->shape[2] = s2; o_->data = ptr; \
+        o_->numel = (size_t)(s0) * (size_t)((nd) > 1 ? (s1) : 1) * (size_t)((nd) > 2 ? (s2) : 1); } while (0)
+    OUT("embed.W_E%.0lld", 0, P(t, MW_TP_W_E), 2, c->d_vocab, d, 0);
+    OUT("pos_embed.W_pos%.0lld", 0, P(t, MW_TP_W_pos), 2, c->n_ctx, d, 0);
+    int ln = c->norm == MW_TNORM_LN, mlp = !c->attn_only;
+    int64_t m = c->d_mlp;
+    for (int64_t l = 0; l < L; l++) {
+        if (ln) {
+            OUT("blocks.%lld.ln1.w", l, P(t, MW_TP_ln1_w) + l * d, 1, d, 0, 0);
+            OUT("blocks.%lld.ln1.b", l, P(t, MW_TP_ln1_b) + l * d, 1, d, 0, 0);
+            if (mlp) {
+                OUT("blocks.%lld.ln2.w", l, P(t, MW_TP_ln2_w) + l * d, 1, d, 0, 0);
+                OUT("blocks.%lld.ln2.b", l, P(t, MW_TP_ln2_b) + l * d, 1, d, 0, 0);
+            }
+        }
+        static const int qkv[3] = {MW_TP_W_Q, MW_TP_W_K, MW_TP_W_V};
+        static const char *const qn[3] = {"blocks.%lld.attn.W_Q", "blocks.%lld.attn.W_K", "blocks.%lld.attn.W_V"};
+        static const int bqkv[3] = {MW_TP_b_Q, MW_TP_b_K, MW_TP_b_V};
+        static const char *const bn[3] = {"blocks.%lld.attn.b_Q", "blocks.%lld.attn.b_K", "blocks.%lld.attn.b_V"};
+        for (int k = 0; k < 3; k++) {
+            const float *W = P(t, qkv[k]) + l * d * HD;
+            float *dst = perm + ((size_t)k * (size_t)L + (size_t)l) * (size_t)(d * HD);
+            for (int64_t h = 0; h < H; h++)
+                for (int64_t i = 0; i < d; i++)
+                    memcpy(dst + (h * d + i) * dh, W + i * HD + h * dh, sizeof(float) * (size_t)dh);
+            OUT(qn[k], l, dst, 3, H, d, dh);
+        }
+        OUT("blocks.%lld.attn.W_O", l, P(t, MW_TP_W_O) + l * HD * d, 3, H, dh, d);
+        for (int k = 0; k < 3; k++) OUT(bn[k], l, P(t, bqkv[k]) + l * HD, 2, H, dh, 0);
+        OUT("blocks.%lld.attn.b_O", l, P(t, MW_TP_b_O) + l * d, 1, d, 0, 0);
+        if (mlp) {
+            OUT("blocks.%lld.mlp.W_in", l, P(t, MW_TP_W_in) + l * d * m, 2, d, m, 0);
+            OUT("blocks.%lld.mlp.b_in", l, P(t, MW_TP_b_in) + l * m, 1, m, 0, 0);
+            OUT("blocks.%lld.mlp.W_out", l, P(t, MW_TP_W_out) + l * m * d, 2, m, d, 0);
+            OUT("blocks.%lld.mlp.b_out", l, P(t, MW_TP_b_out) + l * d, 1, d, 0, 0);
+        }
+    }
+    if (ln) {
+        OUT("ln_final.w%.0lld", 0, P(t, MW_TP_ln_final_w), 1, d, 0, 0);
+        OUT("ln_final.b%.0lld", 0, P(t, MW_TP_ln_final_b), 1, d, 0, 0);
+    }
+    OUT("unembed.W_U%.0lld", 0, P(t, MW_TP_W_U), 2, d, c->d_vocab, 0);
+    OUT("unembed.b_U%.0lld", 0, P(t, MW_TP_b_U), 1, c->d_vocab, 0, 0);
+#undef OUT
+    char meta[64];
+    snprintf(meta, sizeof meta, "{\"format\":\"pt\",\"step\":\"%lld\"}", (long long)t->step);
+    int rc = write_st(path, meta, ts, n);
+    free(perm);
+    free(ts);
+    if (rc) return mw_seterr("train: export: %s", mw_error());
+    return 0;
+}
+
+/* ------------------------------------------------------------------ probes */
+
+int mw_trainer_induction(mw_trainer *t, int64_t seq_len, int64_t batch, uint64_t seed, double *ind,
+                         double *first, double *second) {
+    const mw_train_config *c = &t->cfg;
+    int64_t T = 2 * seq_len + 1, H = c->n_heads;
+    if (seq_len < 2 || batch < 1 || T > t->maxT || batch > t->maxB)
+        return mw_seterr("train: induction: [%lld, 2*%lld+1] repeated tokens do not fit the trainer's batch [%lld,%lld]",
+                         (long long)batch, (long long)seq_len, (long long)t->maxB, (long long)t->maxT);
+    if (c->d_vocab < 2) return mw_seterr("train: induction: the vocabulary needs at least 2 ids");
+    int32_t *tok = malloc(sizeof *tok * (size_t)(batch * T));
+    float *tl = malloc(sizeof *tl * (size_t)(batch * (T - 1)));
+    if (!tok || !tl) { free(tok); free(tl); return mw_seterr("train: induction: out of memory"); }
+    uint64_t s = seed;
+    for (int64_t b = 0; b < batch; b++) {
+        tok[b * T] = 0;
+        for (int64_t i = 0; i < seq_len; i++) {
+            int32_t id = 1 + (int32_t)(splitmix64(&s) % (uint64_t)(c->d_vocab - 1));
+            tok[b * T + 1 + i] = tok[b * T + 1 + seq_len + i] = id;
+        }
+    }
+    double loss;
+    int rc = mw_trainer_forward(t, tok, batch, T, 0, &loss);
+    if (!rc) {
+        for (int64_t l = 0; l < c->n_layers; l++) {
+            const float *A = t->la[l].att;
+            for (int64_t h = 0; h < H; h++) {
+                double sum = 0;
+                int64_t cnt = 0;
+                for (int64_t b = 0; b < batch; b++) {
+                    const float *M = A + (b * H + h) * T * T;
+                    for (int64_t i = 0; i + seq_len - 1 < T; i++, cnt++) sum += M[(i + seq_len - 1) * T + i];
+                }
+                ind[l * H + h] = sum / (double)cnt;
+            }
+        }
+        mw_trainer_token_losses(t, tl);
+        double f = 0, sc = 0;
+        for (int64_t b = 0; b < batch; b++)
+            for (int64_t i = 0; i < T - 1; i++) {
+                if (i < seq_len) f -= tl[b * (T - 1) + i];
+                else sc -= tl[b * (T - 1) + i];
+            }
+        if (first) *first = f / (double)(batch * seq_len);
+        if (second) *second = sc / (double)(batch * seq_len);
+    }
+    free(tok);
+    free(tl);
+    return rc;
+}
+
+int mw_trainer_prev_token(mw_trainer *t, const int32_t *tokens, int64_t B, int64_t T, double *prev) {
+    double loss;
+    if (mw_trainer_forward(t, tokens, B, T, 0, &loss)) return -1;
+    int64_t H = t->cfg.n_heads;
+    for (int64_t l = 0; l < t->cfg.n_layers; l++)
+        for (int64_t h = 0; h < H; h++) {
+            double sum = 0;
+            for (int64_t b = 0; b < B; b++) {
+                const float *M = t->la[l].att + (b * H + h) * T * T;
+                for (int64_t i = 1; i < T; i++) sum += M[i * T + i - 1];
+            }
+            prev[l * H + h] = sum / (double)(B * (T - 1));
+        }
     return 0;
 }
 

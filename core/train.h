@@ -79,6 +79,25 @@ const float *mw_trainer_pattern(const mw_trainer *t, int64_t l);
  * [B,T-1] into out */
 int mw_trainer_token_losses(const mw_trainer *t, float *out);
 
+/* ---------------------------------------------------------------- probes of the circuits
+ * Induction: a forward pass on [BOS, R, R] (R: seq_len ids drawn uniformly from 1..V-1 by a
+ * splitmix64 stream seeded with seed; BOS = 0), batch rows; score of head (l, h) = the mean over
+ * rows of the pattern's diagonal at offset 1 - seq_len (torch.diagonal(pattern, 1 - seq_len)),
+ * as the seed notebook's induction_score_hook. first/second: mean log-prob of the tokens of the
+ * first and second copy of R (predictions from positions 0..seq_len-1 and seq_len..2 seq_len-1).
+ * ind: [L*H]. Needs a trainer built for at least [batch, 2 seq_len + 1]. */
+int mw_trainer_induction(mw_trainer *t, int64_t seq_len, int64_t batch, uint64_t seed, double *ind,
+                         double *first, double *second);
+/* Previous-token score of every head on tokens [B,T]: the mean of the pattern's diagonal at
+ * offset -1 (the seed notebook's prev_attn_detector). prev: [L*H]. */
+int mw_trainer_prev_token(mw_trainer *t, const int32_t *tokens, int64_t B, int64_t T, double *prev);
+
+/* Writes the weights as a safetensors file with TransformerLens's state-dict names and shapes
+ * (embed.W_E [V,d], pos_embed.W_pos [C,d], blocks.L.attn.W_Q [H,d,dh], b_Q [H,dh], W_O [H,dh,d],
+ * b_O [d], blocks.L.ln1.w ..., mlp.W_in [d,m] ..., ln_final.w/b, unembed.W_U [d,V], b_U [V]);
+ * metadata format "pt". */
+int mw_trainer_export(const mw_trainer *t, const char *path);
+
 /* ---------------------------------------------------------------- optimizer */
 typedef struct mw_adamw_opts {
     double lr, min_lr;       /* peak and final learning rate */

@@ -8,6 +8,7 @@
  *     vocab=4096 d_model=256 n_heads=8 d_head=32 n_layers=2 n_ctx=256 attn_only=1 norm=none|LN|LNPre
  *     pos=shortformer|standard d_mlp=0 seed=398
  *     batch=16 steps=4000 lr=2e-3 min_lr=2e-4 warmup=200 wd=0.1 clip=1 threads=2
+ *     init=0 (std of W_* at init; 0: TransformerLens's 0.8/sqrt(d_model))
  *     log_every=10 eval_every=100 ckpt_every=500 resume=0 bench=0
  *
  * Logs (CSV, in work/): train_log.csv (step, tokens, loss, lr, grad_norm, seconds),
@@ -16,9 +17,6 @@
  * The Lua driver (scripts/train_attn_only.lua) does the same through mi.train; this program
  * exists so that training does not wait on the Lua layer, and for profiling.
  */
-#define SAFETENSORS_IMPLEMENTATION
-#include "safetensors.h"
-
 #include <cblas.h>
 #include <math.h>
 #include <stdio.h>
@@ -44,7 +42,7 @@ typedef struct {
     const char *corpus, *out, *work, *norm, *pos;
     long vocab, d_model, n_heads, d_head, n_layers, n_ctx, attn_only, d_mlp, seed;
     long batch, steps, warmup, threads, log_every, eval_every, ckpt_every, resume, bench;
-    double lr, min_lr, wd, clip;
+    double lr, min_lr, wd, clip, init;
 } opts_t;
 
 static int parse(opts_t *o, int argc, char **argv) {
@@ -59,7 +57,7 @@ static int parse(opts_t *o, int argc, char **argv) {
         S(corpus) S(out) S(work) S(norm) S(pos)
         IV(vocab) IV(d_model) IV(n_heads) IV(d_head) IV(n_layers) IV(n_ctx) IV(attn_only) IV(d_mlp) IV(seed)
         IV(batch) IV(steps) IV(warmup) IV(threads) IV(log_every) IV(eval_every) IV(ckpt_every) IV(resume) IV(bench)
-        F(lr) F(min_lr) F(wd) F(clip)
+        F(lr) F(min_lr) F(wd) F(clip) F(init)
         fprintf(stderr, "mwtrain: unknown key '%s'\n", k);
         return -1;
     }
@@ -94,68 +92,18 @@ static int encode_file(mw_bpe *b, const char *txt, const char *tok) {
     return rc;
 }
 
-/* induction scores [L,H], best previous-token score, and the log-prob gap on [BOS, R, R] */
-typedef struct { double ind[64]; double prev[64]; double gap; double first, second; } probe_t;
+/* induction scores [L*H] on [BOS, R, R] (seq_len 50, batch 10), previous-token scores [L*H] on
+ * validation text, and the mean log-probs of the two copies of R */
+typedef struct { double ind[256]; double prev[256]; double gap, first, second; } probe_t;
 
 static int probe(mw_trainer *t, const mw_dataset *val, probe_t *pr, uint64_t seed) {
-    const mw_train_config *c = mw_trainer_config(t);
-    enum { SL = 50, NB = 10, TT = 2 * SL + 1 };
-    static int32_t tok[NB * TT];
-    uint64_t s = seed;
-    for (int b = 0; b < NB; b++) {
-        tok[b * TT] = 0;
-        for (int i = 0; i < SL; i++) {
-            /* uniform over the non-special ids (TransformerLens draws from the whole vocabulary) */
-            s += 0x9e3779b97f4a7c15ull;
-            uint64_t z = s;
-            z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull; z = (z ^ (z >> 27)) * 0x94d049bb133111ebull; z ^= z >> 31;
-            int32_t id = 1 + (int32_t)(z % (uint64_t)(c->d_vocab - 1));
-            tok[b * TT + 1 + i] = tok[b * TT + 1 + SL + i] = id;
-        }
-    }
-    double loss;
-    if (mw_trainer_forward(t, tok, NB, TT, 0, &loss)) return -1;
-    int64_t H = c->n_heads;
-    for (int64_t l = 0; l < c->n_layers; l++) {
-        const float *A = mw_trainer_pattern(t, l);
-        for (int64_t h = 0; h < H; h++) {
-            double sum = 0; int cnt = 0;
-            for (int b = 0; b < NB; b++) {
-                const float *M = A + ((int64_t)b * H + h) * TT * TT;
-                /* torch.diagonal(pattern, offset=1-SL): entries (i + SL - 1, i) */
-                for (int i = 0; i + SL - 1 < TT; i++) { sum += M[(i + SL - 1) * TT + i]; cnt++; }
-            }
-            pr->ind[l * H + h] = sum / cnt;
-        }
-    }
-    static float tl[NB * (TT - 1)];
-    mw_trainer_token_losses(t, tl);
-    double f = 0, sc = 0;
-    for (int b = 0; b < NB; b++)
-        for (int i = 0; i < TT - 1; i++) {
-            if (i < SL) f -= tl[b * (TT - 1) + i];
-            else sc -= tl[b * (TT - 1) + i];
-        }
-    pr->first = f / (NB * SL); pr->second = sc / (NB * SL);
+    if (mw_trainer_induction(t, 50, 10, seed, pr->ind, &pr->first, &pr->second)) return -1;
     pr->gap = pr->second - pr->first;
-    /* previous-token attention on real text: mean of the diagonal at offset -1 (seed's detector) */
     enum { PB = 8, PT = 128 };
     static int32_t ptok[PB * PT];
     uint64_t ps = seed ^ 0x5555;
     mw_dataset_batch(val, &ps, ptok, PB, PT, 0);
-    if (mw_trainer_forward(t, ptok, PB, PT, 0, &loss)) return -1;
-    for (int64_t l = 0; l < c->n_layers; l++) {
-        const float *A = mw_trainer_pattern(t, l);
-        for (int64_t h = 0; h < H; h++) {
-            double sum = 0; int cnt = 0;
-            for (int b = 0; b < PB; b++) {
-                const float *M = A + ((int64_t)b * H + h) * PT * PT;
-                for (int i = 1; i < PT; i++) { sum += M[i * PT + i - 1]; cnt++; }
-            }
-            pr->prev[l * H + h] = sum / cnt;
-        }
-    }
-    return 0;
+    return mw_trainer_prev_token(t, ptok, PB, PT, pr->prev);
 }
 
 static double val_loss(mw_trainer *t, const mw_dataset *val, int64_t B, int64_t T, int nb) {
@@ -171,80 +119,22 @@ static double val_loss(mw_trainer *t, const mw_dataset *val, int64_t B, int64_t 
     return sum / nb;
 }
 
-/* the model folder: TransformerLens state-dict names and shapes, config.json, tokenizer.json */
+/* the model folder: model.safetensors (TransformerLens names), config.json, tokenizer.json */
 static int export_model(mw_trainer *t, const opts_t *o, const char *tokpath) {
     const mw_train_config *c = mw_trainer_config(t);
     mkdir(o->out, 0755);
-    int64_t L = c->n_layers, H = c->n_heads, d = c->d_model, dh = c->d_head, HD = H * dh, V = c->d_vocab;
-    size_t n;
-    const float *P = mw_trainer_params(t, &n);
-    enum { MAXT = 64 };
-    st_write_tensor ts[MAXT];
-    char *names[MAXT];
-    int64_t shapes[MAXT][3];
-    float *bufs[MAXT];
-    int nt = 0;
-#define ADD(nm, ptr, nd, s0, s1, s2) do { names[nt] = strdup(nm); shapes[nt][0] = s0; shapes[nt][1] = s1; \
-        shapes[nt][2] = s2; bufs[nt] = ptr; ts[nt] = (st_write_tensor){names[nt], ST_F32, nd, shapes[nt], ptr}; nt++; } while (0)
-    float *tmp;
-    tmp = malloc(sizeof(float) * (size_t)(V * d)); memcpy(tmp, P + mw_trainer_param(t, MW_TP_W_E)->offset, sizeof(float) * (size_t)(V * d));
-    ADD("embed.W_E", tmp, 2, V, d, 0);
-    tmp = malloc(sizeof(float) * (size_t)(c->n_ctx * d)); memcpy(tmp, P + mw_trainer_param(t, MW_TP_W_pos)->offset, sizeof(float) * (size_t)(c->n_ctx * d));
-    ADD("pos_embed.W_pos", tmp, 2, c->n_ctx, d, 0);
-    for (int64_t l = 0; l < L; l++) {
-        char nm[128];
-        static const int qkv[3] = {MW_TP_W_Q, MW_TP_W_K, MW_TP_W_V};
-        static const char *const qkvn[3] = {"W_Q", "W_K", "W_V"};
-        for (int k = 0; k < 3; k++) {
-            /* stacked [d, H*dh] -> TransformerLens [H, d, dh] */
-            const float *W = P + mw_trainer_param(t, qkv[k])->offset + l * d * HD;
-            tmp = malloc(sizeof(float) * (size_t)(d * HD));
-            for (int64_t h = 0; h < H; h++)
-                for (int64_t i = 0; i < d; i++)
-                    for (int64_t e = 0; e < dh; e++) tmp[(h * d + i) * dh + e] = W[i * HD + h * dh + e];
-            snprintf(nm, sizeof nm, "blocks.%lld.attn.%s", (long long)l, qkvn[k]);
-            ADD(nm, tmp, 3, H, d, dh);
-        }
-        tmp = malloc(sizeof(float) * (size_t)(HD * d));
-        memcpy(tmp, P + mw_trainer_param(t, MW_TP_W_O)->offset + l * HD * d, sizeof(float) * (size_t)(HD * d));
-        snprintf(nm, sizeof nm, "blocks.%lld.attn.W_O", (long long)l);
-        ADD(nm, tmp, 3, H, dh, d);
-        static const int bqkv[3] = {MW_TP_b_Q, MW_TP_b_K, MW_TP_b_V};
-        static const char *const bn[3] = {"b_Q", "b_K", "b_V"};
-        for (int k = 0; k < 3; k++) {
-            tmp = malloc(sizeof(float) * (size_t)HD);
-            memcpy(tmp, P + mw_trainer_param(t, bqkv[k])->offset + l * HD, sizeof(float) * (size_t)HD);
-            snprintf(nm, sizeof nm, "blocks.%lld.attn.%s", (long long)l, bn[k]);
-            ADD(nm, tmp, 2, H, dh, 0);
-        }
-        tmp = malloc(sizeof(float) * (size_t)d);
-        memcpy(tmp, P + mw_trainer_param(t, MW_TP_b_O)->offset + l * d, sizeof(float) * (size_t)d);
-        snprintf(nm, sizeof nm, "blocks.%lld.attn.b_O", (long long)l);
-        ADD(nm, tmp, 1, d, 0, 0);
-    }
-    tmp = malloc(sizeof(float) * (size_t)(d * V)); memcpy(tmp, P + mw_trainer_param(t, MW_TP_W_U)->offset, sizeof(float) * (size_t)(d * V));
-    ADD("unembed.W_U", tmp, 2, d, V, 0);
-    tmp = malloc(sizeof(float) * (size_t)V); memcpy(tmp, P + mw_trainer_param(t, MW_TP_b_U)->offset, sizeof(float) * (size_t)V);
-    ADD("unembed.b_U", tmp, 1, V, 0, 0);
-#undef ADD
     char *mp = path2(o->out, "model.safetensors");
-    char err[512];
-    char step[32];
-    snprintf(step, sizeof step, "%lld", (long long)mw_trainer_nsteps(t));
-    const char *mk[2] = {"format", "step"}, *mv[2] = {"pt", step};
-    int rc = st_write(mp, ts, (size_t)nt, mk, mv, 2, err, sizeof err);
-    if (rc) fprintf(stderr, "mwtrain: %s\n", err);
-    for (int i = 0; i < nt; i++) { free(names[i]); free(bufs[i]); }
+    int rc = mw_trainer_export(t, mp);
     free(mp);
-    if (rc) return -1;
-    /* config.json: HookedTransformerConfig fields */
+    if (rc) { fprintf(stderr, "mwtrain: %s\n", mw_error()); return -1; }
     char *cp = path2(o->out, "config.json");
     FILE *f = fopen(cp, "w");
     free(cp);
     if (!f) return -1;
     fprintf(f, "{\n  \"model_name\": \"attn_only_%lldL\",\n  \"d_model\": %lld,\n  \"d_head\": %lld,\n  \"n_heads\": %lld,\n"
                "  \"n_layers\": %lld,\n  \"n_ctx\": %lld,\n  \"d_vocab\": %lld,\n  \"d_vocab_out\": %lld,\n",
-            (long long)L, (long long)d, (long long)dh, (long long)H, (long long)L, (long long)c->n_ctx, (long long)V, (long long)V);
+            (long long)c->n_layers, (long long)c->d_model, (long long)c->d_head, (long long)c->n_heads,
+            (long long)c->n_layers, (long long)c->n_ctx, (long long)c->d_vocab, (long long)c->d_vocab);
     if (c->attn_only) fprintf(f, "  \"d_mlp\": null,\n  \"attn_only\": true,\n");
     else fprintf(f, "  \"d_mlp\": %lld,\n  \"attn_only\": false,\n  \"act_fn\": \"gelu_new\",\n", (long long)c->d_mlp);
     fprintf(f, "  \"normalization_type\": %s,\n  \"positional_embedding_type\": \"%s\",\n"
@@ -254,7 +144,6 @@ static int export_model(mw_trainer *t, const opts_t *o, const char *tokpath) {
             c->norm == MW_TNORM_NONE ? "null" : c->norm == MW_TNORM_LN ? "\"LN\"" : "\"LNPre\"",
             c->shortformer ? "shortformer" : "standard", o->seed);
     fclose(f);
-    /* the tokenizer next to the weights */
     char *dst = path2(o->out, "tokenizer.json");
     FILE *in = fopen(tokpath, "rb"), *out = fopen(dst, "wb");
     free(dst);
@@ -303,7 +192,8 @@ int main(int argc, char **argv) {
     mw_train_config c = {.d_model = o.d_model, .d_head = o.d_head, .n_heads = o.n_heads, .n_layers = o.n_layers,
                          .n_ctx = o.n_ctx, .d_vocab = tr.vocab, .d_mlp = o.d_mlp, .attn_only = (int)o.attn_only,
                          .norm = !strcmp(o.norm, "LN") ? MW_TNORM_LN : !strcmp(o.norm, "LNPre") ? MW_TNORM_LNPRE : MW_TNORM_NONE,
-                         .shortformer = !strcmp(o.pos, "shortformer"), .seed = (uint64_t)o.seed};
+                         .shortformer = !strcmp(o.pos, "shortformer"), .seed = (uint64_t)o.seed,
+                         .init_range = o.init};
     int64_t B = o.batch, T = o.n_ctx;
     mw_trainer *t = mw_trainer_new(&c, B > 10 ? B : 10, T > 101 ? T : 101);
     if (!t) { fprintf(stderr, "mwtrain: %s\n", mw_error()); return 1; }

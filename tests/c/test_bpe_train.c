@@ -10,6 +10,7 @@
 #include "bpe_train.h"
 #include "mw_tensor.h"
 #include "mwtest.h"
+#include "tokenizer.h"
 
 static void test_pretokenizer_matches_gpt2_pattern(void) {
     const char *eot = strstr(bpx_text, MW_BPE_EOT);
@@ -84,6 +85,20 @@ static void test_encode_and_save_load(void) {
         for (size_t i = 0; i < n && i < BPX_NENC; i++) CHECK(ids[i] == bpx_encoded[i]);
         free(ids);
         mw_bpe_free(c);
+    }
+    /* core/tokenizer.c, written independently, reads the file and encodes the same ids */
+    mw_tokenizer *tk = NULL;
+    CHECK_OK(mw_tokenizer_load_json(&tk, path));
+    if (tk) {
+        int64_t *ids64;
+        CHECK_OK(mw_tokenizer_encode(&ids64, &n, tk, bpx_held_out, strlen(bpx_held_out)));
+        CHECK(n == BPX_NENC);
+        for (size_t i = 0; i < n && i < BPX_NENC; i++)
+            CHECK_MSG(ids64[i] == bpx_encoded[i], "tokenizer.c id %zu: %lld, expected %d", i, (long long)ids64[i], bpx_encoded[i]);
+        CHECK(mw_tokenizer_vocab_size(tk) == BPX_VOCAB);
+        CHECK(mw_tokenizer_special_id(tk, MW_TOK_BOS) == 0);
+        free(ids64);
+        mw_tokenizer_free(tk);
     }
     /* the file is JSON a reader can take apart: ByteLevel, BPE, "Ġ" for the space byte */
     FILE *f = fopen(path, "rb");

@@ -9,6 +9,8 @@
 
 #include "../fixtures/train_expected.h"
 #include "mw_tensor.h"
+#include "checkpoint.h"
+#include "model.h"
 #include "mwtest.h"
 #include "train.h"
 
@@ -249,6 +251,113 @@ static void test_dataset(void) {
     remove(path);
 }
 
+/* The exported TransformerLens-named file, loaded by core/checkpoint.c into core/model.c (an
+ * independent forward pass), gives the loss the trainer computed; the probes agree with the
+ * model's patterns computed by hand here. */
+static void test_export_runs_in_model_c(void) {
+    for (int fam = 0; fam < 3; fam++) {
+        mw_trainer *t = fixture_trainer(fam);
+        CHECK(t != NULL);
+        if (!t) continue;
+        char path[] = "/tmp/mw_test_export_XXXXXX";
+        int fd = mkstemp(path);
+        close(fd);
+        CHECK_OK(mw_trainer_export(t, path));
+        double loss;
+        CHECK_OK(mw_trainer_forward(t, trx_tokens, TRX_B, TRX_T, 0, &loss));
+        mw_config c;
+        mw_config_default(&c);
+        c.d_model = TRX_D; c.d_head = TRX_DH; c.n_heads = TRX_H; c.n_layers = TRX_L; c.n_ctx = TRX_C;
+        c.d_vocab = TRX_V; c.d_mlp = fam == 1 ? TRX_M : -1; c.attn_only = fam != 1;
+        c.normalization_type = fam == 0 ? MW_NORM_NONE : fam == 1 ? MW_NORM_LN : MW_NORM_LNPRE;
+        c.positional_embedding_type = fam == 0 ? MW_POS_SHORTFORMER : MW_POS_STANDARD;
+        c.seed = 1;
+        mw_model *m = mw_model_new(&c);
+        CHECK(m != NULL);
+        mw_state_dict sd = {0};
+        CHECK_OK(mw_checkpoint_load(&sd, path));
+        int nset = 0;
+        for (int i = 0; m && i < sd.n; i++) {
+            CHECK_MSG(mw_model_param_set(m, sd.items[i].name, &sd.items[i].t) == 0, "%s: %s", sd.items[i].name, mw_error());
+            nset++;
+        }
+        CHECK(nset > 0);
+        if (m) {
+            int64_t sh[2] = {TRX_B, TRX_T};
+            mw_tensor tok = {0};
+            int64_t t64[TRX_B * TRX_T];
+            for (int i = 0; i < TRX_B * TRX_T; i++) t64[i] = trx_tokens[i];
+            CHECK_OK(mw_tensor_from_data(&tok, MW_I64, 2, sh, t64));
+            mw_forward_opts o;
+            mw_forward_opts_default(&o, m);
+            o.tokens = &tok;
+            o.want_logits = 0;
+            o.want_loss = 1;
+            mw_forward_out out;
+            CHECK_OK(mw_model_forward(m, &o, &out));
+            CHECK_NEAR(out.loss, loss, 1e-5);
+            CHECK_NEAR(out.loss, fx_loss[fam][0], 1e-5);
+            mw_forward_out_release(&out);
+            mw_tensor_release(&tok);
+        }
+        mw_state_dict_free(&sd);
+        mw_model_free(m);
+        mw_trainer_free(t);
+        remove(path);
+    }
+}
+
+/* induction probe on a hand-built model state: checks the diagonal bookkeeping by recomputing
+ * the score from the pattern of a plain forward pass on the same [BOS, R, R] tokens */
+static void test_probes_by_hand(void) {
+    mw_train_config c;
+    family_cfg(&c, 0);
+    mw_trainer *t = mw_trainer_new(&c, 3, TRX_C);
+    CHECK(t != NULL);
+    if (!t) return;
+    int64_t sl = 3, T = 2 * sl + 1, B = 2, H = TRX_H;
+    double ind[TRX_L * TRX_H], first, second, prev[TRX_L * TRX_H];
+    CHECK_OK(mw_trainer_induction(t, sl, B, 99, ind, &first, &second));
+    /* rebuild the same tokens: splitmix64 from the seed, ids 1..V-1 */
+    uint64_t s = 99;
+    int32_t tok[2 * 7];
+    for (int b = 0; b < B; b++) {
+        tok[b * T] = 0;
+        for (int i = 0; i < sl; i++) {
+            uint64_t z = (s += 0x9e3779b97f4a7c15ull);
+            z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull; z = (z ^ (z >> 27)) * 0x94d049bb133111ebull; z ^= z >> 31;
+            tok[b * T + 1 + i] = tok[b * T + 1 + sl + i] = 1 + (int32_t)(z % (TRX_V - 1));
+        }
+    }
+    double loss;
+    CHECK_OK(mw_trainer_forward(t, tok, B, T, 0, &loss));
+    for (int l = 0; l < TRX_L; l++) {
+        const float *A = mw_trainer_pattern(t, l);
+        for (int h = 0; h < H; h++) {
+            /* offset 1 - sl = -2 on a 7x7 pattern: entries (2,0), (3,1), ..., (6,4): 5 of them */
+            double sum = 0;
+            for (int b = 0; b < B; b++)
+                for (int i = 0; i < 5; i++) sum += A[((b * H + h) * T + i + 2) * T + i];
+            CHECK_NEAR(ind[l * H + h], sum / 10, 1e-6);
+        }
+    }
+    float tl[2 * 6];
+    mw_trainer_token_losses(t, tl);
+    double f = 0, sc = 0;
+    for (int b = 0; b < B; b++)
+        for (int i = 0; i < 6; i++) { if (i < 3) f -= tl[b * 6 + i]; else sc -= tl[b * 6 + i]; }
+    CHECK_NEAR(first, f / 6, 1e-6);
+    CHECK_NEAR(second, sc / 6, 1e-6);
+    CHECK_OK(mw_trainer_prev_token(t, tok, B, T, prev));
+    const float *A = mw_trainer_pattern(t, 1);
+    double sum = 0;
+    for (int b = 0; b < B; b++)
+        for (int i = 1; i < T; i++) sum += A[((b * H + 1) * T + i) * T + i - 1];
+    CHECK_NEAR(prev[1 * H + 1], sum / (B * (T - 1)), 1e-6);
+    CHECK_ERR(mw_trainer_induction(t, 50, 10, 1, ind, NULL, NULL), "do not fit");
+    mw_trainer_free(t);
+}
+
 int main(void) {
     RUN(test_loss_and_grads_vs_torch);
     RUN(test_adamw_vs_torch);
@@ -256,5 +365,7 @@ int main(void) {
     RUN(test_errors);
     RUN(test_checkpoint_resume);
     RUN(test_dataset);
+    RUN(test_export_runs_in_model_c);
+    RUN(test_probes_by_hand);
     MW_TEST_MAIN_END();
 }
