@@ -4,6 +4,7 @@
 #   make deps     install the Debian packages that are missing (says what it does)
 #   make test     C unit tests + Lua tests; ends with "N passed, N failed"
 #   make asan     the whole suite under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make fuzz     libFuzzer targets (model files, pickle, config, tokenizer), a few seconds each
 #   make bench    speed benchmarks (ratios against plain cblas_sgemm / C loops, same run)
 #   make demo     the main experiment (scripts/induction.lua) on the bundled default model
 #
@@ -12,7 +13,8 @@
 
 DEB_PACKAGES := build-essential pkg-config lua5.4 liblua5.4-dev libopenblas-dev liblapacke-dev \
                 libcjson-dev libreadline-dev libutf8proc-dev gnuplot-nox \
-                python3-numpy python3-torch python3-regex wordnet-base wamerican
+                python3-numpy python3-torch python3-regex wordnet-base wamerican curl \
+                clang-14 libclang-rt-14-dev
 
 BUILD    ?= build
 CC       ?= cc
@@ -93,6 +95,10 @@ asan:
 
 bench: all
 	@sh bench/run.sh
+
+# libFuzzer targets (fuzz/fuzz_*.c), each run FUZZ_SECONDS (default 6); see fuzz/run.sh
+fuzz:
+	@sh fuzz/run.sh
 
 demo: all
 	$(BUILD)/miwb scripts/induction.lua

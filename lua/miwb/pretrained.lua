@@ -1,0 +1,567 @@
+-- miwb.pretrained: pretrained models from files, as TransformerLens loads them.
+--
+--   mi.from_pretrained(name_or_folder [, opts])       a HookedTransformer with processed weights
+--   mi.from_pretrained_no_processing(name_or_folder [, opts])
+--   mi.load_pretrained(name_or_folder [, opts])       -> state_dict, cfg, folder (no model class)
+--   mi.pretrained.pull(name [, opts]), and `miwb pull NAME` (mi.cli.pull)
+--
+-- A folder is either a Hugging Face GPT-2 folder (config.json with n_embd/n_layer/..., weights in
+-- model.safetensors or pytorch_model.bin with names like h.0.attn.c_attn.weight) or a miwb model
+-- folder (config.json with HookedTransformerConfig fields, model.safetensors with TransformerLens
+-- state-dict names; a .pth/.pt torch file is accepted too). Either may hold tokenizer.json.
+--
+-- Names: TransformerLens's model names and aliases (gpt2-small = gpt2, ...) resolve to folders
+-- $MIWB_HOME/models/NAME (MIWB_HOME defaults to ~/.cache/miwb). from_pretrained only looks
+-- there; `miwb pull NAME` is what downloads.
+--
+-- Processing (opts, all true by default, as TransformerLens's from_pretrained):
+--   fold_ln                 LayerNorm w, b folded into the next W_Q/W_K/W_V, W_in, W_U (+ biases);
+--                           the reading weights centred; normalization_type becomes "LNPre"
+--   center_writing_weights  mean over d_model removed from W_E, W_pos, W_O, b_O, W_out, b_out
+--   center_unembed          mean over the vocabulary removed from W_U and b_U
+--   fold_value_biases       b_O += sum_h b_V[h] @ W_O[h]; b_V = 0
+-- Each step is a function on state-dict tables (name -> tensor) here, usable on its own.
+local M = {}
+local mi
+
+-- ---------------------------------------------------------------- model names
+-- TransformerLens's official names, their aliases, and where the files live on the hub.
+M.MODELS = {
+  {name = "gpt2", aliases = {"gpt2-small"}, repo = "openai-community/gpt2"},
+  {name = "gpt2-medium", repo = "openai-community/gpt2-medium"},
+  {name = "gpt2-large", repo = "openai-community/gpt2-large"},
+  {name = "gpt2-xl", repo = "openai-community/gpt2-xl"},
+  {name = "distilgpt2", aliases = {"distillgpt2", "distill-gpt2", "distil-gpt2", "gpt2-xs"},
+   repo = "distilbert/distilgpt2"},
+  -- the seed notebook's attention-only model: a TransformerLens state dict saved with torch.save,
+  -- the GPT-NeoX tokenizer, and the notebook's config (written into the folder by pull)
+  {name = "attn-only-2l-demo", aliases = {"attn_only_2L_half"},
+   files = {{repo = "callummcdougall/attn_only_2L_half", file = "attn_only_2L_half.pth", as = "model.pth"},
+            {repo = "EleutherAI/gpt-neox-20b", file = "tokenizer.json"}},
+   config = {d_model = 768, d_head = 64, n_heads = 12, n_layers = 2, n_ctx = 2048, d_vocab = 50278,
+             attention_dir = "causal", attn_only = true, tokenizer_name = "EleutherAI/gpt-neox-20b",
+             seed = 398, use_attn_result = true, normalization_type = "none",
+             positional_embedding_type = "shortformer", act_fn = "gelu_new",
+             default_prepend_bos = true, original_architecture = "HookedTransformer"}},
+}
+local HF_FILES = {"config.json", "model.safetensors", "tokenizer.json"}
+
+-- the entry of a name or alias (case as TransformerLens: exact, then lower-case)
+function M.resolve(name)
+  for _, try in ipairs({name, name:lower()}) do
+    for _, m in ipairs(M.MODELS) do
+      if m.name == try then return m end
+      for _, a in ipairs(m.aliases or {}) do if a == try then return m end end
+    end
+  end
+  return nil
+end
+
+function M.home()
+  local h = os.getenv("MIWB_HOME")
+  if h and h ~= "" then return h end
+  return (os.getenv("HOME") or ".") .. "/.cache/miwb"
+end
+
+function M.model_dir(name)
+  local m = M.resolve(name)
+  return M.home() .. "/models/" .. (m and m.name or name), m
+end
+
+-- the files of a model: {url, dest (relative to the model folder)}
+function M.files(m)
+  local hub = os.getenv("MIWB_HUB_URL") or "https://huggingface.co"
+  local out = {}
+  if m.files then
+    for _, f in ipairs(m.files) do
+      out[#out + 1] = {url = ("%s/%s/resolve/main/%s"):format(hub, f.repo, f.file), dest = f.as or f.file}
+    end
+  else
+    for _, f in ipairs(HF_FILES) do
+      out[#out + 1] = {url = ("%s/%s/resolve/main/%s"):format(hub, m.repo, f), dest = f}
+    end
+  end
+  return out
+end
+
+-- ---------------------------------------------------------------- small helpers
+local function exists(path)
+  local f = io.open(path, "rb")
+  if f then f:close() return true end
+  return false
+end
+
+local function read_all(path)
+  local f, err = io.open(path, "rb")
+  if not f then return nil, err end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+local function is_dir(path) return exists(path .. "/.") or exists(path .. "/config.json") end
+
+local function shape_str(t) return "[" .. table.concat(t:shape(), ",") .. "]" end
+
+local function copy(t)
+  local c = {}
+  for k, v in pairs(t) do c[k] = v end
+  return c
+end
+
+-- the tensor sd[name] with exactly this shape, or an error naming both
+local function need(sd, name, shape, where)
+  local t = sd[name]
+  if t == nil then error(("%s: tensor '%s' is missing"):format(where, name), 3) end
+  local s = t:shape()
+  local ok = #s == #shape
+  for i = 1, #shape do ok = ok and s[i] == shape[i] end
+  if not ok then
+    error(("%s: tensor '%s' has shape %s, the config needs [%s]"):format(where, name, shape_str(t),
+      table.concat(shape, ",")), 3)
+  end
+  return t
+end
+
+local function is_null(v) return v == nil or (mi and mi.json and v == mi.json.null) end
+
+-- ---------------------------------------------------------------- configs
+local function posint(hf, field, where)
+  local v = hf[field]
+  if math.type(v) ~= "integer" or v <= 0 then
+    error(("%s: field '%s' must be a positive integer, got %s"):format(where, field, tostring(v)), 3)
+  end
+  return v
+end
+
+-- A Hugging Face GPT2Config (decoded config.json) -> HookedTransformerConfig fields, as
+-- TransformerLens's convert_hf_model_config does for GPT2LMHeadModel.
+function M.hf_config_to_tl(hf, name, where)
+  where = where or "config.json"
+  if hf.model_type ~= nil and hf.model_type ~= "gpt2" then
+    error(("%s: model_type '%s' is not supported (GPT-2 only)"):format(where, tostring(hf.model_type)), 2)
+  end
+  local d, h = posint(hf, "n_embd", where), posint(hf, "n_head", where)
+  if d % h ~= 0 then error(("%s: n_embd %d is not a multiple of n_head %d"):format(where, d, h), 2) end
+  local act = hf.activation_function
+  if is_null(act) then act = "gelu_new" end
+  if hf.scale_attn_by_inverse_layer_idx == true then
+    error(where .. ": scale_attn_by_inverse_layer_idx = true is not supported", 2)
+  end
+  local eps = hf.layer_norm_epsilon
+  if is_null(eps) then eps = 1e-5 end
+  if type(eps) ~= "number" or eps <= 0 then error(where .. ": field 'layer_norm_epsilon' must be a positive number", 2) end
+  local n_inner = hf.n_inner
+  local d_mlp = is_null(n_inner) and 4 * d or n_inner
+  if math.type(d_mlp) ~= "integer" or d_mlp <= 0 then error(where .. ": field 'n_inner' must be a positive integer", 2) end
+  local n_ctx = hf.n_positions
+  if is_null(n_ctx) then n_ctx = hf.n_ctx end
+  local cfg = {
+    d_model = d, d_head = d // h, n_heads = h, d_mlp = d_mlp,
+    n_layers = posint(hf, "n_layer", where),
+    n_ctx = (math.type(n_ctx) == "integer" and n_ctx > 0) and n_ctx or posint(hf, "n_positions", where),
+    eps = eps, d_vocab = posint(hf, "vocab_size", where), act_fn = act,
+    use_attn_scale = true, use_local_attn = false, attn_only = false,
+    normalization_type = "LN", positional_embedding_type = "standard", attention_dir = "causal",
+    original_architecture = "GPT2LMHeadModel", tokenizer_name = name, model_name = name,
+    default_prepend_bos = true, use_attn_result = false,
+  }
+  cfg.d_vocab_out = cfg.d_vocab
+  return cfg
+end
+
+-- ---------------------------------------------------------------- HF GPT-2 -> TransformerLens
+-- sd: HF names (with or without the "transformer." prefix). Returns a new table with the
+-- TransformerLens names and shapes (TL-CONVENTIONS.md), the unembedding tied to wte unless an
+-- lm_head.weight is present. Buffers (attn.bias, attn.masked_bias) are dropped.
+function M.convert_hf_gpt2(sd, cfg, where)
+  where = where or "state dict"
+  local hf = {}
+  for k, v in pairs(sd) do hf[(k:gsub("^transformer%.", ""))] = v end
+  local d, H, dh, V, m = cfg.d_model, cfg.n_heads, cfg.d_head, cfg.d_vocab, cfg.d_mlp
+  local out = {}
+  local wte = need(hf, "wte.weight", {V, d}, where)
+  out["embed.W_E"] = wte
+  out["pos_embed.W_pos"] = need(hf, "wpe.weight", {cfg.n_ctx, d}, where)
+  for l = 0, cfg.n_layers - 1 do
+    local p, q = ("h.%d."):format(l), ("blocks.%d."):format(l)
+    out[q .. "ln1.w"] = need(hf, p .. "ln_1.weight", {d}, where)
+    out[q .. "ln1.b"] = need(hf, p .. "ln_1.bias", {d}, where)
+    -- c_attn.weight [d, 3d] = [W_Q | W_K | W_V]; the columns of each are (head, d_head)
+    local W = need(hf, p .. "attn.c_attn.weight", {d, 3 * d}, where)
+    local bias = need(hf, p .. "attn.c_attn.bias", {3 * d}, where):reshape(3, H, dh)
+    for i, n in ipairs({"Q", "K", "V"}) do
+      out[q .. "attn.W_" .. n] = W:narrow(1, (i - 1) * d, d):reshape(d, H, dh):permute(1, 0, 2):contiguous()
+      out[q .. "attn.b_" .. n] = bias:select(0, i - 1):contiguous()
+    end
+    -- c_proj.weight [d, d]: rows are (head, d_head)
+    out[q .. "attn.W_O"] = need(hf, p .. "attn.c_proj.weight", {d, d}, where):reshape(H, dh, d)
+    out[q .. "attn.b_O"] = need(hf, p .. "attn.c_proj.bias", {d}, where)
+    out[q .. "ln2.w"] = need(hf, p .. "ln_2.weight", {d}, where)
+    out[q .. "ln2.b"] = need(hf, p .. "ln_2.bias", {d}, where)
+    out[q .. "mlp.W_in"] = need(hf, p .. "mlp.c_fc.weight", {d, m}, where)
+    out[q .. "mlp.b_in"] = need(hf, p .. "mlp.c_fc.bias", {m}, where)
+    out[q .. "mlp.W_out"] = need(hf, p .. "mlp.c_proj.weight", {m, d}, where)
+    out[q .. "mlp.b_out"] = need(hf, p .. "mlp.c_proj.bias", {d}, where)
+  end
+  out["ln_final.w"] = need(hf, "ln_f.weight", {d}, where)
+  out["ln_final.b"] = need(hf, "ln_f.bias", {d}, where)
+  local head = sd["lm_head.weight"] and need(sd, "lm_head.weight", {V, d}, where) or wte
+  out["unembed.W_U"] = head:t():contiguous()
+  out["unembed.b_U"] = mi.zeros(V)
+  return out
+end
+
+-- ---------------------------------------------------------------- weight processing
+-- Each takes a TransformerLens state dict and config and returns a new state dict (the input
+-- table and its tensors are left unchanged), with TransformerLens's arithmetic.
+
+local function ln_type(cfg) return cfg.normalization_type == "LN" or cfg.normalization_type == "LNPre" end
+
+-- LayerNorm weights into the maps that read its output. Missing ln weights (an LNPre model) act
+-- as w = 1, b = 0, as TransformerLens fills them in.
+function M.fold_layer_norm(sd, cfg, opts)
+  opts = opts or {}
+  local fold_biases = opts.fold_biases ~= false
+  local center = opts.center_weights ~= false
+  sd = copy(sd)
+  local d = cfg.d_model
+  local function fold(prefix_ln, reads)
+    -- reads: list of {W name, b name, reshape of the LN vectors to broadcast over W, sum dim}
+    local w, b = sd[prefix_ln .. ".w"], sd[prefix_ln .. ".b"]
+    for _, r in ipairs(reads) do
+      local Wn, bn, shape, dim = r[1], r[2], r[3], r[4]
+      local W = sd[Wn]
+      if W == nil then error(("fold_layer_norm: tensor '%s' is missing"):format(Wn), 3) end
+      if fold_biases and b then sd[bn] = sd[bn] + (W * b:reshape(shape)):sum(dim) end
+      if w then W = W * w:reshape(shape) end
+      if center then W = W - W:mean(dim, true) end
+      sd[Wn] = W
+    end
+    if fold_biases then sd[prefix_ln .. ".b"] = nil end
+    sd[prefix_ln .. ".w"] = nil
+  end
+  for l = 0, cfg.n_layers - 1 do
+    local q = ("blocks.%d."):format(l)
+    fold(q .. "ln1", {
+      {q .. "attn.W_Q", q .. "attn.b_Q", {1, d, 1}, 1},
+      {q .. "attn.W_K", q .. "attn.b_K", {1, d, 1}, 1},
+      {q .. "attn.W_V", q .. "attn.b_V", {1, d, 1}, 1},
+    })
+    if not cfg.attn_only then fold(q .. "ln2", {{q .. "mlp.W_in", q .. "mlp.b_in", {d, 1}, 0}}) end
+  end
+  fold("ln_final", {{"unembed.W_U", "unembed.b_U", {d, 1}, 0}})
+  return sd
+end
+
+function M.center_writing_weights(sd, cfg)
+  sd = copy(sd)
+  local function c(name, last)
+    local t = sd[name]
+    if t == nil then error(("center_writing_weights: tensor '%s' is missing"):format(name), 3) end
+    sd[name] = last and (t - t:mean(-1, true)) or (t - t:mean())
+  end
+  c("embed.W_E", true)
+  if cfg.positional_embedding_type ~= "rotary" then c("pos_embed.W_pos", true) end
+  for l = 0, cfg.n_layers - 1 do
+    local q = ("blocks.%d."):format(l)
+    c(q .. "attn.W_O", true)
+    c(q .. "attn.b_O", false)
+    if not cfg.attn_only then
+      c(q .. "mlp.W_out", true)
+      c(q .. "mlp.b_out", false)
+    end
+  end
+  return sd
+end
+
+function M.center_unembed(sd)
+  sd = copy(sd)
+  local W, b = sd["unembed.W_U"], sd["unembed.b_U"]
+  if W == nil or b == nil then error("center_unembed: tensors 'unembed.W_U' and 'unembed.b_U' are needed", 2) end
+  sd["unembed.W_U"] = W - W:mean(-1, true)
+  sd["unembed.b_U"] = b - b:mean()
+  return sd
+end
+
+function M.fold_value_biases(sd, cfg)
+  sd = copy(sd)
+  for l = 0, cfg.n_layers - 1 do
+    local q = ("blocks.%d."):format(l)
+    local bV, WO, bO = sd[q .. "attn.b_V"], sd[q .. "attn.W_O"], sd[q .. "attn.b_O"]
+    if not (bV and WO and bO) then error(("fold_value_biases: layer %d needs b_V, W_O and b_O"):format(l), 2) end
+    -- b_V [H, dh] -> [H, dh, 1] times W_O [H, dh, d], summed over heads and d_head
+    sd[q .. "attn.b_O"] = bO + (bV:unsqueeze(-1) * WO):sum({0, 1})
+    sd[q .. "attn.b_V"] = mi.zeros_like and mi.zeros_like(bV) or mi.zeros(bV:shape())
+  end
+  return sd
+end
+
+-- every step from_pretrained does, switched by opts; returns the new state dict and a copy of
+-- cfg (normalization_type "LNPre" once LayerNorm is folded)
+function M.process_weights(sd, cfg, opts)
+  opts = opts or {}
+  local function on(k) return opts[k] ~= false end
+  cfg = copy(cfg)
+  if on("fold_ln") and ln_type(cfg) then
+    sd = M.fold_layer_norm(sd, cfg)
+    cfg.normalization_type = "LNPre"
+  end
+  if on("center_writing_weights") and ln_type(cfg) then sd = M.center_writing_weights(sd, cfg) end
+  if on("center_unembed") then sd = M.center_unembed(sd) end
+  if on("fold_value_biases") then sd = M.fold_value_biases(sd, cfg) end
+  return sd, cfg
+end
+
+-- A decoded config.json -> (HookedTransformerConfig fields, "tl") for a miwb / TransformerLens
+-- config (it has d_model), or (converted fields, "hf") for a Hugging Face GPT2Config.
+function M.read_config(conf, name, where)
+  where = where or "config.json"
+  if type(conf) ~= "table" then error(where .. ": not a JSON object", 2) end
+  if conf.d_model == nil then return M.hf_config_to_tl(conf, name, where), "hf" end
+  local cfg = {}
+  for k, v in pairs(conf) do if not is_null(v) then cfg[k] = v end end
+  if cfg.normalization_type == "none" then cfg.normalization_type = nil end
+  for _, f in ipairs({"d_model", "n_layers", "d_vocab", "n_ctx"}) do
+    if math.type(cfg[f]) ~= "integer" or cfg[f] <= 0 then
+      error(("%s: field '%s' must be a positive integer"):format(where, f), 2)
+    end
+  end
+  for _, f in ipairs({"n_heads", "d_head", "d_mlp", "d_vocab_out"}) do
+    if cfg[f] ~= nil and (math.type(cfg[f]) ~= "integer" or (cfg[f] <= 0 and cfg[f] ~= -1)) then
+      error(("%s: field '%s' must be a positive integer"):format(where, f), 2)
+    end
+  end
+  if not cfg.n_heads and not cfg.d_head then error(where .. ": needs 'n_heads' or 'd_head'", 2) end
+  cfg.n_heads = cfg.n_heads or (cfg.d_model // cfg.d_head)
+  cfg.d_head = cfg.d_head or (cfg.d_model // cfg.n_heads)
+  if cfg.n_heads <= 0 or cfg.d_head <= 0 then error(where .. ": 'n_heads' and 'd_head' must be positive", 2) end
+  if cfg.d_vocab_out == nil or cfg.d_vocab_out == -1 then cfg.d_vocab_out = cfg.d_vocab end
+  return cfg, "tl"
+end
+
+-- ---------------------------------------------------------------- folders
+local WEIGHT_FILES = {"model.safetensors", "pytorch_model.bin", "model.pth", "model.pt"}
+
+-- the (unprocessed) TransformerLens state dict, config and tokenizer path of a folder
+function M.load_folder(folder, name)
+  local cpath = folder .. "/config.json"
+  local text, err = read_all(cpath)
+  if not text then error(("%s: cannot read: %s"):format(cpath, tostring(err)), 2) end
+  local ok, conf = pcall(mi.json.decode, text)
+  if not ok or type(conf) ~= "table" then error(("%s: not a JSON object: %s"):format(cpath, tostring(conf)), 2) end
+  local wpath
+  for _, f in ipairs(WEIGHT_FILES) do
+    if exists(folder .. "/" .. f) then wpath = folder .. "/" .. f break end
+  end
+  if not wpath then
+    error(("%s: no weights (one of %s)"):format(folder, table.concat(WEIGHT_FILES, ", ")), 2)
+  end
+  local sd = assert(mi.load(wpath))
+  local cfg, kind = M.read_config(conf, name or folder:match("([^/]+)/*$"), cpath)
+  if kind == "tl" then
+    -- buffers TransformerLens keeps in its state dicts
+    for k in pairs(sd) do
+      if k:match("%.attn%.mask$") or k:match("%.attn%.IGNORE$") then sd[k] = nil end
+    end
+  else
+    sd = M.convert_hf_gpt2(sd, cfg, wpath)
+  end
+  local tok = folder .. "/tokenizer.json"
+  return sd, cfg, exists(tok) and tok or nil
+end
+
+local function locate(name_or_folder)
+  if is_dir(name_or_folder) and exists(name_or_folder .. "/config.json") then return name_or_folder end
+  local dir, m = M.model_dir(name_or_folder)
+  if exists(dir .. "/config.json") then return dir, m end
+  local lines = {}
+  if m then
+    lines[#lines + 1] = ("model '%s' is not in the cache (%s)."):format(name_or_folder, dir)
+    lines[#lines + 1] = ("Download it with:  miwb pull %s"):format(m.name)
+  else
+    local names = {}
+    for _, e in ipairs(M.MODELS) do names[#names + 1] = e.name end
+    lines[#lines + 1] = ("'%s' is neither a model folder (with config.json) nor a known model name (%s)."):format(
+      name_or_folder, table.concat(names, ", "))
+  end
+  error(table.concat(lines, "\n"), 3)
+end
+
+-- state dict (processed per opts), config and folder; no model class needed
+function M.load_pretrained(name_or_folder, opts)
+  opts = opts or {}
+  local folder = locate(name_or_folder)
+  local sd, cfg, tok = M.load_folder(folder, name_or_folder)
+  sd, cfg = M.process_weights(sd, cfg, opts)
+  return sd, cfg, folder, tok
+end
+
+function M.from_pretrained(name_or_folder, opts)
+  opts = opts or {}
+  local sd, cfg, folder, tok = M.load_pretrained(name_or_folder, opts)
+  if not mi.HookedTransformer then
+    error("from_pretrained: this build has no HookedTransformer; mi.load_pretrained gives the weights", 2)
+  end
+  local model = mi.HookedTransformer(cfg)
+  model:load_state_dict(sd)
+  if tok and mi.load_tokenizer and opts.tokenizer ~= false then model.tokenizer = mi.load_tokenizer(tok) end
+  model.folder = folder
+  return model
+end
+
+function M.from_pretrained_no_processing(name_or_folder, opts)
+  local o = copy(opts or {})
+  o.fold_ln, o.center_writing_weights, o.center_unembed, o.fold_value_biases = false, false, false, false
+  return M.from_pretrained(name_or_folder, o)
+end
+
+-- ---------------------------------------------------------------- downloads (`miwb pull`)
+local function shq(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+local function file_size(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local n = f:seek("end")
+  f:close()
+  return n
+end
+
+-- the size the server announces for url (following redirects) and, when it tells (the hub's
+-- X-Linked-Etag of LFS files), the content's sha256; or nil, message
+local function remote_size(url)
+  local cmd = ("curl -sS -I -L --fail --connect-timeout 10 --max-time 60 %s 2>&1"):format(shq(url))
+  local p = io.popen(cmd)
+  local out = p:read("a")
+  local ok = p:close()
+  if not ok then return nil, (out:gsub("%s+$", "")) end
+  -- the last response's Content-Length; the hub also sends x-linked-size for large files
+  local size, linked, sha
+  for line in out:gmatch("[^\r\n]+") do
+    local k, v = line:match("^([%w%-]+):%s*(.-)%s*$")
+    if k then
+      k = k:lower()
+      if k == "content-length" then size = tonumber(v) end
+      if k == "x-linked-size" then linked = tonumber(v) end
+      if k == "x-linked-etag" then sha = v:match('^"?(%x+)"?$') end
+    end
+    if line:match("^HTTP/") then size = nil end -- each redirect starts a new response
+  end
+  if sha and #sha ~= 64 then sha = nil end
+  return size or linked, sha and sha:lower()
+end
+
+local function sha256_of(path)
+  local p = io.popen("sha256sum " .. shq(path) .. " 2>/dev/null")
+  local out = p:read("a")
+  p:close()
+  return out:match("^(%x+)")
+end
+
+local function offline_message(m, dir, files, why)
+  local lines = {("miwb pull %s: cannot reach the model hub (%s)."):format(m.name, why),
+                 "Place these files by hand instead:"}
+  for _, f in ipairs(files) do lines[#lines + 1] = ("  %s/%s   <- %s"):format(dir, f.dest, f.url) end
+  if m.config then lines[#lines + 1] = ("  (%s/config.json is written by miwb pull itself)"):format(dir) end
+  return table.concat(lines, "\n")
+end
+
+-- Downloads a model's files into its cache folder: a progress bar (curl's), resume of partial
+-- downloads (NAME.part, curl -C -), and a size check against what the server announced.
+-- Returns the folder, or nil and a message. opts.quiet hides the progress bar.
+function M.pull(name, opts)
+  opts = opts or {}
+  local m = M.resolve(name)
+  if not m then
+    local names = {}
+    for _, e in ipairs(M.MODELS) do names[#names + 1] = e.name end
+    return nil, ("miwb pull: unknown model '%s' (known: %s)"):format(name, table.concat(names, ", "))
+  end
+  local dir = M.home() .. "/models/" .. m.name
+  local files = M.files(m)
+  if not os.execute("command -v curl >/dev/null 2>&1") then
+    return nil, "miwb pull: the curl command is missing (Debian package curl)\n" ..
+      offline_message(m, dir, files, "no curl")
+  end
+  -- one quick request first, so that an offline machine fails at once
+  local sizes, shas = {}, {}
+  for i, f in ipairs(files) do
+    local dest = dir .. "/" .. f.dest
+    if not exists(dest) then
+      local size, sha = remote_size(f.url)
+      if not size then return nil, offline_message(m, dir, files, sha or "no size announced") end
+      sizes[i], shas[i] = size, sha
+    end
+  end
+  if not os.execute("mkdir -p " .. shq(dir)) then return nil, "miwb pull: cannot create " .. dir end
+  for i, f in ipairs(files) do
+    local dest = dir .. "/" .. f.dest
+    if exists(dest) then
+      if not opts.quiet then io.stderr:write(("%s: already there\n"):format(dest)) end
+    else
+      local part = dest .. ".part"
+      if not opts.quiet then
+        io.stderr:write(("%s -> %s (%.1f MB)\n"):format(f.url, dest, sizes[i] / 1e6))
+      end
+      local cmd = ("curl -L --fail -C - %s --connect-timeout 20 -o %s %s"):format(
+        opts.quiet and "-sS" or "--progress-bar", shq(part), shq(f.url))
+      local ok = os.execute(cmd)
+      local got = file_size(part)
+      if not ok and got ~= sizes[i] then
+        return nil, ("miwb pull: downloading %s failed (%s of %d bytes kept in %s; run pull again to resume)"):format(
+          f.url, tostring(got or 0), sizes[i], part)
+      end
+      if got ~= sizes[i] then
+        return nil, ("miwb pull: %s has %s bytes, the server announced %d; remove it and pull again"):format(
+          part, tostring(got), sizes[i])
+      end
+      if shas[i] then
+        local sum = sha256_of(part)
+        if sum ~= shas[i] then
+          os.remove(part)
+          return nil, ("miwb pull: %s: sha256 %s, the server announced %s; the partial file was removed, " ..
+            "pull again"):format(f.dest, tostring(sum), shas[i])
+        end
+      end
+      local ren_ok, ren_err = os.rename(part, dest)
+      if not ren_ok then return nil, "miwb pull: " .. tostring(ren_err) end
+    end
+  end
+  if m.config and not exists(dir .. "/config.json") then
+    local f = assert(io.open(dir .. "/config.json", "w"))
+    f:write(mi.json.encode(m.config, {indent = true}), "\n")
+    f:close()
+  end
+  return dir
+end
+
+-- `miwb pull NAME...`: returns the exit status
+function M.cli_pull(args)
+  if #args == 0 or args[1] == "-h" or args[1] == "--help" then
+    local names = {}
+    for _, e in ipairs(M.MODELS) do names[#names + 1] = e.name end
+    io.stdout:write("usage: miwb pull NAME...\n  downloads a model into " .. M.home() ..
+      "/models/NAME\n  known: " .. table.concat(names, ", ") .. "\n")
+    return #args == 0 and 2 or 0
+  end
+  for _, name in ipairs(args) do
+    local dir, err = M.pull(name)
+    if not dir then
+      io.stderr:write(err, "\n")
+      return 1
+    end
+    io.stdout:write(("%s is in %s\n"):format(name, dir))
+  end
+  return 0
+end
+
+function M._install(miwb)
+  mi = miwb
+  mi.from_pretrained = M.from_pretrained
+  mi.from_pretrained_no_processing = M.from_pretrained_no_processing
+  mi.load_pretrained = M.load_pretrained
+  mi.cli = mi.cli or {}
+  mi.cli.pull = M.cli_pull
+end
+
+return M

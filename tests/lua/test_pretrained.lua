@@ -1,0 +1,375 @@
+-- test_pretrained.lua: lua/miwb/pretrained.lua without a model class where possible.
+--   conversion of a tiny Hugging Face GPT-2 folder against tests/fixtures/gen_hf_gpt2.py's own
+--   TransformerLens-layout dumps (torch, float64 reference for the processing);
+--   each processing step checked by what it must preserve, with plain tensor ops here;
+--   model names, the cache, and `miwb pull` against a local HTTP server (127.0.0.1 only).
+local T = require("testlib")
+local mi = require("miwb")
+local P = mi.pretrained
+
+local HF = "tests/fixtures/hf_gpt2"
+local EXP = "tests/fixtures/hf_gpt2_expect/"
+local MIWB = (os.getenv("MIWB_BUILD") or "build") .. "/miwb"
+local TMP = os.tmpname()
+os.remove(TMP)
+assert(os.execute("mkdir -p " .. TMP))
+
+local function read(path)
+  local f = assert(io.open(path, "rb"))
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+local function write(path, s)
+  local f = assert(io.open(path, "wb"))
+  f:write(s)
+  f:close()
+end
+
+local function keys(t)
+  local k = {}
+  for n in pairs(t) do k[#k + 1] = n end
+  table.sort(k)
+  return k
+end
+
+-- same names; every tensor equal within tol (relative to the reference's largest magnitude)
+local function same_sd(got, want, tol, what)
+  T.eq(table.concat(keys(got), " "), table.concat(keys(want), " "), what .. ": names")
+  for name, w in pairs(want) do
+    local g = got[name]
+    T.eq(table.concat(g:shape(), ","), table.concat(w:shape(), ","), what .. ": shape of " .. name)
+    local scale = math.max(w:abs():max():item(), 1e-6)
+    local err = (g - w):abs():max():item()
+    if err > tol * scale then
+      error(("%s: %s differs by %.3g (scale %.3g, tol %.3g)"):format(what, name, err, scale, tol), 2)
+    end
+  end
+end
+
+local function maxdiff(a, b) return (a - b):abs():max():item() end
+
+-- LayerNorm as TransformerLens computes it, written out here
+local function layernorm(x, w, b, eps)
+  local xc = x - x:mean(-1, true)
+  local y = xc / ((xc * xc):mean(-1, true) + eps):sqrt()
+  if w then y = y * w + b end
+  return y
+end
+
+-- a random TransformerLens state dict (1 layer, d 8, 2 heads of 4, d_mlp 16, vocab 11)
+local cfg0 = {d_model = 8, n_heads = 2, d_head = 4, d_mlp = 16, d_vocab = 11, n_ctx = 6, n_layers = 1,
+              normalization_type = "LN", eps = 1e-5, attn_only = false, positional_embedding_type = "standard"}
+local function random_sd(g)
+  local d, H, dh, m, V = 8, 2, 4, 16, 11
+  local function r(...) return mi.randn({...}, g) end
+  return {
+    ["embed.W_E"] = r(V, d), ["pos_embed.W_pos"] = r(6, d),
+    ["blocks.0.ln1.w"] = r(d) * 0.5 + 1, ["blocks.0.ln1.b"] = r(d),
+    ["blocks.0.attn.W_Q"] = r(H, d, dh), ["blocks.0.attn.W_K"] = r(H, d, dh), ["blocks.0.attn.W_V"] = r(H, d, dh),
+    ["blocks.0.attn.b_Q"] = r(H, dh), ["blocks.0.attn.b_K"] = r(H, dh), ["blocks.0.attn.b_V"] = r(H, dh),
+    ["blocks.0.attn.W_O"] = r(H, dh, d), ["blocks.0.attn.b_O"] = r(d),
+    ["blocks.0.ln2.w"] = r(d) * 0.5 + 1, ["blocks.0.ln2.b"] = r(d),
+    ["blocks.0.mlp.W_in"] = r(d, m), ["blocks.0.mlp.b_in"] = r(m),
+    ["blocks.0.mlp.W_out"] = r(m, d), ["blocks.0.mlp.b_out"] = r(d),
+    ["ln_final.w"] = r(d) * 0.5 + 1, ["ln_final.b"] = r(d),
+    ["unembed.W_U"] = r(d, V), ["unembed.b_U"] = r(V),
+  }
+end
+
+-- ------------------------------------------------------------------ configs
+T.test("hf_config_to_tl: the fixture's GPT2Config", function()
+  local cfg = P.hf_config_to_tl(mi.json.decode(read(HF .. "/config.json")), "tiny")
+  T.eq(cfg.d_model, 32); T.eq(cfg.n_heads, 4); T.eq(cfg.d_head, 8); T.eq(cfg.n_layers, 2)
+  T.eq(cfg.d_mlp, 128); T.eq(cfg.n_ctx, 16); T.eq(cfg.d_vocab, 100); T.eq(cfg.d_vocab_out, 100)
+  T.eq(cfg.act_fn, "gelu_new"); T.eq(cfg.normalization_type, "LN"); T.near(cfg.eps, 1e-5, 0)
+  T.eq(cfg.positional_embedding_type, "standard"); T.eq(cfg.original_architecture, "GPT2LMHeadModel")
+end)
+
+local real = "../shared/assets/gpt2/config.json"
+if os.getenv("MIWB_SHARED") then real = os.getenv("MIWB_SHARED") .. "/assets/gpt2/config.json" end
+if io.open(real) then
+  T.test("hf_config_to_tl: GPT-2 small's published config", function()
+    local cfg = P.hf_config_to_tl(mi.json.decode(read(real)), "gpt2")
+    T.eq(cfg.d_model, 768); T.eq(cfg.n_heads, 12); T.eq(cfg.d_head, 64); T.eq(cfg.n_layers, 12)
+    T.eq(cfg.d_mlp, 3072); T.eq(cfg.n_ctx, 1024); T.eq(cfg.d_vocab, 50257); T.near(cfg.eps, 1e-5, 0)
+  end)
+else
+  print("SKIP - GPT-2 small's config: " .. real .. " is absent")
+end
+
+T.test("hf_config_to_tl: bad configs name the field", function()
+  local good = mi.json.decode(read(HF .. "/config.json"))
+  local function bad(field, value, pattern)
+    local c = {}
+    for k, v in pairs(good) do c[k] = v end
+    c[field] = value
+    T.raises(function() P.hf_config_to_tl(c, "x", "cfg.json") end, pattern)
+  end
+  bad("n_embd", nil, "cfg.json: field 'n_embd' must be a positive integer")
+  bad("n_layer", "2", "field 'n_layer' must be a positive integer")
+  bad("n_head", 5, "n_embd 32 is not a multiple of n_head 5")
+  bad("model_type", "llama", "model_type 'llama' is not supported")
+  bad("layer_norm_epsilon", -1, "layer_norm_epsilon")
+end)
+
+T.test("kept fuzz inputs for config.json (tests/fuzz/config) are read or refused cleanly", function()
+  local p = io.popen("ls tests/fuzz/config 2>/dev/null")
+  local n = 0
+  for f in p:lines() do
+    if f ~= "README" then
+      local text = read("tests/fuzz/config/" .. f)
+      local ok, conf = pcall(mi.json.decode, text)
+      if ok and type(conf) == "table" then
+        local ok2, cfg = pcall(P.read_config, conf, "fuzz", "fuzz.json")
+        if ok2 then T.truthy(cfg.d_model > 0 and cfg.n_heads > 0 and cfg.d_head > 0, f)
+        else T.truthy(type(cfg) == "string" and cfg:find("fuzz.json", 1, true), f .. ": " .. tostring(cfg)) end
+      else
+        T.eq(type(conf), ok and type(conf) or "string", f)
+      end
+      n = n + 1
+    end
+  end
+  p:close()
+  T.truthy(n > 0, "corpus present")
+end)
+
+-- ------------------------------------------------------------------ conversion
+T.test("HF GPT-2 folder -> TransformerLens names and shapes (model.safetensors)", function()
+  local sd, cfg = mi.load_pretrained(HF, {fold_ln = false, center_writing_weights = false,
+                                          center_unembed = false, fold_value_biases = false})
+  T.eq(cfg.normalization_type, "LN")
+  same_sd(sd, mi.load(EXP .. "tl_raw.safetensors"), 0, "raw conversion")
+  T.eq(table.concat(sd["blocks.1.attn.W_Q"]:shape(), ","), "4,32,8")
+  T.eq(table.concat(sd["blocks.1.attn.W_O"]:shape(), ","), "4,8,32")
+  T.eq(table.concat(sd["unembed.W_U"]:shape(), ","), "32,100")
+end)
+
+T.test("HF GPT-2 folder with pytorch_model.bin (transformer. prefix, tied lm_head, buffers)", function()
+  local dir = TMP .. "/binonly"
+  assert(os.execute(("mkdir -p %s && cp %s/config.json %s/pytorch_model.bin %s/"):format(dir, HF, HF, dir)))
+  local sd = mi.load_pretrained(dir, {fold_ln = false, center_writing_weights = false,
+                                      center_unembed = false, fold_value_biases = false})
+  same_sd(sd, mi.load(EXP .. "tl_raw.safetensors"), 0, "conversion from .bin")
+end)
+
+T.test("from_pretrained's processing matches TransformerLens's arithmetic (float64 reference)", function()
+  local sd, cfg = mi.load_pretrained(HF)
+  T.eq(cfg.normalization_type, "LNPre")
+  T.eq(sd["blocks.0.ln1.w"], nil, "ln weights folded away")
+  same_sd(sd, mi.load(EXP .. "tl_processed.safetensors"), 2e-6, "processed")
+end)
+
+T.test("missing or mis-shaped tensors name the tensor and the shapes", function()
+  local cfg = P.hf_config_to_tl(mi.json.decode(read(HF .. "/config.json")), "tiny")
+  local sd = mi.load(HF .. "/model.safetensors")
+  sd["h.1.mlp.c_fc.bias"] = nil
+  T.raises(function() P.convert_hf_gpt2(sd, cfg, "x.safetensors") end,
+           "x.safetensors: tensor 'h.1.mlp.c_fc.bias' is missing")
+  sd = mi.load(HF .. "/model.safetensors")
+  sd["h.0.attn.c_attn.weight"] = mi.zeros(32, 95)
+  T.raises(function() P.convert_hf_gpt2(sd, cfg, "x") end,
+           "tensor 'h.0.attn.c_attn.weight' has shape [32,95], the config needs [32,96]")
+end)
+
+-- ------------------------------------------------------------------ processing, by invariants
+T.test("fold_ln: LN(x) W + b before == LNPre(x) W' + b' after (Q, K, V, W_in, W_U)", function()
+  local g = mi.Generator(11)
+  local sd = random_sd(g)
+  local f = P.fold_layer_norm(sd, cfg0)
+  T.eq(f["blocks.0.ln1.w"], nil); T.eq(f["ln_final.b"], nil)
+  local x = mi.randn({5, 8}, g) * 3 + 1
+  local eps = cfg0.eps
+  for _, n in ipairs({"Q", "K", "V"}) do
+    for h = 0, 1 do
+      local before = layernorm(x, sd["blocks.0.ln1.w"], sd["blocks.0.ln1.b"], eps)
+        :matmul(sd["blocks.0.attn.W_" .. n]:select(0, h)) + sd["blocks.0.attn.b_" .. n]:select(0, h)
+      local after = layernorm(x, nil, nil, eps):matmul(f["blocks.0.attn.W_" .. n]:select(0, h))
+        + f["blocks.0.attn.b_" .. n]:select(0, h)
+      T.truthy(maxdiff(before, after) < 1e-4, "W_" .. n .. " head " .. h .. ": " .. maxdiff(before, after))
+      -- centred reading weights: every column sums to 0 over d_model
+      T.truthy(f["blocks.0.attn.W_" .. n]:sum(1):abs():max():item() < 1e-5)
+    end
+  end
+  local before = layernorm(x, sd["blocks.0.ln2.w"], sd["blocks.0.ln2.b"], eps):matmul(sd["blocks.0.mlp.W_in"])
+    + sd["blocks.0.mlp.b_in"]
+  local after = layernorm(x, nil, nil, eps):matmul(f["blocks.0.mlp.W_in"]) + f["blocks.0.mlp.b_in"]
+  T.truthy(maxdiff(before, after) < 1e-4, "W_in")
+  before = layernorm(x, sd["ln_final.w"], sd["ln_final.b"], eps):matmul(sd["unembed.W_U"]) + sd["unembed.b_U"]
+  after = layernorm(x, nil, nil, eps):matmul(f["unembed.W_U"]) + f["unembed.b_U"]
+  T.truthy(maxdiff(before, after) < 1e-4, "W_U")
+  -- the input table is left alone
+  T.truthy(sd["blocks.0.ln1.w"] ~= nil)
+end)
+
+T.test("center_unembed: logits change, log-probs do not", function()
+  local g = mi.Generator(12)
+  local sd = random_sd(g)
+  local c = P.center_unembed(sd)
+  local x = mi.randn({4, 8}, g)
+  local l0 = x:matmul(sd["unembed.W_U"]) + sd["unembed.b_U"]
+  local l1 = x:matmul(c["unembed.W_U"]) + c["unembed.b_U"]
+  T.truthy(maxdiff(l0, l1) > 1e-2, "logits moved")
+  T.truthy(maxdiff(l0:log_softmax(-1), l1:log_softmax(-1)) < 1e-5)
+  T.truthy(c["unembed.W_U"]:sum(-1):abs():max():item() < 1e-5)
+end)
+
+T.test("fold_value_biases: a layer's attention output is unchanged for any pattern", function()
+  local g = mi.Generator(13)
+  local sd = random_sd(g)
+  local f = P.fold_value_biases(sd, cfg0)
+  T.eq(f["blocks.0.attn.b_V"]:abs():max():item(), 0)
+  local x = mi.randn({5, 8}, g)
+  local pattern = mi.randn({5, 5}, g):softmax(-1) -- any rows summing to 1
+  local function out(s)
+    local o = s["blocks.0.attn.b_O"]
+    for h = 0, 1 do
+      local v = x:matmul(s["blocks.0.attn.W_V"]:select(0, h)) + s["blocks.0.attn.b_V"]:select(0, h)
+      o = o + pattern:matmul(v):matmul(s["blocks.0.attn.W_O"]:select(0, h))
+    end
+    return o
+  end
+  T.truthy(maxdiff(out(sd), out(f)) < 1e-4, "attention output: " .. maxdiff(out(sd), out(f)))
+end)
+
+T.test("center_writing_weights: LNPre of what they write is unchanged; means are 0", function()
+  local g = mi.Generator(14)
+  local sd = random_sd(g)
+  local c = P.center_writing_weights(sd, cfg0)
+  for _, n in ipairs({"embed.W_E", "pos_embed.W_pos", "blocks.0.attn.W_O", "blocks.0.mlp.W_out"}) do
+    T.truthy(c[n]:mean(-1):abs():max():item() < 1e-5, n .. " centred")
+    T.truthy(maxdiff(layernorm(sd[n], nil, nil, 1e-5), layernorm(c[n], nil, nil, 1e-5)) < 1e-4, n .. " LNPre")
+  end
+  T.truthy(math.abs(c["blocks.0.attn.b_O"]:mean():item()) < 1e-6)
+  T.truthy(math.abs(c["blocks.0.mlp.b_out"]:mean():item()) < 1e-6)
+end)
+
+T.test("process_weights: options switch each step; attn-only models keep their missing LN", function()
+  local g = mi.Generator(15)
+  local sd = random_sd(g)
+  local s1, c1 = P.process_weights(sd, cfg0, {fold_ln = false, center_writing_weights = false,
+                                              center_unembed = false, fold_value_biases = false})
+  for k, v in pairs(sd) do T.eq(s1[k], v, "untouched " .. k) end
+  T.eq(c1.normalization_type, "LN")
+  local s2 = P.process_weights(sd, cfg0, {fold_ln = false, center_writing_weights = false, center_unembed = false})
+  T.eq(s2["blocks.0.attn.b_V"]:abs():max():item(), 0)
+  T.eq(s2["unembed.W_U"], sd["unembed.W_U"])
+  -- no LayerNorm at all (the seed notebook's model): fold_ln and centring skip, as in TL
+  local ao = {}
+  for k, v in pairs(sd) do if not (k:match("ln") or k:match("mlp")) then ao[k] = v end end
+  local cfg = {}
+  for k, v in pairs(cfg0) do cfg[k] = v end
+  cfg.normalization_type, cfg.attn_only = nil, true
+  local s3, c3 = P.process_weights(ao, cfg)
+  T.eq(c3.normalization_type, nil)
+  T.eq(s3["embed.W_E"], ao["embed.W_E"], "W_E not centred without LN")
+  T.eq(s3["blocks.0.attn.b_V"]:abs():max():item(), 0)
+end)
+
+-- ------------------------------------------------------------------ names, cache, pull
+T.test("TransformerLens model names and aliases", function()
+  T.eq(P.resolve("gpt2-small").name, "gpt2")
+  T.eq(P.resolve("gpt2").name, "gpt2")
+  T.eq(P.resolve("GPT2-Medium").name, "gpt2-medium")
+  T.eq(P.resolve("distil-gpt2").name, "distilgpt2")
+  T.eq(P.resolve("gpt2-xl").repo, "openai-community/gpt2-xl")
+  T.eq(P.resolve("attn_only_2L_half").name, "attn-only-2l-demo")
+  T.eq(P.resolve("llama-70b"), nil)
+end)
+
+local function run(cmd)
+  local p = io.popen(cmd .. " 2>&1")
+  local out = p:read("a")
+  local ok, _, code = p:close()
+  return ok and 0 or code, out
+end
+
+T.test("from_pretrained(NAME) looks only in the cache and says how to fill it", function()
+  local home = TMP .. "/empty_home"
+  local code, out = run(("MIWB_HOME=%s %s -e 'local mi = require(\"miwb\"); mi.load_pretrained(\"gpt2-small\")'")
+    :format(home, MIWB))
+  T.truthy(code ~= 0)
+  T.truthy(out:find("model 'gpt2-small' is not in the cache (" .. home .. "/models/gpt2)", 1, true), out)
+  T.truthy(out:find("miwb pull gpt2", 1, true), out)
+  code, out = run(MIWB .. " -e 'require(\"miwb\").load_pretrained(\"no-such-model\")'")
+  T.truthy(out:find("neither a model folder", 1, true), out)
+end)
+
+T.test("miwb pull offline fails at once, listing which files to put where", function()
+  local home = TMP .. "/offline_home"
+  local t0 = os.time()
+  local code, out = run(("MIWB_HOME=%s MIWB_HUB_URL=http://127.0.0.1:9 %s pull gpt2"):format(home, MIWB))
+  T.eq(code, 1, out)
+  T.truthy(os.time() - t0 < 15, "took too long")
+  T.truthy(out:find("cannot reach the model hub", 1, true), out)
+  for _, f in ipairs({"config.json", "model.safetensors", "tokenizer.json"}) do
+    T.truthy(out:find(home .. "/models/gpt2/" .. f, 1, true), "names " .. f .. ": " .. out)
+  end
+  T.truthy(out:find("openai-community/gpt2/resolve/main/model.safetensors", 1, true), out)
+  code, out = run(MIWB .. " pull no-such-model")
+  T.eq(code, 1)
+  T.truthy(out:find("unknown model 'no-such-model'", 1, true), out)
+end)
+
+-- a local hub: TMP/hub/openai-community/gpt2/resolve/main/{config.json, model.safetensors, tokenizer.json}
+local hub = TMP .. "/hub"
+local main = hub .. "/openai-community/gpt2/resolve/main"
+assert(os.execute(("mkdir -p %s && cp %s/config.json %s/model.safetensors %s/"):format(main, HF, HF, main)))
+write(main .. "/tokenizer.json", '{"model": {"type": "BPE"}}\n')
+local srv = io.popen("exec /usr/bin/python3 tests/fixtures/range_server.py " .. hub)
+local port, pid = srv:read("n", "n")
+
+T.test("miwb pull: downloads through redirects, resumes a partial file, checks size and sha256", function()
+  T.truthy(port and pid, "server started")
+  local home = TMP .. "/home"
+  local url = ("http://127.0.0.1:%d/redirect"):format(port)
+  local dir = home .. "/models/gpt2"
+  -- a partial download: the first 5000 bytes of the real file
+  local src = read(main .. "/model.safetensors")
+  assert(os.execute("mkdir -p " .. dir))
+  write(dir .. "/model.safetensors.part", src:sub(1, 5000))
+  local code, out = run(("MIWB_HOME=%s MIWB_HUB_URL=%s %s pull gpt2-small"):format(home, url, MIWB))
+  T.eq(code, 0, out)
+  T.truthy(read(dir .. "/model.safetensors") == src, "the file is complete and equal")
+  T.eq(io.open(dir .. "/model.safetensors.part"), nil, "no .part left")
+  T.truthy(read(dir .. "/config.json") == read(main .. "/config.json"))
+  -- the pulled model loads by name
+  code, out = run(("MIWB_HOME=%s %s -e 'local sd, cfg = require(\"miwb\").load_pretrained(\"gpt2-small\"); " ..
+    "print(cfg.d_model, cfg.normalization_type)'"):format(home, MIWB))
+  T.eq(code, 0, out)
+  T.truthy(out:find("32\tLNPre", 1, true), out)
+  -- a partial file that does not match the server's: resumed, then refused by the sha256 check
+  local home2 = TMP .. "/home2"
+  assert(os.execute("mkdir -p " .. home2 .. "/models/gpt2"))
+  write(home2 .. "/models/gpt2/model.safetensors.part", string.rep("x", 5000))
+  code, out = run(("MIWB_HOME=%s MIWB_HUB_URL=%s %s pull gpt2"):format(home2, url, MIWB))
+  T.eq(code, 1, out)
+  T.truthy(out:find("sha256", 1, true) and out:find("partial file was removed", 1, true), out)
+  T.eq(io.open(home2 .. "/models/gpt2/model.safetensors"), nil)
+  -- a second pull of a complete model downloads nothing
+  code, out = run(("MIWB_HOME=%s MIWB_HUB_URL=http://127.0.0.1:9 %s pull gpt2"):format(home, MIWB))
+  T.eq(code, 0, out)
+  T.truthy(out:find("already there", 1, true), out)
+end)
+
+if pid then os.execute("kill " .. math.tointeger(pid) .. " 2>/dev/null") end
+srv:close()
+
+-- ------------------------------------------------------------------ with the model class
+if mi.HookedTransformer then
+  T.test("from_pretrained(folder): logits match a torch GPT-2 forward; processing keeps log-probs", function()
+    local ref = mi.load(EXP .. "logits.safetensors")
+    local model = mi.from_pretrained_no_processing(HF)
+    local logits = model(ref.tokens)
+    T.truthy(maxdiff(logits, ref.logits) < 1e-4, "logits: " .. maxdiff(logits, ref.logits))
+    local processed = mi.from_pretrained(HF)
+    local lp = processed(ref.tokens):log_softmax(-1)
+    T.truthy(maxdiff(lp, ref.logits:log_softmax(-1)) < 1e-4, "log-probs after processing")
+  end)
+else
+  print("SKIP - from_pretrained with a model: mi.HookedTransformer is not in this build yet")
+end
+
+os.execute("rm -rf " .. TMP)
+T.done()
