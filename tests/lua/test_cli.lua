@@ -200,6 +200,20 @@ T.test("REPL: tables shown one level deep, keys sorted; global mi", function()
   T.truthy(out:find("> table\ttrue\n", 1, true), out)
 end)
 
+T.test("REPL: tensors pretty-printed; inside tables summarized by shape and dtype", function()
+  local out = repl("mi.tensor{{1, 2}, {3, 4}}\n{w = mi.zeros(2, 3), n = 1}\nt = mi.ones(2)\nt\n")
+  T.truthy(out:find("> tensor([[1., 2.],\n        [3., 4.]], shape=[2,2])\n", 1, true), out)
+  T.truthy(out:find("> {n = 1, w = tensor(shape=[2,3], float32)}\n", 1, true), out)
+  T.truthy(out:find("> tensor([1., 1.], shape=[2])\n", 1, true), out)
+end)
+
+T.test("REPL: a tensor error names the op and shapes, and the REPL goes on", function()
+  local out, code = repl("mi.zeros(2, 3):matmul(mi.zeros(4, 5))\n1 + 1\n")
+  T.eq(code, 0)
+  T.truthy(out:find("matmul: [2,3] @ [4,5]", 1, true), out)
+  T.truthy(out:find("> 2\n", 1, true), out)
+end)
+
 T.test("REPL: '=expr' prints like 'return expr'", function()
   local out = repl("=3 * 7\n")
   T.truthy(out:find("> 21\n", 1, true), out)
@@ -226,12 +240,19 @@ T.test("require 'miwb' works from the stock lua5.4 with LUA_CPATH", function()
 end)
 
 T.test("Ctrl-C (SIGINT) interrupts a running script with 'interrupted!'", function()
-  -- a script that loops forever; the shell sends SIGINT after a moment
-  local p = write("loop.lua", "io.stdout:write('started\\n'); io.stdout:flush(); while true do end")
-  local out, code = run("(" .. MIWB .. " " .. q(p) .. " & pid=$!; sleep 0.3; kill -INT $pid; wait $pid)")
+  -- the script says "started" once it runs (so the handler is in place: a slow start, as under
+  -- ASan, must not swallow the signal); it gives up by itself after 30 s rather than hang
+  local p = write("loop.lua", "io.stdout:write('started\\n'); io.stdout:flush()\n" ..
+                              "local t0 = os.time(); while os.time() - t0 < 30 do end\n" ..
+                              "print('not interrupted')")
+  local log = tmpdir .. "/loop.out"
+  local out, code = run("(" .. MIWB .. " " .. q(p) .. " > " .. q(log) .. " 2>&1 & pid=$!; i=0; " ..
+    "while ! grep -q started " .. q(log) .. " && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done; " ..
+    "kill -INT $pid; wait $pid; rc=$?; cat " .. q(log) .. "; exit $rc)")
   T.eq(code, 1)
   T.truthy(out:find("interrupted!", 1, true), out)
   T.truthy(out:find("started", 1, true), out)
+  T.truthy(not out:find("not interrupted", 1, true), out)
 end)
 
 os.execute("rm -rf " .. q(tmpdir))
