@@ -1502,6 +1502,75 @@ static void test_copy_tiled(void)
     mw_tensor_release(&a);
 }
 
+
+/* gather, scatter_add_, index_select, masked_select, masked_fill_, nonzero, cat and stack on
+ * random shapes against PyTorch's results (tests/fixtures/gen_tensor.py) */
+static void test_indexing_torch(void)
+{
+    int n = (int)(sizeof IDX_CASES / sizeof IDX_CASES[0]);
+    static const char *names[] = {"gather", "scatter_add_", "index_select", "masked_select",
+                                  "masked_fill_", "nonzero", "cat", "stack"};
+    for (int k = 0; k < n; k++) {
+        const struct idx_case *c = &IDX_CASES[k];
+        mw_tensor base = iota_f(c->a_ndim, c->a_shape), a, idx = {0}, b = {0}, r = {0};
+        if (c->transpose_a) CHECK_OK(mw_tensor_transpose(&a, &base, -1, -2));
+        else mw_tensor_share(&a, &base);
+        if (c->i_ndim) {
+            int64_t ni = 1;
+            for (int d = 0; d < c->i_ndim; d++) ni *= c->i_shape[d];
+            if (c->op == IOP_MASKED_SELECT || c->op == IOP_MASKED_FILL || c->op == IOP_NONZERO) {
+                uint8_t *m = malloc((size_t)ni + 1);
+                for (int64_t i = 0; i < ni; i++) m[i] = (uint8_t)c->iv[i];
+                CHECK_OK(mw_tensor_from_data(&idx, MW_BOOL, c->i_ndim, c->i_shape, m));
+                free(m);
+            } else {
+                CHECK_OK(mw_tensor_from_data(&idx, MW_I64, c->i_ndim, c->i_shape, c->iv));
+            }
+        }
+        if (c->b_ndim) { /* b = 100 + arange */
+            b = iota_f(c->b_ndim, c->b_shape);
+            float *bv = b.storage->data;
+            for (int64_t i = 0; i < mw_tensor_numel(&b); i++) bv[i] += 100;
+        }
+        int rc = -1;
+        const mw_tensor *ab[2] = {&a, &b};
+        switch (c->op) {
+        case IOP_GATHER: rc = mw_tensor_gather(&r, &a, c->dim, &idx); break;
+        case IOP_SCATTER_ADD:
+            if (mw_tensor_clone(&r, &a) == 0) rc = mw_tensor_scatter_add_(&r, c->dim, &idx, &b);
+            break;
+        case IOP_INDEX_SELECT: rc = mw_tensor_index_select(&r, &a, c->dim, &idx); break;
+        case IOP_MASKED_SELECT: rc = mw_tensor_masked_select(&r, &a, &idx); break;
+        case IOP_MASKED_FILL:
+            if (mw_tensor_clone(&r, &a) == 0) rc = mw_tensor_masked_fill_(&r, &idx, -7.5);
+            break;
+        case IOP_NONZERO:
+            /* torch's input: a with the elements of the given mask zeroed (a may be transposed) */
+            if (mw_tensor_masked_fill_(&a, &idx, 0) == 0) rc = mw_tensor_nonzero(&r, &a);
+            break;
+        case IOP_CAT: rc = mw_tensor_cat(&r, 2, ab, c->dim); break;
+        case IOP_STACK: rc = mw_tensor_stack(&r, 2, ab, c->dim); break;
+        }
+        if (c->err) {
+            CHECK_MSG(rc != 0, "case %d (%s): succeeded, torch failed", k, names[c->op]);
+        } else if (rc != 0) {
+            CHECK_MSG(0, "case %d (%s): %s", k, names[c->op], mw_error());
+        } else {
+            char want[256];
+            mw_shape_str(want, sizeof want, c->out_ndim, c->out_shape);
+            CHECK_MSG(strcmp(shape_of(&r), want) == 0, "case %d (%s): shape %s, torch %s", k, names[c->op],
+                      shape_of(&r), want);
+            if (strcmp(shape_of(&r), want) == 0 && mw_tensor_numel(&r) > 0)
+                CHECK_MSG(values_are(&r, c->out), "case %d (%s): values differ", k, names[c->op]);
+        }
+        mw_tensor_release(&r);
+        mw_tensor_release(&b);
+        mw_tensor_release(&idx);
+        mw_tensor_release(&a);
+        mw_tensor_release(&base);
+    }
+}
+
 /* every storage created above was released */
 static void test_no_leaks(void) { CHECK(mw_storage_live_bytes() == 0); }
 
@@ -1530,6 +1599,7 @@ int main(void)
     RUN(test_creation_torch);
     RUN(test_views_torch);
     RUN(test_copy_tiled);
+    RUN(test_indexing_torch);
     RUN(test_no_leaks);
     MW_TEST_MAIN_END();
 }
