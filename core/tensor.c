@@ -1491,9 +1491,14 @@ int mw_tensor_masked_select(mw_tensor *out, const mw_tensor *a, const mw_tensor 
 static void row_mask_fill(char *const *p, const int64_t *st, int64_t n, void *vctx)
 {
     const fill_ctx *c = vctx;
-    size_t es = mw_dtype_size(c->dt);
-    for (int64_t i = 0; i < n; i++)
-        if (*(const uint8_t *)(p[1] + i * st[1])) memcpy(p[0] + i * st[0], &c->v, es);
+    char *d = p[0];
+    const uint8_t *m = (const uint8_t *)p[1];
+    int64_t ds = st[0], ms = st[1];
+    switch (c->dt) {
+    case MW_F32: for (int64_t i = 0; i < n; i++) if (m[i * ms]) *(float *)(d + i * ds) = c->v.f; break;
+    case MW_I64: for (int64_t i = 0; i < n; i++) if (m[i * ms]) *(int64_t *)(d + i * ds) = c->v.i; break;
+    case MW_BOOL: for (int64_t i = 0; i < n; i++) if (m[i * ms]) *(uint8_t *)(d + i * ds) = c->v.b; break;
+    }
 }
 
 int mw_tensor_masked_fill_(mw_tensor *a, const mw_tensor *mask, double value)
