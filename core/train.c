@@ -914,3 +914,19 @@ void mw_dataset_batch(const mw_dataset *d, uint64_t *state, int32_t *tokens, int
         for (int64_t i = 0; j < T; i++, j++) row[j] = o + i < d->n ? mw_dataset_get(d, o + i) : (bos >= 0 ? bos : 0);
     }
 }
+
+void mw_dataset_batch_repeat(const mw_dataset *d, uint64_t *state, int32_t *tokens, int64_t B, int64_t T,
+                             int32_t bos, double repeat_frac) {
+    mw_dataset_batch(d, state, tokens, B, T, bos);
+    int64_t s0 = bos >= 0 ? 1 : 0, body = T - s0;
+    if (body < 16 || repeat_frac <= 0) return;
+    for (int64_t b = 0; b < B; b++) {
+        double u = (double)(splitmix64(state) >> 11) * (1.0 / 9007199254740992.0);
+        if (u >= repeat_frac) continue;
+        int64_t a = 8 + (int64_t)(splitmix64(state) % (uint64_t)(body / 2 - 8 + 1));
+        int32_t *row = tokens + b * T + s0;
+        /* shift the tail right by a (from the end, in place), then copy the opening after itself */
+        for (int64_t i = body - 1; i >= 2 * a; i--) row[i] = row[i - a];
+        for (int64_t i = 0; i < a && a + i < body; i++) row[a + i] = row[i];
+    }
+}
