@@ -1,0 +1,218 @@
+/* bench_model.c - speed and memory of the HookedTransformer forward pass (core/model.c).
+ *
+ * Models with random weights: GPT-2 small's shape (12 layers, d_model 768, 12 heads, d_mlp 3072,
+ * vocab 50257) at batch x pos = 1x128, 1x1024, 8x128, and the seed notebook's attention-only
+ * 2-layer shape (d_model 768, 12 heads, vocab 50278, no normalization, shortformer,
+ * use_attn_result) at 10x101.
+ *
+ * Each time is reported as a ratio to a bound measured in the same run: the same matrix
+ * products the forward pass performs (per layer: x@W_Q, x@W_K, x@W_V, per (batch, head)
+ * q@k^T and pattern@v, the output projection (per head when use_attn_result), the two MLP
+ * products; then the unembedding) issued straight to cblas_sgemm on preallocated buffers.
+ * Times are the minimum over several runs (the machine is shared; the minimum is the least
+ * disturbed). Goals: forward <= 1.3x, run_with_cache of every hook <= 1.6x.
+ *
+ * "cache" here is what run_with_cache does in C: every delivered activation is cloned into a
+ * new tensor kept until the pass ends. Memory: the bytes a cache holds for the full set of hooks,
+ * for the patterns only, and for one hook, against the growth of live tensor memory.
+ */
+#include <cblas.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "model.h"
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* ---------------------------------------------------------------- the bound: bare sgemms */
+typedef struct { float *x, *q, *k, *v, *s, *z, *o, *h1, *h2, *lg; } bound_bufs;
+
+static void gemm(float *C, int ldc, const float *A, int lda, const float *B, int ldb, int M, int N, int K, int tb) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, 1.0f, A, lda, B, ldb, 0.0f,
+                C, ldc);
+}
+
+static void bound_run(const mw_model *m, bound_bufs *b, int B, int P) {
+    const mw_config *c = &m->cfg;
+    int d = (int)c->d_model, H = (int)c->n_heads, dh = (int)c->d_head, Hd = H * dh, M = (int)c->d_mlp,
+        V = (int)c->d_vocab_out, N = B * P;
+    for (int l = 0; l < c->n_layers; l++) {
+        const float *Wq = (const float *)m->w.W_Q.storage->data + (size_t)l * d * Hd;
+        const float *Wk = (const float *)m->w.W_K.storage->data + (size_t)l * d * Hd;
+        const float *Wv = (const float *)m->w.W_V.storage->data + (size_t)l * d * Hd;
+        const float *Wo = (const float *)m->w.W_O.storage->data + (size_t)l * Hd * d;
+        gemm(b->q, Hd, b->x, d, Wq, Hd, N, Hd, d, 0);
+        gemm(b->k, Hd, b->x, d, Wk, Hd, N, Hd, d, 0);
+        gemm(b->v, Hd, b->x, d, Wv, Hd, N, Hd, d, 0);
+        for (int bb = 0; bb < B; bb++)
+            for (int h = 0; h < H; h++) {
+                gemm(b->s, P, b->q + (size_t)bb * P * Hd + h * dh, Hd, b->k + (size_t)bb * P * Hd + h * dh, Hd, P, P,
+                     dh, 1);
+                gemm(b->z + (size_t)bb * P * Hd + h * dh, Hd, b->s, P, b->v + (size_t)bb * P * Hd + h * dh, Hd, P, dh,
+                     P, 0);
+            }
+        if (c->use_attn_result) {
+            for (int h = 0; h < H; h++) gemm(b->o + h * d, H * d, b->z + h * dh, Hd, Wo + (size_t)h * dh * d, d, N, d, dh, 0);
+        } else {
+            gemm(b->o, d, b->z, Hd, Wo, d, N, d, Hd, 0);
+        }
+        if (!c->attn_only) {
+            gemm(b->h1, M, b->x, d, (const float *)m->w.W_in.storage->data + (size_t)l * d * M, M, N, M, d, 0);
+            gemm(b->x, d, b->h1, M, (const float *)m->w.W_out.storage->data + (size_t)l * M * d, d, N, d, M, 0);
+        }
+    }
+    gemm(b->lg, V, b->x, d, m->w.W_U.storage->data, V, N, V, (int)d, 0);
+}
+
+/* ---------------------------------------------------------------- the cache's deliver */
+typedef struct { mw_tensor t[4096]; int n; int64_t bytes; } cache;
+
+static int cache_deliver(void *ud, int id, int layer, mw_tensor *act) {
+    (void)id; (void)layer;
+    cache *c = ud;
+    if (c->n >= 4096) return mw_seterr("bench cache full");
+    if (mw_tensor_clone(&c->t[c->n], act)) return -1;
+    c->bytes += mw_tensor_numel(act) * 4;
+    c->n++;
+    return 0;
+}
+static void cache_clear(cache *c) {
+    for (int i = 0; i < c->n; i++) mw_tensor_release(&c->t[i]);
+    c->n = 0;
+    c->bytes = 0;
+}
+
+static double time_forward(mw_model *m, const mw_tensor *tok, const uint8_t *want, cache *c, int64_t *peak) {
+    mw_forward_opts o;
+    mw_forward_opts_default(&o, m);
+    o.tokens = tok;
+    o.want = want;
+    o.deliver = want ? cache_deliver : NULL;
+    o.ud = c;
+    mw_forward_out out;
+    double t0 = now();
+    if (mw_model_forward(m, &o, &out)) { fprintf(stderr, "forward: %s\n", mw_error()); exit(1); }
+    double t = now() - t0;
+    if (peak) *peak = mw_storage_live_bytes();
+    mw_forward_out_release(&out);
+    if (c) cache_clear(c);
+    return t;
+}
+
+static const char *only; /* argv[2]: run only this "BxP" shape */
+
+static void bench_shape(mw_model *m, const char *label, int B, int P, int reps) {
+    const mw_config *c = &m->cfg;
+    char tag[32];
+    snprintf(tag, sizeof tag, "%dx%d", B, P);
+    if (only && strcmp(only, tag) != 0) return;
+    int64_t sh[2] = {B, P};
+    mw_tensor tok;
+    mw_tensor_randint(&tok, NULL, 0, c->d_vocab, 2, sh);
+    size_t N = (size_t)B * P, d = c->d_model, Hd = c->n_heads * c->d_head, V = c->d_vocab_out;
+    bound_bufs b;
+    b.x = calloc(N * d, 4); b.q = calloc(N * Hd, 4); b.k = calloc(N * Hd, 4); b.v = calloc(N * Hd, 4);
+    b.z = calloc(N * Hd, 4); b.s = calloc((size_t)P * P, 4); b.o = calloc(N * c->n_heads * d, 4);
+    b.h1 = calloc(N * (c->d_mlp ? c->d_mlp : 1), 4); b.h2 = NULL; b.lg = calloc(N * V, 4);
+    for (size_t i = 0; i < N * d; i++) b.x[i] = 0.01f * (float)(i % 97);
+
+    uint8_t *all = malloc((size_t)mw_hook_slots(m));
+    memset(all, 1, (size_t)mw_hook_slots(m));
+    uint8_t *pat = calloc((size_t)mw_hook_slots(m), 1);
+    for (int l = 0; l < c->n_layers; l++) pat[mw_hook_slot(m, MW_HOOK_PATTERN, l)] = 1;
+    uint8_t *one = calloc((size_t)mw_hook_slots(m), 1);
+    one[mw_hook_slot(m, MW_HOOK_RESID_POST, 0)] = 1;
+    static cache cc;
+
+    /* warm up: buffers sized, pages touched, for every path */
+    time_forward(m, &tok, NULL, NULL, NULL);
+    time_forward(m, &tok, all, &cc, NULL);
+    bound_run(m, &b, B, P);
+    double tb = 1e30, tf = 1e30, tc = 1e30;
+    for (int r = 0; r < reps; r++) {
+        double t0 = now();
+        bound_run(m, &b, B, P);
+        double t = now() - t0;
+        if (t < tb) tb = t;
+        t = time_forward(m, &tok, NULL, NULL, NULL);
+        if (t < tf) tf = t;
+        t = time_forward(m, &tok, all, &cc, NULL);
+        if (t < tc) tc = t;
+    }
+    printf("model %-22s %2dx%-5d sgemm bound %8.1f ms | forward %8.1f ms  %.2fx (goal <= 1.3) | "
+           "run_with_cache(all) %8.1f ms  %.2fx (goal <= 1.6)\n",
+           label, B, P, tb * 1e3, tf * 1e3, tf / tb, tc * 1e3, tc / tb);
+
+    /* memory: live tensor bytes at the end of a pass (model buffers + cache + outputs), minus
+     * what a pass without cache holds */
+    int64_t base, full, pats, single;
+    mw_model_trim(m);
+    time_forward(m, &tok, NULL, NULL, &base);
+    int64_t bytes_full, bytes_pat, bytes_one;
+    mw_forward_opts o;
+    (void)o;
+    mw_model_trim(m);
+    {
+        mw_forward_opts_default(&o, m);
+        o.tokens = &tok; o.want = all; o.deliver = cache_deliver; o.ud = &cc;
+        mw_forward_out out;
+        mw_model_forward(m, &o, &out);
+        full = mw_storage_live_bytes(); bytes_full = cc.bytes;
+        mw_forward_out_release(&out); cache_clear(&cc);
+    }
+    mw_model_trim(m);
+    {
+        mw_forward_opts_default(&o, m);
+        o.tokens = &tok; o.want = pat; o.deliver = cache_deliver; o.ud = &cc;
+        mw_forward_out out;
+        mw_model_forward(m, &o, &out);
+        pats = mw_storage_live_bytes(); bytes_pat = cc.bytes;
+        mw_forward_out_release(&out); cache_clear(&cc);
+    }
+    mw_model_trim(m);
+    {
+        mw_forward_opts_default(&o, m);
+        o.tokens = &tok; o.want = one; o.deliver = cache_deliver; o.ud = &cc;
+        mw_forward_out out;
+        mw_model_forward(m, &o, &out);
+        single = mw_storage_live_bytes(); bytes_one = cc.bytes;
+        mw_forward_out_release(&out); cache_clear(&cc);
+    }
+    printf("  memory over a pass without cache (%.1f MB live): full cache +%.1f MB (holds %.1f MB), "
+           "patterns only +%.1f MB (holds %.1f MB), one resid_post +%.2f MB (holds %.2f MB)\n",
+           base / 1e6, (full - base) / 1e6, bytes_full / 1e6, (pats - base) / 1e6, bytes_pat / 1e6,
+           (single - base) / 1e6, bytes_one / 1e6);
+    free(all); free(pat); free(one);
+    free(b.x); free(b.q); free(b.k); free(b.v); free(b.z); free(b.s); free(b.o); free(b.h1); free(b.lg);
+    mw_tensor_release(&tok);
+}
+
+int main(int argc, char **argv) {
+    int reps = argc > 1 ? atoi(argv[1]) : 3;
+    only = argc > 2 ? argv[2] : NULL;
+    mw_config c;
+    mw_config_default(&c);
+    c.d_model = 768; c.d_head = 64; c.n_heads = 12; c.n_layers = 12; c.n_ctx = 1024; c.d_vocab = 50257;
+    c.act_fn = MW_ACT_GELU_NEW; c.seed = 1;
+    mw_model *m = mw_model_new(&c);
+    if (!m) { fprintf(stderr, "%s\n", mw_error()); return 1; }
+    bench_shape(m, "gpt2-small (random)", 1, 128, reps);
+    bench_shape(m, "gpt2-small (random)", 8, 128, reps);
+    bench_shape(m, "gpt2-small (random)", 1, 1024, reps > 2 ? 2 : reps);
+    mw_model_free(m);
+    mw_config_default(&c);
+    c.d_model = 768; c.d_head = 64; c.n_heads = 12; c.n_layers = 2; c.n_ctx = 2048; c.d_vocab = 50278;
+    c.attn_only = 1; c.normalization_type = MW_NORM_NONE; c.positional_embedding_type = MW_POS_SHORTFORMER;
+    c.use_attn_result = 1; c.seed = 398;
+    m = mw_model_new(&c);
+    if (!m) { fprintf(stderr, "%s\n", mw_error()); return 1; }
+    bench_shape(m, "attn-only 2L (seed)", 10, 101, reps);
+    mw_model_free(m);
+    return 0;
+}

@@ -1,0 +1,431 @@
+/* lmodel.c - the Lua binding of core/model.c: a model userdata ("miwb.Model") with the raw
+ * operations lua/miwb/model.lua builds HookedTransformer on.
+ *
+ *   core.model_new(cfg)          cfg: TransformerLens field names (numbers, booleans, strings)
+ *   m:config()                   the finished numeric config as a table
+ *   m:param(name)                a state-dict entry as a view ("blocks.0.attn.W_Q")
+ *   m:weight(field)              a stacked weight as a view ("W_Q" [L,H,d,dh]), nil if absent
+ *   m:param_names()              state-dict names, TransformerLens order
+ *   m:set_param(name, t)         copy t into the entry; false for ignored buffers (attn.mask)
+ *   m:hook_names()               hook names that fire for this config, in firing order
+ *   m:forward(opts)              -> {logits=, loss=, loss_per_token=, residual=}
+ *       opts.tokens, attention_mask, residual, start_at_layer, stop_at_layer, logits, loss,
+ *       cache_names = {name = true}, cache = table receiving clones by full name,
+ *       hooks = {name = {{fn, hookobj}, ...}}
+ *   m:buffer_bytes(), m:trim()
+ *
+ * Hooks run Lua code in the middle of the C forward pass. No Lua error may longjmp through
+ * model.c's frames, so every delivery runs in lua_pcall (deliver_protected); an error is kept in
+ * the registry, the delivery returns -1, the core unwinds normally, and l_forward re-raises the
+ * kept error (with the traceback added by the message handler) once the core has returned.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "model.h"
+#include "mwl.h"
+
+#define MWL_MODEL "miwb.Model"
+
+typedef struct { mw_model *m; } lmodel;
+
+static mw_model *checkmodel(lua_State *L, int idx) {
+    lmodel *u = luaL_checkudata(L, idx, MWL_MODEL);
+    if (!u->m) luaL_error(L, "model: already freed");
+    return u->m;
+}
+
+/* ---------------------------------------------------------------- config */
+static int64_t getint(lua_State *L, int t, const char *k, int64_t dflt) {
+    int64_t v = dflt;
+    int ty = lua_getfield(L, t, k);
+    if (ty == LUA_TNUMBER) {
+        int ok;
+        v = (int64_t)lua_tointegerx(L, -1, &ok);
+        if (!ok) luaL_error(L, "HookedTransformerConfig: %s must be an integer", k);
+    } else if (ty != LUA_TNIL) {
+        luaL_error(L, "HookedTransformerConfig: %s must be a number, got %s", k, lua_typename(L, ty));
+    }
+    lua_pop(L, 1);
+    return v;
+}
+static int getbool(lua_State *L, int t, const char *k, int dflt) {
+    int v = dflt;
+    int ty = lua_getfield(L, t, k);
+    if (ty == LUA_TBOOLEAN) v = lua_toboolean(L, -1);
+    else if (ty == LUA_TSTRING) v = strcmp(lua_tostring(L, -1), "True") == 0 || strcmp(lua_tostring(L, -1), "true") == 0;
+    else if (ty != LUA_TNIL) luaL_error(L, "HookedTransformerConfig: %s must be a boolean", k);
+    lua_pop(L, 1);
+    return v;
+}
+static int getenum(lua_State *L, int t, const char *k, const char *const *names, int dflt, int nil_value) {
+    int v = dflt;
+    int ty = lua_getfield(L, t, k);
+    if (ty == LUA_TSTRING) {
+        const char *s = lua_tostring(L, -1);
+        v = -1;
+        for (int i = 0; names[i]; i++) if (strcmp(s, names[i]) == 0) v = i;
+        if (v < 0) luaL_error(L, "HookedTransformerConfig: %s = '%s' is not supported", k, s);
+    } else if (ty == LUA_TNIL || (ty == LUA_TBOOLEAN && !lua_toboolean(L, -1))) {
+        v = nil_value;
+    } else {
+        luaL_error(L, "HookedTransformerConfig: %s must be a string", k);
+    }
+    lua_pop(L, 1);
+    return v;
+}
+
+static const char *const NORM_NAMES[] = {"None", "LN", "LNPre", NULL};
+static const char *const POS_NAMES[] = {"standard", "shortformer", NULL};
+static const char *const ACT_NAMES[] = {"gelu_new", "gelu", "relu", NULL};
+
+static int l_model_new(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    mw_config c;
+    mw_config_default(&c);
+    c.d_model = getint(L, 1, "d_model", 0);
+    c.d_head = getint(L, 1, "d_head", 0);
+    c.n_heads = getint(L, 1, "n_heads", -1);
+    c.n_layers = getint(L, 1, "n_layers", 0);
+    c.n_ctx = getint(L, 1, "n_ctx", 0);
+    c.d_vocab = getint(L, 1, "d_vocab", -1);
+    c.d_vocab_out = getint(L, 1, "d_vocab_out", -1);
+    c.d_mlp = getint(L, 1, "d_mlp", -1);
+    c.attn_only = getbool(L, 1, "attn_only", 0);
+    c.use_attn_result = getbool(L, 1, "use_attn_result", 0);
+    c.use_attn_scale = getbool(L, 1, "use_attn_scale", 1);
+    /* normalization_type: nil (absent) means TransformerLens's default "LN"; the Lua side
+     * passes "None" for an explicit None */
+    c.normalization_type = (mw_norm)getenum(L, 1, "normalization_type", NORM_NAMES, MW_NORM_LN, MW_NORM_LN);
+    c.positional_embedding_type =
+        (mw_posemb)getenum(L, 1, "positional_embedding_type", POS_NAMES, MW_POS_STANDARD, MW_POS_STANDARD);
+    c.act_fn = (mw_actfn)getenum(L, 1, "act_fn", ACT_NAMES, MW_ACT_GELU_NEW, MW_ACT_GELU_NEW);
+    lua_getfield(L, 1, "eps");
+    if (lua_isnumber(L, -1)) c.eps = lua_tonumber(L, -1);
+    lua_getfield(L, 1, "initializer_range");
+    if (lua_isnumber(L, -1)) c.initializer_range = lua_tonumber(L, -1);
+    lua_pop(L, 2);
+    c.seed = getint(L, 1, "seed", -1);
+    lmodel *u = lua_newuserdatauv(L, sizeof *u, 0);
+    u->m = NULL;
+    luaL_setmetatable(L, MWL_MODEL);
+    u->m = mw_model_new(&c);
+    if (!u->m) return mwl_coreerror(L);
+    mwl_account(L);
+    return 1;
+}
+
+static int l_gc(lua_State *L) {
+    lmodel *u = luaL_checkudata(L, 1, MWL_MODEL);
+    mw_model_free(u->m);
+    u->m = NULL;
+    return 0;
+}
+
+static int l_config(lua_State *L) {
+    mw_model *m = checkmodel(L, 1);
+    const mw_config *c = &m->cfg;
+    lua_newtable(L);
+#define I(f) lua_pushinteger(L, c->f); lua_setfield(L, -2, #f);
+    I(d_model) I(d_head) I(n_heads) I(n_layers) I(n_ctx) I(d_vocab) I(d_vocab_out) I(d_mlp)
+#undef I
+    lua_pushnumber(L, c->eps); lua_setfield(L, -2, "eps");
+    lua_pushnumber(L, c->attn_scale); lua_setfield(L, -2, "attn_scale");
+    lua_pushnumber(L, c->initializer_range); lua_setfield(L, -2, "initializer_range");
+    return 1;
+}
+
+static int l_param(lua_State *L) {
+    mw_model *m = checkmodel(L, 1);
+    const char *name = luaL_checkstring(L, 2);
+    int pid, layer;
+    int rc = mw_model_param_lookup(m, name, &pid, &layer);
+    if (rc < 0) return mwl_coreerror(L);
+    if (rc > 0) return 0;
+    mw_tensor *t = mwl_newtensor(L);
+    if (mw_model_param_view(t, m, pid, layer)) return mwl_coreerror(L);
+    return 1;
+}
+
+static int l_weight(lua_State *L) {
+    mw_model *m = checkmodel(L, 1);
+    const char *f = luaL_checkstring(L, 2);
+    for (int pid = 0; pid < MW_PARAM_COUNT; pid++) {
+        const char *n = mw_param_name(pid), *dot = strrchr(n, '.');
+        const char *field = dot ? dot + 1 : n;
+        /* "W_Q" -> attn.W_Q; "ln_final_w" -> ln_final.w; "ln1_w" -> ln1.w */
+        char alt[64];
+        snprintf(alt, sizeof alt, "%s", n);
+        for (char *p = alt; *p; p++) if (*p == '.') *p = '_';
+        if (strcmp(f, field) != 0 && strcmp(f, alt) != 0) continue;
+        if (strcmp(f, "w") == 0 || strcmp(f, "b") == 0) continue;
+        if (!mw_model_param_exists(m, pid)) return 0;
+        mw_tensor *t = mwl_newtensor(L);
+        if (!mw_param_per_block(pid)) {
+            if (mw_model_param_view(t, m, pid, -1)) return mwl_coreerror(L);
+            return 1;
+        }
+        /* per-block: the whole stacked tensor [L, ...] */
+        switch (pid) {
+#define MW_X(fld, name, per_block, d0, d1, d2) case MW_PARAM_##fld: mw_tensor_share(t, &m->w.fld); break;
+            MW_PARAMS(MW_X)
+#undef MW_X
+        }
+        return 1;
+    }
+    return 0;
+}
+
+static int l_param_names(lua_State *L) {
+    mw_model *m = checkmodel(L, 1);
+    lua_newtable(L);
+    int n = 0;
+    char buf[128];
+    /* TransformerLens order: embed, pos_embed, then block by block, then ln_final, unembed */
+    for (int pid = 0; pid < MW_PARAM_COUNT; pid++) {
+        if (mw_param_per_block(pid) || !mw_model_param_exists(m, pid) || pid >= MW_PARAM_ln_final_w) continue;
+        lua_pushstring(L, mw_param_name(pid));
+        lua_rawseti(L, -2, ++n);
+    }
+    for (int l = 0; l < m->cfg.n_layers; l++)
+        for (int pid = 0; pid < MW_PARAM_COUNT; pid++) {
+            if (!mw_param_per_block(pid) || !mw_model_param_exists(m, pid)) continue;
+            snprintf(buf, sizeof buf, "blocks.%d.%s", l, mw_param_name(pid));
+            lua_pushstring(L, buf);
+            lua_rawseti(L, -2, ++n);
+        }
+    for (int pid = MW_PARAM_ln_final_w; pid < MW_PARAM_COUNT; pid++) {
+        if (mw_param_per_block(pid) || !mw_model_param_exists(m, pid)) continue;
+        lua_pushstring(L, mw_param_name(pid));
+        lua_rawseti(L, -2, ++n);
+    }
+    return 1;
+}
+
+static int l_set_param(lua_State *L) {
+    mw_model *m = checkmodel(L, 1);
+    const char *name = luaL_checkstring(L, 2);
+    mw_tensor *t = mwl_checktensor(L, 3);
+    int pid, layer;
+    int rc = mw_model_param_lookup(m, name, &pid, &layer);
+    if (rc < 0) return mwl_coreerror(L);
+    if (rc > 0) { lua_pushboolean(L, 0); return 1; }
+    if (mw_model_param_set(m, name, t)) return mwl_coreerror(L);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_hook_names(lua_State *L) {
+    mw_model *m = checkmodel(L, 1);
+    lua_newtable(L);
+    int n = 0;
+    char buf[128];
+    for (int stage = 0; stage < 3; stage++)
+        for (int l = 0; l < (stage == 1 ? m->cfg.n_layers : 1); l++)
+            for (int id = 0; id < MW_HOOK_COUNT; id++) {
+                if (mw_hook_stage(id) != stage || !mw_model_hook_exists(m, id)) continue;
+                mw_hook_name(buf, sizeof buf, id, stage == 1 ? l : -1);
+                lua_pushstring(L, buf);
+                lua_rawseti(L, -2, ++n);
+            }
+    return 1;
+}
+
+static int l_buffer_bytes(lua_State *L) {
+    lua_pushinteger(L, mw_model_buffer_bytes(checkmodel(L, 1)));
+    return 1;
+}
+static int l_trim(lua_State *L) {
+    mw_model_trim(checkmodel(L, 1));
+    return 0;
+}
+
+/* ---------------------------------------------------------------- forward with hooks */
+typedef struct {
+    lua_State *L;
+    int cache_names, cache, hooks, msgh; /* stack indices (0 = absent) */
+    int err_ref;                         /* the Lua error of a hook, kept for re-raising */
+    int id, layer;
+    mw_tensor *act;
+} deliver_ctx;
+
+/* adds a traceback to string errors; other error values pass unchanged */
+static int msgh(lua_State *L) {
+    const char *msg = lua_tostring(L, 1);
+    if (msg && lua_type(L, 1) == LUA_TSTRING) luaL_traceback(L, L, msg, 1);
+    else lua_settop(L, 1);
+    return 1;
+}
+
+static int same_shape(const mw_tensor *a, const mw_tensor *b) {
+    if (a->ndim != b->ndim) return 0;
+    for (int i = 0; i < a->ndim; i++) if (a->shape[i] != b->shape[i]) return 0;
+    return 1;
+}
+
+/* runs under lua_pcall: the cache clone, then each hook function of this point in order */
+static int deliver_protected(lua_State *L) {
+    deliver_ctx *x = lua_touserdata(L, 1);
+    char name[128];
+    mw_hook_name(name, sizeof name, x->id, x->layer);
+    if (x->cache_names && lua_getfield(L, x->cache_names, name) != LUA_TNIL && lua_toboolean(L, -1)) {
+        mw_tensor *c = mwl_newtensor(L);
+        if (mw_tensor_clone(c, x->act)) return mwl_coreerror(L);
+        lua_setfield(L, x->cache, name);
+        mwl_account(L);
+    }
+    lua_settop(L, 1);
+    if (!x->hooks || lua_getfield(L, x->hooks, name) != LUA_TTABLE) return 0;
+    int list = lua_gettop(L);
+    /* act: a userdata sharing the activation buffer, so in-place edits reach the pass */
+    mw_tensor *a = mwl_newtensor(L);
+    mw_tensor_share(a, x->act);
+    int ua = lua_gettop(L);
+    lua_Integer n = luaL_len(L, list);
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_geti(L, list, i);      /* {fn, hookobj} */
+        lua_geti(L, -1, 1);
+        lua_pushvalue(L, ua);
+        lua_geti(L, -3, 2);
+        lua_call(L, 2, 1);
+        if (!lua_isnil(L, -1)) {
+            mw_tensor *r = mwl_totensor(L, -1);
+            if (!r) return luaL_error(L, "hook on %s returned a %s, expected nil or a tensor", name, luaL_typename(L, -1));
+            if (!same_shape(r, x->act)) {
+                char s1[256], s2[256];
+                return luaL_error(L, "hook on %s returned a tensor of shape %s, expected %s", name,
+                                  mw_tensor_shape_str(s1, sizeof s1, r), mw_tensor_shape_str(s2, sizeof s2, x->act));
+            }
+            if (r->storage != x->act->storage || r->offset != x->act->offset)
+                if (mw_tensor_copy_(x->act, r)) return mwl_coreerror(L);
+        }
+        lua_pop(L, 2);
+    }
+    /* The buffer is reused after this call: the act userdata the hook may have kept becomes a
+     * copy of what it held, as a tensor kept from a TransformerLens hook would be. */
+    mw_tensor keep;
+    if (mw_tensor_clone(&keep, a)) return mwl_coreerror(L);
+    mw_tensor_release(a);
+    *a = keep;
+    return 0;
+}
+
+static int deliver(void *ud, int id, int layer, mw_tensor *act) {
+    deliver_ctx *x = ud;
+    lua_State *L = x->L;
+    x->id = id;
+    x->layer = layer;
+    x->act = act;
+    lua_pushcfunction(L, deliver_protected);
+    lua_pushlightuserdata(L, x);
+    if (lua_pcall(L, 1, 0, x->msgh) != LUA_OK) {
+        x->err_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        return mw_seterr("hook raised an error");
+    }
+    return 0;
+}
+
+static mw_tensor *opt_tensor(lua_State *L, int opts, const char *k) {
+    lua_getfield(L, opts, k); /* stays on the stack: keeps the userdata alive */
+    if (lua_isnil(L, -1)) return NULL;
+    mw_tensor *t = mwl_totensor(L, -1);
+    if (!t) luaL_error(L, "forward: %s must be a tensor, got %s", k, luaL_typename(L, -1));
+    return t;
+}
+
+/* marks want[] from the keys of the table at idx (hook names); unknown names are errors */
+static void mark_want(lua_State *L, mw_model *m, int idx, uint8_t *want) {
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        lua_pop(L, 1);
+        if (lua_type(L, -1) != LUA_TSTRING) continue;
+        int id, layer;
+        const char *name = lua_tostring(L, -1);
+        if (mw_hook_parse(name, &id, &layer) || (layer >= m->cfg.n_layers))
+            luaL_error(L, "forward: '%s' is not a hook point of this model", name);
+        if (mw_model_hook_exists(m, id)) want[mw_hook_slot(m, id, layer < 0 ? 0 : layer)] = 1;
+    }
+}
+
+static int l_forward(lua_State *L) {
+    mw_model *m = checkmodel(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    lua_settop(L, 2);
+    mw_forward_opts o;
+    mw_forward_opts_default(&o, m);
+    o.tokens = opt_tensor(L, 2, "tokens");
+    o.attention_mask = opt_tensor(L, 2, "attention_mask");
+    o.residual = opt_tensor(L, 2, "residual");
+    lua_getfield(L, 2, "start_at_layer");
+    o.start_at_layer = (int)luaL_optinteger(L, -1, 0);
+    lua_getfield(L, 2, "stop_at_layer");
+    o.stop_at_layer = (int)luaL_optinteger(L, -1, m->cfg.n_layers);
+    lua_getfield(L, 2, "logits");
+    o.want_logits = lua_isnil(L, -1) ? 1 : lua_toboolean(L, -1);
+    lua_getfield(L, 2, "loss");
+    o.want_loss = lua_toboolean(L, -1);
+    deliver_ctx x;
+    memset(&x, 0, sizeof x);
+    x.L = L;
+    x.err_ref = LUA_NOREF;
+    lua_getfield(L, 2, "cache_names");
+    if (lua_istable(L, -1)) x.cache_names = lua_gettop(L);
+    lua_getfield(L, 2, "cache");
+    if (lua_istable(L, -1)) x.cache = lua_gettop(L);
+    lua_getfield(L, 2, "hooks");
+    if (lua_istable(L, -1)) x.hooks = lua_gettop(L);
+    if (x.cache_names && !x.cache) return luaL_error(L, "forward: cache_names needs a cache table");
+    /* want[] is a userdata: collected even if something below raises */
+    uint8_t *want = lua_newuserdatauv(L, (size_t)mw_hook_slots(m), 0);
+    memset(want, 0, (size_t)mw_hook_slots(m));
+    if (x.cache_names) mark_want(L, m, x.cache_names, want);
+    if (x.hooks) mark_want(L, m, x.hooks, want);
+    lua_pushcfunction(L, msgh);
+    x.msgh = lua_gettop(L);
+    o.want = want;
+    o.deliver = deliver;
+    o.ud = &x;
+    /* results table first, so nothing can fail between the core's return and handing over */
+    lua_createtable(L, 0, 4);
+    int res = lua_gettop(L);
+    mw_forward_out out;
+    if (mw_model_forward(m, &o, &out)) {
+        if (x.err_ref != LUA_NOREF) {
+            lua_rawgeti(L, LUA_REGISTRYINDEX, x.err_ref);
+            luaL_unref(L, LUA_REGISTRYINDEX, x.err_ref);
+            return lua_error(L);
+        }
+        return mwl_coreerror(L);
+    }
+    if (out.logits.storage) { mwl_pushtensor(L, &out.logits); lua_setfield(L, res, "logits"); }
+    if (out.residual.storage) { mwl_pushtensor(L, &out.residual); lua_setfield(L, res, "residual"); }
+    if (out.loss_per_token.storage) {
+        mwl_pushtensor(L, &out.loss_per_token);
+        lua_setfield(L, res, "loss_per_token");
+        lua_pushnumber(L, out.loss);
+        lua_setfield(L, res, "loss");
+    }
+    mw_forward_out_release(&out);
+    mwl_account(L);
+    lua_pushvalue(L, res);
+    return 1;
+}
+
+/* ---------------------------------------------------------------- registration */
+static const luaL_Reg model_methods[] = {
+    {"config", l_config},       {"param", l_param},           {"weight", l_weight},
+    {"param_names", l_param_names}, {"set_param", l_set_param}, {"hook_names", l_hook_names},
+    {"forward", l_forward},     {"buffer_bytes", l_buffer_bytes}, {"trim", l_trim},
+    {NULL, NULL}};
+static const luaL_Reg model_meta[] = {{"__gc", l_gc}, {"__close", l_gc}, {NULL, NULL}};
+
+void mwl_open_model(lua_State *L) {
+    if (luaL_newmetatable(L, MWL_MODEL)) {
+        luaL_setfuncs(L, model_meta, 0);
+        luaL_newlib(L, model_methods);
+        lua_setfield(L, -2, "__index");
+    }
+    lua_pop(L, 1);
+    lua_pushcfunction(L, l_model_new);
+    lua_setfield(L, -2, "model_new");
+}
