@@ -767,7 +767,7 @@ int mw_model_forward(mw_model *m, const mw_forward_opts *o, mw_forward_out *out)
             return mw_seterr("forward: attention_mask %s does not match tokens [%lld,%lld]",
                              mw_tensor_shape_str(s2, sizeof s2, am), (long long)B, (long long)P);
     }
-    int to_end = stop == L;
+    int to_end = stop == L && !o->return_residual;
     int want_loss = o->want_loss && to_end;
     if (want_loss && !o->tokens) return mw_seterr("forward: the loss needs tokens");
     if (want_loss && P < 2) return mw_seterr("forward: the loss needs at least 2 positions");

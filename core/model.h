@@ -198,6 +198,8 @@ typedef struct mw_forward_opts {
     int start_at_layer;              /* first block to run (0 = from the tokens); negative from end */
     int stop_at_layer;               /* one past the last block (n_layers, or negative from end);
                                         < n_layers: out->residual is the result, no logits */
+    int return_residual;             /* stop after block stop_at_layer - 1 and return the residual
+                                        even when stop_at_layer == n_layers (no ln_final) */
     int want_logits;                 /* fill out->logits [B,P,Vo] */
     int want_loss;                   /* fill out->loss and out->loss_per_token [B,P-1] */
     const uint8_t *want;             /* mw_hook_slots(m) bytes, nonzero = deliver; NULL = none */
@@ -207,7 +209,8 @@ typedef struct mw_forward_opts {
 
 typedef struct mw_forward_out {
     mw_tensor logits;          /* f32 [B,P,Vo], a new tensor (not a view of a buffer) */
-    mw_tensor residual;        /* f32 [B,P,d] when stopped before the end, a new tensor */
+    mw_tensor residual;        /* f32 [B,P,d] when stopped before the end (or return_residual),
+                                  a new tensor */
     mw_tensor loss_per_token;  /* f32 [B,P-1]: -log p(token[t+1]); 0 where masked */
     double loss;               /* mean over the unmasked next-token predictions */
 } mw_forward_out;

@@ -215,15 +215,17 @@ static int l_set_param(lua_State *L) {
     return 1;
 }
 
+/* m:hook_names([all]): with all, also the hook points this config never fires */
 static int l_hook_names(lua_State *L) {
     mw_model *m = checkmodel(L, 1);
+    int all = lua_toboolean(L, 2);
     lua_newtable(L);
     int n = 0;
     char buf[128];
     for (int stage = 0; stage < 3; stage++)
         for (int l = 0; l < (stage == 1 ? m->cfg.n_layers : 1); l++)
             for (int id = 0; id < MW_HOOK_COUNT; id++) {
-                if (mw_hook_stage(id) != stage || !mw_model_hook_exists(m, id)) continue;
+                if (mw_hook_stage(id) != stage || (!all && !mw_model_hook_exists(m, id))) continue;
                 mw_hook_name(buf, sizeof buf, id, stage == 1 ? l : -1);
                 lua_pushstring(L, buf);
                 lua_rawseti(L, -2, ++n);
@@ -263,19 +265,20 @@ static int same_shape(const mw_tensor *a, const mw_tensor *b) {
     return 1;
 }
 
-/* runs under lua_pcall: the cache clone, then each hook function of this point in order */
+/* runs under lua_pcall with (ctx, cache_names, cache, hooks) as arguments (the tables, or nil):
+ * the cache clone, then each hook function of this point in order */
 static int deliver_protected(lua_State *L) {
     deliver_ctx *x = lua_touserdata(L, 1);
     char name[128];
     mw_hook_name(name, sizeof name, x->id, x->layer);
-    if (x->cache_names && lua_getfield(L, x->cache_names, name) != LUA_TNIL && lua_toboolean(L, -1)) {
+    if (x->cache_names && lua_getfield(L, 2, name) != LUA_TNIL && lua_toboolean(L, -1)) {
         mw_tensor *c = mwl_newtensor(L);
         if (mw_tensor_clone(c, x->act)) return mwl_coreerror(L);
-        lua_setfield(L, x->cache, name);
+        lua_setfield(L, 3, name);
         mwl_account(L);
     }
-    lua_settop(L, 1);
-    if (!x->hooks || lua_getfield(L, x->hooks, name) != LUA_TTABLE) return 0;
+    lua_settop(L, 4);
+    if (!x->hooks || lua_getfield(L, 4, name) != LUA_TTABLE) return 0;
     int list = lua_gettop(L);
     /* act: a userdata sharing the activation buffer, so in-place edits reach the pass */
     mw_tensor *a = mwl_newtensor(L);
@@ -316,9 +319,13 @@ static int deliver(void *ud, int id, int layer, mw_tensor *act) {
     x->id = id;
     x->layer = layer;
     x->act = act;
+    /* the stack indices in x belong to l_forward's frame, where this runs */
     lua_pushcfunction(L, deliver_protected);
     lua_pushlightuserdata(L, x);
-    if (lua_pcall(L, 1, 0, x->msgh) != LUA_OK) {
+    if (x->cache_names) lua_pushvalue(L, x->cache_names); else lua_pushnil(L);
+    if (x->cache) lua_pushvalue(L, x->cache); else lua_pushnil(L);
+    if (x->hooks) lua_pushvalue(L, x->hooks); else lua_pushnil(L);
+    if (lua_pcall(L, 4, 0, x->msgh) != LUA_OK) {
         x->err_ref = luaL_ref(L, LUA_REGISTRYINDEX);
         return mw_seterr("hook raised an error");
     }
@@ -360,6 +367,8 @@ static int l_forward(lua_State *L) {
     o.start_at_layer = (int)luaL_optinteger(L, -1, 0);
     lua_getfield(L, 2, "stop_at_layer");
     o.stop_at_layer = (int)luaL_optinteger(L, -1, m->cfg.n_layers);
+    lua_getfield(L, 2, "return_residual");
+    o.return_residual = lua_toboolean(L, -1);
     lua_getfield(L, 2, "logits");
     o.want_logits = lua_isnil(L, -1) ? 1 : lua_toboolean(L, -1);
     lua_getfield(L, 2, "loss");

@@ -1,0 +1,657 @@
+-- mi.HookedTransformer and mi.HookedTransformerConfig: TransformerLens's model class over the C
+-- forward pass of core/model.c (bound in lua/lmodel.c).
+--
+--   local cfg = mi.HookedTransformerConfig{d_model = 768, d_head = 64, n_layers = 2, n_ctx = 2048,
+--       d_vocab = 50278, attn_only = true, normalization_type = "None",  -- or false (Python's None)
+--       positional_embedding_type = "shortformer", use_attn_result = true, seed = 398}
+--   local model = mi.HookedTransformer(cfg, {tokenizer = tok_or_path})   -- weights initialized
+--   model:load_state_dict(sd); model:state_dict(); model.cfg
+--   model.W_E, W_pos, W_Q, W_K, W_V [L,H,d,dh], W_O [L,H,dh,d], b_Q, b_K, b_V, b_O, W_in, b_in,
+--       W_out, b_out, W_U, b_U (views: edits change the model); model.QK, model.OV (FactoredMatrix)
+--   model(input, opts) == model:forward(input, opts)
+--       input: a string, a list of strings (padded; attention mask), int64 tokens [B,P] or [P],
+--       or with start_at_layer a residual stream [B,P,d]
+--       opts: return_type "logits" (default) | "loss" | "both" (returns logits, loss) | "none";
+--       loss_per_token, prepend_bos, padding_side, attention_mask, start_at_layer, stop_at_layer
+--       (returns the residual stream entering that block), tokens (for the loss when starting
+--       from a residual), fwd_hooks
+--   model:run_with_cache(input, {names_filter = name | {names} | function(name), remove_batch_dim,
+--       return_type, ...}) -> out, cache   (out is {logits=, loss=} for return_type "both")
+--   model:run_with_hooks(input, {fwd_hooks = {{name_or_filter, fn}, ...}, return_type, ...})
+--       fn(act, hook): act may be edited in place, or fn returns a tensor of act's shape to replace
+--       it; hook.name, hook:layer(), hook.ctx. act is valid during the call; a tensor kept from
+--       it becomes a copy once the call returns.
+--   model:add_hook(name_or_filter, fn), model:reset_hooks(),
+--   model:hooks(list, function() ... end)  (hooks live for the function's run)  or
+--   local h <close> = model:hooks(list)   (until h goes out of scope, or h:remove())
+--   model:generate(input, {max_new_tokens, temperature, top_k, do_sample, seed, stop_at_eos})
+--   model:to_tokens, to_str_tokens, to_string, to_single_token, tokens_to_residual_directions
+--   model:all_composition_scores("Q" | "K" | "V") -> [L, H, L, H]
+local M = {}
+
+local mi
+
+-- ---------------------------------------------------------------- config
+local CONFIG_MT = {__name = "miwb.HookedTransformerConfig"}
+
+local function tobool(v, name)
+  if v == nil then return nil end
+  if v == true or v == "True" or v == "true" then return true end
+  if v == false or v == "False" or v == "false" then return false end
+  error("HookedTransformerConfig: " .. name .. " must be a boolean, got " .. tostring(v), 3)
+end
+
+local UNSUPPORTED = {"use_split_qkv_input", "use_attn_in", "use_hook_mlp_in", "use_local_attn",
+                     "scale_attn_by_inverse_layer_idx", "final_rms", "parallel_attn_mlp", "gated_mlp",
+                     "post_embedding_ln", "use_hook_tokens"}
+
+function M.HookedTransformerConfig(t)
+  if type(t) ~= "table" then error("HookedTransformerConfig: expected a table of fields", 2) end
+  if getmetatable(t) == CONFIG_MT then return t end
+  local c = {}
+  for k, v in pairs(t) do c[k] = v end
+  for _, k in ipairs{"d_model", "d_head", "n_layers", "n_ctx"} do
+    if c[k] == nil then error("HookedTransformerConfig: " .. k .. " is required", 2) end
+  end
+  for _, k in ipairs{"attn_only", "use_attn_result", "use_attn_scale", "default_prepend_bos", "init_weights"} do
+    c[k] = tobool(c[k], k)
+  end
+  for _, k in ipairs(UNSUPPORTED) do
+    if tobool(c[k], k) then error("HookedTransformerConfig: " .. k .. " is not supported by miwb", 2) end
+  end
+  local function dflt(k, v) if c[k] == nil then c[k] = v end end
+  dflt("attn_only", false); dflt("use_attn_result", false); dflt("use_attn_scale", true)
+  dflt("default_prepend_bos", true); dflt("init_weights", true)
+  dflt("eps", 1e-5); dflt("positional_embedding_type", "standard"); dflt("attention_dir", "causal")
+  dflt("n_heads", -1); dflt("d_vocab", -1); dflt("d_vocab_out", -1); dflt("initializer_range", -1.0)
+  dflt("model_name", "custom"); dflt("device", "cpu"); dflt("dtype", "float32"); dflt("init_mode", "gpt2")
+  dflt("n_devices", 1)
+  -- normalization_type: absent -> "LN"; false or "None" -> nil (Python's None)
+  if c.normalization_type == nil then c.normalization_type = "LN"
+  elseif c.normalization_type == false or c.normalization_type == "None" then c.normalization_type = nil end
+  if c.normalization_type ~= nil and c.normalization_type ~= "LN" and c.normalization_type ~= "LNPre" then
+    error("HookedTransformerConfig: normalization_type '" .. tostring(c.normalization_type) ..
+          "' is not supported (LN, LNPre or None)", 2)
+  end
+  if c.attention_dir ~= "causal" then error("HookedTransformerConfig: only attention_dir 'causal' is supported", 2) end
+  if c.positional_embedding_type ~= "standard" and c.positional_embedding_type ~= "shortformer" then
+    error("HookedTransformerConfig: positional_embedding_type '" .. tostring(c.positional_embedding_type) ..
+          "' is not supported (standard or shortformer)", 2)
+  end
+  if c.n_heads == -1 then c.n_heads = c.d_model // c.d_head end
+  if not c.attn_only then
+    if c.d_mlp == nil then c.d_mlp = 4 * c.d_model end
+    if c.act_fn == nil then error("HookedTransformerConfig: act_fn must be specified for non-attn-only models", 2) end
+  end
+  if c.initializer_range < 0 then c.initializer_range = 0.8 / math.sqrt(c.d_model) end
+  if c.d_vocab ~= -1 and c.d_vocab_out == -1 then c.d_vocab_out = c.d_vocab end
+  c.n_params = c.n_layers * (c.d_model * c.d_head * c.n_heads * 4)
+  if not c.attn_only then c.n_params = c.n_params + c.n_layers * c.d_model * c.d_mlp * 2 end
+  return setmetatable(c, CONFIG_MT)
+end
+
+-- ---------------------------------------------------------------- hook points
+local HookPoint = {}
+HookPoint.__index = HookPoint
+HookPoint.__name = "miwb.HookPoint"
+function HookPoint:layer()
+  local l = self.name:match("^blocks%.(%d+)%.")
+  if not l then error("hook " .. self.name .. ": not inside a block, it has no layer", 2) end
+  return tonumber(l)
+end
+HookPoint.__tostring = function(h) return "HookPoint(" .. h.name .. ")" end
+
+-- ---------------------------------------------------------------- the model
+local Model = {}
+local MODEL_MT = {__name = "miwb.HookedTransformer"}
+
+local WEIGHTS = {W_E = true, W_pos = true, W_Q = true, W_K = true, W_V = true, W_O = true, b_Q = true,
+                 b_K = true, b_V = true, b_O = true, W_in = true, b_in = true, W_out = true, b_out = true,
+                 W_U = true, b_U = true}
+
+function MODEL_MT.__index(self, k)
+  local m = Model[k]
+  if m ~= nil then return m end
+  if WEIGHTS[k] then return rawget(self, "_core"):weight(k) end
+  if k == "QK" then
+    return mi.FactoredMatrix(self.W_Q, self.W_K:transpose(-2, -1))
+  elseif k == "OV" then
+    return mi.FactoredMatrix(self.W_V, self.W_O)
+  end
+  return nil
+end
+function MODEL_MT.__call(self, input, opts) return self:forward(input, opts) end
+function MODEL_MT.__tostring(self)
+  local c = self.cfg
+  return string.format("HookedTransformer(%s: %d layers, d_model %d, %d heads, d_vocab %d%s)", c.model_name,
+                       c.n_layers, c.d_model, c.n_heads, c.d_vocab, c.attn_only and ", attention only" or "")
+end
+
+local function core_cfg(c)
+  local t = {}
+  for k, v in pairs(c) do t[k] = v end
+  t.normalization_type = c.normalization_type or "None"
+  if t.seed ~= nil then t.seed = math.tointeger(t.seed) or error("HookedTransformerConfig: seed must be an integer") end
+  return t
+end
+
+-- tok: a tokenizer object, or a path for mi.load_tokenizer
+local function resolve_tokenizer(tok)
+  if tok == nil then return nil end
+  if type(tok) == "string" then
+    if not mi.load_tokenizer then return nil, "mi.load_tokenizer is not available in this build" end
+    local t, err = mi.load_tokenizer(tok)
+    return t, err
+  end
+  return tok
+end
+
+function M.HookedTransformer(cfg, opts)
+  opts = opts or {}
+  cfg = M.HookedTransformerConfig(cfg)
+  local tok, tok_err
+  if opts.tokenizer ~= nil then
+    tok, tok_err = resolve_tokenizer(opts.tokenizer)
+    if not tok then error("HookedTransformer: tokenizer: " .. tostring(tok_err), 2) end
+  elseif cfg.tokenizer_name ~= nil then
+    -- a name that cannot be found locally leaves the model without a tokenizer: token tensors
+    -- still work, and model.tokenizer_error says why
+    local ok, t, err = pcall(resolve_tokenizer, cfg.tokenizer_name)
+    if ok and t then tok = t else tok_err = ok and err or t end
+  end
+  if cfg.d_vocab == -1 then
+    if not tok then error("HookedTransformerConfig: d_vocab is required when there is no tokenizer", 2) end
+    cfg.d_vocab = tok:vocab_size()
+    if cfg.d_vocab_out == -1 then cfg.d_vocab_out = cfg.d_vocab end
+  end
+  local core = mi.model_new(core_cfg(cfg))
+  local fin = core:config()
+  cfg.n_heads, cfg.d_mlp, cfg.d_vocab_out = fin.n_heads, (not cfg.attn_only) and fin.d_mlp or cfg.d_mlp, fin.d_vocab_out
+  local self = {cfg = cfg, tokenizer = tok, tokenizer_error = tok_err, _core = core, _persistent = {},
+                _names = core:hook_names(), _all_names = {}}
+  for _, n in ipairs(core:hook_names(true)) do self._all_names[n] = true end
+  return setmetatable(self, MODEL_MT)
+end
+
+function Model:set_tokenizer(tok)
+  local t, err = resolve_tokenizer(tok)
+  if not t then error("set_tokenizer: " .. tostring(err), 2) end
+  self.tokenizer = t
+  self.tokenizer_error = nil
+end
+
+function Model:hook_names() local t = {} for i, n in ipairs(self._names) do t[i] = n end return t end
+
+-- ---------------------------------------------------------------- weights
+function Model:state_dict()
+  local sd = {}
+  for _, n in ipairs(self._core:param_names()) do sd[n] = self._core:param(n) end
+  return sd
+end
+function Model:state_dict_names() return self._core:param_names() end
+
+local function shape_str(s) return "[" .. table.concat(s, ",") .. "]" end
+
+-- copies every tensor of sd into the model. Unknown names, shapes that differ and (when strict,
+-- the default) parameters the table lacks are errors naming them; nothing is copied then.
+-- blocks.L.attn.mask / IGNORE buffers are ignored.
+function Model:load_state_dict(sd, opts)
+  local strict = not (opts and opts.strict == false)
+  local core = self._core
+  local problems, seen = {}, {}
+  local keys = {}
+  for k in pairs(sd) do keys[#keys + 1] = k end
+  table.sort(keys)
+  for _, name in ipairs(keys) do
+    local t = sd[name]
+    local ok, p = pcall(core.param, core, name)
+    if not ok then
+      if tostring(p):find("not a parameter", 1, true) or tostring(p):find("out of range", 1, true) then
+        problems[#problems + 1] = "unexpected key '" .. name .. "'"
+      else
+        problems[#problems + 1] = tostring(p)
+      end
+    elseif p ~= nil then
+      if not mi.is_tensor(t) then
+        problems[#problems + 1] = "'" .. name .. "' is a " .. type(t) .. ", not a tensor"
+      else
+        local a, b = p:shape(), t:shape()
+        if shape_str(a) ~= shape_str(b) then
+          problems[#problems + 1] = string.format("'%s' has shape %s, the model expects %s", name, shape_str(b), shape_str(a))
+        end
+      end
+      seen[name] = true
+    end
+  end
+  if strict then
+    local missing = {}
+    for _, n in ipairs(core:param_names()) do if not seen[n] then missing[#missing + 1] = n end end
+    if #missing > 0 then problems[#problems + 1] = "missing keys: " .. table.concat(missing, ", ") end
+  end
+  if #problems > 0 then error("load_state_dict: " .. table.concat(problems, "; "), 2) end
+  for _, name in ipairs(keys) do if seen[name] then core:set_param(name, sd[name]) end end
+  return self
+end
+
+function Model:accumulated_bias(layer, mlp_input, include_mlp_biases)
+  local b = mi.zeros(self.cfg.d_model)
+  local bO = self.b_O
+  for l = 0, layer - 1 do
+    b = b + bO[l]
+    if include_mlp_biases and not self.cfg.attn_only then b = b + self.b_out[l] end
+  end
+  if mlp_input then
+    if layer >= self.cfg.n_layers then error("accumulated_bias: mlp_input needs layer < n_layers", 2) end
+    b = b + bO[layer]
+  end
+  return b
+end
+
+-- W_U columns of tokens: a number or single-token string -> [d]; int64 [...] -> [..., d]
+function Model:tokens_to_residual_directions(tokens)
+  if type(tokens) == "string" then tokens = self:to_single_token(tokens) end
+  local W_U = self.W_U
+  if type(tokens) == "number" then return W_U:select(1, tokens) end
+  if type(tokens) == "table" then tokens = mi.tensor(tokens, "int64") end
+  if tokens:dim() == 0 then return W_U:select(1, tokens:item()) end
+  local shape = tokens:shape()
+  local dirs = W_U:index_select(1, tokens:reshape(-1)):t()   -- [n, d]
+  shape[#shape + 1] = self.cfg.d_model
+  return dirs:contiguous():view(shape)
+end
+
+-- composition scores between every pair of heads, [L, H, L, H]: ||W_A W_B||_F / (||W_A||_F ||W_B||_F)
+-- with W_A = OV of the first head and W_B = QK (mode "Q"), QK^T ("K") or OV ("V") of the second;
+-- zero unless the second head's layer is later. Computed from the factors without forming any
+-- d x d product: ||A_l (B_l A_r) B_r||_F^2 = tr((A_l^T A_l) W (B_r B_r^T) W^T), W = B_l A_r [dh,dh].
+function Model:all_composition_scores(mode)
+  local c = self.cfg
+  local L, H = c.n_layers, c.n_heads
+  local A_l, B_l = self.W_V, self.W_O                         -- OV = W_V @ W_O
+  local A_r, B_r
+  if mode == "Q" then A_r, B_r = self.W_Q, self.W_K:transpose(-2, -1)
+  elseif mode == "K" then A_r, B_r = self.W_K, self.W_Q:transpose(-2, -1)
+  elseif mode == "V" then A_r, B_r = self.W_V, self.W_O
+  else error("all_composition_scores: mode must be 'Q', 'K' or 'V', got " .. tostring(mode), 2) end
+  local GA = A_l:transpose(-2, -1):matmul(A_l)                -- [L,H,dh,dh]
+  local GB = B_r:matmul(B_r:transpose(-2, -1))                -- [L,H,dh,dh]
+  -- Frobenius norms of the full matrices: ||A B||_F^2 = tr(G_A (B B^T)) = sum(G_A * (B B^T))
+  local GBl = B_l:matmul(B_l:transpose(-2, -1))
+  local nl = (GA * GBl):sum({-2, -1}):sqrt()                  -- [L,H]
+  local GAr = A_r:transpose(-2, -1):matmul(A_r)
+  local nr = (GAr * GB):sum({-2, -1}):sqrt()                  -- [L,H]
+  local scores = mi.zeros(L, H, L, H)
+  for l1 = 0, L - 2 do
+    local Bl = B_l[l1]:view(H, 1, 1, c.d_head, c.d_model)     -- [H,1,1,dh,d]
+    local Ar = A_r:narrow(0, l1 + 1, L - l1 - 1)               -- [L',H,d,dh]
+    local W = Bl:matmul(Ar:unsqueeze(0))                       -- [H,L',H,dh,dh]
+    local T = GA[l1]:view(H, 1, 1, c.d_head, c.d_head):matmul(W):matmul(GB:narrow(0, l1 + 1, L - l1 - 1):unsqueeze(0))
+    local num = (T * W):sum({-2, -1}):clamp(0, math.huge):sqrt()       -- [H,L',H]
+    local den = nl[l1]:view(H, 1, 1) * nr:narrow(0, l1 + 1, L - l1 - 1):unsqueeze(0)
+    scores[l1][{{}, {l1 + 1, L}, {}}] = num / den
+  end
+  return scores
+end
+
+-- ---------------------------------------------------------------- tokens
+local function need_tok(self, what)
+  local t = self.tokenizer
+  if not t then
+    error(what .. ": this model has no tokenizer" .. (self.tokenizer_error and (" (" .. tostring(self.tokenizer_error) .. ")") or "") ..
+          "; give one with HookedTransformer(cfg, {tokenizer = ...}) or model:set_tokenizer(path)", 3)
+  end
+  return t
+end
+
+local function bos_id(self, tok)
+  local id = tok:bos_token_id() or tok:eos_token_id()
+  if not id then error("to_tokens: the tokenizer has no BOS token", 3) end
+  return id
+end
+
+-- string -> int64 [1, P]; list of strings -> int64 [B, P] padded, plus the attention mask [B, P]
+function Model:to_tokens(input, opts)
+  opts = opts or {}
+  local tok = need_tok(self, "to_tokens")
+  local prepend = opts.prepend_bos
+  if prepend == nil then prepend = self.cfg.default_prepend_bos end
+  local side = opts.padding_side or "right"
+  local truncate = opts.truncate ~= false
+  local list = type(input) == "table" and input or {input}
+  local rows, maxlen = {}, 0
+  for i, s in ipairs(list) do
+    if type(s) ~= "string" then error("to_tokens: expected a string or a list of strings, item " .. i .. " is a " .. type(s), 2) end
+    local ids = tok:encode_list(s)
+    if prepend then table.insert(ids, 1, bos_id(self, tok)) end
+    if truncate and #ids > self.cfg.n_ctx then
+      local cut = {}
+      for j = 1, self.cfg.n_ctx do cut[j] = ids[j] end
+      ids = cut
+    end
+    rows[i] = ids
+    if #ids > maxlen then maxlen = #ids end
+  end
+  if #rows == 0 then error("to_tokens: empty list", 2) end
+  local pad = tok:pad_token_id() or tok:eos_token_id() or 0
+  local padded, mask, lengths, any_pad = {}, {}, {}, false
+  for i, ids in ipairs(rows) do
+    local r, m = {}, {}
+    local n = #ids
+    lengths[i] = n
+    if n < maxlen then any_pad = true end
+    for p = 1, maxlen do
+      local j = side == "left" and p - (maxlen - n) or p
+      if j >= 1 and j <= n then r[p], m[p] = ids[j], 1 else r[p], m[p] = pad, 0 end
+    end
+    padded[i], mask[i] = r, m
+  end
+  local tokens = mi.tensor(padded, "int64")
+  if type(input) == "table" then return tokens, mi.tensor(mask, "int64"), any_pad end
+  return tokens
+end
+
+local function id_list(t)
+  if type(t) == "number" then return {math.tointeger(t) or t} end
+  if type(t) == "table" then return t end
+  return t:reshape(-1):totable()
+end
+
+function Model:to_str_tokens(input, opts)
+  local tok = need_tok(self, "to_str_tokens")
+  if type(input) == "string" then return tok:tokens(self:to_tokens(input, opts)[0]) end
+  if type(input) == "number" then return tok:tokens({input}) end
+  if type(input) == "table" and type(input[1]) == "string" then
+    local out = {}
+    for i, s in ipairs(input) do out[i] = tok:tokens(self:to_tokens(s, opts)[0]) end
+    return out
+  end
+  if type(input) == "table" then return tok:tokens(input) end
+  if input:dim() == 2 then
+    if input:size(0) == 1 then return tok:tokens(input[0]) end
+    local out = {}
+    for b = 0, input:size(0) - 1 do out[b + 1] = tok:tokens(input[b]) end
+    return out
+  end
+  if input:dim() == 0 then return tok:tokens({input:item()}) end
+  return tok:tokens(input)
+end
+
+function Model:to_string(tokens)
+  local tok = need_tok(self, "to_string")
+  if mi.is_tensor(tokens) and tokens:dim() == 2 then
+    local out = {}
+    for b = 0, tokens:size(0) - 1 do out[b + 1] = tok:decode(tokens[b]) end
+    return out
+  end
+  return tok:decode(id_list(tokens))
+end
+
+function Model:to_single_token(s)
+  local t = self:to_tokens(s, {prepend_bos = false})
+  if t:size(1) ~= 1 then
+    error(string.format("to_single_token: %q is %d tokens, not one", s, t:size(1)), 2)
+  end
+  return t[{0, 0}]:item()
+end
+
+-- ---------------------------------------------------------------- hooks
+local function add_entry(hooks, name, fn)
+  local list = hooks[name]
+  if not list then list = {}; hooks[name] = list end
+  list[#list + 1] = {fn, setmetatable({name = name, ctx = {}}, HookPoint)}
+end
+
+-- {{name_or_filter, fn}, ...} lists -> {name = {{fn, hookpoint}, ...}} over this model's names
+function Model:_hook_table(lists, hooks)
+  hooks = hooks or {}
+  for _, list in ipairs(lists) do
+    for i, h in ipairs(list) do
+      if type(h) ~= "table" then error("fwd_hooks: entry " .. i .. " must be {name_or_filter, fn}", 4) end
+      local key, fn = h[1], h[2]
+      if type(fn) ~= "function" and not (getmetatable(fn) or {}).__call then
+        error("fwd_hooks: entry " .. i .. ": the hook must be a function, got " .. type(fn), 4)
+      end
+      if type(key) == "string" then
+        if not self._all_names[key] then
+          error("fwd_hooks: '" .. key .. "' is not a hook point of this model", 4)
+        end
+        add_entry(hooks, key, fn)
+      elseif type(key) == "function" then
+        for _, n in ipairs(self._names) do if key(n) then add_entry(hooks, n, fn) end end
+      else
+        error("fwd_hooks: entry " .. i .. ": name must be a string or a function, got " .. type(key), 4)
+      end
+    end
+  end
+  return hooks
+end
+
+function Model:add_hook(name, fn)
+  self:_hook_table({{{name, fn}}})   -- validates
+  local list = self._persistent
+  list[#list + 1] = {name, fn}
+  return self
+end
+
+function Model:reset_hooks()
+  self._persistent = {}
+  return self
+end
+
+-- model:hooks(list, fn): runs fn() with the hooks added, removes them after (also on error) and
+-- returns fn's results. model:hooks(list): adds them and returns a handle; h:remove() or leaving
+-- the scope of `local h <close> = model:hooks(list)` removes them.
+function Model:hooks(list, fn)
+  self:_hook_table({list})
+  local added = {}
+  for _, h in ipairs(list) do
+    local e = {h[1], h[2]}
+    self._persistent[#self._persistent + 1] = e
+    added[e] = true
+  end
+  local function remove()
+    local keep = {}
+    for _, e in ipairs(self._persistent) do if not added[e] then keep[#keep + 1] = e end end
+    self._persistent = keep
+  end
+  if fn then
+    local res = table.pack(xpcall(fn, debug.traceback))
+    remove()
+    if not res[1] then error(res[2], 0) end
+    return table.unpack(res, 2, res.n)
+  end
+  return setmetatable({remove = remove}, {__close = function() remove() end, __name = "miwb.HookHandle"})
+end
+
+-- ---------------------------------------------------------------- forward
+local function return_type(opts)
+  local rt = opts.return_type
+  if rt == nil then return "logits" end
+  if rt == false or rt == "none" or rt == "None" then return "none" end
+  if rt ~= "logits" and rt ~= "loss" and rt ~= "both" then
+    error("forward: return_type must be 'logits', 'loss', 'both' or 'none', got " .. tostring(rt), 3)
+  end
+  return rt
+end
+
+-- input -> tokens [B,P] int64, attention mask or nil, was a string (or list of strings)
+function Model:_input(input, opts)
+  if type(input) == "string" then
+    return self:to_tokens(input, opts), nil, true
+  elseif type(input) == "table" and type(input[1]) == "string" then
+    local t, mask, padded = self:to_tokens(input, opts)
+    return t, padded and mask or nil, true
+  elseif type(input) == "table" then
+    return mi.tensor({input}, "int64"), nil, false
+  elseif mi.is_tensor(input) then
+    if input:dtype() ~= "int64" then
+      error("forward: tokens must be int64 (got " .. input:dtype() .. "); a float input needs start_at_layer", 3)
+    end
+    if input:dim() == 1 then input = input:unsqueeze(0) end
+    return input, nil, false
+  end
+  error("forward: input must be a string, a list of strings or a tensor of tokens, got " .. type(input), 3)
+end
+
+-- the whole call: extra = {cache_names=, cache=} for run_with_cache
+function Model:_run(input, opts, extra)
+  opts = opts or {}
+  local rt = return_type(opts)
+  local o = {}
+  local mask
+  if opts.start_at_layer ~= nil then
+    if not mi.is_tensor(input) or input:dtype() ~= "float32" then
+      error("forward: with start_at_layer the input is a float residual stream [batch, pos, d_model]", 3)
+    end
+    o.residual = input
+    o.start_at_layer = opts.start_at_layer
+    if opts.tokens ~= nil then o.tokens = self:_input(opts.tokens, opts) end
+    if o.start_at_layer == 0 then o.start_at_layer = nil end
+  else
+    o.tokens, mask = self:_input(input, opts)
+  end
+  o.attention_mask = opts.attention_mask or mask
+  if opts.stop_at_layer ~= nil then
+    o.stop_at_layer = opts.stop_at_layer
+    o.return_residual = true
+  end
+  o.logits = rt == "logits" or rt == "both"
+  o.loss = rt == "loss" or rt == "both"
+  local lists = {self._persistent}
+  if opts.fwd_hooks then lists[2] = opts.fwd_hooks end
+  local hooks = self:_hook_table(lists)
+  if next(hooks) then o.hooks = hooks end
+  if extra then o.cache_names, o.cache = extra.cache_names, extra.cache end
+  if opts.start_at_layer ~= nil and (o.start_at_layer or 0) == 0 and o.residual then
+    error("forward: start_at_layer 0 takes tokens, not a residual stream", 3)
+  end
+  local r = self._core:forward(o)
+  if opts.stop_at_layer ~= nil then return r.residual end
+  local loss
+  if o.loss then loss = opts.loss_per_token and r.loss_per_token or mi.tensor(r.loss) end
+  if rt == "logits" then return r.logits
+  elseif rt == "loss" then return loss
+  elseif rt == "both" then return r.logits, loss end
+  return nil
+end
+
+function Model:forward(input, opts) return self:_run(input, opts) end
+
+function Model:run_with_hooks(input, opts)
+  opts = opts or {}
+  if opts.reset_hooks_end == false and opts.fwd_hooks then
+    for _, h in ipairs(opts.fwd_hooks) do self:add_hook(h[1], h[2]) end
+    local o = {}
+    for k, v in pairs(opts) do o[k] = v end
+    o.fwd_hooks = nil
+    return self:_run(input, o)
+  end
+  return self:_run(input, opts)
+end
+
+function Model:run_with_cache(input, opts)
+  opts = opts or {}
+  local f = opts.names_filter
+  local names = {}
+  if f == nil then
+    for _, n in ipairs(self._names) do names[n] = true end
+  elseif type(f) == "string" then
+    names[f] = true
+  elseif type(f) == "table" then
+    for _, n in ipairs(f) do names[n] = true end
+  elseif type(f) == "function" then
+    for _, n in ipairs(self._names) do if f(n) then names[n] = true end end
+  else
+    error("run_with_cache: names_filter must be a name, a list of names or a function, got " .. type(f), 2)
+  end
+  for n in pairs(names) do
+    if not self._all_names[n] then error("run_with_cache: '" .. n .. "' is not a hook point of this model", 2) end
+  end
+  local store = {}
+  local a, b = self:_run(input, opts, {cache_names = names, cache = store})
+  local cache = mi.ActivationCache(store, self._names, self, true)
+  if opts.remove_batch_dim then cache:remove_batch_dim() end
+  if return_type(opts) == "both" then return {logits = a, loss = b}, cache end
+  return a, cache
+end
+
+-- ---------------------------------------------------------------- generation
+-- samples one id from a row of logits (a Lua list) with temperature and top_k, or the argmax
+local function sample_row(row, temperature, top_k, gen)
+  local n = #row
+  if temperature == 0 or gen == nil then
+    local best, bi = -math.huge, 1
+    for i = 1, n do if row[i] > best then best, bi = row[i], i end end
+    return bi - 1
+  end
+  local idx = {}
+  for i = 1, n do idx[i] = i end
+  if top_k and top_k < n then
+    table.sort(idx, function(a, b) return row[a] > row[b] end)
+    for i = top_k + 1, n do idx[i] = nil end
+  end
+  local mx = -math.huge
+  for _, i in ipairs(idx) do if row[i] > mx then mx = row[i] end end
+  local w, total = {}, 0
+  for k, i in ipairs(idx) do w[k] = math.exp((row[i] - mx) / temperature); total = total + w[k] end
+  local u = mi.rand({1}, gen):item() * total
+  for k, i in ipairs(idx) do
+    u = u - w[k]
+    if u <= 0 then return i - 1 end
+  end
+  return idx[#idx] - 1
+end
+
+function Model:generate(input, opts)
+  opts = opts or {}
+  local max_new = opts.max_new_tokens or 10
+  local temperature = opts.temperature or 1.0
+  local do_sample = opts.do_sample ~= false
+  local gen = do_sample and temperature > 0 and mi.Generator(opts.seed or os.time()) or nil
+  local was_string = type(input) == "string"
+  local tokens = self:_input(input, opts)
+  local eos = opts.eos_token_id
+  if eos == nil and self.tokenizer then eos = self.tokenizer:eos_token_id() end
+  local stop_at_eos = opts.stop_at_eos ~= false and eos ~= nil
+  local B = tokens:size(0)
+  local done = {}
+  for _ = 1, max_new do
+    if tokens:size(1) >= self.cfg.n_ctx then break end
+    local logits = self:_run(tokens, {return_type = "logits", fwd_hooks = opts.fwd_hooks})
+    local last = logits:select(1, -1):totable()                 -- B rows of d_vocab_out
+    local col = {}
+    local all_done = true
+    for b = 1, B do
+      if done[b] then col[b] = {eos}
+      else
+        local id = sample_row(last[b], temperature, opts.top_k, gen)
+        col[b] = {id}
+        if stop_at_eos and id == eos then done[b] = true end
+      end
+      all_done = all_done and done[b] == true
+    end
+    tokens = mi.cat({tokens, mi.tensor(col, "int64")}, 1)
+    if stop_at_eos and all_done then break end
+  end
+  if was_string then
+    local t = tokens[0]
+    local prepend = opts.prepend_bos
+    if prepend == nil then prepend = self.cfg.default_prepend_bos end
+    if prepend then t = t:narrow(0, 1, t:size(0) - 1) end
+    return self.tokenizer:decode(t)
+  end
+  return tokens
+end
+
+-- ---------------------------------------------------------------- memory
+function Model:buffer_bytes() return self._core:buffer_bytes() end
+function Model:trim_buffers() self._core:trim() end
+
+function M._install(m)
+  mi = m
+  mi.HookedTransformerConfig = M.HookedTransformerConfig
+  mi.HookedTransformer = M.HookedTransformer
+  mi.HookPoint = HookPoint
+end
+
+return M

@@ -1,0 +1,87 @@
+-- mi.utils: TransformerLens's utils that scripts reach for (transformer_lens/utils.py).
+--
+--   utils.get_act_name(name, layer, layer_type)   full hook names from shorthands
+--       ("pattern", 0) -> "blocks.0.attn.hook_pattern"; ("embed") -> "hook_embed";
+--       ("scale", 4, "ln1") -> "blocks.4.ln1.hook_scale"; ("scale") -> "ln_final.hook_scale";
+--       aliases attn -> pattern, attn_logits -> attn_scores, key/query/value -> k/q/v,
+--       mlp_pre/mlp_post -> pre/post; compact forms "k6", "pre5", "scale4ln1", "resid_pre3".
+--       A name that already holds a "." or starts with "hook_" is returned as it is.
+--   utils.lm_cross_entropy_loss(logits, tokens, attention_mask, per_token)
+--   utils.get_attention_mask(lengths, P, padding_side)   [B, P] int64 from token counts
+local U = {}
+
+local mi
+
+local layer_type_alias = {a = "attn", m = "mlp", b = "", block = "", blocks = "", attention = "attn"}
+local act_name_alias = {attn = "pattern", attn_logits = "attn_scores", key = "k", query = "q", value = "v",
+                        mlp_pre = "pre", mlp_mid = "mid", mlp_post = "post"}
+local attn_names = {k = true, v = true, q = true, z = true, rot_k = true, rot_q = true, result = true,
+                    pattern = true, attn_scores = true}
+local mlp_names = {pre = true, post = true, mid = true, pre_linear = true}
+
+function U.get_act_name(name, layer, layer_type)
+  if type(name) ~= "string" then error("get_act_name: name must be a string, got " .. type(name), 2) end
+  if (name:find(".", 1, true) or name:sub(1, 5) == "hook_") and layer == nil and layer_type == nil then
+    return name
+  end
+  -- compact forms: letters, digits, optional letters ("k6", "scale4ln1")
+  local base, num, rest = name:match("^([a-z_]-)(%d+)([a-z]?.*)$")
+  if base and base ~= "" and layer == nil then
+    name, layer = base, tonumber(num)
+    if rest ~= "" then layer_type = rest end
+  end
+  name = act_name_alias[name] or name
+  local full = ""
+  if layer ~= nil then
+    if math.type(layer) ~= "integer" then
+      if type(layer) == "number" and layer == math.floor(layer) then layer = math.tointeger(layer)
+      else error("get_act_name: layer must be an integer, got " .. tostring(layer), 2) end
+    end
+    full = "blocks." .. layer .. "."
+  end
+  if attn_names[name] then layer_type = "attn"
+  elseif mlp_names[name] then layer_type = "mlp"
+  elseif layer_type ~= nil and layer_type_alias[layer_type] then layer_type = layer_type_alias[layer_type] end
+  if layer_type and layer_type ~= "" then full = full .. layer_type .. "." end
+  full = full .. "hook_" .. name
+  if (name == "scale" or name == "normalized") and layer == nil then full = "ln_final." .. full end
+  return full
+end
+
+-- mean (or per-token) next-token cross-entropy of logits [B, P, V] against tokens [B, P]; with
+-- an attention mask, predictions whose position or next position is padding count 0 and are
+-- left out of the mean (TransformerLens's lm_cross_entropy_loss)
+function U.lm_cross_entropy_loss(logits, tokens, attention_mask, per_token)
+  local P = logits:size(1)
+  local lp = logits:narrow(1, 0, P - 1):log_softmax(-1)
+  local tgt = tokens:narrow(1, 1, P - 1):unsqueeze(-1)
+  local nll = -(lp:gather(-1, tgt):squeeze(-1))
+  if attention_mask then
+    local m = attention_mask:narrow(1, 0, P - 1):float() * attention_mask:narrow(1, 1, P - 1):float()
+    nll = nll * m
+    if per_token then return nll end
+    return nll:sum() / m:sum()
+  end
+  if per_token then return nll end
+  return nll:mean()
+end
+
+-- [B, P] int64 mask with lengths[b] ones on the right (padding_side "left") or the left
+-- ("right", the default)
+function U.get_attention_mask(lengths, P, padding_side)
+  local rows = {}
+  for b, n in ipairs(lengths) do
+    local r = {}
+    for p = 1, P do
+      if padding_side == "left" then r[p] = (p > P - n) and 1 or 0 else r[p] = (p <= n) and 1 or 0 end
+    end
+    rows[b] = r
+  end
+  return mi.tensor(rows, "int64")
+end
+
+function U._install(m)
+  mi = m
+end
+
+return U
