@@ -14,6 +14,7 @@
 -- $MIWB_HOME/models/NAME (MIWB_HOME defaults to ~/.cache/miwb). from_pretrained only looks
 -- there; `miwb pull NAME` is what downloads.
 --
+-- opts.tokenizer: a tokenizer or a path (default: the folder's tokenizer.json), false for none.
 -- Processing (opts, all true by default, as TransformerLens's from_pretrained):
 --   fold_ln                 LayerNorm w, b folded into the next W_Q/W_K/W_V, W_in, W_U (+ biases);
 --                           the reading weights centred; normalization_type becomes "LNPre"
@@ -40,7 +41,7 @@ M.MODELS = {
             {repo = "EleutherAI/gpt-neox-20b", file = "tokenizer.json"}},
    config = {d_model = 768, d_head = 64, n_heads = 12, n_layers = 2, n_ctx = 2048, d_vocab = 50278,
              attention_dir = "causal", attn_only = true, tokenizer_name = "EleutherAI/gpt-neox-20b",
-             seed = 398, use_attn_result = true, normalization_type = "none",
+             seed = 398, use_attn_result = true, normalization_type = "None",
              positional_embedding_type = "shortformer", act_fn = "gelu_new",
              default_prepend_bos = true, original_architecture = "HookedTransformer"}},
 }
@@ -216,7 +217,11 @@ end
 -- Each takes a TransformerLens state dict and config and returns a new state dict (the input
 -- table and its tensors are left unchanged), with TransformerLens's arithmetic.
 
-local function ln_type(cfg) return cfg.normalization_type == "LN" or cfg.normalization_type == "LNPre" end
+-- TransformerLens's default normalization_type (absent) is "LN"; "None" means none
+local function ln_type(cfg)
+  local t = cfg.normalization_type
+  return t == nil or t == "LN" or t == "LNPre"
+end
 
 -- LayerNorm weights into the maps that read its output. Missing ln weights (an LNPre model) act
 -- as w = 1, b = 0, as TransformerLens fills them in.
@@ -321,7 +326,11 @@ function M.read_config(conf, name, where)
   if conf.d_model == nil then return M.hf_config_to_tl(conf, name, where), "hf" end
   local cfg = {}
   for k, v in pairs(conf) do if not is_null(v) then cfg[k] = v end end
-  if cfg.normalization_type == "none" then cfg.normalization_type = nil end
+  -- TransformerLens's None (JSON null, or the string) is spelled "None" here; absent means "LN"
+  local nt = conf.normalization_type
+  if nt ~= nil and (is_null(nt) or nt == false or tostring(nt):lower() == "none") then cfg.normalization_type = "None"
+  elseif nt == nil then cfg.normalization_type = "LN" end
+  cfg.model_name = cfg.model_name or name
   for _, f in ipairs({"d_model", "n_layers", "d_vocab", "n_ctx"}) do
     if math.type(cfg[f]) ~= "integer" or cfg[f] <= 0 then
       error(("%s: field '%s' must be a positive integer"):format(where, f), 2)
@@ -403,9 +412,11 @@ function M.from_pretrained(name_or_folder, opts)
   if not mi.HookedTransformer then
     error("from_pretrained: this build has no HookedTransformer; mi.load_pretrained gives the weights", 2)
   end
-  local model = mi.HookedTransformer(cfg)
+  local tokenizer = opts.tokenizer
+  if tokenizer == nil and tok and mi.load_tokenizer then tokenizer = tok end
+  if tokenizer == false then tokenizer = nil end
+  local model = mi.HookedTransformer(cfg, {tokenizer = tokenizer})
   model:load_state_dict(sd)
-  if tok and mi.load_tokenizer and opts.tokenizer ~= false then model.tokenizer = mi.load_tokenizer(tok) end
   model.folder = folder
   return model
 end

@@ -260,14 +260,26 @@ T.test("process_weights: options switch each step; attn-only models keep their m
   for k, v in pairs(sd) do if not (k:match("ln") or k:match("mlp")) then ao[k] = v end end
   local cfg = {}
   for k, v in pairs(cfg0) do cfg[k] = v end
-  cfg.normalization_type, cfg.attn_only = nil, true
+  cfg.normalization_type, cfg.attn_only = "None", true
   local s3, c3 = P.process_weights(ao, cfg)
-  T.eq(c3.normalization_type, nil)
+  T.eq(c3.normalization_type, "None")
   T.eq(s3["embed.W_E"], ao["embed.W_E"], "W_E not centred without LN")
   T.eq(s3["blocks.0.attn.b_V"]:abs():max():item(), 0)
 end)
 
 -- ------------------------------------------------------------------ names, cache, pull
+T.test("read_config: TransformerLens fields; null normalization is None, absent is LN", function()
+  local c = P.read_config(mi.json.decode('{"d_model": 16, "d_head": 4, "n_layers": 1, "n_ctx": 8, ' ..
+    '"d_vocab": 10, "normalization_type": null, "attn_only": true}'), "toy", "c.json")
+  T.eq(c.normalization_type, "None"); T.eq(c.n_heads, 4); T.eq(c.d_vocab_out, 10); T.eq(c.model_name, "toy")
+  c = P.read_config(mi.json.decode('{"d_model": 16, "n_heads": 2, "n_layers": 1, "n_ctx": 8, "d_vocab": 10}'))
+  T.eq(c.normalization_type, "LN"); T.eq(c.d_head, 8)
+  T.raises(function() P.read_config(mi.json.decode('{"d_model": 16, "n_layers": 1, "n_ctx": 8, "d_vocab": 10}'),
+    "x", "c.json") end, "c.json: needs 'n_heads' or 'd_head'")
+  T.raises(function() P.read_config(mi.json.decode('{"d_model": 0, "d_head": 4, "n_layers": 1, "n_ctx": 8, ' ..
+    '"d_vocab": 10}'), "x", "c.json") end, "c.json: field 'd_model' must be a positive integer")
+end)
+
 T.test("TransformerLens model names and aliases", function()
   T.eq(P.resolve("gpt2-small").name, "gpt2")
   T.eq(P.resolve("gpt2").name, "gpt2")
