@@ -303,6 +303,20 @@ static void f32_compare_row(mw_binop op, uint8_t *o, const float *a, const float
     }
 }
 
+#define CHUNK 256
+
+/* dst [c] = float(src[off + j*s]) for an I64 or BOOL source */
+static void to_f32(float *dst, const void *src, mw_dtype dt, int64_t off, int64_t s, int64_t c)
+{
+    if (dt == MW_I64) {
+        const int64_t *p = (const int64_t *)src + off;
+        for (int64_t j = 0; j < c; j++) dst[j] = (float)p[j * s];
+    } else {
+        const uint8_t *p = (const uint8_t *)src + off;
+        for (int64_t j = 0; j < c; j++) dst[j] = p[j * s];
+    }
+}
+
 static mw_dtype binary_dtype(mw_binop op, mw_dtype a, mw_dtype b)
 {
     if (op >= MW_EQ) return MW_BOOL;
@@ -372,9 +386,19 @@ static int binary_impl(const char *name, mw_tensor *out, const mw_tensor *a, con
             f32_compare_row(op, (uint8_t *)po + off[0], (const float *)pa + off[1],
                             (const float *)pb + off[2], n, so, sa, sb);
         } else if (fdom) {
-            for (int64_t i = 0; i < n; i++)
-                stf(po, rt, off[0] + i * so,
-                    fbin(op, ldf(pa, a->dtype, off[1] + i * sa), ldf(pb, b->dtype, off[2] + i * sb)));
+            /* mixed dtypes computed in float: chunks of the non-f32 operand are converted into
+             * ta / tb [CHUNK] and go through the f32 kernels */
+            float ta[CHUNK], tb[CHUNK];
+            for (int64_t i0 = 0; i0 < n; i0 += CHUNK) {
+                int64_t c = n - i0 < CHUNK ? n - i0 : CHUNK, ssa = sa, ssb = sb;
+                const float *xa = (const float *)pa + off[1] + i0 * sa, *xb = (const float *)pb + off[2] + i0 * sb;
+                if (a->dtype != MW_F32) { to_f32(ta, pa, a->dtype, off[1] + i0 * sa, sa, c); xa = ta; ssa = 1; }
+                if (b->dtype != MW_F32) { to_f32(tb, pb, b->dtype, off[2] + i0 * sb, sb, c); xb = tb; ssb = 1; }
+                if (rt == MW_F32)
+                    f32_binary_row(op, (float *)po + off[0] + i0 * so, xa, xb, c, so, ssa, ssb);
+                else
+                    f32_compare_row(op, (uint8_t *)po + off[0] + i0 * so, xa, xb, c, so, ssa, ssb);
+            }
         } else {
             for (int64_t i = 0; i < n; i++)
                 sti(po, rt, off[0] + i * so,
@@ -629,7 +653,16 @@ int mw_where(mw_tensor *out, const mw_tensor *cond, const mw_tensor *a, const mw
     int64_t rows = iter_rows(&it), n = it.shape[it.ndim - 1], idx[MW_MAXDIM] = {0}, off[4] = {0};
     int64_t s[4];
     for (int k = 0; k < 4; k++) s[k] = it.stride[k][it.ndim - 1];
+    int fast = cond->dtype == MW_BOOL && a->dtype == MW_F32 && b->dtype == MW_F32;
     for (int64_t row = 0; row < rows; row++) {
+        if (fast) { /* the common masking case: bool mask, float32 values */
+            float *o = (float *)po + off[0];
+            const uint8_t *c = (const uint8_t *)pc + off[1];
+            const float *x = (const float *)pa + off[2], *y = (const float *)pb + off[3];
+            for (int64_t i = 0; i < n; i++) o[i * s[0]] = c[i * s[1]] ? x[i * s[2]] : y[i * s[3]];
+            iter_next(&it, idx, off);
+            continue;
+        }
         for (int64_t i = 0; i < n; i++) {
             int c = ldd(pc, cond->dtype, off[1] + i * s[1]) != 0;
             if (rt == MW_F32)
@@ -1180,7 +1213,7 @@ static int sort_impl(const char *name, mw_tensor *values, mw_tensor *indices, co
     if (mw_tensor_numel(&v) > 0) {
         for (int64_t r = 0; r < L.rows; r++) {
             keys K = {pa + L.off[0] * (int64_t)esz, a->dtype, L.sa, descending};
-            if (topk && k <= 64 && k * 8 <= n) {
+            if (topk && k > 0 && k <= 64 && k * 8 <= n) {
                 select_k(&K, n, k, work);
             } else {
                 for (int64_t i = 0; i < n; i++) work[i] = i;

@@ -101,6 +101,40 @@ static void test_binary_dtypes(void)
     mw_tensor_release(&r);
     mw_tensor_release(&ta);
     mw_tensor_release(&tb);
+    /* long mixed rows (past the 256-element conversion chunk), broadcast both ways:
+     * ii [2,600] i64 = k (flat index), ff [600] f32 = 0.25 j, mm [2,1] bool = (1, 0) */
+    int64_t s2[2] = {2, 600}, s1[1] = {600}, sm[2] = {2, 1};
+    int64_t *iv = malloc(1200 * sizeof *iv);
+    float fv[600];
+    uint8_t mv[2] = {1, 0};
+    for (int k = 0; k < 1200; k++) iv[k] = k;
+    for (int j = 0; j < 600; j++) fv[j] = 0.25f * j;
+    mw_tensor ii, ff, mm;
+    CHECK_OK(mw_tensor_from_data(&ii, MW_I64, 2, s2, iv));
+    CHECK_OK(mw_tensor_from_data(&ff, MW_F32, 1, s1, fv));
+    CHECK_OK(mw_tensor_from_data(&mm, MW_BOOL, 2, sm, mv));
+    mw_tensor r1, r2, r3;
+    CHECK_OK(mw_binary(&r1, &ii, &ff, MW_SUB));      /* k - 0.25 j, f32 */
+    CHECK_OK(mw_binary(&r2, &ff, &ii, MW_GT));       /* 0.25 j > k: never (j <= k) */
+    CHECK_OK(mw_binary(&r3, &ff, &mm, MW_MUL));      /* [2,600]: row 0 = ff, row 1 = 0 */
+    CHECK(r1.dtype == MW_F32 && r2.dtype == MW_BOOL && r3.dtype == MW_F32);
+    int bad = 0;
+    for (int64_t i = 0; i < 2; i++)
+        for (int64_t j = 0; j < 600; j++) {
+            int64_t ij[2] = {i, j};
+            double k = i * 600 + j;
+            bad += mw_tensor_get(&r1, ij) != (float)(k - 0.25 * j);
+            bad += mw_tensor_get(&r2, ij) != 0;
+            bad += mw_tensor_get(&r3, ij) != (i == 0 ? 0.25 * j : 0.0);
+        }
+    CHECK_MSG(bad == 0, "%d wrong elements in mixed-dtype rows", bad);
+    mw_tensor_release(&r1);
+    mw_tensor_release(&r2);
+    mw_tensor_release(&r3);
+    mw_tensor_release(&ii);
+    mw_tensor_release(&ff);
+    mw_tensor_release(&mm);
+    free(iv);
 }
 
 static void test_binary_strided(void)
@@ -618,6 +652,71 @@ static void test_sort_topk(void)
     free(buf);
 }
 
+static void test_errors_misc(void)
+{
+    mw_tensor r = {0}, v = {0}, i = {0};
+    mw_tensor b;
+    int64_t shape[1] = {3};
+    CHECK_OK(mw_tensor_zeros(&b, MW_BOOL, 1, shape));
+    CHECK_ERR(mw_clamp(&r, &b, 0, 1), "clamp: bool tensor not supported");
+    CHECK_ERR(mw_sort(&v, &i, fx("in_T"), 2, 0), "sort: dim 2 out of range for [3,6]");
+    CHECK_ERR(mw_topk(&v, &i, fx("in_T"), -1, 1, 1, 1), "topk: k = -1 out of range");
+    CHECK_ERR(mw_softmax(&r, fx("in_X"), -4), "softmax: dim -4 out of range for [2,3,4]");
+    CHECK_ERR(mw_argmin(&r, fx("in_T"), 2, 1), "argmin: dim 2 out of range for [3,6]");
+    CHECK_ERR(mw_min_dim(&v, &i, fx("in_T"), 5, 0), "min: dim 5 out of range");
+    CHECK_ERR(mw_reduce(&r, fx("in_T"), MW_MEAN, 1u << 2, 0, 0), "mean: dims mask 0x4 out of range for [3,6]");
+    /* failed calls leave their outputs empty, so releasing them is safe */
+    CHECK(r.storage == NULL && v.storage == NULL && i.storage == NULL);
+    mw_tensor_release(&r);
+    mw_tensor_release(&b);
+}
+
+static void test_small_cases(void)
+{
+    mw_tensor v, i, r;
+    /* topk with k = 0 gives empty results */
+    CHECK_OK(mw_topk(&v, &i, fx("in_S"), 0, 1, 1, 1));
+    CHECK(v.ndim == 2 && v.shape[0] == 4 && v.shape[1] == 0 && i.shape[1] == 0);
+    mw_tensor_release(&v);
+    mw_tensor_release(&i);
+    /* k = n is a full sort */
+    CHECK_OK(mw_topk(&v, &i, fx("in_T"), 6, 1, 0, 1));
+    close_to("topk k=n", &v, fx("sort_T_asc_values"), 0, 0);
+    close_to("topk k=n indices", &i, fx("sort_T_asc_indices"), 0, 0);
+    mw_tensor_release(&v);
+    mw_tensor_release(&i);
+    /* i64 sort and argmax: [3, -1, 7, -1] */
+    int64_t d[4] = {3, -1, 7, -1}, shape[1] = {4};
+    mw_tensor t;
+    CHECK_OK(mw_tensor_from_data(&t, MW_I64, 1, shape, d));
+    CHECK_OK(mw_sort(&v, &i, &t, 0, 0));
+    CHECK(v.dtype == MW_I64 && at1(&v, 0) == -1 && at1(&v, 1) == -1 && at1(&v, 3) == 7);
+    CHECK(at1(&i, 0) == 1 && at1(&i, 1) == 3 && at1(&i, 2) == 0);
+    mw_tensor_release(&v);
+    mw_tensor_release(&i);
+    CHECK_OK(mw_argmax(&r, &t, 0, 0));
+    CHECK(r.ndim == 0 && mw_tensor_get(&r, NULL) == 2);
+    mw_tensor_release(&r);
+    CHECK_OK(mw_argmin(&r, &t, 0, 1)); /* first of the tied minima */
+    CHECK(r.ndim == 1 && r.shape[0] == 1 && at1(&r, 0) == 1);
+    mw_tensor_release(&r);
+    /* mean of i64 is f32 */
+    CHECK_OK(mw_reduce(&r, &t, MW_MEAN, 0, 0, 0));
+    CHECK(r.dtype == MW_F32 && mw_tensor_get(&r, NULL) == 2.0);
+    mw_tensor_release(&r);
+    mw_tensor_release(&t);
+    /* a 0-dim input: softmax gives 1, sum gives itself */
+    mw_tensor s;
+    CHECK_OK(mw_tensor_scalar(&s, MW_F32, -3.5));
+    CHECK_OK(mw_softmax(&r, &s, 0));
+    CHECK(r.ndim == 0 && mw_tensor_get(&r, NULL) == 1.0);
+    mw_tensor_release(&r);
+    CHECK_OK(mw_reduce(&r, &s, MW_SUM, 0, 0, 0));
+    CHECK(r.ndim == 0 && mw_tensor_get(&r, NULL) == -3.5);
+    mw_tensor_release(&r);
+    mw_tensor_release(&s);
+}
+
 int main(void)
 {
     if (fx_load("tests/fixtures/ops.txt") <= 0) {
@@ -643,6 +742,8 @@ int main(void)
     RUN(test_softmax);
     RUN(test_cumsum);
     RUN(test_sort_topk);
+    RUN(test_errors_misc);
+    RUN(test_small_cases);
     fx_free();
     MW_TEST_MAIN_END();
 }
