@@ -414,7 +414,11 @@ function M.from_pretrained(name_or_folder, opts)
   end
   local tokenizer = opts.tokenizer
   if tokenizer == nil and tok and mi.load_tokenizer then tokenizer = tok end
-  if tokenizer == false then tokenizer = nil end
+  if tokenizer == false then
+    -- none at all: the model class would otherwise look for cfg.tokenizer_name
+    tokenizer = nil
+    cfg.tokenizer_name = nil
+  end
   local model = mi.HookedTransformer(cfg, {tokenizer = tokenizer})
   model:load_state_dict(sd)
   model.folder = folder

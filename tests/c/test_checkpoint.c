@@ -201,28 +201,46 @@ static void put(buf *o, const void *p, size_t n) {
 static void put16(buf *o, unsigned v) { unsigned char c[2] = {v & 255, (v >> 8) & 255}; put(o, c, 2); }
 static void put32(buf *o, uint32_t v) { put16(o, v & 0xffff); put16(o, v >> 16); }
 
-/* a stored zip of nent entries: names[i], data[i] of lens[i] bytes */
-static buf make_zip(int nent, const char *const *names, const void *const *data, const size_t *lens) {
+static void put64(buf *o, uint64_t v) { put32(o, (uint32_t)v); put32(o, (uint32_t)(v >> 32)); }
+
+/* a stored zip of nent entries: names[i], data[i] of lens[i] bytes. With zip64, every size and
+ * offset goes into zip64 extra fields and records (0xffffffff in the classic ones), as writers do
+ * for archives past 4 GiB (torch for GPT-2 XL's pytorch_model.bin). */
+static buf make_zip_ex(int nent, const char *const *names, const void *const *data, const size_t *lens, int zip64) {
     buf z = {0}, cd = {0};
     for (int i = 0; i < nent; i++) {
         uint32_t off = (uint32_t)z.n;
         size_t nl = strlen(names[i]);
-        put32(&z, 0x04034b50); put16(&z, 20); put16(&z, 0); put16(&z, 0); put16(&z, 0); put16(&z, 0);
-        put32(&z, 0); put32(&z, (uint32_t)lens[i]); put32(&z, (uint32_t)lens[i]); put16(&z, (unsigned)nl); put16(&z, 0);
+        put32(&z, 0x04034b50); put16(&z, zip64 ? 45 : 20); put16(&z, 0); put16(&z, 0); put16(&z, 0); put16(&z, 0);
+        put32(&z, 0); put32(&z, zip64 ? 0xffffffff : (uint32_t)lens[i]); put32(&z, zip64 ? 0xffffffff : (uint32_t)lens[i]);
+        put16(&z, (unsigned)nl); put16(&z, zip64 ? 20 : 0);
         put(&z, names[i], nl);
+        if (zip64) { put16(&z, 1); put16(&z, 16); put64(&z, lens[i]); put64(&z, lens[i]); }
         put(&z, data[i], lens[i]);
-        put32(&cd, 0x02014b50); put16(&cd, 20); put16(&cd, 20); put16(&cd, 0); put16(&cd, 0); put16(&cd, 0); put16(&cd, 0);
-        put32(&cd, 0); put32(&cd, (uint32_t)lens[i]); put32(&cd, (uint32_t)lens[i]); put16(&cd, (unsigned)nl);
-        put16(&cd, 0); put16(&cd, 0); put16(&cd, 0); put16(&cd, 0); put32(&cd, 0); put32(&cd, off);
+        put32(&cd, 0x02014b50); put16(&cd, 45); put16(&cd, zip64 ? 45 : 20); put16(&cd, 0); put16(&cd, 0); put16(&cd, 0); put16(&cd, 0);
+        put32(&cd, 0); put32(&cd, zip64 ? 0xffffffff : (uint32_t)lens[i]); put32(&cd, zip64 ? 0xffffffff : (uint32_t)lens[i]);
+        put16(&cd, (unsigned)nl); put16(&cd, zip64 ? 28 : 0); put16(&cd, 0); put16(&cd, 0); put16(&cd, 0); put32(&cd, 0);
+        put32(&cd, zip64 ? 0xffffffff : off);
         put(&cd, names[i], nl);
+        if (zip64) { put16(&cd, 1); put16(&cd, 24); put64(&cd, lens[i]); put64(&cd, lens[i]); put64(&cd, off); }
     }
-    uint32_t cdoff = (uint32_t)z.n;
+    uint64_t cdoff = z.n;
     put(&z, cd.b, cd.n);
-    put32(&z, 0x06054b50); put16(&z, 0); put16(&z, 0); put16(&z, (unsigned)nent); put16(&z, (unsigned)nent);
-    put32(&z, (uint32_t)cd.n); put32(&z, cdoff); put16(&z, 0);
+    if (zip64) {
+        uint64_t z64 = z.n;
+        put32(&z, 0x06064b50); put64(&z, 44); put16(&z, 45); put16(&z, 45); put32(&z, 0); put32(&z, 0);
+        put64(&z, (uint64_t)nent); put64(&z, (uint64_t)nent); put64(&z, cd.n); put64(&z, cdoff);
+        put32(&z, 0x07064b50); put32(&z, 0); put64(&z, z64); put32(&z, 1);
+    }
+    put32(&z, 0x06054b50); put16(&z, 0); put16(&z, 0);
+    put16(&z, zip64 ? 0xffff : (unsigned)nent); put16(&z, zip64 ? 0xffff : (unsigned)nent);
+    put32(&z, zip64 ? 0xffffffff : (uint32_t)cd.n); put32(&z, zip64 ? 0xffffffff : (uint32_t)cdoff); put16(&z, 0);
     free(cd.b);
     return z;
 }
+
+
+static int zip64_mode;
 
 /* loads a zip holding archive/data.pkl = pkl (len bytes) and archive/data/0 = 16 float32s */
 static int load_pickle(mw_state_dict *sd, const void *pkl, size_t len) {
@@ -231,7 +249,7 @@ static int load_pickle(mw_state_dict *sd, const void *pkl, size_t len) {
     const char *names[] = {"archive/data.pkl", "archive/data/0"};
     const void *data[] = {pkl, st};
     size_t lens[] = {len, sizeof st};
-    buf z = make_zip(2, names, data, lens);
+    buf z = make_zip_ex(2, names, data, lens, zip64_mode);
     int rc = mw_checkpoint_load_memory(sd, z.b, z.n, "hand.pt");
     if (rc == 0) {
         /* the tensors may view z's bytes: copy what the caller checks before freeing z */
@@ -262,6 +280,12 @@ static void test_hand_pickles(void) {
         for (int i = 0; i < 6; i++) CHECK(at(w, i) == want[i]);
     }
     mw_state_dict_free(&sd);
+    /* the same archive in zip64 form: sizes and offsets from the zip64 extra fields and records */
+    zip64_mode = 1;
+    CHECK_OK(load_pickle(&sd, PK(ok1)));
+    CHECK(sd.n == 1 && sd.items[0].t.shape[1] == 3 && at(&sd.items[0].t, 5) == 8);
+    mw_state_dict_free(&sd);
+    zip64_mode = 0;
     /* the storage holds 16 floats: a view reaching element 16 is refused, naming the tensor */
     static const char past[] = "\x80\x02}q\x00(X\x01\x00\x00\x00w" P_REBUILD "(" P_STORAGE("\x10")
                                "K\x02K\x02K\x08\x86K\x08K\x01\x86\x89" "ccollections\nOrderedDict\n)RtRu.";

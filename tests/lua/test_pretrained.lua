@@ -378,7 +378,26 @@ if mi.HookedTransformer then
     local processed = mi.from_pretrained(HF)
     local lp = processed(ref.tokens):log_softmax(-1)
     T.truthy(maxdiff(lp, ref.logits:log_softmax(-1)) < 1e-4, "log-probs after processing")
+    T.eq(processed.cfg.normalization_type, "LNPre")
+    T.eq(model.cfg.normalization_type, "LN")
+    -- processed logits differ from the raw ones (centred unembedding), by a constant per position
+    local d = processed(ref.tokens) - logits
+    T.truthy(maxdiff(d, logits) > 1e-3)
+    T.truthy(maxdiff(d, d:mean(-1, true)) < 1e-4)
   end)
+
+  local tokjson = real:gsub("config%.json$", "tokenizer.json")
+  if io.open(tokjson) and mi.load_tokenizer then
+    T.test("from_pretrained hands the folder's tokenizer.json to the model", function()
+      local dir = TMP .. "/withtok"
+      assert(os.execute(("mkdir -p %s && cp %s/config.json %s/model.safetensors %s %s/"):format(dir, HF, HF, tokjson, dir)))
+      local model = mi.from_pretrained(dir)
+      T.eq(model.tokenizer:vocab_size(), 50257)
+      T.eq(mi.from_pretrained(dir, {tokenizer = false}).tokenizer, nil)
+    end)
+  else
+    print("SKIP - tokenizer wiring: " .. tokjson .. " is absent")
+  end
 else
   print("SKIP - from_pretrained with a model: mi.HookedTransformer is not in this build yet")
 end
