@@ -17,6 +17,8 @@
  * for the patterns only, and for one hook, against the growth of live tensor memory.
  */
 #include <cblas.h>
+#include <malloc.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -194,8 +196,23 @@ static void bench_shape(mw_model *m, const char *label, int B, int P, int reps) 
 }
 
 int main(int argc, char **argv) {
-    int reps = argc > 1 ? atoi(argv[1]) : 3;
-    only = argc > 2 ? argv[2] : NULL;
+    /* arguments (bench/run.sh passes the same ones to every benchmark; unknown ones are ignored):
+     *   reps=N      runs per measurement (minimum taken), default 3
+     *   only=BxP    just that shape, e.g. only=1x128
+     *   keep-heap   malloc never returns memory to the system (as bench_tensor's keep-heap):
+     *               shows what cache clones cost without re-faulting freed pages */
+    int reps = 3, keep_heap = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strncmp(argv[i], "reps=", 5)) reps = atoi(argv[i] + 5);
+        else if (!strncmp(argv[i], "only=", 5)) only = argv[i] + 5;
+        else if (!strcmp(argv[i], "keep-heap")) keep_heap = 1;
+    }
+    if (reps < 1) reps = 1;
+    if (keep_heap && !(mallopt(M_MMAP_MAX, 0) && mallopt(M_TRIM_THRESHOLD, INT32_MAX))) {
+        fprintf(stderr, "bench_model: mallopt failed\n");
+        return 1;
+    }
+    printf("bench_model: min of %d runs%s\n", reps, keep_heap ? "; malloc keeps freed memory (keep-heap)" : "");
     mw_config c;
     mw_config_default(&c);
     c.d_model = 768; c.d_head = 64; c.n_heads = 12; c.n_layers = 12; c.n_ctx = 1024; c.d_vocab = 50257;

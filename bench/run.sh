@@ -17,7 +17,7 @@ for src in bench/bench_*.c; do
       -o "$exe" "$src" "$BUILD/libmwcore.a" $LIBS
   echo "== $exe $*"
   nice "$exe" "$@"
-  if [ "$(basename "$src")" = bench_tensor.c ]; then
+  if [ "$(basename "$src")" = bench_tensor.c ] || [ "$(basename "$src")" = bench_model.c ]; then
     echo "== $exe keep-heap $*"
     nice "$exe" keep-heap "$@"
   fi

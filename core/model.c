@@ -328,16 +328,88 @@ static void ln_apply_fw(float *out, const float *scale, const float *w, const fl
     }
 }
 
+/* out[i] = exp(x[i]) for n floats, 4 at a time with GCC vector extensions (SSE2 on any x86-64,
+ * no libm call), relative error ~2e-7: Cody-Waite reduction x = k ln2 + r, |r| <= ln2/2,
+ * exp(r) by the degree-6 polynomial of Cephes' expf, 2^k put in the exponent bits. -inf (and
+ * anything below -87.3) gives exactly 0, as masked attention scores need. */
+typedef float v4f __attribute__((vector_size(16)));
+typedef int32_t v4i __attribute__((vector_size(16)));
+
+static inline v4f exp4(v4f x) {
+    const v4f hi = {88.3762626647949f, 88.3762626647949f, 88.3762626647949f, 88.3762626647949f};
+    const v4f lo = {-87.3f, -87.3f, -87.3f, -87.3f};
+    v4i under = x < lo, over = x > hi;  /* lanes: -1 where true */
+    x = (v4f)((over & (v4i)hi) | (~over & (v4i)x));
+    x = (v4f)((under & (v4i)lo) | (~under & (v4i)x));
+    const v4f magic = {12582912.0f, 12582912.0f, 12582912.0f, 12582912.0f}; /* 1.5 * 2^23: rounds */
+    v4f k = (x * 1.44269504088896341f + magic) - magic;
+    v4f r = x - k * 0.693359375f + k * 2.12194440e-4f;
+    v4f p = 1.9875691500E-4f * r + 1.3981999507E-3f;
+    p = p * r + 8.3334519073E-3f;
+    p = p * r + 4.1665795894E-2f;
+    p = p * r + 1.6666665459E-1f;
+    p = p * r + 5.0000001201E-1f;
+    p = p * r * r + r + 1.0f;
+    v4i e = (__builtin_convertvector(k, v4i) + 127) << 23;
+    v4f y = p * (v4f)e;
+    return (v4f)((v4i)y & ~under);
+}
+
+/* out[i] = exp(x[i] - shift), returns the sum (double) */
+static double exp_shift_sum(float *out, const float *x, int64_t n, float shift) {
+    double sum = 0;
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        v4f v;
+        memcpy(&v, x + i, sizeof v);
+        v = exp4(v - shift);
+        memcpy(out + i, &v, sizeof v);
+        sum += (double)v[0] + v[1] + v[2] + v[3];
+    }
+    if (i < n) {
+        v4f v = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
+        for (int64_t j = i; j < n; j++) v[j - i] = x[j];
+        v = exp4(v - shift);
+        for (int64_t j = i; j < n; j++) { out[j] = v[j - i]; sum += v[j - i]; }
+    }
+    return sum;
+}
+
+/* sum of exp(x[i] - shift) over n floats */
+static double exp_sum(const float *x, int64_t n, float shift) {
+    double sum = 0;
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        v4f v;
+        memcpy(&v, x + i, sizeof v);
+        v = exp4(v - shift);
+        sum += (double)v[0] + v[1] + v[2] + v[3];
+    }
+    for (; i < n; i++) sum += expf(x[i] - shift);
+    return sum;
+}
+
 /* out [n] = act(x [n]) */
 static void act_fw(float *out, const float *x, int64_t n, mw_actfn fn) {
     const float k = 0.7978845608028654f; /* sqrt(2 / pi) */
     switch (fn) {
-    case MW_ACT_GELU_NEW:
-        for (int64_t i = 0; i < n; i++) {
+    case MW_ACT_GELU_NEW: {
+        /* 0.5 v (1 + tanh(y)) = v (1 - 1 / (exp(2y) + 1)), y = k (v + 0.044715 v^3); exp4 saturates
+         * cleanly at both ends (exp -> 0 gives 0, exp -> 3e38 gives v) */
+        int64_t i = 0;
+        for (; i + 4 <= n; i += 4) {
+            v4f v;
+            memcpy(&v, x + i, sizeof v);
+            v4f e = exp4(2.0f * k * (v + 0.044715f * v * v * v));
+            v4f o = v - v / (e + 1.0f);
+            memcpy(out + i, &o, sizeof o);
+        }
+        for (; i < n; i++) {
             float v = x[i];
             out[i] = 0.5f * v * (1.0f + tanhf(k * (v + 0.044715f * v * v * v)));
         }
         break;
+    }
     case MW_ACT_GELU:
         for (int64_t i = 0; i < n; i++) out[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
         break;
@@ -361,13 +433,15 @@ static void attn_mask_fw(float *s, int64_t ld, int64_t P, const uint8_t *keymask
 }
 /* softmax over every row of s [rows, cols] (row stride ld), in place. A row whose keys are all
  * masked (-inf), or that holds a NaN (from an edit), becomes 0: torch gives NaN there and
- * TransformerLens turns NaN into 0. */
-static void softmax_rows_fw(float *s, int64_t ld, int64_t rows, int64_t cols) {
+ * TransformerLens turns NaN into 0. With causal, row i reads only keys j <= i (the others are
+ * -inf before any hook could have edited them) and writes 0 past them. */
+static void softmax_rows_fw(float *s, int64_t ld, int64_t rows, int64_t cols, int causal) {
     for (int64_t i = 0; i < rows; i++) {
         float *row = s + i * ld;
+        int64_t n = causal && i + 1 < cols ? i + 1 : cols;
         float mx = -INFINITY;
         int nan = 0;
-        for (int64_t j = 0; j < cols; j++) {
+        for (int64_t j = 0; j < n; j++) {
             if (row[j] > mx) mx = row[j];
             nan |= isnan(row[j]);
         }
@@ -375,14 +449,10 @@ static void softmax_rows_fw(float *s, int64_t ld, int64_t rows, int64_t cols) {
             memset(row, 0, (size_t)cols * sizeof(float));
             continue;
         }
-        double sum = 0;
-        for (int64_t j = 0; j < cols; j++) {
-            float e = expf(row[j] - mx);
-            row[j] = e;
-            sum += e;
-        }
+        double sum = exp_shift_sum(row, row, n, mx);
         float inv = (float)(1.0 / sum);
-        for (int64_t j = 0; j < cols; j++) row[j] *= inv;
+        for (int64_t j = 0; j < n; j++) row[j] *= inv;
+        if (n < cols) memset(row + n, 0, (size_t)(cols - n) * sizeof(float));
     }
 }
 
@@ -417,8 +487,7 @@ static void xent_rows(float *nll, double *sum, int64_t *count, const float *logi
         const float *row = logits + r * V;
         float mx = -INFINITY;
         for (int64_t j = 0; j < V; j++) if (row[j] > mx) mx = row[j];
-        double s = 0;
-        for (int64_t j = 0; j < V; j++) s += expf(row[j] - mx);
+        double s = exp_sum(row, V, mx);
         double lp = row[tgt_next[r]] - mx - log(s);
         if (valid && !valid[r]) { nll[r] = 0.0f; continue; }
         nll[r] = (float)-lp;
@@ -445,6 +514,7 @@ struct mw_run {
     mw_buf mlp_pre, mlp_post; /* [B,P,m] */
     mw_buf mlp_out;         /* [B,P,d] */
     mw_buf logit_rows;      /* [R,Vo] rows of logits when only the loss is wanted */
+    mw_buf logits;          /* [B,P,Vo] storage of the last logits handed out (see logits_out) */
     int64_t *tok;           /* [B*P] token ids (copied from any i64 view) */
     uint8_t *mask;          /* [B*P] 1 = real token */
     uint8_t *valid;         /* [B*P] next-token prediction counted in the loss */
@@ -452,7 +522,7 @@ struct mw_run {
 };
 
 #define RUN_BUFS(X) X(embed) X(pos) X(resid) X(resid_mid) X(ln_scale) X(ln_out) X(qk_in) X(q) X(k) \
-    X(v) X(z) X(scores) X(block) X(result) X(attn_out) X(mlp_pre) X(mlp_post) X(mlp_out) X(logit_rows)
+    X(v) X(z) X(scores) X(block) X(result) X(attn_out) X(mlp_pre) X(mlp_post) X(mlp_out) X(logit_rows) X(logits)
 
 static void run_free(mw_run *r) {
     if (!r) return;
@@ -488,6 +558,28 @@ static float *buf(mw_buf *b, int64_t n) {
         if (!b->s) return NULL;
     }
     return (float *)b->s->data;
+}
+
+/* out = a new [B,P,Vo] tensor for the logits. Its storage is the previous call's when the caller
+ * has released that (refcount 1: only the model still holds it): a steady-state loop that drops
+ * its logits then reuses the same memory instead of faulting in hundreds of MB per call. */
+static int logits_out(mw_run *r, mw_tensor *out, int64_t B, int64_t P, int64_t Vo) {
+    int64_t n = B * P * Vo;
+    if (!r->logits.s || r->logits.s->refcount != 1 || r->logits.cap < n) {
+        if (r->logits.s) mw_storage_release(r->logits.s);
+        r->logits.cap = 0;
+        r->logits.s = mw_storage_new(MW_F32, n);
+        if (!r->logits.s) return -1;
+        r->logits.cap = n;
+    }
+    memset(out, 0, sizeof *out);
+    mw_storage_retain(r->logits.s);
+    out->storage = r->logits.s;
+    out->dtype = MW_F32;
+    out->ndim = 3;
+    out->shape[0] = B; out->shape[1] = P; out->shape[2] = Vo;
+    out->stride[0] = P * Vo; out->stride[1] = Vo; out->stride[2] = 1;
+    return 0;
 }
 
 /* ================================================================ hook plumbing */
@@ -623,7 +715,8 @@ static int attention(const fwd_ctx *x, int l, const float *in, const float *qkin
                 attn_mask_fw(s, P, P, mask ? mask + b * P : NULL);
             }
         if (emit(x, MW_HOOK_ATTN_SCORES, l, &r->scores)) return -1;
-        for (int64_t bh = 0; bh < B * H; bh++) softmax_rows_fw(S + bh * P * P, P, P, P);
+        int causal = !wanted(x, MW_HOOK_ATTN_SCORES, l); /* edited scores may unmask keys: full rows */
+        for (int64_t bh = 0; bh < B * H; bh++) softmax_rows_fw(S + bh * P * P, P, P, P, causal);
         if (emit(x, MW_HOOK_PATTERN, l, &r->scores)) return -1;
         /* z[b,:,h] [P,dh] = pattern[b,h] [P,P] @ v[b,:,h] [P,dh] */
         for (int64_t b = 0; b < B; b++)
@@ -637,7 +730,7 @@ static int attention(const fwd_ctx *x, int l, const float *in, const float *qkin
             for (int64_t h = 0; h < H; h++) {
                 matmul(s, P, q + b * P * Hd + h * dh, Hd, k + b * P * Hd + h * dh, Hd, P, P, dh, alpha, 0.0f, 1);
                 attn_mask_fw(s, P, P, mask ? mask + b * P : NULL);
-                softmax_rows_fw(s, P, P, P);
+                softmax_rows_fw(s, P, P, P, 1);
                 matmul(z + b * P * Hd + h * dh, Hd, s, P, v + b * P * Hd + h * dh, Hd, P, dh, P, 1.0f, 0.0f, 0);
             }
     }
@@ -885,7 +978,8 @@ int mw_model_forward(mw_model *m, const mw_forward_opts *o, mw_forward_out *out)
     float *nll = want_loss ? mw_tensor_data(&out->loss_per_token) : NULL;
     if (o->want_logits) {
         int64_t sh[3] = {B, P, Vo};
-        TRY(mw_tensor_empty(&out->logits, MW_F32, 3, sh));
+        (void)sh;
+        TRY(logits_out(r, &out->logits, B, P, Vo));
         float *lg = mw_tensor_data(&out->logits);
         fill_rows(lg, Vo, bU, N, Vo);
         matmul(lg, Vo, fin, d, WU, Vo, N, Vo, d, 1.0f, 1.0f, 0);

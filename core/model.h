@@ -208,7 +208,9 @@ typedef struct mw_forward_opts {
 } mw_forward_opts;
 
 typedef struct mw_forward_out {
-    mw_tensor logits;          /* f32 [B,P,Vo], a new tensor (not a view of a buffer) */
+    mw_tensor logits;          /* f32 [B,P,Vo], the caller's (the model keeps a reference to its
+                                  storage and reuses it next call only once the caller has
+                                  released it) */
     mw_tensor residual;        /* f32 [B,P,d] when stopped before the end (or return_residual),
                                   a new tensor */
     mw_tensor loss_per_token;  /* f32 [B,P-1]: -log p(token[t+1]); 0 where masked */

@@ -110,7 +110,7 @@ end
 
 function Cache:save(path)
   if not mi.save then error("cache:save: mi.save is not available in this build", 2) end
-  return mi.save(self._store, path)
+  return mi.save(path, self._store)
 end
 
 -- TransformerLens keyword arguments as one table, or positional ones

@@ -50,6 +50,12 @@ function M.HookedTransformerConfig(t)
   if getmetatable(t) == CONFIG_MT then return t end
   local c = {}
   for k, v in pairs(t) do c[k] = v end
+  -- JSON configs (mi.json.decode) carry None as mi.json.null
+  for k, v in pairs(c) do
+    if mi.json and v == mi.json.null then
+      if k == "normalization_type" then c[k] = false else c[k] = nil end
+    end
+  end
   for _, k in ipairs{"d_model", "d_head", "n_layers", "n_ctx"} do
     if c[k] == nil then error("HookedTransformerConfig: " .. k .. " is required", 2) end
   end

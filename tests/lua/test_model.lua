@@ -499,4 +499,57 @@ T.test("generate: greedy (temperature 0) equals an argmax loop; sampling is seed
   T.eq(a:size(1), 8)
 end)
 
+T.test("gelu_new and softmax over wide ranges: hook_post = gelu_new(hook_pre), pattern = softmax(scores) (tensor ops)", function()
+  local m = mi.HookedTransformer({d_model = 32, d_head = 8, n_layers = 1, n_ctx = 40, d_vocab = 20, act_fn = "gelu_new",
+                                  seed = 2, initializer_range = 2.0})
+  local toks = mi.randint(0, 20, {3, 40}, mi.Generator(1))
+  local _, c = m:run_with_cache(toks)
+  local pre = c["blocks.0.mlp.hook_pre"]
+  T.truthy(pre:abs():max():item() > 30, "inputs reach the saturated ends")
+  close(c["blocks.0.mlp.hook_post"], pre:gelu_new(), 1e-6)
+  local s = c["blocks.0.attn.hook_attn_scores"]
+  T.truthy(s:masked_fill(s:eq(-math.huge), 0):abs():max():item() > 50, "wide scores")
+  close(c["blocks.0.attn.hook_pattern"], s:softmax(-1), 1e-6)
+end)
+
+T.test("cache:save writes safetensors keyed by full hook names (read back with mi.load)", function()
+  if not mi.save then print("SKIP - cache:save: mi.save not in this build"); return end
+  local model, t = fixture("attn2")
+  local _, cache = model:run_with_cache(t.tokens, {names_filter = function(n) return n:find("hook_z") or n == "hook_embed" end})
+  local path = os.tmpname()
+  cache:save(path)
+  local back = mi.load(path)
+  os.remove(path)
+  local n = 0
+  for k, v in pairs(back) do n = n + 1; close(v, cache[k], 0, k) end
+  T.eq(n, 3)
+end)
+
+local SHARED = os.getenv("MIWB_SHARED") or "../shared"
+T.test("the seed notebook's token outputs with the real GPT-2 tokenizer", function()
+  local f = io.open(SHARED .. "/assets/gpt2/tokenizer.json")
+  if not f or not mi.load_tokenizer then print("SKIP - GPT-2 tokenizer: " .. SHARED .. "/assets/gpt2 or mi.load_tokenizer missing"); return end
+  f:close()
+  local m = mi.HookedTransformer({d_model = 8, d_head = 4, n_layers = 1, n_ctx = 64, attn_only = true, seed = 1},
+                                 {tokenizer = SHARED .. "/assets/gpt2"})
+  T.eq(m.cfg.d_vocab, 50257)
+  T.eq(mi.json.encode(m:to_str_tokens("gpt2")), '["<|endoftext|>","g","pt","2"]')
+  T.eq(mi.json.encode(m:to_str_tokens({"gpt2", "gpt2"})), '[["<|endoftext|>","g","pt","2"],["<|endoftext|>","g","pt","2"]]')
+  T.eq(mi.json.encode(m:to_tokens("gpt2"):totable()), "[[50256,70,457,17]]")
+  T.eq(m:to_string({50256, 70, 457, 17}), "<|endoftext|>gpt2")
+  T.eq(m:to_single_token(" the"), 262)
+  -- right padding with the EOS id, as TransformerLens pads GPT-2
+  local toks, mask = m:to_tokens({"gpt2", "a"})
+  T.eq(mi.json.encode(toks:totable()), "[[50256,70,457,17],[50256,64,50256,50256]]")
+  T.eq(mi.json.encode(mask:totable()), "[[1,1,1,1],[1,1,0,0]]")
+end)
+
+T.test("config from JSON: null fields are Python's None", function()
+  local c = mi.HookedTransformerConfig(mi.json.decode('{"d_model": 8, "d_head": 4, "n_layers": 1, "n_ctx": 4, "d_vocab": 5, "attn_only": true, "normalization_type": null, "seed": null}'))
+  T.eq(c.normalization_type, nil); T.eq(c.seed, nil)
+  local m = mi.HookedTransformer(c)
+  local names = table.concat(m:hook_names(), ",")
+  T.truthy(not names:find("ln1", 1, true), "no LayerNorm hooks")
+end)
+
 T.done()
