@@ -1,0 +1,498 @@
+-- miwb.analysis: the experiments of the ARENA "Intro to Mech Interp" notebook as functions.
+--
+-- Shapes follow TransformerLens: patterns [batch, head, q, k] (or [head, q, k] in a cache whose
+-- batch dim was removed), tokens [batch, pos] int64, scores [layer, head]. Heads are named
+-- "L.H" (0-based), as the notebook's detectors do.
+local M = {}
+
+local function mi() return require("miwb") end
+
+-- ---------------------------------------------------------------- repeated random tokens
+
+local function bos_id(model)
+  local tok = model.tokenizer
+  if tok then
+    local id = tok:bos_token_id()
+    if id then return id end
+  end
+  if model.cfg.bos_token_id then return model.cfg.bos_token_id end
+  return 0
+end
+M.bos_id = bos_id
+
+-- [batch, 1 + 2*seq_len]: BOS, then seq_len random tokens, then the same tokens again.
+-- opts.seed makes it reproducible on any machine (miwb's documented generator);
+-- opts.generator passes a mi.Generator to draw from.
+function M.generate_repeated_tokens(model, seq_len, batch, opts)
+  opts = opts or {}
+  local m = mi()
+  batch = batch or 1
+  local g = opts.generator or (opts.seed and m.Generator(opts.seed)) or nil
+  local lo = opts.low or 0
+  local hi = opts.high or model.cfg.d_vocab
+  local rand = m.randint(lo, hi, {batch, seq_len}, g)
+  local prefix = m.full({batch, 1}, bos_id(model), {dtype = "int64"})
+  return m.cat({prefix, rand, rand}, 1)
+end
+
+-- tokens, logits, cache of the model on repeated random tokens.
+function M.run_and_cache_model_repeated_tokens(model, seq_len, batch, opts)
+  local tokens = M.generate_repeated_tokens(model, seq_len, batch, opts)
+  local logits, cache = model:run_with_cache(tokens, opts and opts.cache_opts)
+  return tokens, logits, cache
+end
+
+-- log-probability of each next token: [batch, pos-1]
+function M.get_log_probs(logits, tokens)
+  local lp = logits:log_softmax(-1)
+  local n = lp:size(1)
+  local pred = lp:narrow(1, 0, n - 1)
+  local nxt = tokens:narrow(1, 1, n - 1):unsqueeze(-1)
+  return pred:gather(-1, nxt):squeeze(-1)
+end
+
+-- ---------------------------------------------------------------- head detectors
+
+-- The pattern of a layer as [batch, head, q, k] whatever the cache holds.
+local function pattern4(cache, layer)
+  local p = cache("pattern", layer)
+  if p:dim() == 3 then p = p:unsqueeze(0) end
+  return p
+end
+
+-- Scores [L, H] of a per-head statistic of the pattern, averaged over batch and positions.
+--   stat(p4) takes [batch, head, q, k] and returns [batch, head, n] values to average.
+local function layer_scores(model, cache, stat)
+  local m = mi()
+  local L, H = model.cfg.n_layers, model.cfg.n_heads
+  local rows = {}
+  for l = 0, L - 1 do
+    local v = stat(pattern4(cache, l))        -- [batch, head, n]
+    rows[#rows + 1] = v:mean({0, 2})          -- [head]
+  end
+  local scores = m.stack(rows, 0)             -- [L, H]
+  assert(scores:size(1) == H)
+  return scores
+end
+
+-- The heads whose score exceeds threshold, as "L.H" names, in layer then head order.
+function M.heads_above(scores, threshold)
+  local out = {}
+  local t = scores:totable()
+  for l = 1, #t do
+    for h = 1, #t[l] do
+      if t[l][h] > threshold then out[#out + 1] = (l - 1) .. "." .. (h - 1) end
+    end
+  end
+  return out
+end
+
+-- The notebook's detectors; each returns scores [L, H] and the list of heads above its threshold.
+function M.current_attn_detector(model, cache, threshold)
+  local s = layer_scores(model, cache, function(p) return p:diagonal(0, -2, -1) end)
+  return s, M.heads_above(s, threshold or 0.3)
+end
+
+function M.prev_attn_detector(model, cache, threshold)
+  local s = layer_scores(model, cache, function(p) return p:diagonal(-1, -2, -1) end)
+  return s, M.heads_above(s, threshold or 0.35)
+end
+
+function M.first_attn_detector(model, cache, threshold)
+  local s = layer_scores(model, cache, function(p) return p:select(-1, 0) end)
+  return s, M.heads_above(s, threshold or 0.7)
+end
+
+-- On [BOS, R, R] with |R| = seq_len: attention from each token of the second copy to the
+-- token after its first occurrence, the diagonal at offset 1 - seq_len.
+function M.induction_attn_detector(model, cache, threshold, seq_len)
+  local s = layer_scores(model, cache, function(p)
+    local n = seq_len or (p:size(-1) - 1) // 2
+    return p:diagonal(1 - n, -2, -1)
+  end)
+  return s, M.heads_above(s, threshold or 0.5)
+end
+
+-- Induction scores of all heads with a hook on hook_pattern (no cache kept): [L, H].
+-- tokens default to repeated random tokens (seq_len 50, batch 10, opts.seed).
+function M.induction_scores(model, tokens, opts)
+  local m = mi()
+  opts = opts or {}
+  tokens = tokens or M.generate_repeated_tokens(model, opts.seq_len or 50, opts.batch or 10, opts)
+  local seq_len = (tokens:size(1) - 1) // 2
+  local store = m.zeros(model.cfg.n_layers, model.cfg.n_heads)
+  local hooks = {{function(name) return name:match("hook_pattern$") ~= nil end,
+                  function(pattern, hook)
+                    local d = pattern:diagonal(1 - seq_len, -2, -1)  -- [batch, head, n]
+                    store[hook:layer()] = d:mean({0, 2})
+                  end}}
+  for _, extra in ipairs(opts.extra_hooks or {}) do hooks[#hooks + 1] = extra end
+  model:run_with_hooks(tokens, {return_type = "none", fwd_hooks = hooks})
+  return store, tokens
+end
+
+-- TransformerLens's detect_head: detection patterns by name or a [n, n] matrix.
+local function duplicate_pattern(toks)      -- toks: Lua list of ids
+  local m = mi()
+  local n = #toks
+  local pat = m.zeros(n, n)
+  for i = 1, n do
+    for j = 1, i - 1 do
+      if toks[i] == toks[j] then pat[{i - 1, j - 1}] = 1 end
+    end
+  end
+  return pat
+end
+
+function M.detection_pattern(name, toks)
+  local m = mi()
+  local n = #toks
+  if name == "previous_token_head" then
+    local pat = m.zeros(n, n)
+    for i = 1, n - 1 do pat[{i, i - 1}] = 1 end
+    return pat
+  elseif name == "duplicate_token_head" then
+    return duplicate_pattern(toks)
+  elseif name == "induction_head" then
+    local dup = duplicate_pattern(toks)
+    local pat = m.zeros(n, n)
+    -- shift right by one along keys; the first column is zero
+    if n > 1 then pat[{{}, {1, n}}] = dup[{{}, {0, n - 1}}] end
+    return pat:tril()
+  end
+  error("detect_head: detection pattern must be a tensor or one of previous_token_head, " ..
+        "duplicate_token_head, induction_head; got " .. tostring(name), 3)
+end
+
+function M.detect_head(model, seq, pattern, opts)
+  local m = mi()
+  opts = opts or {}
+  local measure = opts.error_measure or "mul"
+  if measure ~= "mul" and measure ~= "abs" then
+    error("detect_head: error_measure must be 'mul' or 'abs', got " .. tostring(measure), 2)
+  end
+  if type(seq) == "table" and not m.is_tensor(seq) and type(pattern) == "string" then
+    local rows = {}
+    for _, s in ipairs(seq) do rows[#rows + 1] = M.detect_head(model, s, pattern, opts) end
+    return m.stack(rows, 0):mean(0)
+  end
+  local tokens = m.is_tensor(seq) and seq or model:to_tokens(seq)
+  if tokens:dim() == 2 then tokens = tokens[0] end
+  local n = tokens:size(0)
+  if not (n > 1 and n < model.cfg.n_ctx) then
+    error("detect_head: the sequence must be non-empty and fit within the context window", 2)
+  end
+  local det = type(pattern) == "string" and M.detection_pattern(pattern, tokens:totable()) or pattern
+  local ds = det:shape()
+  if #ds ~= 2 or ds[1] ~= n or ds[2] ~= n then
+    error(("detect_head: detection pattern must be [%d,%d], got [%s]"):format(n, n,
+          table.concat(ds, ",")), 2)
+  end
+  local cache = opts.cache
+  if not cache then
+    local _
+    _, cache = model:run_with_cache(tokens:unsqueeze(0), {
+      names_filter = function(name) return name:match("hook_pattern$") ~= nil end,
+      remove_batch_dim = true})
+  end
+  local L, H = model.cfg.n_layers, model.cfg.n_heads
+  local wanted
+  if opts.heads then
+    wanted = {}
+    for _, lh in ipairs(opts.heads) do wanted[lh[1] * H + lh[2]] = true end
+  end
+  local scores = m.full({L, H}, -1)
+  for l = 0, L - 1 do
+    local pats = cache("pattern", l)
+    if pats:dim() == 4 then pats = pats[0] end
+    for h = 0, H - 1 do
+      if not wanted or wanted[l * H + h] then
+        local a = pats[h]:clone()
+        local score
+        if measure == "mul" then
+          if opts.exclude_bos then a[{{}, 0}] = 0 end
+          if opts.exclude_current_token then a:diagonal(0, 0, 1):fill_(0) end
+          score = (a * det):sum():item() / a:sum():item()
+        else
+          local diff = (a - det):abs()
+          if opts.exclude_bos then diff[{{}, 0}] = 0 end
+          if opts.exclude_current_token then diff:diagonal(0, 0, 1):fill_(0) end
+          local raw = diff:mean():item() * n
+          score = 1 - math.floor(raw * 1000 + 0.5) / 1000
+        end
+        scores[{l, h}] = score
+      end
+    end
+  end
+  return scores
+end
+
+-- ---------------------------------------------------------------- logit attribution
+
+-- The notebook's logit_attribution: embed [seq, d], l0/l1 results [seq, H, d], W_U [d, V],
+-- tokens [seq] -> [seq-1, 1 + 2H]: direct path, then layer 0 heads, then layer 1 heads.
+function M.logit_attribution(embed, l0_results, l1_results, W_U, tokens)
+  local m = mi()
+  local n = tokens:size(0)
+  local W_U_correct = W_U:index_select(1, tokens:narrow(0, 1, n - 1))     -- [d, seq-1]
+  local direct = m.einsum("seq d, d seq -> seq", embed:narrow(0, 0, n - 1), W_U_correct):unsqueeze(-1)
+  local l0 = m.einsum("seq h d, d seq -> seq h", l0_results:narrow(0, 0, n - 1), W_U_correct)
+  local l1 = m.einsum("seq h d, d seq -> seq h", l1_results:narrow(0, 0, n - 1), W_U_correct)
+  return m.cat({direct, l0, l1}, -1)
+end
+
+-- The same for any number of layers, from a cache without batch dim (attention-only models):
+-- [seq-1, 1 + L*H] with labels {"Direct", "L0H0", ...}. The direct path is embed (+ pos_embed
+-- for standard positional embeddings); biases b_O of each layer are added to the direct path.
+function M.logit_attribution_all(model, cache, tokens)
+  local m = mi()
+  if tokens:dim() == 2 then tokens = tokens[0] end
+  local n = tokens:size(0)
+  local W_U_correct = model.W_U:index_select(1, tokens:narrow(0, 1, n - 1))
+  local direct = cache("embed")
+  if model.cfg.positional_embedding_type ~= "shortformer" then direct = direct + cache("pos_embed") end
+  for l = 0, model.cfg.n_layers - 1 do direct = direct + model.b_O[l] end
+  local parts = {m.einsum("seq d, d seq -> seq", direct:narrow(0, 0, n - 1), W_U_correct):unsqueeze(-1)}
+  local labels = {"Direct"}
+  for l = 0, model.cfg.n_layers - 1 do
+    local r = cache("result", l)
+    parts[#parts + 1] = m.einsum("seq h d, d seq -> seq h", r:narrow(0, 0, n - 1), W_U_correct)
+    for h = 0, model.cfg.n_heads - 1 do labels[#labels + 1] = ("L%dH%d"):format(l, h) end
+  end
+  return m.cat(parts, -1), labels
+end
+
+-- ---------------------------------------------------------------- ablations
+
+-- Loss of the model on tokens restricted to a slice of positions (mean cross-entropy over
+-- predicted positions [from, to) of the per-token loss [batch, pos-1]).
+local function sliced_loss(per_token, slice)
+  if not slice then return per_token:mean():item() end
+  local from, to = slice[1], slice[2] or per_token:size(1)
+  if from < 0 then from = per_token:size(1) + from end
+  if to < 0 then to = per_token:size(1) + to end
+  return per_token:narrow(1, from, to - from):mean():item()
+end
+
+-- For every head, the loss increase when its v or z (opts.act, default "v") is ablated:
+-- opts.mode "zero" (default) or "mean" (mean over batch and positions of the clean run).
+-- opts.slice = {from, to} limits the loss to those predicted positions (e.g. the second
+-- half of a repeated sequence). Returns [L, H].
+function M.head_ablation_scores(model, tokens, opts)
+  local m = mi()
+  opts = opts or {}
+  local act = opts.act or "v"
+  local mode = opts.mode or "zero"
+  if act ~= "v" and act ~= "z" then error("head_ablation_scores: act must be 'v' or 'z'", 2) end
+  if mode ~= "zero" and mode ~= "mean" then error("head_ablation_scores: mode must be 'zero' or 'mean'", 2) end
+  local L, H = model.cfg.n_layers, model.cfg.n_heads
+  local clean_loss = model(tokens, {return_type = "loss", loss_per_token = true})
+  local base = sliced_loss(clean_loss, opts.slice)
+  local means
+  if mode == "mean" then
+    local _, cache = model:run_with_cache(tokens, {names_filter = function(n)
+      return n:match("attn%.hook_" .. act .. "$") ~= nil end})
+    means = {}
+    for l = 0, L - 1 do means[l] = cache(act, l):mean({0, 1}) end  -- [H, dh]
+  end
+  local scores = m.zeros(L, H)
+  local progress = opts.progress
+  for l = 0, L - 1 do
+    for h = 0, H - 1 do
+      local name = m.utils.get_act_name(act, l)
+      local loss = model:run_with_hooks(tokens, {
+        return_type = "loss", loss_per_token = true,
+        fwd_hooks = {{name, function(x)
+          local slot = x[{{}, {}, h}]                 -- [batch, pos, dh]
+          if mode == "zero" then slot:zero_() else slot:copy_(means[l][h]) end
+        end}}})
+      scores[{l, h}] = sliced_loss(loss, opts.slice) - base
+      if progress then progress(l * H + h + 1, L * H) end
+    end
+  end
+  return scores
+end
+
+-- Loss (or logits, opts.return_type) with every head except `keep` ("L.H" names or {l, h})
+-- ablated at hook_z (zero, or mean with opts.mode = "mean").
+function M.ablate_all_except(model, tokens, keep, opts)
+  opts = opts or {}
+  local L, H = model.cfg.n_layers, model.cfg.n_heads
+  local kept = {}
+  for _, k in ipairs(keep) do
+    local l, h
+    if type(k) == "string" then l, h = k:match("^(%d+)%.(%d+)$"); l, h = tonumber(l), tonumber(h)
+    else l, h = k[1], k[2] end
+    if not (l and h and l >= 0 and l < L and h >= 0 and h < H) then
+      error("ablate_all_except: no head " .. tostring(k) .. " in a model of " .. L .. " layers x " .. H .. " heads", 2)
+    end
+    kept[l * H + h] = true
+  end
+  local means
+  if opts.mode == "mean" then
+    local _, cache = model:run_with_cache(tokens, {names_filter = function(n) return n:match("hook_z$") ~= nil end})
+    means = {}
+    for l = 0, L - 1 do means[l] = cache("z", l):mean({0, 1}) end
+  end
+  return model:run_with_hooks(tokens, {
+    return_type = opts.return_type or "loss", loss_per_token = opts.loss_per_token,
+    fwd_hooks = {{function(n) return n:match("attn%.hook_z$") ~= nil end, function(z, hook)
+      local l = hook:layer()
+      for h = 0, H - 1 do
+        if not kept[l * H + h] then
+          local slot = z[{{}, {}, h}]
+          if means then slot:copy_(means[l][h]) else slot:zero_() end
+        end
+      end
+    end}}})
+end
+
+-- ---------------------------------------------------------------- circuits
+
+-- W_E W_V W_O W_U of one head as a FactoredMatrix [d_vocab, d_vocab].
+function M.full_ov_circuit(model, layer, head)
+  local m = mi()
+  return m.FactoredMatrix(model.W_E:matmul(model.W_V[layer][head]),
+                          model.W_O[layer][head]:matmul(model.W_U))
+end
+
+-- Several heads together: their W_V side by side, W_O stacked ("L.H" names or {l, h}).
+function M.effective_ov_circuit(model, heads)
+  local m = mi()
+  local vs, os_ = {}, {}
+  for _, k in ipairs(heads) do
+    local l, h
+    if type(k) == "string" then l, h = k:match("^(%d+)%.(%d+)$"); l, h = tonumber(l), tonumber(h)
+    else l, h = k[1], k[2] end
+    vs[#vs + 1] = model.W_V[l][h]
+    os_[#os_ + 1] = model.W_O[l][h]
+  end
+  return m.FactoredMatrix(model.W_E:matmul(m.cat(vs, 1)), m.cat(os_, 0):matmul(model.W_U))
+end
+
+-- Fraction of rows i whose largest entry (top-k with k > 1) lies in column i, computed in
+-- row chunks of opts.chunk so that the full [V, V] matrix is never formed.
+function M.top_k_accuracy(fm, k, opts)
+  local m = mi()
+  k = k or 1
+  opts = opts or {}
+  local chunk = opts.chunk or 1000
+  local n = fm.A:size(-2)
+  local hits = 0
+  for start = 0, n - 1, chunk do
+    local len = math.min(chunk, n - start)
+    local rows = fm.A:narrow(-2, start, len):matmul(fm.B)          -- [len, V]
+    local idx = m.arange(start, start + len, 1, {dtype = "int64"}):unsqueeze(-1)
+    if k == 1 then
+      hits = hits + rows:argmax(-1, true):eq(idx):sum():item()
+    else
+      local _, top = rows:topk(k, -1)
+      hits = hits + top:eq(idx):sum():item()
+    end
+    if opts.progress then opts.progress(start + len, n) end
+  end
+  return hits / n
+end
+
+function M.top_1_acc(fm, opts) return M.top_k_accuracy(fm, 1, opts) end
+
+-- softmax(mask(W_pos W_Q W_K^T W_pos^T / sqrt(d_head))) of one head: [n_ctx, n_ctx];
+-- masked (future) entries get -1e6 before the softmax as in the notebook.
+function M.pos_qk_pattern(model, layer, head)
+  local m = mi()
+  local W_pos = model.W_pos
+  local q = W_pos:matmul(model.W_Q[layer][head])
+  local k = W_pos:matmul(model.W_K[layer][head])
+  local scores = q:matmul(k:T()) / math.sqrt(model.cfg.d_head)
+  local n = scores:size(0)
+  local mask = m.ones(n, n):tril():bool()
+  scores = m.where(mask, scores, m.full({n, n}, -1.0e6))
+  return scores:softmax(-1)
+end
+
+-- [2 + H, seq, d]: embed, pos_embed and each layer-0 head's result (cache without batch dim).
+function M.decompose_qk_input(cache)
+  local m = mi()
+  local embed = cache("embed"):unsqueeze(0)
+  local pos = cache("pos_embed"):unsqueeze(0)
+  local res = cache("result", 0):permute({1, 0, 2})     -- [H, seq, d]
+  return m.cat({embed, pos, res}, 0)
+end
+
+function M.decompose_q(decomposed, head, model, layer)
+  return mi().einsum("c seq d, d dh -> c seq dh", decomposed, model.W_Q[layer or 1][head])
+end
+
+function M.decompose_k(decomposed, head, model, layer)
+  return mi().einsum("c seq d, d dh -> c seq dh", decomposed, model.W_K[layer or 1][head])
+end
+
+-- [nQ, nK, seqQ, seqK]: y_i W_Q W_K^T y_j^T (unscaled, as the notebook).
+function M.decompose_attn_scores(dq, dk)
+  return mi().einsum("nQ seqQ dh, nK seqK dh -> nQ nK seqQ seqK", dq, dk)
+end
+
+-- W_E W_Q^1 (W_K^1)^T (W_O^0)^T (W_V^0)^T W_E^T as a FactoredMatrix, query side first.
+function M.find_K_comp_full_circuit(model, prev_head, ind_head)
+  local m = mi()
+  local W_E = model.W_E
+  local Q = W_E:matmul(model.W_Q[1][ind_head])                                 -- [V, dh]
+  local K = W_E:matmul(model.W_V[0][prev_head]):matmul(model.W_O[0][prev_head])
+              :matmul(model.W_K[1][ind_head])                                   -- [V, dh]
+  return m.FactoredMatrix(Q, K:T())
+end
+
+-- ||W_A W_B||_F / (||W_A||_F ||W_B||_F)
+function M.get_comp_score(W_A, W_B)
+  return W_A:matmul(W_B):norm():item() / (W_A:norm():item() * W_B:norm():item())
+end
+
+-- Composition scores between the heads of layer `from` (default 0) and layer `to` (default 1):
+-- {Q = [H, H], K = [H, H], V = [H, H]} with rows the writing head, as the notebook.
+function M.composition_scores(model, from, to)
+  local m = mi()
+  from, to = from or 0, to or 1
+  local H = model.cfg.n_heads
+  local out = {Q = m.zeros(H, H), K = m.zeros(H, H), V = m.zeros(H, H)}
+  for a = 0, H - 1 do
+    local W_A = model.W_V[from][a]:matmul(model.W_O[from][a])                  -- [d, d]
+    for b = 0, H - 1 do
+      local W_QK = model.W_Q[to][b]:matmul(model.W_K[to][b]:T())
+      local W_OV = model.W_V[to][b]:matmul(model.W_O[to][b])
+      out.Q[{a, b}] = M.get_comp_score(W_A, W_QK)
+      out.K[{a, b}] = M.get_comp_score(W_A, W_QK:T())
+      out.V[{a, b}] = M.get_comp_score(W_A, W_OV)
+    end
+  end
+  return out
+end
+
+-- Kaiming-uniform init as torch's nn.init.kaiming_uniform_(W, a=sqrt(5)) for W [n, fan_out,
+-- fan_in]... torch computes fan_in from dim 1 of a 3-D [4, d_head, d_model] tensor times the
+-- receptive field (d_model): bound = gain * sqrt(3 / fan_in), gain = sqrt(2 / (1 + a^2)).
+local function kaiming_uniform(shape, g)
+  local m = mi()
+  local fan_in = shape[2]
+  for i = 3, #shape do fan_in = fan_in * shape[i] end
+  local gain = math.sqrt(2 / (1 + 5))
+  local bound = gain * math.sqrt(3 / fan_in)
+  return m.rand(shape, g) * (2 * bound) - bound
+end
+
+-- n_samples composition scores of random W_OV and W_QK built from Kaiming-uniform factors of
+-- the model's shapes, as the notebook's baseline. Returns a 1-D tensor of scores.
+function M.random_comp_baseline(model, n_samples, opts)
+  local m = mi()
+  opts = opts or {}
+  local g = m.Generator(opts.seed or 0)
+  local dh, d = model.cfg.d_head, model.cfg.d_model
+  local out = m.zeros(n_samples)
+  for i = 0, n_samples - 1 do
+    local W = kaiming_uniform({4, dh, d}, g)
+    out[i] = M.get_comp_score(W[0]:T():matmul(W[1]), W[2]:T():matmul(W[3]))
+    if opts.progress then opts.progress(i + 1, n_samples) end
+  end
+  return out
+end
+
+return M
