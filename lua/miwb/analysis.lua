@@ -403,7 +403,7 @@ function M.pos_qk_pattern(model, layer, head)
   local W_pos = model.W_pos
   local q = W_pos:matmul(model.W_Q[layer][head])
   local k = W_pos:matmul(model.W_K[layer][head])
-  local scores = q:matmul(k:T()) / math.sqrt(model.cfg.d_head)
+  local scores = q:matmul(k.T) / math.sqrt(model.cfg.d_head)
   local n = scores:size(0)
   local mask = m.ones(n, n):tril():bool()
   scores = m.where(mask, scores, m.full({n, n}, -1.0e6))
@@ -439,7 +439,7 @@ function M.find_K_comp_full_circuit(model, prev_head, ind_head)
   local Q = W_E:matmul(model.W_Q[1][ind_head])                                 -- [V, dh]
   local K = W_E:matmul(model.W_V[0][prev_head]):matmul(model.W_O[0][prev_head])
               :matmul(model.W_K[1][ind_head])                                   -- [V, dh]
-  return m.FactoredMatrix(Q, K:T())
+  return m.FactoredMatrix(Q, K.T)
 end
 
 -- ||W_A W_B||_F / (||W_A||_F ||W_B||_F)
@@ -457,10 +457,10 @@ function M.composition_scores(model, from, to)
   for a = 0, H - 1 do
     local W_A = model.W_V[from][a]:matmul(model.W_O[from][a])                  -- [d, d]
     for b = 0, H - 1 do
-      local W_QK = model.W_Q[to][b]:matmul(model.W_K[to][b]:T())
+      local W_QK = model.W_Q[to][b]:matmul(model.W_K[to][b].T)
       local W_OV = model.W_V[to][b]:matmul(model.W_O[to][b])
       out.Q[{a, b}] = M.get_comp_score(W_A, W_QK)
-      out.K[{a, b}] = M.get_comp_score(W_A, W_QK:T())
+      out.K[{a, b}] = M.get_comp_score(W_A, W_QK.T)
       out.V[{a, b}] = M.get_comp_score(W_A, W_OV)
     end
   end
@@ -489,7 +489,7 @@ function M.random_comp_baseline(model, n_samples, opts)
   local out = m.zeros(n_samples)
   for i = 0, n_samples - 1 do
     local W = kaiming_uniform({4, dh, d}, g)
-    out[i] = M.get_comp_score(W[0]:T():matmul(W[1]), W[2]:T():matmul(W[3]))
+    out[i] = M.get_comp_score(W[0].T:matmul(W[1]), W[2].T:matmul(W[3]))
     if opts.progress then opts.progress(i + 1, n_samples) end
   end
   return out
