@@ -18,7 +18,7 @@ local M = {}
 function M.induction_circuit(opts)
   local mi = require("miwb")
   opts = opts or {}
-  local V = opts.d_vocab or 50
+  local V = opts.d_vocab or 100
   local N = opts.n_ctx or 128
   local H = opts.n_heads or 4
   local hp = opts.prev_head or 1

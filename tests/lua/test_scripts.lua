@@ -1,0 +1,162 @@
+-- Every script of scripts/ runs on the hand-built toy model (whose circuit is known: previous-token
+-- head 0.1, induction head 1.2) and its results.json says what the planted circuit implies.
+-- Scripts that need a tokenizer run on the bundled trained model when it is in the repository.
+local T = require("testlib")
+local mi = require("miwb")
+
+local build = os.getenv("MIWB_BUILD") or "build"
+local miwb = build .. "/miwb"
+local tmp = os.tmpname()
+os.remove(tmp)
+os.execute("mkdir -p " .. tmp)
+
+local function run(script, args, env)
+  local out = tmp .. "/" .. script
+  local cmd = ("%s%s scripts/%s.lua --out %s %s 2>&1"):format(env or "", miwb, script, out, args or "")
+  local p = io.popen(cmd)
+  local text = p:read("a")
+  local ok, _, code = p:close()
+  return text, ok and 0 or code, out
+end
+
+local function results(dir)
+  local f = assert(io.open(dir .. "/results.json"))
+  local r = mi.json.decode(f:read("a"))
+  f:close()
+  return r
+end
+
+local function png_ok(path)
+  local f = io.open(path, "rb")
+  if not f then return false end
+  local sig = f:read(8)
+  f:close()
+  return sig == "\137PNG\r\n\26\n"
+end
+
+local function figures_ok(r)
+  local n = 0
+  for _, p in pairs(r.figures or {}) do
+    T.truthy(png_ok(p), "figure " .. tostring(p) .. " is a PNG")
+    n = n + 1
+  end
+  T.truthy(n > 0, "at least one figure")
+end
+
+T.test("induction.lua finds the planted heads", function()
+  local text, code, out = run("induction", "--model toy --batch 4")
+  T.eq(code, 0, text)
+  local r = results(out)
+  T.eq(table.concat(r.induction_heads, ","), "1.2")
+  T.eq(table.concat(r.prev_token_heads, ","), "0.1")
+  T.truthy(r.second_half_log_prob - r.first_half_log_prob > 3, "second copy predicted")
+  T.truthy(text:find("induction heads (score > 0.5): 1.2", 1, true), "report line")
+  figures_ok(r)
+  -- same seed, same numbers
+  local _, _, out2 = run("induction", "--model toy --batch 4 --out " .. tmp .. "/induction2")
+  local r2 = results(tmp .. "/induction2")
+  T.eq(r2.first_half_log_prob, r.first_half_log_prob)
+  T.eq(out2 ~= nil, true)
+end)
+
+T.test("detectors.lua", function()
+  local text, code, out = run("detectors", "--model toy")
+  T.eq(code, 0, text)
+  local r = results(out)
+  T.eq(table.concat(r.previous_token.heads, ","), "0.1")
+  T.eq(table.concat(r.induction.heads, ","), "1.2")
+  T.eq(#r.current_token.heads, 0)
+  T.eq(#r.first_token.heads, 0)
+  figures_ok(r)
+end)
+
+T.test("hooks_ablation.lua: the planted heads cost the most when ablated", function()
+  local text, code, out = run("hooks_ablation", "--model toy --batch 4")
+  T.eq(code, 0, text)
+  local r = results(out)
+  local z = r.zero_ablation            -- [layer][head], 1-based lists
+  T.truthy(z[1][2] > 1 and z[2][3] > 1, "planted heads")
+  for l = 1, 2 do for h = 1, 4 do
+    if not ((l == 1 and h == 2) or (l == 2 and h == 3)) then T.truthy(math.abs(z[l][h]) < 0.1) end
+  end end
+  T.truthy(r.induction_scores_no_pos[2][3] < 0.2, "no positions, no previous-token head, no induction")
+  figures_ok(r)
+end)
+
+T.test("logit_attribution.lua: the identity holds and the induction head carries the repeat", function()
+  local text, code, out = run("logit_attribution", "--model toy")
+  T.eq(code, 0, text)
+  local r = results(out)
+  T.truthy(r.repeated.max_identity_error < 1e-3)
+  local labels = r.labels
+  local idx
+  for i, l in ipairs(labels) do if l == "L1H2" then idx = i end end
+  T.truthy(idx, "label L1H2")
+  T.truthy(r.repeated.second_copy_mean[idx] > r.repeated.first_copy_mean[idx] + 3)
+  figures_ok(r)
+end)
+
+T.test("ov_qk_circuits.lua", function()
+  local text, code, out = run("ov_qk_circuits", "--model toy --chunk 37")
+  T.eq(code, 0, text)
+  local r = results(out)
+  T.eq(r.induction_head[2], 2)
+  T.eq(r.prev_token_head[2], 1)
+  T.near(r.ov_top1, 1, 1e-9)
+  T.truthy(r.pos_subdiagonal_mean > 0.99)
+  figures_ok(r)
+end)
+
+T.test("composition.lua: K-composition of the planted pair far above the baseline", function()
+  local text, code, out = run("composition", "--model toy --samples 40")
+  T.eq(code, 0, text)
+  local r = results(out)
+  local k = r.composition.K[2][3]      -- row 0.1, column 1.2
+  T.truthy(k > r.baseline_mean + 20 * r.baseline_std)
+  T.near(r.k_comp_top1, 1, 1e-9)
+  T.truthy(r.decomposition_error_q < 1e-3 and r.decomposition_error_k < 1e-3)
+  figures_ok(r)
+end)
+
+T.test("fuzzy_induction.lua refuses a model without a tokenizer, clearly", function()
+  local text, code = run("fuzzy_induction", "--model toy")
+  T.truthy(code ~= 0)
+  T.truthy(text:find("no tokenizer", 1, true), text)
+end)
+
+T.test("gpt2_small.lua says how to get GPT-2 small when it is not in the cache", function()
+  -- MIWB_HOME points at an empty folder for this run
+  local text, code = run("gpt2_small", "", "MIWB_HOME=" .. tmp .. "/empty-home ")
+  T.eq(code, 0, text)
+  T.truthy(text:find("miwb pull gpt2-small", 1, true), text)
+end)
+
+T.test("scripts reject unknown options and print --help", function()
+  local text, code = run("induction", "--model toy --bogus 3")
+  T.truthy(code ~= 0)
+  T.truthy(text:find("unknown option --bogus", 1, true), text)
+  text, code = run("detectors", "--help")
+  T.eq(code, 0)
+  T.truthy(text:find("usage: miwb scripts/detectors.lua", 1, true))
+end)
+
+local bundled = "models/attn_only_2L"
+local f = io.open(bundled .. "/config.json")
+if f then
+  f:close()
+  T.test("fuzzy_induction.lua on the bundled model", function()
+    local text, code, out = run("fuzzy_induction", "--model " .. bundled .. " --batch 8 --n_words 12")
+    T.eq(code, 0, text)
+    local r = results(out)
+    T.truthy(r.n_pairs >= 24)
+    T.truthy(type(r.finding) == "string" and #r.finding > 20)
+    local c = r.conditions
+    T.truthy(c.exact.second_half_loss < c.control.second_half_loss - 1, "exact repeats are predicted")
+    figures_ok(r)
+  end)
+else
+  print("SKIP - fuzzy_induction.lua on the bundled model: models/attn_only_2L is not there yet")
+end
+
+os.execute("rm -rf " .. tmp)
+T.done()
