@@ -8,9 +8,9 @@ local args = E.parse_args(arg, "gpt2_small", {seq_len = 50, batch = 10})
 if args.model == E.default_model() and not os.getenv("MIWB_MODEL") then args.model = "gpt2-small" end
 local ok, model = pcall(mi.from_pretrained, args.model)
 if not ok then
-  print("GPT-2 small is not in the model cache: " .. tostring(model))
-  print("Get it with:  miwb pull gpt2-small   (needs internet), or place the Hugging Face files")
-  print("(config.json, model.safetensors, vocab.json, merges.txt) in $MIWB_HOME/gpt2-small/.")
+  -- from_pretrained's message says where the files go and which command fetches them
+  print("GPT-2 small is not available here, so this script stops.")
+  print((tostring(model):gsub("^.-:%d+: ", "")))
   os.exit(0)
 end
 local cfg = model.cfg

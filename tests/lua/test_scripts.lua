@@ -128,7 +128,7 @@ T.test("gpt2_small.lua says how to get GPT-2 small when it is not in the cache",
   -- MIWB_HOME points at an empty folder for this run
   local text, code = run("gpt2_small", "", "MIWB_HOME=" .. tmp .. "/empty-home ")
   T.eq(code, 0, text)
-  T.truthy(text:find("miwb pull gpt2-small", 1, true), text)
+  T.truthy(text:find("miwb pull gpt2", 1, true), text)
 end)
 
 T.test("scripts reject unknown options and print --help", function()
