@@ -312,6 +312,9 @@ local function render(fig)
     write_file(op, dir .. "/" .. name, type(d[2]) == "table" and table.concat(d[2]) or d[2])
     info.data[#info.data + 1] = dir .. "/" .. name
   end
+  if type(fig.width) ~= "number" or type(fig.height) ~= "number" then
+    error(op .. ": opts.width and opts.height must be numbers (pixels)", 0)
+  end
   local W, H = floor(fig.width + 0.5), floor(fig.height + 0.5)
   if not (W >= 16 and H >= 16 and W <= 20000 and H <= 20000) then
     error(string.format("%s: image size %dx%d out of range (16..20000 px)", op, W, H), 0)
@@ -844,11 +847,13 @@ local KEY_WORDS = {top = 1, bottom = 1, left = 1, right = 1, center = 1, inside 
                    above = 1, below = 1, horizontal = 1, vertical = 1, box = 1, nobox = 1}
 
 local function key_line(op, opts, show)
-  if opts.legend == false or not show then return "unset key" end
   local pos = opts.legend or "top right"
-  for w in tostring(pos):gmatch("%S+") do
-    if not KEY_WORDS[w] then error(op .. ": opts.legend: unknown word " .. w, 0) end
+  if pos ~= false then -- the words go into the script: only gnuplot's placement words pass
+    for w in tostring(pos):gmatch("%S+") do
+      if not KEY_WORDS[w] then error(op .. ": opts.legend: unknown word " .. w, 0) end
+    end
   end
+  if pos == false or not show then return "unset key" end
   return "set key " .. pos .. " noautotitle samplen 2 spacing 1.1 box lc rgb '#cccccc'"
 end
 

@@ -452,6 +452,11 @@ T.test("bad input gives errors naming the op and the shapes", function()
   T.raises(function() plot.attention_patterns({"a", "b"}, {{{1, 0, 0}}}) end, "2 str_tokens for a pattern of shape [1,1,3]")
   T.raises(function() plot.attention_patterns({"a"}, {{{1}}}, {heads = {3}}) end, "head 3 out of range")
   T.raises(function() plot.line({}, {}) end, "plot.line")
+  T.raises(function() plot.line({1, 2}, {width = "wide"}) end, "opts.width and opts.height must be numbers")
+  T.raises(function() plot.line({1, 2}, {width = 5}) end, "image size 5x460 out of range")
+  T.raises(function() plot.hist({1, 2}, {range = {2, 1}}) end, "opts.range must be {lo, hi} with lo < hi")
+  T.raises(function() plot.logit_attribution(2, {{1, 2, 3, 4}}, {"a"}) end, "4 components is not 1 + n_layers * 2 heads")
+  T.raises(function() plot.line({1, 2}, {legend = "top; system"}) end, "unknown word")
 end)
 
 if os.getenv("DISPLAY") or os.getenv("WAYLAND_DISPLAY") then
