@@ -916,17 +916,21 @@ void mw_dataset_batch(const mw_dataset *d, uint64_t *state, int32_t *tokens, int
 }
 
 void mw_dataset_batch_repeat(const mw_dataset *d, uint64_t *state, int32_t *tokens, int64_t B, int64_t T,
-                             int32_t bos, double repeat_frac) {
+                             int32_t bos, double repeat_frac, double random_frac) {
     mw_dataset_batch(d, state, tokens, B, T, bos);
     int64_t s0 = bos >= 0 ? 1 : 0, body = T - s0;
-    if (body < 16 || repeat_frac <= 0) return;
+    if (body < 16 || (repeat_frac <= 0 && random_frac <= 0)) return;
     for (int64_t b = 0; b < B; b++) {
         double u = (double)(splitmix64(state) >> 11) * (1.0 / 9007199254740992.0);
-        if (u >= repeat_frac) continue;
+        if (u >= repeat_frac + random_frac) continue;
         int64_t a = 8 + (int64_t)(splitmix64(state) % (uint64_t)(body / 2 - 8 + 1));
         int32_t *row = tokens + b * T + s0;
-        /* shift the tail right by a (from the end, in place), then copy the opening after itself */
-        for (int64_t i = body - 1; i >= 2 * a; i--) row[i] = row[i - a];
+        /* shift the window right by a (from the end, in place) */
+        int64_t shift = u < repeat_frac ? a : 2 * a;
+        for (int64_t i = body - 1; i >= shift; i--) row[i] = row[i - shift];
+        if (u >= repeat_frac)
+            for (int64_t i = 0; i < a; i++)
+                row[i] = 1 + (int32_t)(splitmix64(state) % (uint64_t)(d->vocab > 1 ? d->vocab - 1 : 1));
         for (int64_t i = 0; i < a && a + i < body; i++) row[a + i] = row[i];
     }
 }

@@ -137,12 +137,17 @@ static inline int32_t mw_dataset_get(const mw_dataset *d, int64_t i) {
  * from a generator in *state (splitmix64); bos < 0 takes T ids with no BOS */
 void mw_dataset_batch(const mw_dataset *d, uint64_t *state, int32_t *tokens, int64_t B, int64_t T,
                       int32_t bos);
-/* as mw_dataset_batch, but each row, with probability repeat_frac, repeats its own opening: after
- * BOS, the first a ids of the window (a uniform in [8, (T-1)/2]) appear twice in a row, then the
- * window goes on ([bos, x0..x(a-1), x0..x(a-1), xa, ...], cut to T). English text quoting itself
- * word for word is what rewards induction heads; a small model sees it too rarely in plain
- * text to form them within a short run. */
+/* as mw_dataset_batch, with two kinds of rows that reward induction heads:
+ *  - with probability repeat_frac, a row repeats its own opening: after BOS, the first a ids of
+ *    the window (a uniform in [8, (T-1)/2]) appear twice, then the window goes on
+ *    ([bos, x0..x(a-1), x0..x(a-1), xa, ...], cut to T): English text quoting itself;
+ *  - with probability random_frac, a row opens with a sequence R of a ids drawn uniformly from
+ *    1..vocab-1 (a uniform in [8, (T-1)/2]), repeated once: [bos, R, R, x0, x1, ...] (the
+ *    repeated-random-tokens pattern of the seed notebook, as a curriculum);
+ *  - the other rows are plain windows.
+ * A small model trained on a few million tokens of plain text does not form induction heads (it
+ * sees too few long repeats); these rows make them form within a short run. */
 void mw_dataset_batch_repeat(const mw_dataset *d, uint64_t *state, int32_t *tokens, int64_t B, int64_t T,
-                             int32_t bos, double repeat_frac);
+                             int32_t bos, double repeat_frac, double random_frac);
 
 #endif

@@ -2,7 +2,7 @@
  *
  *   core.train_tokenizer(files, vocab_size, min_frequency, out)  -> vocab size, merges
  *   core.encode_dataset(tokenizer_json, files, out)              -> number of tokens written
- *   core.Dataset(path)   userdata: ds:batch(B, T [, bos [, repeat_frac]]) -> int64 [B,T]; ds:seed(s);
+ *   core.Dataset(path)   userdata: ds:batch(B, T [, bos [, repeat_frac [, random_frac]]]) -> int64 [B,T]; ds:seed(s);
  *                        ds.n, ds.vocab, ds.eot (repeat_frac: see mw_dataset_batch_repeat)
  *   core.Trainer(cfg, maxB, maxT)  userdata over mw_trainer; cfg uses HookedTransformerConfig
  *     names (d_model, d_head, n_heads, n_layers, n_ctx, d_vocab, d_mlp, attn_only,
@@ -133,11 +133,11 @@ static int ds_batch(lua_State *L) {
     ud_dataset *u = check_ds(L, 1);
     int64_t B = luaL_checkinteger(L, 2), T = luaL_checkinteger(L, 3);
     lua_Integer bos = luaL_optinteger(L, 4, u->d.eot >= 0 ? u->d.eot : -1);
-    double rep = luaL_optnumber(L, 5, 0);
+    double rep = luaL_optnumber(L, 5, 0), rnd = luaL_optnumber(L, 6, 0);
     if (B <= 0 || T <= 0) return luaL_error(L, "dataset:batch: [%d,%d] must be positive", (int)B, (int)T);
     int32_t *tok = malloc(sizeof *tok * (size_t)(B * T));
     if (!tok) return luaL_error(L, "dataset:batch: out of memory");
-    mw_dataset_batch_repeat(&u->d, &u->state, tok, B, T, (int32_t)bos, rep);
+    mw_dataset_batch_repeat(&u->d, &u->state, tok, B, T, (int32_t)bos, rep, rnd);
     mw_tensor *t = mwl_newtensor(L);
     int64_t sh[2] = {B, T};
     if (mw_tensor_empty(t, MW_I64, 2, sh)) { free(tok); return mwl_coreerror(L); }

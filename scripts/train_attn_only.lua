@@ -4,9 +4,13 @@
 --
 --   build/miwb scripts/train_attn_only.lua [key=value ...]
 --     out=models/attn_only_2L  work=data/attn_only  corpus=data/corpus  steps=1200  batch=8
---     lr=1e-2  min_lr=1e-3  warmup=50  weight_decay=0.01  repeat_frac=0.7  every=50  seed=398
+--     lr=1e-2  min_lr=1e-3  warmup=50  weight_decay=0.01  repeat_frac=0.4  random_frac=0.25  every=50
+--     seed=398
 --     vocab_size=4096  d_model=128  n_heads=8  d_head=16  n_ctx=256
 --
+-- Training rows: 40% repeat their own opening (English text quoting itself), 25% open with a
+-- repeated sequence of random ids, the rest are plain windows (see mw_dataset_batch_repeat in
+-- core/train.h: on a few million tokens of plain text this small model forms no induction heads).
 -- Steps: English corpus from Debian packages (tools/make_corpus.sh) -> byte-level BPE tokenizer
 -- (mi.train_tokenizer) -> token files (mi.tokenize_dataset) -> mi.train, measuring every `every`
 -- steps the validation loss, each head's induction score on repeated random tokens
@@ -17,7 +21,8 @@
 local mi = require("miwb")
 
 local o = {out = "models/attn_only_2L", work = "data/attn_only", corpus = "data/corpus", steps = 1200, batch = 8,
-           lr = 1e-2, min_lr = 1e-3, warmup = 50, weight_decay = 0.01, repeat_frac = 0.7, every = 50, seed = 398,
+           lr = 1e-2, min_lr = 1e-3, warmup = 50, weight_decay = 0.01, repeat_frac = 0.4, random_frac = 0.25,
+           every = 50, seed = 398,
            vocab_size = 4096, d_model = 128, n_heads = 8, d_head = 16, n_ctx = 256}
 for _, a in ipairs(arg or {}) do
   local k, v = a:match("^([%w_]+)=(.*)$")
@@ -96,7 +101,7 @@ print(("model: %d parameters; %d training tokens"):format(trainer:nparams(), #tr
 evaluate(0, trainer)
 local _, history = mi.train(trainer, train_ds, {
   steps = math.tointeger(o.steps), batch = math.tointeger(o.batch), n_ctx = cfg.n_ctx, lr = o.lr, min_lr = o.min_lr,
-  warmup = math.tointeger(o.warmup), weight_decay = o.weight_decay, repeat_frac = o.repeat_frac,
+  warmup = math.tointeger(o.warmup), weight_decay = o.weight_decay, repeat_frac = o.repeat_frac, random_frac = o.random_frac,
   seed = math.tointeger(o.seed), log = o.work .. "/train_log.csv", checkpoint = o.work .. "/checkpoint.safetensors",
   checkpoint_every = math.tointeger(o.every) * 4, every = math.tointeger(o.every), callback = evaluate})
 local ind, pv, r, vl = evaluate(trainer:steps(), trainer)

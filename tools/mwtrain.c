@@ -9,7 +9,8 @@
  *     pos=shortformer|standard d_mlp=0 seed=398
  *     batch=16 steps=4000 lr=2e-3 min_lr=2e-4 warmup=200 wd=0.1 clip=1 threads=2
  *     init=0 (std of W_* at init; 0: TransformerLens's 0.8/sqrt(d_model))
- *     repeat=0 (fraction of rows that repeat their opening, see mw_dataset_batch_repeat)
+ *     repeat=0 random=0 (fractions of rows that repeat their opening / open with repeated random
+ *     ids, see mw_dataset_batch_repeat)
  *     log_every=10 eval_every=100 ckpt_every=500 resume=0 bench=0
  *
  * Logs (CSV, in work/): train_log.csv (step, tokens, loss, lr, grad_norm, seconds),
@@ -43,7 +44,7 @@ typedef struct {
     const char *corpus, *out, *work, *norm, *pos;
     long vocab, d_model, n_heads, d_head, n_layers, n_ctx, attn_only, d_mlp, seed;
     long batch, steps, warmup, threads, log_every, eval_every, ckpt_every, resume, bench;
-    double lr, min_lr, wd, clip, init, repeat;
+    double lr, min_lr, wd, clip, init, repeat, random;
 } opts_t;
 
 static int parse(opts_t *o, int argc, char **argv) {
@@ -58,7 +59,7 @@ static int parse(opts_t *o, int argc, char **argv) {
         S(corpus) S(out) S(work) S(norm) S(pos)
         IV(vocab) IV(d_model) IV(n_heads) IV(d_head) IV(n_layers) IV(n_ctx) IV(attn_only) IV(d_mlp) IV(seed)
         IV(batch) IV(steps) IV(warmup) IV(threads) IV(log_every) IV(eval_every) IV(ckpt_every) IV(resume) IV(bench)
-        F(lr) F(min_lr) F(wd) F(clip) F(init) F(repeat)
+        F(lr) F(min_lr) F(wd) F(clip) F(init) F(repeat) F(random)
         fprintf(stderr, "mwtrain: unknown key '%s'\n", k);
         return -1;
     }
@@ -245,7 +246,7 @@ int main(int argc, char **argv) {
                    (long long)s, vl, top1, top2, bp, (int)(bi / H), (int)(bi % H), pr.gap);
             fflush(stdout);
         }
-        mw_dataset_batch_repeat(&tr, &ds, tok, B, T, 0, o.repeat);
+        mw_dataset_batch_repeat(&tr, &ds, tok, B, T, 0, o.repeat, o.random);
         double loss, gn;
         double ts = now();
         if (mw_trainer_forward(t, tok, B, T, 1, &loss) || mw_trainer_step(t, &ao, &gn)) {

@@ -10,7 +10,8 @@
 --
 -- opts of mi.train: steps, batch (16), n_ctx (cfg.n_ctx), lr (1e-3), min_lr (lr/10), warmup (0),
 -- weight_decay (0.1), clip (1), beta1, beta2, seed (data order, 0), repeat_frac (0: fraction of
--- rows that repeat their opening, see mw_dataset_batch_repeat in core/train.h), log (CSV path: step, tokens,
+-- rows that repeat their opening), random_frac (0: fraction of rows opening with repeated random
+-- ids; see mw_dataset_batch_repeat in core/train.h), log (CSV path: step, tokens,
 -- loss, lr, grad_norm, seconds), checkpoint (path), checkpoint_every (steps), resume (load the
 -- checkpoint when it exists), every + callback(step, trainer, info) (info: loss, lr, grad_norm,
 -- tokens, seconds), progress (default: on a terminal; a bar with loss, tokens/s and ETA).
@@ -92,7 +93,7 @@ function M.train(model, dataset, opts)
   local history = {}
   local t0 = now()
   for s = start, steps - 1 do
-    local tokens = dataset:batch(B, T, nil, opts.repeat_frac or 0)
+    local tokens = dataset:batch(B, T, nil, opts.repeat_frac or 0, opts.random_frac or 0)
     local ts = now()
     local loss = trainer:forward(tokens, true)
     local gn, lr = trainer:step(adam)

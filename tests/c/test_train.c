@@ -243,6 +243,37 @@ static void test_dataset(void) {
         CHECK_MSG(o >= 0, "row %d is not a window of the stream", b);
     }
     mw_dataset_close(&d);
+    /* repeated rows: a stream of distinct ids 1..999 makes every copy and window recognisable */
+    enum { NS = 999, TT = 40 };
+    int32_t *stream = malloc(sizeof *stream * NS);
+    for (int i = 0; i < NS; i++) stream[i] = i + 1;
+    CHECK_OK(mw_dataset_write(path, stream, NS, 1000, 0));
+    CHECK_OK(mw_dataset_open(&d, path));
+    for (int kind = 0; kind < 2; kind++) {
+        int32_t rows[6 * TT];
+        uint64_t st2 = 7 + (uint64_t)kind;
+        mw_dataset_batch_repeat(&d, &st2, rows, 6, TT, 0, kind == 0 ? 1.0 : 0.0, kind == 1 ? 1.0 : 0.0);
+        for (int b = 0; b < 6; b++) {
+            int32_t *r = rows + b * TT;
+            CHECK(r[0] == 0);
+            int a = 0; /* the copy length: the smallest a >= 8 with r[1..a] == r[a+1..2a] */
+            for (int c = 8; 2 * c < TT && !a; c++) {
+                int same = 1;
+                for (int i = 0; i < c; i++) same &= r[1 + i] == r[1 + c + i];
+                if (same) a = c;
+            }
+            CHECK_MSG(a >= 8 && a <= (TT - 1) / 2, "kind %d row %d: no repeated opening", kind, b);
+            if (!a) continue;
+            /* after the copies, the stream goes on: consecutive ids (from x_a, or from anywhere) */
+            for (int i = 2 * a + 2; i < TT; i++) CHECK(r[i] == r[i - 1] + 1);
+            if (kind == 0) {
+                for (int i = 2; i <= a; i++) CHECK(r[i] == r[i - 1] + 1);
+                if (2 * a + 1 < TT) CHECK(r[2 * a + 1] == r[a] + 1);
+            }
+        }
+    }
+    mw_dataset_close(&d);
+    free(stream);
     CHECK_ERR(mw_dataset_write(path, ids, 10, 9, 0), "outside");
     FILE *f = fopen(path, "wb");
     fputs("MWTOKENS but truncated", f);
