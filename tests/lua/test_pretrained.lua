@@ -173,6 +173,33 @@ T.test("missing or mis-shaped tensors name the tensor and the shapes", function(
            "tensor 'h.0.attn.c_attn.weight' has shape [32,95], the config needs [32,96]")
 end)
 
+T.test("a TransformerLens attention-only folder (config fields, half-precision .pth with buffers)", function()
+  local sd, cfg = mi.load_pretrained("tests/fixtures/ckpt/tl_attn_only", {fold_ln = false,
+    center_writing_weights = false, center_unembed = false, fold_value_biases = false})
+  T.eq(cfg.normalization_type, "None"); T.eq(cfg.attn_only, true); T.eq(cfg.n_heads, 4)
+  T.eq(cfg.positional_embedding_type, "shortformer")
+  T.eq(sd["blocks.0.attn.mask"], nil, "buffers dropped"); T.eq(sd["blocks.1.attn.IGNORE"], nil)
+  local exp = mi.json.decode(read("tests/fixtures/ckpt/tl_attn_only.json"))
+  local n = 0
+  for name, e in pairs(exp) do
+    n = n + 1
+    local t = sd[name]
+    T.truthy(t, name)
+    local flat = t:reshape(-1):totable()
+    for i, v in ipairs(e.values) do
+      if flat[i] ~= v then error(("%s[%d] = %s, expected %s"):format(name, i - 1, flat[i], v)) end
+    end
+  end
+  local m = 0
+  for _ in pairs(sd) do m = m + 1 end
+  T.eq(m, n)
+  -- default processing without LayerNorm: only center_unembed and fold_value_biases apply
+  local p = mi.load_pretrained("tests/fixtures/ckpt/tl_attn_only")
+  T.eq(maxdiff(p["embed.W_E"], sd["embed.W_E"]), 0, "W_E untouched (no LN)")
+  T.eq(p["blocks.0.attn.b_V"]:abs():max():item(), 0)
+  T.truthy(p["unembed.W_U"]:sum(-1):abs():max():item() < 1e-5)
+end)
+
 -- ------------------------------------------------------------------ processing, by invariants
 T.test("fold_ln: LN(x) W + b before == LNPre(x) W' + b' after (Q, K, V, W_in, W_U)", function()
   local g = mi.Generator(11)
@@ -384,6 +411,16 @@ if mi.HookedTransformer then
     local d = processed(ref.tokens) - logits
     T.truthy(maxdiff(d, logits) > 1e-3)
     T.truthy(maxdiff(d, d:mean(-1, true)) < 1e-4)
+  end)
+
+  T.test("attention-only shortformer folder: processing keeps the log-probs", function()
+    local dir = "tests/fixtures/ckpt/tl_attn_only"
+    local tokens = mi.randint(0, 30, {2, 9}, mi.Generator(5))
+    local raw = mi.from_pretrained_no_processing(dir)
+    local proc = mi.from_pretrained(dir)
+    T.eq(raw.cfg.normalization_type, nil, "the model class's None")
+    local a, b = raw(tokens):log_softmax(-1), proc(tokens):log_softmax(-1)
+    T.truthy(maxdiff(a, b) < 1e-4, "log-probs " .. maxdiff(a, b))
   end)
 
   local tokjson = real:gsub("config%.json$", "tokenizer.json")
