@@ -541,7 +541,8 @@ end
 -- imshow(t, opts): heatmap of a 2-D tensor, row 0 at the top.
 -- opts: title, xlabel, ylabel (or labels = {x=, y=, color=}), x / y (tick labels), text_auto (".2f"),
 --   range = {lo, hi}, midpoint, palette ("RdBu", "RdBu_r", "Blues", "viridis", "Greys"), clabel,
---   width, height, aspect ("equal" | "auto"), out, name, format, show, max_label (chars, default 24)
+--   width, height, aspect ("equal": square cells, the default unless both width and height are
+--   given; "auto": cells fill the image), out, name, format, show, max_label (chars, default 24)
 function P.imshow(t, opts)
   opts = opts or {}
   local op = "plot.imshow"
@@ -563,7 +564,8 @@ function P.imshow(t, opts)
   local cell = max(14, min(60, floor(min(640 / nc, 480 / nr))))
   local cell_w = max(cell, text_fmt and ceil(char_w(fs - 1) * sample + 8) or 0)
   local cell_h = max(cell, text_fmt and 20 or 0)
-  local equal = (opts.aspect or "equal") == "equal"
+  -- square cells, unless both sides of the image are given (then the cells fill it)
+  local equal = (opts.aspect or ((opts.width and opts.height) and "auto" or "equal")) == "equal"
   if equal then cell_w = max(cell_w, cell_h); cell_h = cell_w end
   local xlen = xl and maxlen(xl) or #tostring(nc - 1)
   -- named columns are all labelled, rotated when they do not fit; numbered ones are thinned
@@ -826,6 +828,7 @@ local function decorations(op, opts)
     end
   end
   local spans = opts.vrect or {}
+  local labelled = false
   if type(spans[1]) == "number" then spans = {spans} end
   for i, r in ipairs(spans) do
     if type(r[1]) ~= "number" or type(r[2]) ~= "number" then
@@ -835,10 +838,15 @@ local function decorations(op, opts)
     L[#L + 1] = string.format("set object %d rectangle from %.10g, graph 0 to %.10g, graph 1 behind "
                               .. "fillcolor rgb '%s' fillstyle transparent solid %g noborder",
                               10 + i, r[1], r[2], c, r.opacity or 0.15)
-    if r.label then -- on an opaque box, so that lines do not run through it
-      L[#L + 1] = string.format("set label %d %s at %.10g, graph 0.95 center front boxed", 40 + i,
-                                q(r.label), (r[1] + r[2]) / 2)
+    if r.label then -- above the frame, in the span's colour: never over the data
+      L[#L + 1] = string.format("set label %d %s at %.10g, graph 1 offset 0,0.8 center textcolor rgb '%s'",
+                                40 + i, q(r.label), (r[1] + r[2]) / 2, c)
+      labelled = true
     end
+  end
+  if labelled then -- room for the title above the span labels
+    L[#L + 1] = "set tmargin 5"
+    L[#L + 1] = "set title offset 0,1.2"
   end
   return L
 end
