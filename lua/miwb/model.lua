@@ -141,15 +141,29 @@ local function core_cfg(c)
   return t
 end
 
--- tok: a tokenizer object, or a path for mi.load_tokenizer
+-- tok: a tokenizer object, or a string: a path for mi.load_tokenizer, or a name (cfg.tokenizer_name:
+-- "gpt2", "EleutherAI/gpt-neox-20b") looked up in the folders of models fetched with `miwb pull`
 local function resolve_tokenizer(tok)
   if tok == nil then return nil end
-  if type(tok) == "string" then
-    if not mi.load_tokenizer then return nil, "mi.load_tokenizer is not available in this build" end
-    local t, err = mi.load_tokenizer(tok)
-    return t, err
+  if type(tok) ~= "string" then return tok end
+  if not mi.load_tokenizer then return nil, "mi.load_tokenizer is not available in this build" end
+  local tries = {tok}
+  local P = mi.pretrained
+  if P and P.model_dir then
+    tries[#tries + 1] = (P.model_dir(tok))
+    for _, m in ipairs(P.MODELS or {}) do
+      local uses = m.config and m.config.tokenizer_name == tok
+      for _, f in ipairs(m.files or {}) do if f.repo == tok then uses = true end end
+      if uses then tries[#tries + 1] = (P.model_dir(m.name)) end
+    end
   end
-  return tok
+  local first_err
+  for _, path in ipairs(tries) do
+    local ok, t, err = pcall(mi.load_tokenizer, path)
+    if ok and t then return t end
+    first_err = first_err or (ok and err or t)
+  end
+  return nil, "tokenizer '" .. tok .. "' not found (" .. tostring(first_err) .. ")"
 end
 
 function M.HookedTransformer(cfg, opts)
@@ -162,8 +176,7 @@ function M.HookedTransformer(cfg, opts)
   elseif cfg.tokenizer_name ~= nil then
     -- a name that cannot be found locally leaves the model without a tokenizer: token tensors
     -- still work, and model.tokenizer_error says why
-    local ok, t, err = pcall(resolve_tokenizer, cfg.tokenizer_name)
-    if ok and t then tok = t else tok_err = ok and err or t end
+    tok, tok_err = resolve_tokenizer(cfg.tokenizer_name)
   end
   if cfg.d_vocab == -1 then
     if not tok then error("HookedTransformerConfig: d_vocab is required when there is no tokenizer", 2) end
