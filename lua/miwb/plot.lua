@@ -399,7 +399,7 @@ local function color_scale(op, values, opts, defaults)
   local palette = opts.palette or defaults.palette
   local signed = lo < 0 or mid ~= nil
   if not palette then palette = signed and "RdBu" or "Blues" end
-  local range = opts.range or defaults.range
+  local range = opts.range or opts.range_color or defaults.range
   if range then
     if type(range) ~= "table" or type(range[1]) ~= "number" or type(range[2]) ~= "number"
        or not (range[1] < range[2]) then
@@ -540,7 +540,7 @@ end
 
 -- imshow(t, opts): heatmap of a 2-D tensor, row 0 at the top.
 -- opts: title, xlabel, ylabel (or labels = {x=, y=, color=}), x / y (tick labels), text_auto (".2f"),
---   range = {lo, hi}, midpoint, palette ("RdBu", "RdBu_r", "Blues", "viridis", "Greys"), clabel,
+--   range = {lo, hi} (or range_color, plotly's name), midpoint, palette ("RdBu", "RdBu_r", "Blues", "viridis", "Greys"), clabel,
 --   width, height, aspect ("equal": square cells, the default unless both width and height are
 --   given; "auto": cells fill the image), out, name, format, show, max_label (chars, default 24)
 function P.imshow(t, opts)
@@ -960,13 +960,16 @@ end
 -- hist(values, opts): histogram of all values of a tensor (any shape), or of several series (a Lua
 -- list of tensors, or of tables with opts.labels), overlaid. The data file holds the raw values; the
 -- script bins them (equal bins over opts.range or the data's range, the last bin closed).
--- opts: bins (default sqrt(n) in [10, 100]), range = {lo, hi}, density, labels, colors, mean (true:
+-- opts: bins or nbins (default sqrt(n) in [10, 100]), range = {lo, hi}, density, labels (series
+--   names; or {x = ..., y = ...} axis titles as plotly's), colors, mean (true:
 --   a dashed line at each series' mean), vline, logy, title, xlabel, ylabel, width, height, out, ...
 function P.hist(values, opts)
   opts = opts or {}
   local op = "plot.hist"
   local series = {}
-  if type(values) == "table" and (is_tensor(values[1]) or (opts.labels and type(values[1]) == "table")) then
+  -- opts.labels is either series names (a list) or axis titles ({x = ...}, as plotly's labels)
+  local series_names = type(opts.labels) == "table" and opts.labels[1] ~= nil and opts.labels or opts.names
+  if type(values) == "table" and (is_tensor(values[1]) or (series_names and type(values[1]) == "table")) then
     for i = 1, #values do series[i] = flatten((to_nested(values[i], op, "series " .. i))) end
   else
     series[1] = flatten((to_nested(values, op, "values")))
@@ -976,7 +979,7 @@ function P.hist(values, opts)
     if #sr == 0 then error(op .. ": empty values", 0) end
     for _, x in ipairs(sr) do all[#all + 1] = x end
   end
-  local names = list_of_names(op, "labels", opts.labels, #series)
+  local names = list_of_names(op, "labels", series_names, #series)
   local lo, hi
   if opts.range then
     lo, hi = opts.range[1], opts.range[2]
@@ -992,7 +995,7 @@ function P.hist(values, opts)
   end
   local nfin = 0
   for _, x in ipairs(all) do if finite(x) then nfin = nfin + 1 end end
-  local bins = opts.bins or max(10, min(100, ceil(math.sqrt(nfin / #series))))
+  local bins = opts.bins or opts.nbins or max(10, min(100, ceil(math.sqrt(nfin / #series))))
   if math.type(bins) ~= "integer" or bins < 1 then error(op .. ": opts.bins must be a positive integer", 0) end
   local text = {}
   local means = {}

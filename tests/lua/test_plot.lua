@@ -327,6 +327,22 @@ T.test("hist: the extreme values are counted (bins from the data's own range)", 
   T.truthy(#rows <= 30, "one sum per bin: " .. #rows .. " rows")
 end)
 
+T.test("the notebook's plotly options: hist nbins and labels.x, imshow range_color", function()
+  local v = {}
+  for i = 1, 300 do v[i] = 0.036 + 0.0004 * (rnd() - 0.5) end
+  local path, info = plot.hist(v, {nbins = 50, width = 800, labels = {x = "Composition score"},
+                                   title = "Random composition scores", out = tmp .. "/nb/", format = "svg"})
+  local svg = read(path)
+  T.truthy(svg_has(svg, "Composition score") and svg_has(svg, "Random composition scores"), "titles")
+  T.truthy(read(info.script):find("NBINS = 50", 1, true), "50 bins")
+  local total = 0
+  for _, r in ipairs(gnuplot_table(info.script)) do total = total + r[2] end
+  T.eq(total, 300, "all 300 values binned")
+  local _, i2 = plot.imshow({{0.2, 0.5}}, {range_color = {-1, 1}, out = tmp .. "/nb/", name = "rc"})
+  local lo, hi = read(i2.script):match("set cbrange %[([^:]+):([^%]]+)%]")
+  T.eq(tonumber(lo), -1); T.eq(tonumber(hi), 1)
+end)
+
 T.test("scatter: PNG, x y (and colour) columns", function()
   local x, y, c = {}, {}, {}
   for i = 1, 50 do x[i] = rnd(); y[i] = 2 * x[i] + rnd() * 0.1; c[i] = i end
