@@ -296,6 +296,22 @@ T.test("Generator: same seed same numbers, independent of the default stream", f
   T.near(n:std():item(), 1, 0.05, "std of 10000 normals")
 end)
 
+T.test("svd reconstructs its input; eigvals of a rotation are +-i", function()
+  local a = mi.tensor{{3, 1, 2}, {0, -1, 4}}
+  local u, sv, vh = mi.svd(a)
+  T.eq(shape_str(u:shape()), "[2,2]"); T.eq(shape_str(sv:shape()), "[2]"); T.eq(shape_str(vh:shape()), "[2,3]")
+  -- U diag(S) Vh == A, and the rows of Vh are orthonormal
+  T.near_table((u * sv:unsqueeze(0)):matmul(vh):totable(), a:totable(), 1e-5)
+  T.near_table(vh:matmul(vh.T):totable(), {{1, 0}, {0, 1}}, 1e-5)
+  -- the singular values squared are the eigenvalues of A A^T = [[14, 7], [7, 17]]: (31 +- sqrt(205)) / 2
+  local s2 = (sv * sv):totable()
+  T.near(s2[1], (31 + math.sqrt(205)) / 2, 1e-4); T.near(s2[2], (31 - math.sqrt(205)) / 2, 1e-4)
+  local re, im = mi.eigvals(mi.tensor{{0, -1}, {1, 0}})
+  T.near_table(re:totable(), {0, 0}, 1e-6)
+  T.near_table((im:sort()):totable(), {-1, 1}, 1e-6)
+  T.raises(function() return mi.eigvals(mi.zeros(2, 3)) end, "eigvals")
+end)
+
 T.test("module functions mirror methods; *_like", function()
   local x = mi.tensor{{1, -2}, {3, -4}}
   T.truthy(mi.abs(x):equal(x:abs()))
