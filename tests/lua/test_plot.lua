@@ -229,7 +229,7 @@ end)
 T.test("attention_patterns: keys after the query are masked (drawn as undefined), others drawn as is", function()
   -- 2 queries over 3 keys (the queries are the last two positions): query i sees keys 0..i+1
   local pat = {{{0.5, 0.5, 0.9}, {0.2, 0.3, 0.5}}}
-  local _, info = plot.attention_patterns({"a", "b", "c"}, pat, {out = tmp .. "/mask/", name = "m"})
+  local _, info = plot.attention_patterns({"a", "b", "c"}, pat, {out = tmp .. "/mask/", name = "m", format = "svg"})
   local rows = gnuplot_table(info.script)
   T.eq(#rows, 6, "six cells")
   for _, r in ipairs(rows) do
@@ -237,7 +237,7 @@ T.test("attention_patterns: keys after the query are masked (drawn as undefined)
     if k > qi + 1 then T.truthy(v ~= v, "masked cell key " .. k .. " query " .. qi)
     else T.near(v, pat[1][qi + 1][k + 1], 1e-6, "cell key " .. k .. " query " .. qi) end
   end
-  local _, i2 = plot.attention_patterns({"a", "b", "c"}, pat, {out = tmp .. "/mask/", name = "nomask", mask = false})
+  local _, i2 = plot.attention_patterns({"a", "b", "c"}, pat, {out = tmp .. "/mask/", name = "nomask", mask = false, format = "svg"})
   for _, r in ipairs(gnuplot_table(i2.script)) do T.near(r[3], pat[1][r[2] + 1][r[1] + 1], 1e-6) end
 end)
 
@@ -407,17 +407,17 @@ T.test("comp_scores: L0H*/L1H* labels; colour scale centred on the baseline", fu
 end)
 
 T.test("signed data: diverging scale symmetric about 0; non-negative: sequential from min", function()
-  local _, i1 = plot.imshow({{-1, 3}, {0.5, 2}}, {out = tmp .. "/sc/", name = "signed"})
+  local _, i1 = plot.imshow({{-1, 3}, {0.5, 2}}, {out = tmp .. "/sc/", name = "signed", format = "svg"})
   local g1 = read(i1.script)
   local lo, hi = g1:match("set cbrange %[([^:]+):([^%]]+)%]")
   T.eq(tonumber(lo), -3); T.eq(tonumber(hi), 3)
   T.truthy(g1:find("#67001f", 1, true) and g1:find("#053061", 1, true), "RdBu stops")
-  local _, i2 = plot.imshow({{1, 3}, {0.5, 2}}, {out = tmp .. "/sc/", name = "pos"})
+  local _, i2 = plot.imshow({{1, 3}, {0.5, 2}}, {out = tmp .. "/sc/", name = "pos", format = "svg"})
   local g2 = read(i2.script)
   lo, hi = g2:match("set cbrange %[([^:]+):([^%]]+)%]")
   T.eq(tonumber(lo), 0.5); T.eq(tonumber(hi), 3)
   T.truthy(g2:find("#08306b", 1, true) and not g2:find("#67001f", 1, true), "Blues stops")
-  local _, i3 = plot.imshow({{1, 3}, {0.5, 2}}, {out = tmp .. "/sc/", name = "rng", range = {-1, 1}})
+  local _, i3 = plot.imshow({{1, 3}, {0.5, 2}}, {out = tmp .. "/sc/", name = "rng", range = {-1, 1}, format = "svg"})
   lo, hi = read(i3.script):match("set cbrange %[([^:]+):([^%]]+)%]")
   T.eq(tonumber(lo), -1); T.eq(tonumber(hi), 1)
 end)
@@ -492,10 +492,10 @@ else
     local _, info = plot.imshow(mi.tensor(m), {out = tmp .. "/tensor/", name = "t"})
     local rows = parse_blocks(info.data[1])[1]
     T.near_table(rows, m, 0)
-    local _, i2 = plot.line(mi.tensor({1, 2, 4}), {out = tmp .. "/tensor/", name = "l"})
+    local _, i2 = plot.line(mi.tensor({1, 2, 4}), {out = tmp .. "/tensor/", name = "l", format = "svg"})
     T.near_table(parse_blocks(i2.data[1])[1], {{0, 1}, {1, 2}, {2, 4}}, 0)
     local pat = mi.tensor({{{1, 0}, {0.25, 0.75}}})
-    local _, i3 = plot.attention_patterns({"a", "b"}, pat, {out = tmp .. "/tensor/", name = "a"})
+    local _, i3 = plot.attention_patterns({"a", "b"}, pat, {out = tmp .. "/tensor/", name = "a", format = "svg"})
     T.near_table(parse_blocks(i3.data[1])[1], {{1, 0}, {0.25, 0.75}}, 0)
   end)
 end
