@@ -649,8 +649,11 @@ static int persistent_load(pk *k, pv *pid) {
         return pk_err(k, "persistent id: storage type is not a storage class");
     if (key->kind != PV_STR) return pk_err(k, "persistent id: storage key is not a string");
     if (num->kind != PV_INT || num->u.i < 0) return pk_err(k, "persistent id: element count is not a non-negative int");
+    if (key->u.str.n == 0 || key->u.str.n > 200 || memchr(key->u.str.s, '/', key->u.str.n) ||
+        memchr(key->u.str.s, 0, key->u.str.n))
+        return pk_err(k, "persistent id: storage key of %zu bytes is not a plain name", key->u.str.n);
     char suffix[300];
-    int sl = snprintf(suffix, sizeof suffix, "/data/%.*s", (int)(key->u.str.n > 200 ? 200 : key->u.str.n), key->u.str.s);
+    int sl = snprintf(suffix, sizeof suffix, "/data/%.*s", (int)key->u.str.n, key->u.str.s);
     const zip_entry *e = zip_find(k->entries, k->n_entries, k->prefix, k->plen, suffix, (size_t)sl);
     if (!e) return pk_err(k, "storage '%.*s' has no entry %.*s%s in the archive", (int)sl - 6, suffix + 6, (int)k->plen,
                           k->prefix, suffix);

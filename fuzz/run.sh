@@ -1,7 +1,8 @@
 #!/bin/sh
 # fuzz/run.sh [SECONDS_PER_TARGET]: builds every fuzz target (fuzz/fuzz_*.c) with clang's
 # libFuzzer + AddressSanitizer + UndefinedBehaviorSanitizer into build-fuzz/, then runs each for
-# SECONDS_PER_TARGET (default $FUZZ_SECONDS or 6; 5 targets = 30 s) starting from seeds taken from
+# SECONDS_PER_TARGET (default $FUZZ_SECONDS or 6; 5 targets = 30 s) with fuzz/TARGET.dict when
+# there is one, starting from seeds taken from
 # the test fixtures and the kept corpus (tests/fuzz/TARGET/). A crash stops the run with status 1
 # and leaves the input in fuzz/out/TARGET-crash-*; keep it as a regression test by copying it to
 # tests/fuzz/TARGET/ (make test replays that folder: tests/c/test_fuzz_corpus.c and
@@ -60,7 +61,8 @@ for src in fuzz/fuzz_*.c; do
   $CLANG $CFLAGS -fsanitize=fuzzer "$src" $objs -o "$bin" -llua5.4 $LIBS
   mkdir -p $B/corpus/$t tests/fuzz/$t
   echo "== fuzz $t for ${SECS}s"
-  if ! "$bin" -max_total_time="$SECS" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+  dict=""; [ -f fuzz/$t.dict ] && dict="-dict=fuzz/$t.dict"
+  if ! "$bin" $dict -max_total_time="$SECS" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
         -artifact_prefix=fuzz/out/$t- $B/corpus/$t $B/seeds/$t tests/fuzz/$t \
         $( [ -d fuzz/corpus/$t ] && echo fuzz/corpus/$t ) >$B/fuzz_$t.log 2>&1; then
     tail -40 $B/fuzz_$t.log

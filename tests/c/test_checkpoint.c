@@ -344,6 +344,11 @@ static void test_hand_pickles(void) {
                                   "((X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x00" "7X\x03\x00\x00\x00" "cpuK\x01tQ"
                                   "K\x00K\x01\x85K\x01\x85\x89" "ccollections\nOrderedDict\n)RtRu.";
     CHECK_ERR(load_pickle(&sd, PK(missing)), "storage '7' has no entry archive/data/7");
+    /* a key that is a path is not a storage name */
+    static const char path_key[] = "\x80\x02}(X\x01\x00\x00\x00w" P_REBUILD
+                                   "((X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x04\x00\x00\x00../0X\x03\x00\x00\x00" "cpuK\x01tQ"
+                                   "K\x00K\x01\x85K\x01\x85\x89" "ccollections\nOrderedDict\n)RtRu.";
+    CHECK_ERR(load_pickle(&sd, PK(path_key)), "storage key of 4 bytes is not a plain name");
 }
 
 /* every truncation and many byte flips of a real checkpoint fail cleanly or load consistently */
