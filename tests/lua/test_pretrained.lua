@@ -392,6 +392,25 @@ T.test("miwb pull: downloads through redirects, resumes a partial file, checks s
   T.truthy(out:find("already there", 1, true), out)
 end)
 
+T.test("miwb pull attn-only-2l-demo: files from two repositories, the notebook's config written", function()
+  local demo = hub .. "/callummcdougall/attn_only_2L_half/resolve/main"
+  local neox = hub .. "/EleutherAI/gpt-neox-20b/resolve/main"
+  assert(os.execute(("mkdir -p %s %s && cp tests/fixtures/ckpt/tl_attn_only/model.pth %s/attn_only_2L_half.pth"):format(
+    demo, neox, demo)))
+  write(neox .. "/tokenizer.json", '{"model": {}}')
+  local home = TMP .. "/home3"
+  local code, out = run(("MIWB_HOME=%s MIWB_HUB_URL=http://127.0.0.1:%d %s pull attn_only_2L_half"):format(
+    home, port, MIWB))
+  T.eq(code, 0, out)
+  local dir = home .. "/models/attn-only-2l-demo"
+  T.truthy(read(dir .. "/model.pth") == read("tests/fixtures/ckpt/tl_attn_only/model.pth"))
+  T.eq(read(dir .. "/tokenizer.json"), '{"model": {}}')
+  local cfg = P.read_config(mi.json.decode(read(dir .. "/config.json")), "demo")
+  T.eq(cfg.d_model, 768); T.eq(cfg.n_layers, 2); T.eq(cfg.d_vocab, 50278); T.eq(cfg.attn_only, true)
+  T.eq(cfg.normalization_type, "None"); T.eq(cfg.positional_embedding_type, "shortformer")
+  T.eq(cfg.use_attn_result, true); T.eq(cfg.seed, 398)
+end)
+
 if pid then os.execute("kill " .. math.tointeger(pid) .. " 2>/dev/null") end
 srv:close()
 
