@@ -503,7 +503,10 @@ local function heat_panel(hm)
   add(hm.cblabel and ("set cblabel " .. q(hm.cblabel)) or "unset cblabel")
   add(string.format("set cbrange [%s:%s]", fmtnum(hm.lo), fmtnum(hm.hi)))
   if hm.cb_px then -- colour-bar tick labels ~30 px apart, at least 4 intervals
-    add(string.format("set cbtics %.10g", nice_step(hm.lo, hm.hi, max(4, floor(hm.cb_px / 30)))))
+    -- starting at a multiple of the step: gnuplot would start at lo (3.0e-08 + 2k -> long labels)
+    local step = nice_step(hm.lo, hm.hi, max(4, floor(hm.cb_px / 30)))
+    add(string.format("set cbtics %.10g, %.10g", ceil(hm.lo / step - 1e-9) * step, step))
+    add("set format cb \"%g\"") -- gnuplot's default picks 8 decimals when lo is tiny
   end
   if hm.colorbox == false then add("unset colorbox")
   elseif type(hm.colorbox) == "string" then add(hm.colorbox)
@@ -557,43 +560,79 @@ function P.imshow(t, opts)
   local _, pal = palette_lines(op, pal_name)
   local text_fmt = opts.text_auto and cell_format(op, opts.text_auto)
 
-  -- sizes: cells of 14-60 px, wide enough for their text; margins from the label lengths
+  -- sizes: cells of 3-60 px (wide enough for their text) unless a width or height sets them;
+  -- margins from the label lengths
   local fs = opts.fontsize or 10
   local tick_fs = fs - 1
   local sample = text_fmt and #string.format(text_fmt, -abs(max(abs(lo), abs(hi)))) or 0
-  local cell = max(14, min(60, floor(min(640 / nc, 480 / nr))))
-  local cell_w = max(cell, text_fmt and ceil(char_w(fs - 1) * sample + 8) or 0)
-  local cell_h = max(cell, text_fmt and 20 or 0)
   -- square cells, unless both sides of the image are given (then the cells fill it)
   local equal = (opts.aspect or ((opts.width and opts.height) and "auto" or "equal")) == "equal"
-  if equal then cell_w = max(cell_w, cell_h); cell_h = cell_w end
   local xlen = xl and maxlen(xl) or #tostring(nc - 1)
-  -- named columns are all labelled, rotated when they do not fit; numbered ones are thinned
-  local fits = (xlen + 1) * char_w(tick_fs) <= cell_w
-  local xrot = xl ~= nil and not fits
-  local xstep = 1
-  if xrot then xstep = max(1, ceil(line_h(tick_fs) / cell_w))
-  elseif not fits then xstep = max(1, ceil((xlen + 1) * char_w(tick_fs) / cell_w)) end
-  local ystep = max(1, ceil(line_h(tick_fs) / cell_h))
   local ylen = yl and maxlen(yl) or #tostring(nr - 1)
   local left = ylen * char_w(tick_fs) + ((opts.ylabel or labels.y) and 45 or 20)
-  local bottom = (xrot and xlen * char_w(tick_fs) or line_h(tick_fs)) + ((opts.xlabel or labels.x) and 45 or 25)
   local top = opts.title and 45 or 20
   local right = 110
+  local xtitle = (opts.xlabel or labels.x) and 45 or 25
+  -- labelled axes keep >= 14 px per cell, so that every token or head name can be shown
+  local cell = max((xl or yl) and 14 or 3, min(60, floor(min(640 / nc, 480 / nr))))
+  local cell_w = max(cell, text_fmt and ceil(char_w(fs - 1) * sample + 8) or 0)
+  local cell_h = max(cell, text_fmt and 20 or 0)
+  if equal then cell_w = max(cell_w, cell_h); cell_h = cell_w end
+  if opts.width then
+    cell_w = max(1, (opts.width - left - right) / nc)
+    if equal then cell_h = cell_w end
+  end
+  if opts.height then
+    local bottom_guess = (xl and xlen * char_w(tick_fs) or line_h(tick_fs)) + xtitle
+    cell_h = max(1, (opts.height - top - bottom_guess) / nr)
+    if equal then cell_w = cell_h end
+  end
+  -- named columns are all labelled, rotated when they do not fit; numbered axes step by 1, 2, 5, 10..
+  local fits = (xlen + 1) * char_w(tick_fs) <= cell_w
+  local xrot = xl ~= nil and not fits
+  local xstep, ystep = 1, max(1, ceil(line_h(tick_fs) / cell_h))
+  if xrot then xstep = max(1, ceil(line_h(tick_fs) / cell_w))
+  elseif not fits then xstep = max(1, ceil((xlen + 1) * char_w(tick_fs) / cell_w)) end
+  if not xl then xstep = floor(nice_step(0, xstep, 1) + 0.5) end
+  if not yl then ystep = floor(nice_step(0, ystep, 1) + 0.5) end
+  local bottom = (xrot and xlen * char_w(tick_fs) or line_h(tick_fs)) + xtitle
   local W = opts.width or max(240, left + nc * cell_w + right)
   local H = opts.height or max(160, top + nr * cell_h + bottom)
 
+  -- the plot rectangle in pixels, placed by us (centred when the cells are square) so that the
+  -- colour bar keeps a fixed width and the axis titles sit just outside the tick labels
+  local aw, ah = max(1, W - left - right), max(1, H - top - bottom)
+  local pw, ph = aw, ah
+  if equal then
+    local c = min(aw / nc, ah / nr)
+    pw, ph = c * nc, c * nr
+  end
+  local x0, y0 = left + (aw - pw) / 2, top + (ah - ph) / 2
+  local xt, yt = opts.xlabel or labels.x, opts.ylabel or labels.y
+
   local function body(base)
     local L = common_style()
-    if equal then L[#L + 1] = "set size ratio -1" end
+    L[#L + 1] = string.format("set lmargin at screen %.6f; set rmargin at screen %.6f", x0 / W, (x0 + pw) / W)
+    L[#L + 1] = string.format("set tmargin at screen %.6f; set bmargin at screen %.6f", 1 - y0 / H, 1 - (y0 + ph) / H)
     for _, l in ipairs((palette_lines(op, pal_name))) do L[#L + 1] = l end
     local panel = heat_panel{
       file = base .. ".dat", nr = nr, nc = nc, xlabels = xl, ylabels = yl, xstep = xstep, ystep = ystep,
       xrot = xrot, lo = lo, hi = hi, pal = pal, text_fmt = text_fmt,
-      text_fs = max(6, min(fs - 1, floor(cell_h / 2.2))),
-      title = opts.title, xlabel = opts.xlabel or labels.x, ylabel = opts.ylabel or labels.y,
-      cblabel = opts.clabel or labels.color, tick_fs = tick_fs, cb_px = nr * cell_h, title_fs = fs + 2,
+      text_fs = max(6, min(fs - 1, floor(ph / nr / 2.2))),
+      title = opts.title, cblabel = opts.clabel or labels.color, tick_fs = tick_fs, cb_px = ph,
+      title_fs = fs + 2,
+      colorbox = string.format("set colorbox user origin screen %.6f, screen %.6f size screen %.6f, screen %.6f",
+                               (x0 + pw + 14) / W, 1 - (y0 + ph) / H, 16 / W, ph / H),
     }
+    -- axis titles as screen labels next to our estimate of the tick labels' extent
+    if xt then
+      table.insert(panel, #panel, string.format("set label 201 %s at screen %.6f, screen %.6f center",
+        q(xt), (x0 + pw / 2) / W, (H - y0 - ph - (bottom - xtitle) - 30) / H))
+    end
+    if yt then
+      table.insert(panel, #panel, string.format("set label 202 %s at screen %.6f, screen %.6f center rotate by 90",
+        q(yt), (x0 - (left - 45) - 26) / W, (H - y0 - ph / 2) / H))
+    end
     for _, l in ipairs(panel) do L[#L + 1] = l end
     return L
   end
