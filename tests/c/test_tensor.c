@@ -474,8 +474,10 @@ static void test_rng(void)
     CHECK_ERR(mw_tensor_randint(&t, &g, 5, 5, 1, &s1), "randint: empty range [5, 5)");
     CHECK_ZEROED(t);
     int64_t neg = -3;
-    CHECK_ERR(mw_tensor_rand(&t, &g, 1, &neg), "rand: empty: negative size");
-    CHECK_ERR(mw_tensor_randn(&t, &g, 1, &neg), "randn");
+    CHECK_ERR(mw_tensor_rand(&t, &g, 1, &neg), "rand: negative size in [-3]");
+    CHECK_ERR(mw_tensor_randn(&t, &g, 1, &neg), "randn: negative size in [-3]");
+    int64_t huge[2] = {(int64_t)1 << 40, 8};
+    CHECK_ERR(mw_tensor_randint(&t, &g, 0, 2, 2, huge), "randint: shape [1099511627776,8] has too many elements");
     CHECK_ZEROED(t);
 }
 
