@@ -594,7 +594,8 @@ int mw_tensor_full(mw_tensor *out, mw_dtype dt, int ndim, const int64_t *shape, 
     mw_tensor r;
     if (mw_dtype_size(dt) && check_fits("full", dt, value)) return fail_out(out, 0);
     if (tensor_alloc("full", &r, dt, ndim, shape)) return fail_out(out, 0);
-    fill_contig(r.storage->data, dt, mw_tensor_numel(&r), value);
+    /* the storage is already zero-filled (and its pages untouched): +0 needs no writes */
+    if (!(value == 0 && !signbit(value))) fill_contig(r.storage->data, dt, mw_tensor_numel(&r), value);
     *out = r;
     return 0;
 }

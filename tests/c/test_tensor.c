@@ -253,6 +253,13 @@ static void test_creation(void)
     CHECK_OK(mw_tensor_full(&t, MW_F32, 2, sh, 1.5));
     CHECK_VALUES(t, 1.5, 1.5, 1.5, 1.5, 1.5, 1.5);
     mw_tensor_release(&t);
+    CHECK_OK(mw_tensor_full(&t, MW_F32, 2, sh, -0.0)); /* -0 is written, +0 comes from calloc */
+    CHECK(signbit(((float *)t.storage->data)[5]) && ((float *)t.storage->data)[5] == 0);
+    mw_tensor_release(&t);
+    CHECK_OK(mw_tensor_full(&t, MW_F32, 2, sh, 0.0));
+    CHECK_VALUES(t, 0, 0, 0, 0, 0, 0);
+    CHECK(!signbit(((float *)t.storage->data)[5]));
+    mw_tensor_release(&t);
     CHECK_OK(mw_tensor_full(&t, MW_I64, 2, sh, -2.9)); /* truncation toward zero, as torch */
     CHECK_VALUES(t, -2, -2, -2, -2, -2, -2);
     mw_tensor_release(&t);
