@@ -201,6 +201,7 @@ int main(int argc, char **argv) {
      *   only=BxP    just that shape, e.g. only=1x128
      *   keep-heap   malloc never returns memory to the system (as bench_tensor's keep-heap):
      *               shows what cache clones cost without re-faulting freed pages */
+    setvbuf(stdout, NULL, _IOLBF, 0); /* lines appear as each shape finishes */
     int reps = 3, keep_heap = 0;
     for (int i = 1; i < argc; i++) {
         if (!strncmp(argv[i], "reps=", 5)) reps = atoi(argv[i] + 5);

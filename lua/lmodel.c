@@ -27,7 +27,10 @@
 
 #define MWL_MODEL "miwb.Model"
 
-typedef struct { mw_model *m; } lmodel;
+typedef struct {
+    mw_model *m;
+    int busy; /* inside forward: a hook must not run this model again (shared buffers) */
+} lmodel;
 
 static mw_model *checkmodel(lua_State *L, int idx) {
     lmodel *u = luaL_checkudata(L, idx, MWL_MODEL);
@@ -108,6 +111,7 @@ static int l_model_new(lua_State *L) {
     c.seed = getint(L, 1, "seed", -1);
     lmodel *u = lua_newuserdatauv(L, sizeof *u, 0);
     u->m = NULL;
+    u->busy = 0;
     luaL_setmetatable(L, MWL_MODEL);
     u->m = mw_model_new(&c);
     if (!u->m) return mwl_coreerror(L);
@@ -394,11 +398,19 @@ static int l_forward(lua_State *L) {
     o.want = want;
     o.deliver = deliver;
     o.ud = &x;
-    /* results table first, so nothing can fail between the core's return and handing over */
+    /* results table and output userdata first, so nothing can fail between the core's return and
+     * handing its tensors over */
     lua_createtable(L, 0, 4);
     int res = lua_gettop(L);
+    mw_tensor *ul = mwl_newtensor(L), *ur = mwl_newtensor(L), *up = mwl_newtensor(L);
+    int top = lua_gettop(L);
+    lmodel *u = lua_touserdata(L, 1);
+    if (u->busy) return luaL_error(L, "forward: this model is already running (called from one of its own hooks?)");
     mw_forward_out out;
-    if (mw_model_forward(m, &o, &out)) {
+    u->busy = 1;
+    int rc = mw_model_forward(m, &o, &out);
+    u->busy = 0;
+    if (rc) {
         if (x.err_ref != LUA_NOREF) {
             lua_rawgeti(L, LUA_REGISTRYINDEX, x.err_ref);
             luaL_unref(L, LUA_REGISTRYINDEX, x.err_ref);
@@ -406,15 +418,17 @@ static int l_forward(lua_State *L) {
         }
         return mwl_coreerror(L);
     }
-    if (out.logits.storage) { mwl_pushtensor(L, &out.logits); lua_setfield(L, res, "logits"); }
-    if (out.residual.storage) { mwl_pushtensor(L, &out.residual); lua_setfield(L, res, "residual"); }
-    if (out.loss_per_token.storage) {
-        mwl_pushtensor(L, &out.loss_per_token);
+    *ul = out.logits;
+    *ur = out.residual;
+    *up = out.loss_per_token;
+    if (ul->storage) { lua_pushvalue(L, top - 2); lua_setfield(L, res, "logits"); }
+    if (ur->storage) { lua_pushvalue(L, top - 1); lua_setfield(L, res, "residual"); }
+    if (up->storage) {
+        lua_pushvalue(L, top);
         lua_setfield(L, res, "loss_per_token");
         lua_pushnumber(L, out.loss);
         lua_setfield(L, res, "loss");
     }
-    mw_forward_out_release(&out);
     mwl_account(L);
     lua_pushvalue(L, res);
     return 1;

@@ -327,6 +327,11 @@ T.test("hook errors: wrong shapes name the hook; a raising hook reaches the call
   close(model(t.tokens), t.logits, 1e-4, "clean after errors")
   local _, c = model:run_with_cache(t.tokens)
   close(c["blocks.0.hook_mlp_out"], t["act.blocks.0.hook_mlp_out"], 1e-4)
+  -- a hook may not run the same model again (its buffers are in use)
+  T.raises(function()
+    model:run_with_hooks(t.tokens, {fwd_hooks = {{"hook_embed", function() model(t.tokens) end}}})
+  end, "already running")
+  close(model(t.tokens), t.logits, 1e-4, "clean after a re-entry attempt")
   -- an error inside a scoped block removes its hooks too
   T.raises(function() model:hooks({{"hook_embed", function(e) e:zero_() end}}, function() error("inner") end) end, "inner")
   close(model(t.tokens), t.logits, 1e-4, "scoped hooks removed on error")
