@@ -82,7 +82,9 @@ static int ck_map_file(ck_map **out, const char *path) {
     m->refs = 1;
     m->size = (size_t)sb.st_size;
     if (m->size) {
-        void *p = mmap(NULL, m->size, PROT_READ, MAP_PRIVATE, fd, 0);
+        /* writable but private (copy-on-write): tensors viewing the map may be changed in place
+         * (x:add_(1)) without touching the file and without a fault */
+        void *p = mmap(NULL, m->size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
         if (p == MAP_FAILED) {
             int e = errno;
             close(fd);

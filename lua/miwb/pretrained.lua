@@ -232,15 +232,17 @@ function M.fold_layer_norm(sd, cfg, opts)
   sd = copy(sd)
   local d = cfg.d_model
   local function fold(prefix_ln, reads)
-    -- reads: list of {W name, b name, reshape of the LN vectors to broadcast over W, sum dim}
+    -- reads: list of {W name, b name, reshape of the LN vectors to broadcast over W, d_model dim}
     local w, b = sd[prefix_ln .. ".w"], sd[prefix_ln .. ".b"]
     for _, r in ipairs(reads) do
       local Wn, bn, shape, dim = r[1], r[2], r[3], r[4]
       local W = sd[Wn]
       if W == nil then error(("fold_layer_norm: tensor '%s' is missing"):format(Wn), 3) end
-      if fold_biases and b then sd[bn] = sd[bn] + (W * b:reshape(shape)):sum(dim) end
-      if w then W = W * w:reshape(shape) end
-      if center then W = W - W:mean(dim, true) end
+      -- b folds in as b @ W (summing over d_model) without a W-sized temporary; then one new W
+      -- scaled by w, centred in place
+      if fold_biases and b then sd[bn] = sd[bn] + b:matmul(W) end
+      if w then W = W * w:reshape(shape) elseif center then W = W:clone() end
+      if center then W:sub_(W:mean(dim, true)) end
       sd[Wn] = W
     end
     if fold_biases then sd[prefix_ln .. ".b"] = nil end

@@ -151,6 +151,18 @@ T.test("save: misuse raises with the path and the key", function()
   T.raises(function() mi.save(p) end, "table expected")
 end)
 
+T.test("loaded tensors can be changed in place; the file stays as it was", function()
+  local path = TMP .. "/inplace.safetensors"
+  mi.save(path, {w = mi.arange(0, 6):reshape(2, 3)})
+  local before = read(path)
+  local sd = mi.load(path)
+  sd.w:add_(10)                       -- a view of the mapped file: copy-on-write, no fault
+  sd.w[{0, 0}] = -1
+  T.near_table(sd.w:totable(), {{-1, 11, 12}, {13, 14, 15}}, 0)
+  T.truthy(read(path) == before, "file unchanged")
+  T.near_table(mi.load(path).w:totable(), {{0, 1, 2}, {3, 4, 5}}, 0)
+end)
+
 T.test("loaded tensors outlive their table and the file mapping", function()
   local keep
   do
