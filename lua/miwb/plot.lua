@@ -565,8 +565,10 @@ function P.imshow(t, opts)
   local fs = opts.fontsize or 10
   local tick_fs = fs - 1
   local sample = text_fmt and #string.format(text_fmt, -abs(max(abs(lo), abs(hi)))) or 0
-  -- square cells, unless both sides of the image are given (then the cells fill it)
-  local equal = (opts.aspect or ((opts.width and opts.height) and "auto" or "equal")) == "equal"
+  -- square cells, unless both sides of the image are given (then the cells fill it) or the matrix
+  -- is so elongated (more than 4:1) that square cells would make a thin strip
+  local elongated = max(nr, nc) > 4 * min(nr, nc)
+  local equal = (opts.aspect or (((opts.width and opts.height) or elongated) and "auto" or "equal")) == "equal"
   local xlen = xl and maxlen(xl) or #tostring(nc - 1)
   local ylen = yl and maxlen(yl) or #tostring(nr - 1)
   local left = ylen * char_w(tick_fs) + ((opts.ylabel or labels.y) and 45 or 20)
@@ -577,6 +579,10 @@ function P.imshow(t, opts)
   local cell = max((xl or yl) and 14 or 3, min(60, floor(min(640 / nc, 480 / nr))))
   local cell_w = max(cell, text_fmt and ceil(char_w(fs - 1) * sample + 8) or 0)
   local cell_h = max(cell, text_fmt and 20 or 0)
+  if not equal and not opts.aspect then -- elongated: each side sized on its own
+    cell_w = max(xl and 14 or 3, min(60, floor(640 / nc)), text_fmt and ceil(char_w(fs - 1) * sample + 8) or 0)
+    cell_h = max(yl and 14 or 3, min(60, floor(360 / nr)), text_fmt and 20 or 0)
+  end
   if equal then cell_w = max(cell_w, cell_h); cell_h = cell_w end
   if opts.width then
     cell_w = max(1, (opts.width - left - right) / nc)
