@@ -8,7 +8,16 @@
 --   NAME.dat              the data as plain text: a matrix is one row per line, values separated by
 --                         spaces; several matrices (heads) are blocks separated by two blank lines
 --                         (gnuplot's `index`); line plots have columns x y1 y2 ...
--- Each drawing function returns the image path and a table {image=, script=, data={...}, log=}.
+-- Each drawing function returns the image path and a table {image=, script=, data={...}, log=}:
+--   imshow(t, opts)                      heatmap of a 2-D tensor
+--   attention_patterns(str_tokens, pattern [heads, q, k], opts)
+--   line(ys, opts), hist(values, opts), scatter(x, y, opts)
+--   loss_difference(log_probs, str_tokens, seq_len, opts)    the seed notebook's figures
+--   logit_attribution(model | n_heads, logit_attr, tokens, title, opts)
+--   comp_scores(scores, title, baseline, opts)
+--   redraw(script_path), show(image_path)
+-- Common opts: title, xlabel, ylabel, width, height (px), out (a folder, or a file .png/.svg), name,
+-- format ("png" | "svg"), font, fontsize, show.
 --
 -- Inputs are miwb tensors (anything with :totable()) or plain nested Lua tables of numbers.
 -- Indices shown on axes are 0-based (positions, heads, layers), as in TransformerLens.

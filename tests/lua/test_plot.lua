@@ -406,6 +406,20 @@ T.test("comp_scores: L0H*/L1H* labels; colour scale centred on the baseline", fu
   T.eq(tonumber(lo), 0); close_rel(tonumber(hi), 0.26)
 end)
 
+T.test("the notebook's compositions as PNGs of the requested size", function()
+  local lp = {-2, -4, -1, -1}
+  local sizes = {
+    {plot.loss_difference(lp, nil, 2, {out = tmp .. "/sizes/", name = "ld", width = 640, height = 300}), 640, 300},
+    {plot.logit_attribution(1, {{1, -1}, {0.5, 2}}, {"a", "b", "c"}, "la",
+                            {out = tmp .. "/sizes/", name = "la", width = 500, height = 420}), 500, 420},
+    {plot.comp_scores({{0.1, 0.2}, {0.3, 0.05}}, "cs", 0.1, {out = tmp .. "/sizes/", name = "cs", width = 450, height = 380}), 450, 380},
+  }
+  for _, c in ipairs(sizes) do
+    local w, h = png_size(c[1])
+    T.eq(w, c[2], c[1] .. " width"); T.eq(h, c[3], c[1] .. " height")
+  end
+end)
+
 T.test("signed data: diverging scale symmetric about 0; non-negative: sequential from min", function()
   local _, i1 = plot.imshow({{-1, 3}, {0.5, 2}}, {out = tmp .. "/sc/", name = "signed", format = "svg"})
   local g1 = read(i1.script)
