@@ -727,7 +727,8 @@ function P.attention_patterns(str_tokens, pattern, opts)
   -- layout in pixels: square-ish panels, labels thinned to one per ~1.45 font heights
   local n = max(nq, nk)
   local tf = opts.fontsize or (n <= 24 and 9 or n <= 64 and 8 or 7)
-  local cell = opts.cell or max(7, min(22, floor(640 / n)))
+  -- >= 7 px per token up to ~130 tokens (readable labels, thinned), then panels of ~900 px
+  local cell = opts.cell or max(1, min(7, floor(900 / n)), min(22, floor(640 / n)))
   local pw, ph = nk * cell, nq * cell
   local step = max(1, ceil(line_h(tf) / cell))
   local ylab = maxlen(qlabels) * char_w(tf) + 10
