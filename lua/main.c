@@ -86,9 +86,9 @@ static int docall(lua_State *L, int narg, int nres) {
     lua_pushcfunction(L, msghandler);
     lua_insert(L, base);
     globalL = L;
-    signal(SIGINT, laction);
+    void (*prev)(int) = signal(SIGINT, laction);
     int status = lua_pcall(L, narg, nres, base);
-    signal(SIGINT, SIG_DFL);
+    signal(SIGINT, prev == SIG_ERR ? SIG_DFL : prev);
     lua_sethook(L, NULL, 0, 0); /* an interrupt that came too late must not fire later */
     lua_remove(L, base);
     return status;
@@ -184,6 +184,86 @@ static void print_results(lua_State *L) {
         return;
     }
     lua_settop(L, 0);
+}
+
+/* ------------------------------------------------------------ Tab completion */
+
+/* complete(word) -> sorted list of completions of a dotted/colon path: "mi.ze" -> "mi.zeros";
+ * "x:so" -> "x:softmax" (tensor methods come from mi.Tensor); a bare word completes globals and
+ * keywords. Indexing goes through metamethods under pcall, so a failing __index does no harm. */
+static const char *COMPLETE_SRC =
+    "local KEYWORDS = {'and', 'break', 'do', 'else', 'elseif', 'end', 'false', 'for',\n"
+    "  'function', 'goto', 'if', 'in', 'local', 'nil', 'not', 'or', 'repeat', 'return', 'then',\n"
+    "  'true', 'until', 'while'}\n"
+    "local function keys_of(v, only_functions, out)\n"
+    "  local seen = {}\n"
+    "  local function add(t)\n"
+    "    for k, val in pairs(t) do\n"
+    "      if type(k) == 'string' and k:match('^[%a_][%w_]*$') and not seen[k] and\n"
+    "         (not only_functions or type(val) == 'function') then\n"
+    "        seen[k] = true; out[#out + 1] = k end end end\n"
+    "  if type(v) == 'table' then add(v) end\n"
+    "  local ok, mi = pcall(require, 'miwb')\n"
+    "  if ok and type(mi) == 'table' and mi.is_tensor and mi.is_tensor(v) and mi.Tensor then\n"
+    "    add(mi.Tensor); if not only_functions then add({T = true}) end; return end\n"
+    "  local depth, mt = 0, getmetatable(v)\n"
+    "  while type(mt) == 'table' and type(mt.__index) == 'table' and depth < 8 do\n"
+    "    add(mt.__index); mt = getmetatable(mt.__index); depth = depth + 1 end\n"
+    "end\n"
+    "return function(word)\n"
+    "  local out, list = {}, {}\n"
+    "  local path, sep, prefix = word:match('^(.*)([%.:])([%w_]*)$')\n"
+    "  if not path then\n"
+    "    keys_of(_G, false, list)\n"
+    "    for _, k in ipairs(KEYWORDS) do list[#list + 1] = k end\n"
+    "    path, sep, prefix = '', '', word\n"
+    "  else\n"
+    "    local v = _G\n"
+    "    for name in (path .. '.'):gmatch('([^%.:]*)[%.:]') do\n"
+    "      if not name:match('^[%a_][%w_]*$') then return out end\n"
+    "      local ok, nv = pcall(function() return v[name] end)\n"
+    "      if not ok or nv == nil then return out end\n"
+    "      v = nv\n"
+    "    end\n"
+    "    keys_of(v, sep == ':', list)\n"
+    "  end\n"
+    "  table.sort(list)\n"
+    "  for _, k in ipairs(list) do\n"
+    "    if k:sub(1, #prefix) == prefix then out[#out + 1] = path .. sep .. k end end\n"
+    "  return out\n"
+    "end\n";
+
+static const char COMPLETE_KEY = 'c'; /* registry key: the complete function */
+static lua_State *completeL = NULL;
+
+/* readline asks for match number `state` (0 first); the list is computed at state 0 and kept in
+ * the registry until the next completion */
+static char *complete_generator(const char *text, int state) {
+    lua_State *L = completeL;
+    static const char LIST_KEY = 'l';
+    if (state == 0) {
+        lua_rawgetp(L, LUA_REGISTRYINDEX, &COMPLETE_KEY);
+        lua_pushstring(L, text);
+        if (lua_pcall(L, 1, 1, 0) != LUA_OK || !lua_istable(L, -1)) {
+            lua_pop(L, 1);
+            lua_newtable(L);
+        }
+        lua_rawsetp(L, LUA_REGISTRYINDEX, &LIST_KEY);
+    }
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &LIST_KEY);
+    lua_rawgeti(L, -1, state + 1);
+    char *r = NULL;
+    if (lua_type(L, -1) == LUA_TSTRING) r = strdup(lua_tostring(L, -1));
+    lua_pop(L, 2);
+    return r;
+}
+
+static char **complete(const char *text, int start, int end) {
+    (void)start;
+    (void)end;
+    rl_attempted_completion_over = 1; /* never fall back to file names */
+    rl_completion_append_character = '\0'; /* reset by readline before each completion */
+    return rl_completion_matches(text, complete_generator);
 }
 
 /* ------------------------------------------------------------ reading lines */
@@ -342,6 +422,8 @@ static int load_statement(lua_State *L) {
 }
 
 static void repl(lua_State *L) {
+    /* between reading a line and running it, a Ctrl-C must not kill the REPL */
+    signal(SIGINT, SIG_IGN);
     use_readline = isatty(STDIN_FILENO);
     if (use_readline) {
         const char *home = getenv("HOME");
@@ -354,6 +436,9 @@ static void repl(lua_State *L) {
         rl_catch_signals = 0;
         rl_getc_function = rl_getc_interruptible;
         rl_bind_key(3, rl_ctrl_c);
+        completeL = L;
+        rl_attempted_completion_function = complete;
+        rl_basic_word_break_characters = " \t\n\"\\'`@$><=;|&{(,+-*/^%~#[]";
     }
     int status;
     while ((status = load_statement(L)) != -1) {
@@ -462,6 +547,9 @@ static int pmain(lua_State *L) {
     if (luaL_loadstring(L, SHOW_SRC) != LUA_OK) return lua_error(L);
     lua_call(L, 0, 1);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &SHOW_KEY);
+    if (luaL_loadstring(L, COMPLETE_SRC) != LUA_OK) return lua_error(L);
+    lua_call(L, 0, 1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &COMPLETE_KEY);
     lua_settop(L, 3);
 
     /* a subcommand; a file of that name is run as a script when no such command exists */

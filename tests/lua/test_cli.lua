@@ -255,5 +255,47 @@ T.test("Ctrl-C (SIGINT) interrupts a running script with 'interrupted!'", functi
   T.truthy(not out:find("not interrupted", 1, true), out)
 end)
 
+-- The interactive REPL on a pseudo-terminal (util-linux `script`): Tab completion, Ctrl-C at the
+-- prompt and during a computation, the history file. Each input is sent once the output shows
+-- the REPL is ready for it, so a slow start (ASan) changes nothing.
+local function have(cmd) return os.execute("command -v " .. cmd .. " >/dev/null 2>&1") end
+if not (have("script") and have("mkfifo")) then
+  print("SKIP - REPL on a terminal: util-linux script or mkfifo not found")
+else
+T.test("REPL on a terminal: completion, Ctrl-C at the prompt and in a loop, history", function()
+  local home = tmpdir .. "/home"
+  assert(os.execute("mkdir -p " .. q(home)))
+  local fifo, out = tmpdir .. "/tty.in", tmpdir .. "/tty.out"
+  local sh = table.concat({
+    "mkfifo " .. q(fifo),
+    "HOME=" .. q(home) .. " TERM=dumb script -qfec " .. q(MIWB) .. " /dev/null < " .. q(fifo) ..
+      " > " .. q(out) .. " 2>&1 & pid=$!",
+    "exec 3>" .. q(fifo),
+    -- waits until the output holds a fixed string (at most 20 s)
+    "waitfor() { i=0; while ! grep -aqF -- \"$1\" " .. q(out) ..
+      " && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done; }",
+    "waitfor 'Ctrl-C interrupts'",
+    "printf 'mi.zer\\t(2)\\n' >&3; waitfor 'shape=[2]'",
+    "printf 'abc' >&3; waitfor '> abc'; printf '\\003' >&3; waitfor 'abc^C'",
+    "printf 'while true do end\\n' >&3; waitfor 'while true do end'; sleep 0.3; printf '\\003' >&3",
+    "waitfor 'interrupted!'",
+    "printf '2+3\\n' >&3; waitfor '5'; sleep 0.2; printf '\\004' >&3",
+    "wait $pid; rc=$?; exec 3>&-; cat " .. q(out) .. "; exit $rc",
+  }, "\n")
+  local script_path = write("tty.sh", sh)
+  local text, code = run("sh " .. q(script_path))
+  T.eq(code, 0, "exit status")
+  T.truthy(text:find("mi.zeros(2)", 1, true) or text:find("os(2)", 1, true), "completion: " .. text)
+  T.truthy(text:find("tensor([0., 0.], shape=[2])", 1, true), "completed call ran: " .. text)
+  T.truthy(text:find("abc^C", 1, true), "Ctrl-C at the prompt: " .. text)
+  T.truthy(text:find("interrupted!", 1, true), "Ctrl-C in a loop: " .. text)
+  T.truthy(text:find("\n5\r?\n") or text:find("5\r\n", 1, true), "the REPL went on: " .. text)
+  local f = assert(io.open(home .. "/.miwb_history"))
+  local hist = f:read("a")
+  f:close()
+  T.eq(hist, "mi.zeros(2)\nwhile true do end\n2+3\n", "history holds the completed lines, not the dropped one")
+end)
+end
+
 os.execute("rm -rf " .. q(tmpdir))
 T.done()
