@@ -700,6 +700,28 @@ static void st__putq(st__buf *b, const char *s) {
     st__put(b, "\"", 1);
 }
 
+/* well-formed UTF-8 (no overlongs, surrogates or code points past U+10FFFF): readers parse the
+ * header as UTF-8 JSON and refuse anything else */
+static int st__utf8_ok(const char *s) {
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p) {
+        unsigned c = *p, n, cp;
+        if (c < 0x80) { p++; continue; }
+        if (c >= 0xc2 && c <= 0xdf) { n = 1; cp = c & 0x1f; }
+        else if (c >= 0xe0 && c <= 0xef) { n = 2; cp = c & 0x0f; }
+        else if (c >= 0xf0 && c <= 0xf4) { n = 3; cp = c & 0x07; }
+        else return 0;
+        for (unsigned i = 1; i <= n; i++) {
+            if ((p[i] & 0xc0) != 0x80) return 0;
+            cp = (cp << 6) | (p[i] & 0x3f);
+        }
+        if ((n == 2 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) || (n == 3 && (cp < 0x10000 || cp > 0x10ffff)))
+            return 0;
+        p += n + 1;
+    }
+    return 1;
+}
+
 typedef struct { const st_write_tensor *t; uint64_t bytes, begin; } st__wslot;
 
 static int st__cmp_layout(const void *a, const void *b) {
@@ -727,6 +749,10 @@ int st_write(const char *path, const st_write_tensor *ts, size_t n, const char *
         const st_write_tensor *t = &ts[i];
         if (!t->name || !*t->name || strcmp(t->name, "__metadata__") == 0) {
             st__fail(err, errlen, "%s: tensor #%zu: invalid name '%s'", path, i, t->name ? t->name : "(null)");
+            goto done;
+        }
+        if (!st__utf8_ok(t->name)) {
+            st__fail(err, errlen, "%s: tensor #%zu: name is not valid UTF-8", path, i);
             goto done;
         }
         if ((unsigned)t->dtype >= ST_NDTYPES || t->ndim < 0 || t->ndim > ST_MAXDIM) {
@@ -757,6 +783,11 @@ int st_write(const char *path, const st_write_tensor *ts, size_t n, const char *
             goto done;
         }
     qsort(slots, n, sizeof *slots, st__cmp_layout);
+    for (size_t i = 0; i < n_meta; i++)
+        if (!meta_keys[i] || !meta_values[i] || !st__utf8_ok(meta_keys[i]) || !st__utf8_ok(meta_values[i])) {
+            st__fail(err, errlen, "%s: metadata entry #%zu is missing or not valid UTF-8", path, i);
+            goto done;
+        }
     uint64_t off = 0;
     st__puts(&h, "{");
     int first = 1;

@@ -201,6 +201,11 @@ static void test_write_roundtrip(void) {
     /* bad writes */
     st_write_tensor dup[] = {{"x", ST_F32, 1, sd, a}, {"x", ST_I64, 1, sd, b}};
     CHECK(st_write(path, dup, 2, NULL, NULL, 0, err, sizeof err) != 0 && strstr(err, "'x' given twice"));
+    st_write_tensor bad8[] = {{"caf\xe9", ST_F32, 1, sd, a}}, ok8[] = {{"caf\xc3\xa9 \xf0\x9f\x98\x80", ST_F32, 1, sd, a}};
+    CHECK(st_write(path, bad8, 1, NULL, NULL, 0, err, sizeof err) != 0 && strstr(err, "not valid UTF-8"));
+    CHECK_MSG(st_write(path, ok8, 1, NULL, NULL, 0, err, sizeof err) == 0, "%s", err);
+    const char *badk[] = {"k"}, *badv[] = {"\xed\xa0\x80"}; /* an encoded surrogate */
+    CHECK(st_write(path, ok8, 1, badk, badv, 1, err, sizeof err) != 0 && strstr(err, "metadata entry #0"));
     st_write_tensor meta[] = {{"__metadata__", ST_F32, 1, sd, a}};
     CHECK(st_write(path, meta, 1, NULL, NULL, 0, err, sizeof err) != 0 && strstr(err, "invalid name"));
     CHECK(st_write("/nonexistent-dir/x.safetensors", ts, 1, NULL, NULL, 0, err, sizeof err) != 0 &&
