@@ -6,6 +6,7 @@
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 
 #include "../../fuzz/fuzz_bodies.h"
 #include "mwtest.h"
@@ -22,6 +23,8 @@ static int replay(const char *dir, body_fn fn) {
         if (e->d_name[0] == '.' || strcmp(e->d_name, "README") == 0) continue;
         char path[1024];
         snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        struct stat sb;
+        if (stat(path, &sb) != 0 || !S_ISREG(sb.st_mode)) continue; /* fixture folders */
         FILE *f = fopen(path, "rb");
         if (!f) continue;
         fseek(f, 0, SEEK_END);
