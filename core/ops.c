@@ -458,10 +458,15 @@ int mw_binary_scalar(mw_tensor *out, const mw_tensor *a, double s, mw_binop op, 
 
 /* ================================================================ unary ops */
 
+/* gelu_new(x) = 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3), computed as the equal
+ * x / (1 + exp(-2u)) (since 1 + tanh(u) = 2 / (1 + exp(-2u))): one expf instead of tanhf, which is
+ * about 5x slower in glibc, and no cancellation. Tails: x -> +inf gives x, x -> -inf gives -0
+ * (NaN at -inf itself, as the tanh form). */
 static inline float gelu_new(float x)
 {
     const float c = 0.7978845608028654f; /* sqrt(2/pi) */
-    return 0.5f * x * (1.0f + tanhf(c * (x + 0.044715f * x * x * x)));
+    float u = c * (x + 0.044715f * x * x * x);
+    return x / (1.0f + expf(-2.0f * u));
 }
 
 static inline float fun(mw_unop op, float x)

@@ -337,6 +337,19 @@ static void test_gelu_closed_form(void)
     CHECK_NEAR(at1(&r, 4), 0.0, 1e-5);
     mw_tensor_release(&r);
     mw_tensor_release(&t);
+    /* 801 points on [-20, 20] against the tanh form in double */
+    float xs[801];
+    for (int i = 0; i < 801; i++) xs[i] = -20.0f + 0.05f * i;
+    t = f32_vec(801, xs);
+    CHECK_OK(mw_unary(&r, &t, MW_GELU_NEW));
+    int bad = 0;
+    for (int i = 0; i < 801; i++) {
+        double x = xs[i], want = 0.5 * x * (1 + tanh(sqrt(2 / M_PI) * (x + 0.044715 * x * x * x)));
+        if (fabs(at1(&r, i) - want) > 1e-7 + 2e-6 * fabs(want)) bad++;
+    }
+    CHECK_MSG(bad == 0, "gelu_new off at %d of 801 points", bad);
+    mw_tensor_release(&r);
+    mw_tensor_release(&t);
 }
 
 static void test_clamp_where(void)
