@@ -65,6 +65,192 @@ function M._install(mi)
     return d:le((y:abs() * rtol) + atol):all()
   end
 
+  -- x:diag(): a 1-D tensor becomes a square matrix with it on the diagonal; a 2-D tensor gives
+  -- its diagonal (as torch.diag, offset 0)
+  function T.diag(x)
+    if x:dim() == 2 then return x:diagonal() end
+    if x:dim() ~= 1 then error("diag: expects 1 or 2 dims, got shape [" .. table.concat(x:shape(), ",") .. "]", 2) end
+    local n = x:size(0)
+    local m = mi.zeros(n, n, x:dtype())
+    m:diagonal():copy_(x)
+    return m
+  end
+
+  mi.empty = mi.zeros -- no uninitialized memory here: empty is zeros
+
+  -- mi.assert_close(actual, expected, rtol = 1e-5, atol = 1e-8): raises with the largest
+  -- difference and where it is when not allclose (as torch.testing.assert_close)
+  function mi.assert_close(a, b, rtol, atol, msg)
+    rtol, atol = rtol or 1e-5, atol or 1e-8
+    if not mi.is_tensor(a) then a = mi.tensor(a) end
+    if not mi.is_tensor(b) then b = mi.tensor(b) end
+    local sa, sb = table.concat(a:shape(), ","), table.concat(b:shape(), ",")
+    if sa ~= sb then error(("%sassert_close: shapes differ: [%s] vs [%s]"):format(msg and msg .. ": " or "", sa, sb), 2) end
+    a, b = a:float(), b:float()
+    local diff = (a - b):abs()
+    local bad = diff:le(b:abs() * rtol + atol):logical_not() -- a NaN difference counts as bad
+    if bad:any() then
+      local flat = diff:reshape(-1)
+      local i = flat:argmax():item()
+      error(("%sassert_close: %d of %d elements differ; largest difference %g at flat index %d (%g vs %g)")
+        :format(msg and msg .. ": " or "", bad:long():sum():item(), a:numel(), flat[i]:item(), i,
+                a:reshape(-1)[i]:item(), b:reshape(-1)[i]:item()), 2)
+    end
+  end
+
+  -- ---------------------------------------------------------- einops-style rearrange / reduce / repeat
+  -- Patterns as in einops: "b h q k -> (b h) q k", "(n p) d -> n p d" with sizes {p = 2},
+  -- "1" for a unit axis, "()" for an empty group. Names are letters, digits and _.
+  local function parse_side(side, what)
+    local groups, names, cur = {}, {}, nil
+    local i, n = 1, #side
+    while i <= n do
+      local c = side:sub(i, i)
+      if c:match("%s") then i = i + 1
+      elseif c == "(" then
+        if cur then error(what .. ": nested parentheses in '" .. side .. "'", 3) end
+        cur = {}; i = i + 1
+      elseif c == ")" then
+        if not cur then error(what .. ": unbalanced ')' in '" .. side .. "'", 3) end
+        groups[#groups + 1] = cur; cur = nil; i = i + 1
+      else
+        local name = side:match("^[%w_]+", i)
+        if not name then error(what .. ": unexpected '" .. c .. "' in '" .. side .. "'", 3) end
+        i = i + #name
+        local axis
+        if name == "1" then axis = {unit = true}
+        elseif name:match("^%d") then error(what .. ": axis names cannot start with a digit: '" .. name .. "'", 3)
+        else
+          if names[name] then error(what .. ": axis '" .. name .. "' appears twice in '" .. side .. "'", 3) end
+          names[name] = true
+          axis = {name = name}
+        end
+        if cur then cur[#cur + 1] = axis else groups[#groups + 1] = {axis} end
+      end
+    end
+    if cur then error(what .. ": unbalanced '(' in '" .. side .. "'", 3) end
+    return groups, names
+  end
+
+  local function shape_s(x) return "[" .. table.concat(x:shape(), ",") .. "]" end
+
+  -- splits x along its lhs groups into one dim per named axis (unit axes dropped);
+  -- returns the view, the list of axis names in order, and the size of every axis
+  local function decompose(x, lhs, sizes, what, pattern)
+    if #lhs ~= x:dim() then
+      error(("%s: '%s' names %d dims, the tensor has shape %s"):format(what, pattern, #lhs, shape_s(x)), 3)
+    end
+    local size = {}
+    for k, v in pairs(sizes or {}) do size[k] = v end
+    local order, shape = {}, {}
+    for d, g in ipairs(lhs) do
+      local known, unknown = 1, nil
+      for _, a in ipairs(g) do
+        if a.name then
+          if size[a.name] then known = known * size[a.name]
+          elseif unknown then error(("%s: cannot infer both '%s' and '%s' in '%s'"):format(what, unknown, a.name, pattern), 3)
+          else unknown = a.name end
+        end
+      end
+      local dimsize = x:size(d - 1)
+      if unknown then
+        if known == 0 or dimsize % known ~= 0 then
+          error(("%s: dim %d of size %d cannot be split by %d ('%s')"):format(what, d - 1, dimsize, known, pattern), 3)
+        end
+        size[unknown] = dimsize // known
+      elseif known ~= dimsize then
+        error(("%s: dim %d has size %d, the pattern '%s' says %d"):format(what, d - 1, dimsize, pattern, known), 3)
+      end
+      for _, a in ipairs(g) do
+        if a.name then order[#order + 1] = a.name; shape[#shape + 1] = size[a.name] end
+      end
+    end
+    return x:reshape(shape), order, size
+  end
+
+  -- the named axes at positions `order` of x, permuted and regrouped as rhs says; new axes
+  -- (repeat) are inserted with their sizes and expanded
+  local function compose(x, order, size, rhs, what, pattern)
+    local pos = {}
+    for i, name in ipairs(order) do pos[name] = i - 1 end
+    local perm, final, flat = {}, {}, {}
+    for _, g in ipairs(rhs) do
+      local n = 1
+      for _, a in ipairs(g) do
+        if a.name then
+          if pos[a.name] then perm[#perm + 1] = pos[a.name]
+          elseif not size[a.name] then error(("%s: the size of new axis '%s' is not given ('%s')"):format(what, a.name, pattern), 3)
+          else perm[#perm + 1] = a.name end
+          flat[#flat + 1] = size[a.name]
+          n = n * size[a.name]
+        end
+      end
+      final[#final + 1] = n
+    end
+    -- permute the existing axes into their rhs order, then unsqueeze + expand the new ones
+    local existing = {}
+    for _, p in ipairs(perm) do if type(p) == "number" then existing[#existing + 1] = p end end
+    if #existing > 0 then x = x:permute(existing) end
+    for i, p in ipairs(perm) do
+      if type(p) == "string" then x = x:unsqueeze(i - 1) end
+    end
+    if #flat > 0 then x = x:expand(flat) end
+    return x:reshape(final)
+  end
+
+  local function split_pattern(pattern, what)
+    local l, r = pattern:match("^(.-)%->(.*)$")
+    if not l then error(what .. ": pattern needs '->': '" .. pattern .. "'", 3) end
+    local lhs, lnames = parse_side(l, what)
+    local rhs, rnames = parse_side(r, what)
+    return lhs, lnames, rhs, rnames
+  end
+
+  -- mi.rearrange(x, "b h q k -> (b h) q k" [, sizes]): a permute plus reshapes (a view when
+  -- the strides allow, else a copy)
+  function mi.rearrange(x, pattern, sizes)
+    local lhs, lnames, rhs, rnames = split_pattern(pattern, "rearrange")
+    for name in pairs(rnames) do
+      if not lnames[name] then error(("rearrange: axis '%s' is only on the right of '%s' (use repeat_axes)"):format(name, pattern), 2) end
+    end
+    for name in pairs(lnames) do
+      if not rnames[name] then error(("rearrange: axis '%s' is only on the left of '%s' (use reduce)"):format(name, pattern), 2) end
+    end
+    local y, order, size = decompose(x, lhs, sizes, "rearrange", pattern)
+    return compose(y, order, size, rhs, "rearrange", pattern)
+  end
+
+  -- mi.repeat_axes(x, "seq d -> batch seq d", {batch = 4}): einops.repeat (repeat is a Lua keyword)
+  function mi.repeat_axes(x, pattern, sizes)
+    local lhs, lnames, rhs, rnames = split_pattern(pattern, "repeat_axes")
+    for name in pairs(lnames) do
+      if not rnames[name] then error(("repeat_axes: axis '%s' is only on the left of '%s'"):format(name, pattern), 2) end
+    end
+    local y, order, size = decompose(x, lhs, sizes, "repeat_axes", pattern)
+    return compose(y, order, size, rhs, "repeat_axes", pattern)
+  end
+
+  -- mi.reduce(x, "b h q k -> h", "mean" [, sizes]): axes missing on the right are reduced with
+  -- "sum", "mean", "max", "min" or "prod"
+  local REDUCERS = {sum = "sum", mean = "mean", max = "amax", min = "amin", prod = "prod"}
+  function mi.reduce(x, pattern, op, sizes)
+    local method = REDUCERS[op]
+    if not method then error("reduce: op must be sum, mean, max, min or prod, got " .. tostring(op), 2) end
+    local lhs, lnames, rhs, rnames = split_pattern(pattern, "reduce")
+    for name in pairs(rnames) do
+      if not lnames[name] then error(("reduce: axis '%s' is only on the right of '%s'"):format(name, pattern), 2) end
+    end
+    local y, order, size = decompose(x, lhs, sizes, "reduce", pattern)
+    local dims, kept = {}, {}
+    for i, name in ipairs(order) do
+      if rnames[name] then kept[#kept + 1] = name else dims[#dims + 1] = i - 1 end
+    end
+    if #dims > 0 then y = y[method](y, dims) end
+    return compose(y, kept, size, rhs, "reduce", pattern)
+  end
+
+  function T.rearrange(x, pattern, sizes) return mi.rearrange(x, pattern, sizes) end
+
   -- module functions mirroring methods, as torch.exp(x) mirrors x.exp()
   local FUNCTIONAL = {
     "exp", "log", "sqrt", "abs", "tanh", "relu", "gelu_new", "sigmoid", "neg", "sin", "cos",
@@ -74,7 +260,7 @@ function M._install(mi)
     "argmax", "argmin", "softmax", "log_softmax", "cumsum", "topk", "sort", "argsort", "nonzero",
     "index_select", "gather", "masked_select", "masked_fill", "narrow", "select", "transpose",
     "permute", "reshape", "unsqueeze", "squeeze", "diagonal", "split", "chunk", "flatten",
-    "clone", "allclose", "equal", "square", "isnan", "all", "any",
+    "clone", "allclose", "equal", "square", "isnan", "all", "any", "diag",
   }
   for _, name in ipairs(FUNCTIONAL) do
     if mi[name] == nil then
