@@ -308,6 +308,9 @@ end
 -- cfg (normalization_type "LNPre" once LayerNorm is folded)
 function M.process_weights(sd, cfg, opts)
   opts = opts or {}
+  if opts.refactor_factored_attn_matrices then
+    error("process_weights: refactor_factored_attn_matrices is not supported by miwb", 2)
+  end
   local function on(k) return opts[k] ~= false end
   cfg = copy(cfg)
   if on("fold_ln") and ln_type(cfg) then

@@ -292,6 +292,8 @@ T.test("process_weights: options switch each step; attn-only models keep their m
   T.eq(c3.normalization_type, "None")
   T.eq(s3["embed.W_E"], ao["embed.W_E"], "W_E not centred without LN")
   T.eq(s3["blocks.0.attn.b_V"]:abs():max():item(), 0)
+  T.raises(function() P.process_weights(sd, cfg0, {refactor_factored_attn_matrices = true}) end,
+           "refactor_factored_attn_matrices is not supported")
 end)
 
 -- ------------------------------------------------------------------ names, cache, pull
