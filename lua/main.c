@@ -572,6 +572,34 @@ static int pmain(lua_State *L) {
         if (strcmp(a, "--") == 0) { if (i + 1 < argc) script = i + 1; break; }
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             usage(stdout);
+            /* the commands the module offers (mi.cli), when it loads */
+            if (push_module(L) == LUA_OK && lua_istable(L, -1) &&
+                lua_getfield(L, -1, "cli") == LUA_TTABLE) {
+                lua_getglobal(L, "table");
+                lua_getfield(L, -1, "sort");
+                lua_newtable(L);
+                int names = lua_gettop(L);
+                lua_pushnil(L);
+                while (lua_next(L, -5)) {
+                    lua_pop(L, 1);
+                    if (lua_type(L, -1) == LUA_TSTRING) {
+                        lua_pushvalue(L, -1);
+                        lua_rawseti(L, names, (lua_Integer)lua_rawlen(L, names) + 1);
+                    }
+                }
+                lua_pushvalue(L, names - 1); /* table.sort */
+                lua_pushvalue(L, names);
+                lua_call(L, 1, 0);
+                if (lua_rawlen(L, names) > 0) {
+                    fputs("Commands:", stdout);
+                    for (lua_Integer k = 1; k <= (lua_Integer)lua_rawlen(L, names); k++) {
+                        lua_rawgeti(L, names, k);
+                        printf(" %s", lua_tostring(L, -1));
+                        lua_pop(L, 1);
+                    }
+                    fputs("\n", stdout);
+                }
+            }
             *result = 0;
             return 0;
         }

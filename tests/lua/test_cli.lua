@@ -150,6 +150,8 @@ T.test("subcommand: calls require('miwb').cli[NAME](args), its number is the exi
   T.truthy(out2:find("cli failure", 1, true), out2)
   local _, code3 = run(env .. MIWB .. " ok")
   T.eq(code3, 0)
+  local help = run(env .. MIWB .. " --help")
+  T.truthy(help:find("\nCommands: echo fail ok\n", 1, true), help)
   local out4, code4 = run(env .. MIWB .. " nope")
   T.eq(code4, 2)
   T.truthy(out4:find("(commands: echo, fail, ok)", 1, true) or
