@@ -3,6 +3,7 @@
 --   mi.from_pretrained(name_or_folder [, opts])       a HookedTransformer with processed weights
 --   mi.from_pretrained_no_processing(name_or_folder [, opts])
 --   mi.load_pretrained(name_or_folder [, opts])       -> state_dict, cfg, folder (no model class)
+--   mi.save_pretrained(model, folder)                 a miwb model folder that from_pretrained reads
 --   mi.pretrained.pull(name [, opts]), and `miwb pull NAME` (mi.cli.pull)
 --
 -- A folder is either a Hugging Face GPT-2 folder (config.json with n_embd/n_layer/..., weights in
@@ -436,6 +437,44 @@ function M.from_pretrained_no_processing(name_or_folder, opts)
   return M.from_pretrained(name_or_folder, o)
 end
 
+-- Writes a miwb model folder that from_pretrained reads back: config.json (the config's
+-- HookedTransformerConfig fields; normalization None as null), model.safetensors (state-dict
+-- names) and tokenizer.json (copied). what: a HookedTransformer, or a state dict with opts.cfg.
+-- opts.tokenizer: a tokenizer.json path to copy (default: the model's own folder's, if any).
+function M.save_pretrained(what, folder, opts)
+  opts = opts or {}
+  local sd, cfg, tok = what, opts.cfg, opts.tokenizer
+  if type(what) == "table" and type(what.state_dict) == "function" then
+    sd, cfg = what:state_dict(), cfg or what.cfg
+    if tok == nil and what.folder and exists(what.folder .. "/tokenizer.json") then tok = what.folder .. "/tokenizer.json" end
+  end
+  if type(sd) ~= "table" or type(cfg) ~= "table" then
+    error("save_pretrained: needs a model, or a state dict and opts.cfg", 2)
+  end
+  if not os.execute("mkdir -p " .. ("'" .. folder:gsub("'", "'\\''") .. "'")) then
+    error("save_pretrained: cannot create " .. folder, 2)
+  end
+  local conf = {}
+  for k, v in pairs(cfg) do
+    local t = type(v)
+    if type(k) == "string" and (t == "string" or t == "number" or t == "boolean") then conf[k] = v end
+  end
+  if cfg.normalization_type == nil or cfg.normalization_type == "None" then conf.normalization_type = mi.json.null end
+  mi.save(folder .. "/model.safetensors", sd)
+  local f = assert(io.open(folder .. "/config.json", "w"))
+  f:write(mi.json.encode(conf, {indent = true}), "\n")
+  f:close()
+  if tok then
+    local src = assert(io.open(tok, "rb"))
+    local data = src:read("a")
+    src:close()
+    local dst = assert(io.open(folder .. "/tokenizer.json", "wb"))
+    dst:write(data)
+    dst:close()
+  end
+  return folder
+end
+
 -- ---------------------------------------------------------------- downloads (`miwb pull`)
 local function shq(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 
@@ -580,6 +619,7 @@ function M._install(miwb)
   mi.from_pretrained = M.from_pretrained
   mi.from_pretrained_no_processing = M.from_pretrained_no_processing
   mi.load_pretrained = M.load_pretrained
+  mi.save_pretrained = M.save_pretrained
   mi.cli = mi.cli or {}
   mi.cli.pull = M.cli_pull
 end

@@ -434,6 +434,25 @@ if mi.HookedTransformer then
     T.truthy(maxdiff(d, d:mean(-1, true)) < 1e-4)
   end)
 
+  T.test("save_pretrained writes a miwb folder that loads back to the same model", function()
+    local ref = mi.load(EXP .. "logits.safetensors")
+    local model = mi.from_pretrained(HF)
+    local dir = mi.save_pretrained(model, TMP .. "/saved_model")
+    local conf = mi.json.decode(read(dir .. "/config.json"))
+    T.eq(conf.d_model, 32); T.eq(conf.normalization_type, "LNPre"); T.eq(conf.n_layers, 2)
+    local back = mi.from_pretrained_no_processing(dir)
+    T.eq(back.cfg.normalization_type, "LNPre")
+    T.eq(maxdiff(back(ref.tokens), model(ref.tokens)), 0)
+    -- processing again changes nothing that matters (it is idempotent)
+    T.truthy(maxdiff(mi.from_pretrained(dir)(ref.tokens), model(ref.tokens)) < 1e-4)
+    -- an attention-only model: normalization None survives as null
+    local ao = mi.from_pretrained_no_processing("tests/fixtures/ckpt/tl_attn_only")
+    local d2 = mi.save_pretrained(ao, TMP .. "/saved_ao")
+    T.eq(mi.json.decode(read(d2 .. "/config.json")).normalization_type, mi.json.null)
+    local tokens = mi.randint(0, 30, {1, 7}, mi.Generator(3))
+    T.eq(maxdiff(mi.from_pretrained_no_processing(d2)(tokens), ao(tokens)), 0)
+  end)
+
   T.test("attention-only shortformer folder: processing keeps the log-probs", function()
     local dir = "tests/fixtures/ckpt/tl_attn_only"
     local tokens = mi.randint(0, 30, {2, 9}, mi.Generator(5))
