@@ -10,7 +10,7 @@
  * With the argument keep-heap the process first tells malloc never to use mmap and never to trim
  * (mallopt), so freed big buffers are reused instead of being faulted in again: this shows what
  * a storage cache would give; without it the figures are what the library does today.
- * Every figure is the median of REPS runs; mw and baseline runs alternate so that load from other
+ * Every figure is the median of REPS (REPS_MM for matmul) runs; mw and baseline runs alternate so that load from other
  * processes hits both alike. Not a test: it prints numbers, it does not judge them.
  */
 #include "mw_tensor.h"
@@ -23,7 +23,9 @@
 #include <string.h>
 #include <time.h>
 
-#define REPS 7
+#define REPS 7     /* element-wise and softmax: 0.01 to 1 s each */
+#define REPS_MM 21 /* matmul: milliseconds each, noisier on a shared machine */
+#define MAXREPS 21
 
 static double now(void)
 {
@@ -61,12 +63,12 @@ struct bench {
     int transb;
 };
 
-static void report(const char *name, const char *against, bench *B)
+static void report(const char *name, const char *against, bench *B, int reps)
 {
-    double tm[REPS], tb[REPS];
+    double tm[MAXREPS], tb[MAXREPS];
     B->mw(B); /* warm-up: page faults of buffers, BLAS thread start */
     B->base(B);
-    for (int r = 0; r < REPS; r++) {
+    for (int r = 0; r < reps; r++) {
         double t0 = now();
         B->mw(B);
         double t1 = now();
@@ -75,7 +77,7 @@ static void report(const char *name, const char *against, bench *B)
         tm[r] = t1 - t0;
         tb[r] = t2 - t1;
     }
-    double mm = median(tm, REPS), mb = median(tb, REPS);
+    double mm = median(tm, reps), mb = median(tb, reps);
     printf("%-44s mw %8.3f ms  %-22s %8.3f ms  ratio %5.2f\n", name, mm * 1e3, against, mb * 1e3, mm / mb);
     fflush(stdout);
 }
@@ -126,7 +128,7 @@ static void bench_matmul(const char *name, int64_t batch, int64_t m, int64_t k, 
         B.m = B.batch * m;
         B.batch = 1;
     }
-    report(name, "cblas_sgemm", &B);
+    report(name, "cblas_sgemm", &B, REPS_MM);
     free(B.pc);
     mw_tensor_release(&B.a);
     mw_tensor_release(&B.b);
@@ -224,15 +226,15 @@ static void bench_elementwise(void)
         bench B = {0};
         B.mw = mw_op;
         B.base = base_prealloc;
-        report(names[which], "C loop, prealloc out", &B);
+        report(names[which], "C loop, prealloc out", &B, REPS);
         snprintf(name, sizeof name, "%s", names[which]);
         B.base = base_malloc;
-        report(name, "C loop, malloc'd out", &B);
+        report(name, "C loop, malloc'd out", &B, REPS);
         if (which < 2) {
             snprintf(name, sizeof name, "%s in place (mw_binary_)", which == 0 ? "add_" : "mul_");
             B.mw = mw_inplace;
             B.base = base_inplace;
-            report(name, "C loop in place", &B);
+            report(name, "C loop in place", &B, REPS);
         }
     }
     free(po);
@@ -252,7 +254,7 @@ int main(int argc, char **argv)
         return 1;
     }
     mw_rng_seed(mw_rng_default(), 1);
-    printf("bench_tensor: median of %d runs, mw and baseline alternating%s\n", REPS,
+    printf("bench_tensor: median of %d runs (matmul %d), mw and baseline alternating%s\n", REPS, REPS_MM,
            keep_heap ? "; malloc keeps freed memory (keep-heap)" : "");
     bench_matmul("matmul [128,768] @ [768,3072]", 0, 128, 768, 3072, 0, 0);
     bench_matmul("matmul [128,768] @ [3072,768]^T (view)", 0, 128, 768, 3072, 1, 0);

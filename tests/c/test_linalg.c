@@ -27,6 +27,8 @@ static void test_matmul_basic(void)
     mm_case("mv_Av", fx("in_A"), fx("in_v"));     /* 1-D right: [5] */
     mm_case("vm_vB", fx("in_v"), fx("in_B"));     /* 1-D left: [3] */
     mm_case("dot_vv", fx("in_v"), fx("in_v"));    /* 0-dim */
+    mm_case("mv_A3v", fx("in_A3"), fx("in_v"));   /* batched @ 1-D: [2,5] */
+    mm_case("vm_vB4", fx("in_v"), fx("in_B4"));   /* 1-D @ batched: [3,4] */
     mw_tensor r;
     CHECK_OK(mw_matmul(&r, fx("in_v"), fx("in_v")));
     CHECK(r.ndim == 0);
@@ -150,6 +152,15 @@ static void test_einsum_general(void)
     CHECK_OK(mw_einsum(&r, "seqQ nhead dhead, dhead nhead seqK -> nhead seqQ seqK", 2, ts));
     close_to("einsum with a permuted operand", &r, fx("ein_qk"), ATOL, RTOL);
     mw_tensor_release(&r);
+    /* an operand whose kept axes cannot merge into one dim without a copy */
+    mw_tensor xp;
+    int p2[3] = {1, 0, 2};
+    CHECK_OK(mw_tensor_permute(&xp, fx("in_x3"), p2)); /* [3,2,4] */
+    const mw_tensor *ts2[2] = {&xp, fx("in_m3")};
+    CHECK_OK(mw_einsum(&r, "b a c, c d -> a b d", 2, ts2));
+    close_to("einsum needing a copy", &r, fx("ein_perm"), ATOL, RTOL);
+    mw_tensor_release(&r);
+    mw_tensor_release(&xp);
     mw_tensor_release(&kt);
 }
 
