@@ -431,7 +431,7 @@ static void test_softmax_masked_rows(void)
     CHECK_OK(mw_tensor_from_data(&a, MW_F32, 2, shape, v));
     CHECK_OK(mw_softmax(&r, &a, -1));
     int64_t i00[2] = {0, 0}, i01[2] = {0, 1}, i10[2] = {1, 0}, i12[2] = {1, 2};
-    int64_t i20[2] = {2, 0}, i21[2] = {2, 1}, i22[2] = {2, 2};
+    int64_t i20[2] = {2, 0}, i21[2] = {2, 1}, i22[2] = {2, 2}, i11[2] = {1, 1};
     CHECK(mw_tensor_get(&r, i00) == 1 && mw_tensor_get(&r, i01) == 0);
     CHECK(mw_tensor_get(&r, i10) == 0 && mw_tensor_get(&r, i12) == 0); /* zeros, not NaN */
     CHECK_NEAR(mw_tensor_get(&r, i20), 1.0 / 6, 1e-7); /* softmax(log 1, log 2, log 3) = (1,2,3)/6 */
@@ -449,7 +449,31 @@ static void test_softmax_masked_rows(void)
     CHECK_OK(mw_softmax(&r, &t, 0));
     CHECK(mw_tensor_get(&r, i01) == 0 && mw_tensor_get(&r, i00) == 1);
     CHECK_NEAR(mw_tensor_get(&r, i12), 2.0 / 6, 1e-7);
+    CHECK(mw_tensor_get(&r, i10) == 0 && mw_tensor_get(&r, i11) == 0); /* the all -inf column */
     mw_tensor_release(&r);
+    CHECK_OK(mw_log_softmax(&r, &t, 0));
+    CHECK(isinf(mw_tensor_get(&r, i10)) && mw_tensor_get(&r, i10) < 0);
+    CHECK_NEAR(mw_tensor_get(&r, i22), log(0.5), 1e-6);
+    CHECK_NEAR(mw_tensor_get(&r, i00), 0.0, 0);
+    mw_tensor_release(&r);
+    /* logsumexp over dim 0 of the transpose (memory-order path): -inf, 0, log 6 */
+    CHECK_OK(mw_reduce(&r, &t, MW_LOGSUMEXP, 1u << 0, 0, 0));
+    CHECK(isinf(at1(&r, 1)) && at1(&r, 1) < 0);
+    CHECK_NEAR(at1(&r, 0), 0.0, 0);
+    CHECK_NEAR(at1(&r, 2), log(6.0), 1e-6);
+    mw_tensor_release(&r);
+    /* amax / amin over dim 0 see a NaN in the middle of a column */
+    float nv[6] = {1, 2, NAN, 5, 3, 0};
+    int64_t s23[2] = {3, 2};
+    mw_tensor nn;
+    CHECK_OK(mw_tensor_from_data(&nn, MW_F32, 2, s23, nv));
+    CHECK_OK(mw_reduce(&r, &nn, MW_AMAX, 1u << 0, 0, 0));
+    CHECK(isnan(at1(&r, 0)) && at1(&r, 1) == 5);
+    mw_tensor_release(&r);
+    CHECK_OK(mw_reduce(&r, &nn, MW_AMIN, 1u << 0, 0, 0));
+    CHECK(isnan(at1(&r, 0)) && at1(&r, 1) == 0);
+    mw_tensor_release(&r);
+    mw_tensor_release(&nn);
     /* logsumexp of an all -inf row is -inf; of (log 1, log 2, log 3) is log 6 */
     CHECK_OK(mw_reduce(&r, &a, MW_LOGSUMEXP, 1u << 1, 0, 0));
     CHECK(isinf(at1(&r, 1)) && at1(&r, 1) < 0);
