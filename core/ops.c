@@ -609,7 +609,9 @@ int mw_clamp(mw_tensor *out, const mw_tensor *a, double lo, double hi)
     int has_lo = !isnan(lo), has_hi = !isnan(hi);
     /* NaN inputs stay NaN: both comparisons are false for them */
     float flo = has_lo ? (float)lo : -INFINITY, fhi = has_hi ? (float)hi : INFINITY;
-    int64_t ilo = has_lo ? (int64_t)ceil(lo) : INT64_MIN, ihi = has_hi ? (int64_t)floor(hi) : INT64_MAX;
+    /* integer bounds, saturated: a cast of an out-of-range double would be undefined */
+    int64_t ilo = !has_lo || lo < -9.2e18 ? INT64_MIN : lo > 9.2e18 ? INT64_MAX : (int64_t)ceil(lo);
+    int64_t ihi = !has_hi || hi > 9.2e18 ? INT64_MAX : hi < -9.2e18 ? INT64_MIN : (int64_t)floor(hi);
     for (int64_t row = 0; row < rows; row++) {
         if (a->dtype == MW_F32) {
             float *o = (float *)po + off[0];

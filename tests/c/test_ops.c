@@ -364,6 +364,17 @@ static void test_clamp_where(void)
     CHECK_OK(mw_clamp(&r, fx("in_I"), -2, 3));
     close_to("clamp_I", &r, fx("clamp_I"), 0, 0);
     mw_tensor_release(&r);
+    /* infinite and fractional bounds on i64: -inf is no bound, 2.5 clamps to 2 */
+    CHECK_OK(mw_clamp(&r, fx("in_I"), -INFINITY, 2.5));
+    int64_t n = mw_tensor_numel(&r), idx[3] = {0};
+    int bad = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double x = mw_tensor_get(fx("in_I"), idx);
+        bad += mw_tensor_get(&r, idx) != (x > 2 ? 2 : x);
+        for (int d = 2; d >= 0; d--) { if (++idx[d] < r.shape[d]) break; idx[d] = 0; }
+    }
+    CHECK_MSG(bad == 0, "%d wrong", bad);
+    mw_tensor_release(&r);
     mw_tensor cond;
     CHECK_OK(mw_binary_scalar(&cond, fx("in_X"), 0.0, MW_GT, 0));
     CHECK_OK(mw_where(&r, &cond, fx("in_X"), fx("in_Y")));
