@@ -414,10 +414,16 @@ function Model:to_single_token(s)
 end
 
 -- ---------------------------------------------------------------- hooks
-local function add_entry(hooks, name, fn)
+-- hps: the hook points of a persistent hook by name, so that hook.ctx lasts across calls
+local function add_entry(hooks, name, fn, hps)
   local list = hooks[name]
   if not list then list = {}; hooks[name] = list end
-  list[#list + 1] = {fn, setmetatable({name = name, ctx = {}}, HookPoint)}
+  local hp = hps and hps[name]
+  if not hp then
+    hp = setmetatable({name = name, ctx = {}}, HookPoint)
+    if hps then hps[name] = hp end
+  end
+  list[#list + 1] = {fn, hp}
 end
 
 -- {{name_or_filter, fn}, ...} lists -> {name = {{fn, hookpoint}, ...}} over this model's names
@@ -434,9 +440,9 @@ function Model:_hook_table(lists, hooks)
         if not self._all_names[key] then
           error("fwd_hooks: '" .. key .. "' is not a hook point of this model", 4)
         end
-        add_entry(hooks, key, fn)
+        add_entry(hooks, key, fn, h._hps)
       elseif type(key) == "function" then
-        for _, n in ipairs(self._names) do if key(n) then add_entry(hooks, n, fn) end end
+        for _, n in ipairs(self._names) do if key(n) then add_entry(hooks, n, fn, h._hps) end end
       else
         error("fwd_hooks: entry " .. i .. ": name must be a string or a function, got " .. type(key), 4)
       end
@@ -448,7 +454,7 @@ end
 function Model:add_hook(name, fn)
   self:_hook_table({{{name, fn}}})   -- validates
   local list = self._persistent
-  list[#list + 1] = {name, fn}
+  list[#list + 1] = {name, fn, _hps = {}}
   return self
 end
 
@@ -464,7 +470,7 @@ function Model:hooks(list, fn)
   self:_hook_table({list})
   local added = {}
   for _, h in ipairs(list) do
-    local e = {h[1], h[2]}
+    local e = {h[1], h[2], _hps = {}}
     self._persistent[#self._persistent + 1] = e
     added[e] = true
   end

@@ -340,9 +340,17 @@ end)
 T.test("add_hook / reset_hooks / scoped hooks (function and <close>); hook.ctx; filters", function()
   local model, t, _, head = fixture("attn2")
   local calls = 0
-  model:add_hook(function(n) return n:sub(-7) == "pattern" end, function(p, hook) calls = calls + 1; hook.ctx.seen = true end)
+  local counts = {}
+  model:add_hook(function(n) return n:sub(-7) == "pattern" end, function(p, hook)
+    calls = calls + 1
+    hook.ctx.n = (hook.ctx.n or 0) + 1
+    counts[#counts + 1] = hook.ctx.n
+  end)
   model(t.tokens)
   T.eq(calls, 2)
+  model(t.tokens)
+  T.eq(calls, 4)
+  T.eq(table.concat(counts, ","), "1,1,2,2", "hook.ctx of a persistent hook lasts across calls")
   model:add_hook("blocks.0.attn.hook_z", function(z) z[{{}, {}, head}] = 0 end)
   close(model(t.tokens), t["ablate.logits"], 1e-4)
   model:reset_hooks()
