@@ -256,6 +256,31 @@ T.test("identity: decomposed QK input and its projections sum to layer-1 q and k
   end
 end)
 
+T.test("apply_ln_to_stack: with LN's w and b it gives the cached ln1 / ln2 / ln_final outputs; decompose_resid modes", function()
+  local model, t = fixture("gpt2")
+  local _, cache = model:run_with_cache(t.tokens)
+  local sd = model:state_dict()
+  for l = 0, 1 do
+    local x = cache:apply_ln_to_stack(cache[{"resid_pre", l}]:unsqueeze(0), l)[0]
+    close(x * sd["blocks." .. l .. ".ln1.w"] + sd["blocks." .. l .. ".ln1.b"], cache[{"normalized", l, "ln1"}], 1e-5)
+    local y = cache:apply_ln_to_stack(cache[{"resid_mid", l}]:unsqueeze(0), l, true)[0]
+    close(y * sd["blocks." .. l .. ".ln2.w"] + sd["blocks." .. l .. ".ln2.b"], cache[{"normalized", l, "ln2"}], 1e-5)
+  end
+  local acc, labels = cache:accumulated_resid(nil, true, true, true)
+  T.eq(table.concat(labels, ","), "0_pre,0_mid,1_pre,1_mid,final_post")
+  close(acc[4] * sd["ln_final.w"] + sd["ln_final.b"], cache["ln_final.hook_normalized"], 1e-5)
+  local a, al = cache:decompose_resid{layer = 2, mode = "attn", return_labels = true}
+  T.eq(table.concat(al, ","), "embed,pos_embed,0_attn_out,1_attn_out")
+  local m, ml = cache:decompose_resid{layer = 1, mode = "mlp", incl_embeds = false, return_labels = true}
+  T.eq(table.concat(ml, ","), "0_mlp_out")
+  close(a:sum(0) + m[0] + cache[{"mlp_out", 1}], cache[{"resid_post", 1}], 1e-5)
+  -- mlp_input: the stack entering layer 1's MLP sums to resid_mid of layer 1
+  local mi_stack = cache:decompose_resid{layer = 1, mlp_input = true}
+  close(mi_stack:sum(0), cache[{"resid_mid", 1}], 1e-5)
+  local full = cache:get_full_resid_decomposition{layer = 1, mlp_input = true}
+  close(full:sum(0), cache[{"resid_mid", 1}], 1e-4)
+end)
+
 -- ---------------------------------------------------------------- hooks
 T.test("run_with_hooks: zero-ablating a head's z (in place, or by returning a tensor) = the fixture's ablation", function()
   for _, name in ipairs(MODELS) do
