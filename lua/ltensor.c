@@ -829,6 +829,13 @@ static int m_diagonal(lua_State *L) {
     mw_tensor *a = mwl_checktensor(L, 1);
     int64_t off = lua_isnoneornil(L, 2) ? 0 : check_i64(L, 2, "diagonal", "offset");
     int d1 = opt_dim(L, 3, 0, "diagonal"), d2 = opt_dim(L, 4, 1, "diagonal");
+    /* an offset past the matrix gives an empty diagonal; clamping it keeps the core's
+     * offset * stride arithmetic far from overflow (offsets near 2^62 came from fuzzing) */
+    int n = a->ndim, e1 = d1 < 0 ? d1 + n : d1, e2 = d2 < 0 ? d2 + n : d2;
+    if (e1 >= 0 && e1 < n && e2 >= 0 && e2 < n) {
+        if (off > a->shape[e2]) off = a->shape[e2];
+        if (off < -a->shape[e1]) off = -a->shape[e1];
+    }
     mw_tensor *out = mwl_newtensor(L);
     CHECK(mw_tensor_diagonal(out, a, off, d1, d2));
     return 1;

@@ -336,6 +336,34 @@ T.test("assert_close passes within tolerance and reports the worst element other
   T.raises(function() mi.assert_close(mi.tensor{0/0}, {0/0}) end, "1 of 1 elements differ")
 end)
 
+T.test("misuse never crashes: every method with odd arguments raises or returns", function()
+  -- meant for `make asan`, where a bad read or an overflow aborts the run
+  local names = {}
+  for k in pairs(mi.Tensor) do names[#names + 1] = k end
+  table.sort(names)
+  local odd = {{}, {"x"}, {2^62}, {-2^62}, {{}}, {{1e12, 2}}, {0, 0, 0}, {true}, {0.5},
+               {mi.zeros(0)}, {mi.tensor({-9}, "int64")}, {0, mi.tensor({5}, "int64")},
+               {-1, 2^40}, {0, -2^40, 2}, {mi.zeros(3, 3)}, {io.stdout}}
+  local makers = {function() return mi.arange(12):view(3, 4):float() end,
+                  function() return mi.tensor(3.5) end,
+                  function() return mi.zeros(0, 3) end,
+                  function() return mi.ones(2, 3):gt(0) end,
+                  function() return mi.arange(24):view(2, 3, 4):transpose(0, 2) end}
+  local calls, raised = 0, 0
+  for _, mk in ipairs(makers) do
+    for _, name in ipairs(names) do
+      for _, a in ipairs(odd) do
+        local ok = pcall(mi.Tensor[name], mk(), table.unpack(a, 1, 3))
+        calls = calls + 1
+        if not ok then raised = raised + 1 end
+      end
+    end
+  end
+  T.truthy(raised > calls // 4, ("%d of %d odd calls raised"):format(raised, calls))
+  T.eq(mi.zeros(3, 4):diagonal(2^62):numel(), 0, "an offset past the matrix gives an empty diagonal")
+  T.eq(mi.zeros(3, 4):diagonal(-2^62):numel(), 0)
+end)
+
 T.test("module functions mirror methods; *_like", function()
   local x = mi.tensor{{1, -2}, {3, -4}}
   T.truthy(mi.abs(x):equal(x:abs()))
