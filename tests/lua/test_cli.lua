@@ -231,14 +231,15 @@ end)
 
 T.test("require 'miwb' works from the stock lua5.4 with LUA_CPATH", function()
   local cmd = "LUA_CPATH=" .. q(BUILD .. "/?.so") .. " lua5.4 -e " ..
-    q("local mi = require('miwb'); print(type(mi), mi.version, type(mi.json.encode))")
+    q("local mi = require('miwb'); print(type(mi), mi.version, type(mi.json.encode), " ..
+      "mi.tensor{{1, 2}, {3, 4}}:matmul(mi.tensor{1, 1}):totable()[2])")
   local out, code = run(cmd)
   if out:find("ASan runtime does not come first", 1, true) then
     -- the sanitizer build's module needs its runtime loaded first into the stock interpreter
     out, code = run("LD_PRELOAD=$(cc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0 " .. cmd)
   end
   T.eq(code, 0)
-  T.eq(out, "table\t" .. require("miwb").version .. "\tfunction\n")
+  T.eq(out, "table\t" .. require("miwb").version .. "\tfunction\t7.0\n")
 end)
 
 T.test("Ctrl-C (SIGINT) interrupts a running script with 'interrupted!'", function()
