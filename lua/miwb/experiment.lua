@@ -82,6 +82,14 @@ function M.load_model(spec)
   if not m.from_pretrained then
     error("load_model: this build has no model loading (mi.from_pretrained)", 0)
   end
+  -- A model folder (the bundled model) loads as the seed notebook loads its attention-only model,
+  -- HookedTransformer(cfg) + load_state_dict: no weight processing. A model name from the cache
+  -- (gpt2-small, ...) loads as from_pretrained does in the notebook: processed.
+  local f = io.open(spec .. "/config.json", "r")
+  if f then
+    f:close()
+    return m.from_pretrained_no_processing(spec), spec
+  end
   return m.from_pretrained(spec), spec
 end
 
