@@ -9,6 +9,9 @@
  *     pos=shortformer|standard d_mlp=0 seed=398
  *     batch=16 steps=4000 lr=2e-3 min_lr=2e-4 warmup=200 wd=0.1 clip=1 threads=2
  *     init=0 (std of W_* at init; 0: TransformerLens's 0.8/sqrt(d_model))
+ *     short_T=0 short_steps=0 (the first short_steps steps use rows of short_T tokens, as many
+ *     tokens per step: attention over few positions learns positional patterns much faster)
+ *     short_repeat=-1 short_random=-1 (the row mix of the short phase; -1: as repeat, random)
  *     repeat=0 random=0 (fractions of rows that repeat their opening / open with repeated random
  *     ids, see mw_dataset_batch_repeat)
  *     log_every=10 eval_every=100 ckpt_every=500 resume=0 bench=0
@@ -43,8 +46,8 @@ static double now(void) {
 typedef struct {
     const char *corpus, *out, *work, *norm, *pos;
     long vocab, d_model, n_heads, d_head, n_layers, n_ctx, attn_only, d_mlp, seed;
-    long batch, steps, warmup, threads, log_every, eval_every, ckpt_every, resume, bench;
-    double lr, min_lr, wd, clip, init, repeat, random;
+    long batch, steps, warmup, threads, log_every, eval_every, ckpt_every, resume, bench, short_T, short_steps;
+    double lr, min_lr, wd, clip, init, repeat, random, short_repeat, short_random;
 } opts_t;
 
 static int parse(opts_t *o, int argc, char **argv) {
@@ -58,8 +61,8 @@ static int parse(opts_t *o, int argc, char **argv) {
 #define F(name) if (!strcmp(k, #name)) { o->name = atof(v); continue; }
         S(corpus) S(out) S(work) S(norm) S(pos)
         IV(vocab) IV(d_model) IV(n_heads) IV(d_head) IV(n_layers) IV(n_ctx) IV(attn_only) IV(d_mlp) IV(seed)
-        IV(batch) IV(steps) IV(warmup) IV(threads) IV(log_every) IV(eval_every) IV(ckpt_every) IV(resume) IV(bench)
-        F(lr) F(min_lr) F(wd) F(clip) F(init) F(repeat) F(random)
+        IV(batch) IV(steps) IV(warmup) IV(threads) IV(log_every) IV(eval_every) IV(ckpt_every) IV(resume) IV(bench) IV(short_T) IV(short_steps)
+        F(lr) F(min_lr) F(wd) F(clip) F(init) F(repeat) F(random) F(short_repeat) F(short_random)
         fprintf(stderr, "mwtrain: unknown key '%s'\n", k);
         return -1;
     }
@@ -163,7 +166,8 @@ int main(int argc, char **argv) {
                 .pos = "shortformer", .vocab = 4096, .d_model = 256, .n_heads = 8, .d_head = 32, .n_layers = 2,
                 .n_ctx = 256, .attn_only = 1, .d_mlp = 0, .seed = 398, .batch = 16, .steps = 4000,
                 .warmup = 200, .threads = 2, .log_every = 10, .eval_every = 100, .ckpt_every = 500,
-                .lr = 2e-3, .min_lr = 2e-4, .wd = 0.1, .clip = 1.0};
+                .lr = 2e-3, .min_lr = 2e-4, .wd = 0.1, .clip = 1.0,
+                .short_repeat = -1, .short_random = -1};
     if (parse(&o, argc, argv)) return 2;
     openblas_set_num_threads((int)o.threads);
     mkdir("data", 0755);
@@ -197,7 +201,9 @@ int main(int argc, char **argv) {
                          .shortformer = !strcmp(o.pos, "shortformer"), .seed = (uint64_t)o.seed,
                          .init_range = o.init};
     int64_t B = o.batch, T = o.n_ctx;
-    mw_trainer *t = mw_trainer_new(&c, B > 10 ? B : 10, T > 101 ? T : 101);
+    int64_t maxB = B > 10 ? B : 10;
+    if (o.short_T > 1 && o.short_steps > 0 && B * T / o.short_T > maxB) maxB = B * T / o.short_T;
+    mw_trainer *t = mw_trainer_new(&c, maxB, T > 101 ? T : 101);
     if (!t) { fprintf(stderr, "mwtrain: %s\n", mw_error()); return 1; }
     size_t np;
     mw_trainer_params(t, &np);
@@ -221,7 +227,7 @@ int main(int argc, char **argv) {
             for (int64_t h = 0; h < c.n_heads; h++) fprintf(fe, ",ind_%lld.%lld", (long long)l, (long long)h);
         fprintf(fe, ",best_prev,best_prev_head,first_half_logprob,second_half_logprob\n");
     }
-    int32_t *tok = malloc(sizeof *tok * (size_t)(B * T));
+    int32_t *tok = malloc(sizeof *tok * (size_t)(maxB * T));
     uint64_t ds = (uint64_t)o.seed * 7919 + (uint64_t)mw_trainer_nsteps(t); /* data order depends on the step */
     double t0 = now(), ema = 0;
     int64_t H = c.n_heads;
@@ -246,10 +252,17 @@ int main(int argc, char **argv) {
                    (long long)s, vl, top1, top2, bp, (int)(bi / H), (int)(bi % H), pr.gap);
             fflush(stdout);
         }
-        mw_dataset_batch_repeat(&tr, &ds, tok, B, T, 0, o.repeat, o.random);
+        int64_t sB = B, sT = T;
+        double rep = o.repeat, rnd = o.random;
+        if (s < o.short_steps && o.short_T > 1) {
+            sT = o.short_T; sB = B * T / sT;
+            if (o.short_repeat >= 0) rep = o.short_repeat;
+            if (o.short_random >= 0) rnd = o.short_random;
+        }
+        mw_dataset_batch_repeat(&tr, &ds, tok, sB, sT, 0, rep, rnd);
         double loss, gn;
         double ts = now();
-        if (mw_trainer_forward(t, tok, B, T, 1, &loss) || mw_trainer_step(t, &ao, &gn)) {
+        if (mw_trainer_forward(t, tok, sB, sT, 1, &loss) || mw_trainer_step(t, &ao, &gn)) {
             fprintf(stderr, "mwtrain: step %lld: %s\n", (long long)s, mw_error());
             return 1;
         }
