@@ -1,6 +1,10 @@
--- train_attn_only.lua: trains miwb's bundled model from scratch, a 2-layer attention-only
--- shortformer transformer (the seed notebook's toy model, scaled to 2 CPU cores), and shows its
--- induction heads forming during training.
+-- train_attn_only.lua: trains a 2-layer attention-only shortformer transformer from scratch (the
+-- seed notebook's toy model, scaled to 2 CPU cores) and logs each head's induction score through
+-- training, to watch for the phase change in which induction heads form.
+--
+-- Status: no run in the sessions so far (a few million tokens each, on a shared machine) formed
+-- content-based induction heads; see README "Training" for what was tried and measured. The
+-- model folder is written whatever the outcome; check the printed heads before using it.
 --
 --   build/miwb scripts/train_attn_only.lua [key=value ...]
 --     out=models/attn_only_2L  work=data/attn_only  corpus=data/corpus  steps=1200  batch=8
