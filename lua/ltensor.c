@@ -682,8 +682,13 @@ static int to_dtype(lua_State *L, mw_dtype dt) {
 static int m_float(lua_State *L) { return to_dtype(L, MW_F32); }
 static int m_long(lua_State *L) { return to_dtype(L, MW_I64); }
 static int m_bool(lua_State *L) { return to_dtype(L, MW_BOOL); }
+/* x:to(dtype); x:to("cpu") is x (TransformerLens code moves tensors to devices) */
 static int m_to(lua_State *L) {
     mwl_checktensor(L, 1);
+    if (lua_type(L, 2) == LUA_TSTRING && strcmp(lua_tostring(L, 2), "cpu") == 0) {
+        lua_settop(L, 1);
+        return 1;
+    }
     return to_dtype(L, check_dtype(L, 2, "to"));
 }
 

@@ -50,6 +50,31 @@ function M._install(mi)
   function T.detach(x) return x end
   function T.cpu(x) return x end
 
+  -- x:tile(reps...) (torch.tile / Tensor.repeat): copies of x laid side by side along each dim
+  function T.tile(x, ...)
+    local reps = select("#", ...) == 1 and type(...) == "table" and ... or {...}
+    local nd = math.max(x:dim(), #reps)
+    local r, sz = {}, {}
+    for d = 1, nd do
+      r[d] = reps[#reps - nd + d] or 1
+      sz[d] = x:dim() - nd + d >= 1 and x:size(x:dim() - nd + d - 1) or 1
+    end
+    local view, big, out = {}, {}, {}
+    for d = 1, nd do
+      view[#view + 1] = 1; view[#view + 1] = sz[d]
+      big[#big + 1] = r[d]; big[#big + 1] = sz[d]
+      out[d] = r[d] * sz[d]
+    end
+    return x:reshape(view):expand(big):reshape(out)
+  end
+
+  -- x:isclose(y, rtol = 1e-5, atol = 1e-8): element-wise |x - y| <= atol + rtol * |y|
+  function T.isclose(x, y, rtol, atol)
+    rtol, atol = rtol or 1e-5, atol or 1e-8
+    if not mi.is_tensor(y) then y = mi.full_like(x, y) end
+    return (x - y):abs():le(y:abs() * rtol + atol)
+  end
+
   -- x:equal(y): same shape and exactly equal elements
   function T.equal(x, y)
     local sx, sy = x:shape(), y:shape()
@@ -260,7 +285,7 @@ function M._install(mi)
     "argmax", "argmin", "softmax", "log_softmax", "cumsum", "topk", "sort", "argsort", "nonzero",
     "index_select", "gather", "masked_select", "masked_fill", "narrow", "select", "transpose",
     "permute", "reshape", "unsqueeze", "squeeze", "diagonal", "split", "chunk", "flatten",
-    "clone", "allclose", "equal", "square", "isnan", "all", "any", "diag",
+    "clone", "allclose", "equal", "square", "isnan", "all", "any", "diag", "tile", "isclose",
   }
   for _, name in ipairs(FUNCTIONAL) do
     if mi[name] == nil then

@@ -166,6 +166,7 @@ T.test("conversions: float/long/bool/to; same dtype returns the same tensor", fu
   T.eq(x:to("int64"):dtype(), "int64")
   T.eq(mi.tensor({1, 2}, {dtype = mi.int64}):dtype(), "int64")
   T.raises(function() x:to("float16") end, "to: unknown dtype 'float16'")
+  T.truthy(rawequal(x:to("cpu"), x), "to('cpu') is the tensor itself")
 end)
 
 T.test("creation errors name the function and the problem", function()
