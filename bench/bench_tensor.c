@@ -7,6 +7,7 @@
  *              the loop writing into a buffer malloc'd and freed around it (the same work as an op
  *              that returns a new tensor: on this machine a fresh 48 MB buffer costs page faults).
  *              The in-place forms (mw_binary_) are measured against the in-place loop.
+ *   sum over the last dim and over dim 0 of [12,1024,1024] vs plain loops accumulating in double.
  * With the argument keep-heap the process first tells malloc never to use mmap and never to trim
  * (mallopt), so freed big buffers are reused instead of being faulted in again: this shows what
  * a storage cache would give; without it the figures are what the library does today.
@@ -140,7 +141,7 @@ static void bench_matmul(const char *name, int64_t batch, int64_t m, int64_t k, 
 #define N_EL (12LL * 1024 * 1024)
 static mw_tensor X, Y;   /* [12,1024,1024] */
 static float *px, *py, *po;
-static int which;        /* 0 add, 1 mul, 2 gelu, 3 softmax */
+static int which;        /* 0 add, 1 mul, 2 gelu, 3 softmax (reductions: see mw_sum) */
 
 /* the same formula as ops.c (x / (1 + exp(-2u)), equal to 0.5 x (1 + tanh u)): the ratio measures
  * the op's overhead, not a choice of formula */
@@ -211,6 +212,36 @@ static void base_inplace(bench *B)
     else for (int64_t i = 0; i < N_EL; i++) x[i] *= y[i];
 }
 
+/* reductions: which 0 = over the last dim (rows of 1024), 1 = over dim 0 (12 planes) */
+static void mw_sum(bench *B)
+{
+    (void)B;
+    mw_tensor o;
+    if (mw_reduce(&o, &X, MW_SUM, which == 0 ? 1u << 2 : 1u << 0, 0, 0)) die("sum");
+    mw_tensor_release(&o);
+}
+
+/* the plain loops, accumulating in double as the op does; out po [12*1024] or [1024*1024] */
+static void base_sum(bench *B)
+{
+    (void)B;
+    const float *x = px;
+    if (which == 0) {
+        for (int64_t r = 0; r < N_EL / 1024; r++) {
+            double s = 0;
+            for (int i = 0; i < 1024; i++) s += x[r * 1024 + i];
+            po[r] = (float)s;
+        }
+    } else {
+        const int64_t plane = N_EL / 12;
+        double *acc = calloc(plane, sizeof *acc);
+        for (int t = 0; t < 12; t++)
+            for (int64_t i = 0; i < plane; i++) acc[i] += x[t * plane + i];
+        for (int64_t i = 0; i < plane; i++) po[i] = (float)acc[i];
+        free(acc);
+    }
+}
+
 static void bench_elementwise(void)
 {
     int64_t shape[3] = {12, 1024, 1024};
@@ -236,6 +267,12 @@ static void bench_elementwise(void)
             B.base = base_inplace;
             report(name, "C loop in place", &B, REPS);
         }
+    }
+    for (which = 0; which < 2; which++) {
+        bench B = {0};
+        B.mw = mw_sum;
+        B.base = base_sum;
+        report(which == 0 ? "sum(-1) [12,1024,1024]" : "sum(0) [12,1024,1024]", "C loop, double acc", &B, REPS);
     }
     free(po);
     mw_tensor_release(&X);

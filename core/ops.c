@@ -851,7 +851,8 @@ static int reduce_outer(float *out, int64_t nout, const mw_tensor *a, mw_redop o
 {
     int64_t ost[MW_MAXDIM];
     kept_strides(a, mask, ost);
-    double *acc = malloc(2 * (size_t)nout * sizeof *acc), *aux = acc + nout;
+    int two = op == MW_LOGSUMEXP || op == MW_VAR || op == MW_STD; /* these need aux too */
+    double *acc = malloc((size_t)(two ? 2 : 1) * (size_t)nout * sizeof *acc), *aux = acc + nout;
     if (!acc) return mw_seterr("%s: out of memory", redop_name[op]);
     switch (op) {
     case MW_SUM: case MW_MEAN: fill_d(acc, nout, 0); outer_pass(a, ost, acc, NULL, R_SUM); break;
