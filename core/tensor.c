@@ -1107,13 +1107,15 @@ int mw_tensor_diagonal(mw_tensor *out, const mw_tensor *a, int64_t offset, int d
         mw_seterr("diagonal: dims %d and %d of %s are the same", d1, d2, shp(a));
         return fail_out(out, al);
     }
-    int64_t n1 = a->shape[d1], n2 = a->shape[d2], len, shift;
+    /* the shift is computed only for a non-empty diagonal, where |offset| < the dim's size,
+     * so offset * stride stays within the storage and cannot overflow */
+    int64_t n1 = a->shape[d1], n2 = a->shape[d2], len, shift = 0;
     if (offset >= 0) {
         len = offset >= n2 ? 0 : (n1 < n2 - offset ? n1 : n2 - offset);
-        shift = offset * a->stride[d2];
+        if (len > 0) shift = offset * a->stride[d2];
     } else {
-        len = -offset >= n1 ? 0 : (n1 + offset < n2 ? n1 + offset : n2);
-        shift = -offset * a->stride[d1];
+        len = offset <= -n1 ? 0 : (n1 + offset < n2 ? n1 + offset : n2);
+        if (len > 0) shift = -offset * a->stride[d1];
     }
     mw_tensor r = *a;
     int drop[MW_MAXDIM] = {0};
