@@ -67,6 +67,43 @@ function M.synsets(dir, pos_list)
   return out
 end
 
+-- Sense ranks from the index files (index.noun, ...): rank[pos][lemma][offset] = k when the
+-- synset at that offset is the lemma's k-th sense (WordNet lists senses by how often they were
+-- tagged in its corpus, most frequent first). Lemmas are lower-cased, as in the index.
+local INDEX_FILES = {noun = "index.noun", verb = "index.verb", adj = "index.adj", adv = "index.adv"}
+
+function M.sense_ranks(dir, pos_list)
+  dir = dir or assert(M.find_dir())
+  local ranks = {}
+  for _, pos in ipairs(pos_list or M.POS) do
+    local path = dir .. "/" .. (INDEX_FILES[pos] or error("wordnet: unknown part of speech '" .. tostring(pos) .. "'", 2))
+    local f, err = io.open(path, "r")
+    if not f then error("wordnet: cannot open " .. path .. ": " .. tostring(err), 2) end
+    local r = {}
+    local n = 0
+    for line in f:lines() do
+      n = n + 1
+      if line:sub(1, 1) ~= " " and line ~= "" then
+        local fields = {}
+        for w in line:gmatch("%S+") do fields[#fields + 1] = w end
+        -- lemma pos synset_cnt p_cnt [ptr_symbol x p_cnt] sense_cnt tagsense_cnt offsets...
+        local synset_cnt, p_cnt = tonumber(fields[3]), tonumber(fields[4])
+        if not (synset_cnt and p_cnt and #fields >= 6 + p_cnt + synset_cnt) then
+          f:close()
+          error(("wordnet: %s:%d: malformed index line"):format(path, n), 2)
+        end
+        local lemma = fields[1]
+        local t = {}
+        for k = 1, synset_cnt do t[fields[6 + p_cnt + k]] = k end
+        r[lemma] = t
+      end
+    end
+    f:close()
+    ranks[pos] = r
+  end
+  return ranks
+end
+
 -- Reads a word list (one word a line, e.g. /usr/share/dict/words) into a set; possessives
 -- ("dog's") are left out.
 function M.load_wordlist(path)
@@ -84,16 +121,25 @@ end
 -- Synonym pairs {a, b}: two different single-word lemmas of one synset, both accepted by
 -- opts.keep(word) (default: all lower-case letters). Each unordered pair appears once, in the
 -- order first met (files in M.POS order, synsets in file order, words in synset order), so the
--- list is the same on every machine. opts.pos limits the parts of speech.
+-- list is the same on every machine. opts.pos limits the parts of speech. opts.max_sense = k
+-- keeps a word only where the synset is among its k most frequent senses (so "try" and "hear",
+-- synonyms in a legal sense, are not paired at k = 2).
 function M.synonym_pairs(opts)
   opts = opts or {}
   local keep = opts.keep or function(w) return w:match("^%l+$") ~= nil end
+  local ranks = opts.max_sense and M.sense_ranks(opts.dir, opts.pos)
   local seen, pairs_out = {}, {}
   for _, s in ipairs(M.synsets(opts.dir, opts.pos)) do
     local ws, wset = {}, {}
     for _, w in ipairs(s.words) do
       local lw = w:lower()
-      if not wset[lw] and not lw:find("_", 1, true) and keep(lw) then
+      local common = true
+      if ranks then
+        local r = ranks[s.pos_name][lw]
+        local k = r and r[s.offset]
+        common = k ~= nil and k <= opts.max_sense
+      end
+      if common and not wset[lw] and not lw:find("_", 1, true) and keep(lw) then
         wset[lw] = true
         ws[#ws + 1] = lw
       end

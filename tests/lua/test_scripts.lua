@@ -140,6 +140,34 @@ T.test("scripts reject unknown options and print --help", function()
   T.truthy(text:find("usage: miwb scripts/detectors.lua", 1, true))
 end)
 
+-- fuzzy_induction.lua end to end with a real tokenizer (GPT-2's, from ../shared/assets) on a
+-- small random-weight model: no induction at all, which the finding must say.
+local gpt2_tok = (os.getenv("MIWB_SHARED") or "../shared") .. "/assets/gpt2/tokenizer.json"
+local tf = io.open(gpt2_tok)
+if tf then
+  tf:close()
+  T.test("fuzzy_induction.lua on a random model with GPT-2's tokenizer", function()
+    local cfg = mi.HookedTransformerConfig{d_model = 16, d_head = 4, n_heads = 2, n_layers = 2, n_ctx = 64,
+      d_vocab = 50257, attn_only = true, normalization_type = "None",
+      positional_embedding_type = "shortformer", use_attn_result = true, seed = 1}
+    local folder = tmp .. "/random-gpt2tok"
+    mi.save_pretrained(mi.HookedTransformer(cfg), folder, {tokenizer = gpt2_tok})
+    local text, code, out = run("fuzzy_induction", "--model " .. folder .. " --batch 6 --n_words 10")
+    T.eq(code, 0, text)
+    local r = results(out)
+    T.truthy(r.n_pairs >= 100, "synonym pairs of single GPT-2 tokens: " .. tostring(r.n_pairs))
+    for _, cond in ipairs{"exact", "fuzzy", "control"} do
+      local c = r.conditions[cond]
+      T.truthy(c.second_half_loss > 0 and c.second_half_loss_se >= 0, cond)
+      T.eq(#c.stripe_attention, 2); T.eq(#c.stripe_attention[1], 2)
+    end
+    T.truthy(r.finding:find("does no induction", 1, true), r.finding)
+    figures_ok(r)
+  end)
+else
+  print("SKIP - fuzzy_induction.lua with GPT-2's tokenizer: ../shared/assets is absent")
+end
+
 local bundled = "models/attn_only_2L"
 local f = io.open(bundled .. "/config.json")
 if f then

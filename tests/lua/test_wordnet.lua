@@ -31,6 +31,18 @@ T.test("keep filter and part-of-speech selection", function()
   T.eq(pairs_[1][1] .. "-" .. pairs_[1][2], "fast-quick")
 end)
 
+T.test("max_sense keeps a word only in its most frequent senses (ranks from the index)", function()
+  local r = wn.sense_ranks(FIX, {"noun"})
+  T.eq(r.noun.car["00000001"], 1); T.eq(r.noun.auto["00000001"], 2); T.eq(r.noun.machine["00000001"], 3)
+  local got = {}
+  for _, p in ipairs(wn.synonym_pairs{dir = FIX, max_sense = 2}) do got[#got + 1] = p[1] .. "-" .. p[2] end
+  -- synset 1 without machine (its 3rd sense): car auto automobile motorcar -> 6 pairs; the adjectives
+  -- are all first senses: 3 pairs
+  T.eq(table.concat(got, " "), "car-auto car-automobile car-motorcar auto-automobile auto-motorcar " ..
+       "automobile-motorcar fast-speedy fast-quick speedy-quick")
+  T.eq(#wn.synonym_pairs{dir = FIX, max_sense = 1, pos = {"noun"}}, 3)   -- car automobile motorcar
+end)
+
 T.test("a malformed line is an error naming the file and line", function()
   T.raises(function() wn.parse_line("00000001 06 n 05 car 0 auto 0 000 | x", "f:1") end,
            "f:1: malformed synset line")
@@ -42,6 +54,18 @@ local dir = wn.find_dir()
 if not dir then
   print("SKIP - real WordNet database not installed (Debian wordnet-base)")
 else
+  T.test("real WordNet: try/hear are synonyms only in a rare sense", function()
+    local function has(pairs_, a, b)
+      for _, p in ipairs(pairs_) do
+        if (p[1] == a and p[2] == b) or (p[1] == b and p[2] == a) then return true end
+      end
+      return false
+    end
+    T.truthy(has(wn.synonym_pairs{dir = dir, pos = {"verb"}}, "try", "hear"))
+    T.truthy(not has(wn.synonym_pairs{dir = dir, pos = {"verb"}, max_sense = 2}, "try", "hear"))
+    T.truthy(has(wn.synonym_pairs{dir = dir, pos = {"noun"}, max_sense = 1}, "car", "automobile"))
+  end)
+
   T.test("real WordNet: car/automobile and big/large are synonyms", function()
     local found = {}
     for _, p in ipairs(wn.synonym_pairs{dir = dir, pos = {"noun", "adj"}}) do
