@@ -2,6 +2,7 @@
 #
 #   make          build the core library, the Lua module (build/miwb.so) and the miwb program
 #   make deps     install the Debian packages that are missing (says what it does)
+#   make fixture-deps   the same plus PyTorch, to regenerate tests/fixtures with gen_*.py
 #   make test     C unit tests + Lua tests; ends with "N passed, N failed"
 #   make asan     the whole suite under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make fuzz     libFuzzer targets (model files, pickle, config, tokenizer), a few seconds each
@@ -13,8 +14,10 @@
 
 DEB_PACKAGES := build-essential pkg-config lua5.4 liblua5.4-dev libopenblas-dev liblapacke-dev \
                 libcjson-dev libreadline-dev libutf8proc-dev gnuplot-nox \
-                python3-numpy python3-torch python3-regex wordnet-base wamerican curl \
+                python3-numpy python3-regex wordnet-base wamerican curl \
                 clang-14 libclang-rt-14-dev
+# Only to regenerate the committed test fixtures (tests/fixtures/gen_*.py): `make fixture-deps`.
+FIXTURE_PACKAGES := python3-torch
 
 BUILD    ?= build
 CC       ?= cc
@@ -37,7 +40,7 @@ TOOL_SRC := $(wildcard tools/*.c)
 TOOLS    := $(TOOL_SRC:tools/%.c=$(BUILD)/tools/%)
 HEADERS  := $(wildcard core/*.h core/*.def vendor/*.h lua/*.h)
 
-.PHONY: all deps check-deps test asan bench demo clean fuzz
+.PHONY: all deps fixture-deps check-deps test asan bench demo clean fuzz
 all: check-deps $(BUILD)/libmwcore.a $(BUILD)/miwb.so $(BUILD)/miwb $(CTESTS) $(TOOLS)
 
 # The other targets call this: when a header is missing, install the packages.
@@ -45,6 +48,9 @@ check-deps:
 	@test -f /usr/include/lua5.4/lua.h -a -f /usr/include/cjson/cJSON.h \
 	   -a -f /usr/include/x86_64-linux-gnu/cblas.h -a -f /usr/include/utf8proc.h \
 	   -a -f /usr/include/readline/readline.h -a -f /usr/include/lapacke.h || $(MAKE) deps
+
+fixture-deps:
+	@$(MAKE) --no-print-directory deps DEB_PACKAGES="$(DEB_PACKAGES) $(FIXTURE_PACKAGES)"
 
 deps:
 	@missing=""; for p in $(DEB_PACKAGES); do \
