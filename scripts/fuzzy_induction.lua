@@ -37,8 +37,8 @@ end
 -- pairs are synonyms as a reader would take them ("lie/rest", not "try/hear")
 local pairs_all = wn.synonym_pairs{max_sense = args.max_sense > 0 and args.max_sense or nil, keep = function(w)
   return words[w] and w:match("^%l+$") and single_token(w) and true or false end}
-print(("synonym pairs: %d (WordNet synsets, both words in their %d most frequent senses, single tokens, " ..
-  "in the word list)"):format(#pairs_all, args.max_sense))
+print(("synonym pairs: %d (WordNet synsets, both words %s, single tokens, in the word list)"):format(#pairs_all,
+  args.max_sense > 0 and ("in their " .. args.max_sense .. " most frequent senses") or "in any sense"))
 if #pairs_all < 2 * N then
   error(("fuzzy_induction: only %d usable synonym pairs, need at least %d"):format(#pairs_all, 2 * N), 0)
 end
