@@ -30,7 +30,7 @@ local mi = require("miwb")
 local o = {out = "models/attn_only_2L", work = "data/attn_only", corpus = "data/corpus", steps = 11000, batch = 8,
            lr = 3e-3, min_lr = 3e-4, warmup = 100, weight_decay = 0.05, repeat_frac = 0.3, random_frac = 0.3,
            every = 500, seed = 398,
-           vocab_size = 4096, d_model = 128, n_heads = 8, d_head = 16, n_ctx = 256}
+           vocab_size = 1024, d_model = 128, n_heads = 8, d_head = 16, n_ctx = 256}
 for _, a in ipairs(arg or {}) do
   local k, v = a:match("^([%w_]+)=(.*)$")
   if not k or o[k] == nil then error("train_attn_only: unknown argument '" .. a .. "'", 0) end
