@@ -920,8 +920,26 @@ static const char *const BINOP_NAMES[] = {
     "eq", "ne", "lt", "le", "gt", "ge", "logical_and", "logical_or"};
 
 /* binary op with either side a number (metamethods get number + tensor too) */
+/* When one operand is not a tensor but an object of another kind (a FactoredMatrix), its own
+ * metamethod `event` decides, called with the operands in their order, as Lua itself would have
+ * done had that object been on the left. Returns 1 with the result pushed, 0 when there is none. */
+static int defer_to_other(lua_State *L, int other, const char *event) {
+    int t = lua_type(L, other);
+    if ((t != LUA_TTABLE && t != LUA_TUSERDATA) || mwl_totensor(L, other)) return 0;
+    if (luaL_getmetafield(L, other, event) == LUA_TNIL) return 0;
+    lua_pushvalue(L, 1);
+    lua_pushvalue(L, 2);
+    lua_call(L, 2, 1);
+    return 1;
+}
+
+static const char *const BINOP_EVENTS[] = {[MW_ADD] = "__add", [MW_SUB] = "__sub", [MW_MUL] = "__mul",
+                                           [MW_DIV] = "__div", [MW_POW] = "__pow"};
+
 static int binary_any(lua_State *L, mw_binop op) {
     const char *name = BINOP_NAMES[op];
+    const char *event = (size_t)op < sizeof BINOP_EVENTS / sizeof *BINOP_EVENTS ? BINOP_EVENTS[op] : NULL;
+    if (event && (defer_to_other(L, 1, event) || defer_to_other(L, 2, event))) return 1;
     mw_tensor *a = mwl_totensor(L, 1), *b = mwl_totensor(L, 2);
     if (a && b) {
         mwl_checktensor(L, 1);
@@ -1560,6 +1578,9 @@ static int m_newindex(lua_State *L) {
 /* ================================================================ linear algebra */
 
 static int l_matmul(lua_State *L) {
+    /* Lua has no matmul event; objects that take part in matmul (FactoredMatrix) say so with a
+     * __matmul metafield */
+    if (defer_to_other(L, 1, "__matmul") || defer_to_other(L, 2, "__matmul")) return 1;
     mw_tensor *a = mwl_checktensor(L, 1), *b = mwl_checktensor(L, 2);
     mw_tensor *out = mwl_newtensor(L);
     CHECK(mw_matmul(out, a, b));

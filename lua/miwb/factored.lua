@@ -108,7 +108,7 @@ end
 -- products
 ---------------------------------------------------------------------------------------------------
 
-local function mm(a, b) return mi.matmul(a, b) end -- tensor @ tensor (the core's, wrapped or not)
+local function mm(a, b) return mi.matmul(a, b) end -- tensor @ tensor
 
 -- self @ other
 function FM.matmul(self, other)
@@ -162,6 +162,12 @@ MT.__mul = function(a, b)
     return FM.matmul(a, b)
   end
   if is_scalar(a) then return FM.scale(b, a) end
+  return FM.rmatmul(b, a)
+end
+
+-- matmul with a factored operand on either side (see defer_to_other in lua/ltensor.c)
+MT.__matmul = function(a, b)
+  if is_fm(a) then return FM.matmul(a, b) end
   return FM.rmatmul(b, a)
 end
 
@@ -320,39 +326,13 @@ end
 
 ---------------------------------------------------------------------------------------------------
 
-local wrapped = setmetatable({}, {__mode = "k"}) -- tensor metatables whose __mul we extended
-
--- mi.FactoredMatrix; mi.matmul, tensor:matmul and tensor * fm learn about factored matrices (only
--- calls with a factored matrix change: they raised "tensor expected" before)
+-- mi.FactoredMatrix. Tensor operations with a factored operand (mi.matmul, tensor:matmul,
+-- tensor * fm) reach MT.__mul / MT.__matmul through the tensor binding, which defers to the
+-- other operand's metamethod when that operand is not a tensor.
 function F._install(m)
   mi = m
   if not m.matmul then return end -- built without the tensor binding
   m.FactoredMatrix = F.new
-  local core_matmul = m.matmul
-  mm = core_matmul
-  m.matmul = function(a, b)
-    if is_fm(a) then return FM.matmul(a, b) end
-    if is_fm(b) then return FM.rmatmul(b, a) end
-    return core_matmul(a, b)
-  end
-  if m.Tensor and m.Tensor.matmul then
-    local method = m.Tensor.matmul
-    m.Tensor.matmul = function(a, b)
-      if is_fm(b) then return FM.rmatmul(b, a) end
-      return method(a, b)
-    end
-  end
-  -- In `t * fm` Lua asks the tensor's __mul first; it hands factored matrices over to ours.
-  local ok, probe = pcall(m.zeros, {1})
-  local tmt = ok and getmetatable(probe)
-  if type(tmt) == "table" and tmt.__mul and not wrapped[tmt] then
-    local tensor_mul = tmt.__mul
-    tmt.__mul = function(a, b)
-      if is_fm(b) then return MT.__mul(a, b) end
-      return tensor_mul(a, b)
-    end
-    wrapped[tmt] = true
-  end
 end
 
 return F
