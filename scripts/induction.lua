@@ -49,8 +49,7 @@ figs.scores = mi.plot.imshow(scores, {title = "Induction score by head", xlabel 
   out = args.out .. "/induction_scores.png", width = 900, height = 150 + 60 * cfg.n_layers})
 local shown = {}
 for _, name in ipairs(induction_heads) do
-  local l, h = name:match("^(%d+)%.(%d+)$")
-  shown[#shown + 1] = {tonumber(l), tonumber(h)}
+  shown[#shown + 1] = {A.parse_head(model, name)}
 end
 if #shown > 0 then
   local pats, names = {}, {}

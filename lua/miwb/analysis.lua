@@ -264,6 +264,31 @@ end
 
 -- ---------------------------------------------------------------- ablations
 
+-- A head given as "L.H" or {l, h} -> l, h (0-based), checked against the model's shape.
+function M.parse_head(model, k, op)
+  local L, H = model.cfg.n_layers, model.cfg.n_heads
+  local l, h
+  if type(k) == "string" then
+    l, h = k:match("^(%d+)%.(%d+)$")
+    l, h = tonumber(l), tonumber(h)
+  elseif type(k) == "table" then
+    l, h = k[1], k[2]
+  end
+  if not (l and h and l >= 0 and l < L and h >= 0 and h < H) then
+    error((op or "head") .. ": no head " .. tostring(k) .. " in a model of " .. L .. " layers x " .. H .. " heads", 3)
+  end
+  return l, h
+end
+
+-- Per layer, the mean over batch and positions of attn.hook_<act> on tokens: means[l] = [H, dh].
+local function mean_head_acts(model, tokens, act)
+  local _, cache = model:run_with_cache(tokens, {names_filter = function(n)
+    return n:match("attn%.hook_" .. act .. "$") ~= nil end})
+  local means = {}
+  for l = 0, model.cfg.n_layers - 1 do means[l] = cache(act, l):mean({0, 1}) end
+  return means
+end
+
 -- Loss of the model on tokens restricted to a slice of positions (mean cross-entropy over
 -- predicted positions [from, to) of the per-token loss [batch, pos-1]).
 local function sliced_loss(per_token, slice)
@@ -288,13 +313,7 @@ function M.head_ablation_scores(model, tokens, opts)
   local L, H = model.cfg.n_layers, model.cfg.n_heads
   local clean_loss = model(tokens, {return_type = "loss", loss_per_token = true})
   local base = sliced_loss(clean_loss, opts.slice)
-  local means
-  if mode == "mean" then
-    local _, cache = model:run_with_cache(tokens, {names_filter = function(n)
-      return n:match("attn%.hook_" .. act .. "$") ~= nil end})
-    means = {}
-    for l = 0, L - 1 do means[l] = cache(act, l):mean({0, 1}) end  -- [H, dh]
-  end
+  local means = mode == "mean" and mean_head_acts(model, tokens, act) or nil
   local scores = m.zeros(L, H)
   local progress = opts.progress
   for l = 0, L - 1 do
@@ -317,23 +336,13 @@ end
 -- ablated at hook_z (zero, or mean with opts.mode = "mean").
 function M.ablate_all_except(model, tokens, keep, opts)
   opts = opts or {}
-  local L, H = model.cfg.n_layers, model.cfg.n_heads
+  local H = model.cfg.n_heads
   local kept = {}
   for _, k in ipairs(keep) do
-    local l, h
-    if type(k) == "string" then l, h = k:match("^(%d+)%.(%d+)$"); l, h = tonumber(l), tonumber(h)
-    else l, h = k[1], k[2] end
-    if not (l and h and l >= 0 and l < L and h >= 0 and h < H) then
-      error("ablate_all_except: no head " .. tostring(k) .. " in a model of " .. L .. " layers x " .. H .. " heads", 2)
-    end
+    local l, h = M.parse_head(model, k, "ablate_all_except")
     kept[l * H + h] = true
   end
-  local means
-  if opts.mode == "mean" then
-    local _, cache = model:run_with_cache(tokens, {names_filter = function(n) return n:match("hook_z$") ~= nil end})
-    means = {}
-    for l = 0, L - 1 do means[l] = cache("z", l):mean({0, 1}) end
-  end
+  local means = opts.mode == "mean" and mean_head_acts(model, tokens, "z") or nil
   return model:run_with_hooks(tokens, {
     return_type = opts.return_type or "loss", loss_per_token = opts.loss_per_token,
     fwd_hooks = {{function(n) return n:match("attn%.hook_z$") ~= nil end, function(z, hook)
@@ -361,9 +370,7 @@ function M.effective_ov_circuit(model, heads)
   local m = mi()
   local vs, os_ = {}, {}
   for _, k in ipairs(heads) do
-    local l, h
-    if type(k) == "string" then l, h = k:match("^(%d+)%.(%d+)$"); l, h = tonumber(l), tonumber(h)
-    else l, h = k[1], k[2] end
+    local l, h = M.parse_head(model, k, "effective_ov_circuit")
     vs[#vs + 1] = model.W_V[l][h]
     os_[#os_ + 1] = model.W_O[l][h]
   end
