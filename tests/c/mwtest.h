@@ -5,6 +5,7 @@
 #define MWTEST_H
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int mwt_passed, mwt_failed, mwt_cur_failed;
@@ -32,6 +33,21 @@ static const char *mwt_cur;
 #define RUN(fn) do { mwt_cur = #fn; mwt_cur_failed = 0; fn(); \
     if (mwt_cur_failed) { mwt_failed++; printf("FAIL - %s\n", mwt_cur); } \
     else { mwt_passed++; printf("ok - %s\n", mwt_cur); } fflush(stdout); } while (0)
+
+/* a whole file, NUL-terminated, malloc'd (length in *n); NULL when it cannot be read */
+static inline char *mwt_slurp(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = len >= 0 ? malloc((size_t)len + 1) : NULL;
+    if (!buf || fread(buf, 1, (size_t)len, f) != (size_t)len) { free(buf); fclose(f); return NULL; }
+    buf[len] = 0;
+    fclose(f);
+    *n = (size_t)len;
+    return buf;
+}
 
 #define MW_TEST_MAIN_END() do { printf("%d passed, %d failed\n", mwt_passed, mwt_failed); \
     return mwt_failed ? 1 : 0; } while (0)

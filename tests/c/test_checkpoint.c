@@ -15,19 +15,6 @@
 #define FIX "tests/fixtures/ckpt/"
 static char tmpdir[] = "/tmp/mwtest_ck_XXXXXX";
 
-static char *slurp(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)len + 1);
-    if (fread(buf, 1, (size_t)len, f) != (size_t)len) { free(buf); fclose(f); return NULL; }
-    buf[len] = 0;
-    fclose(f);
-    *n = (size_t)len;
-    return buf;
-}
 
 /* logical element i (row-major) of t, from its strides */
 static double at(const mw_tensor *t, int64_t i) {
@@ -50,7 +37,7 @@ static double jval(const cJSON *v) { return cJSON_IsString(v) ? strtod(v->values
  * (floats rounded to f32 as miwb stores them) */
 static int check_against(const mw_state_dict *sd, const char *json_path) {
     size_t n;
-    char *js = slurp(json_path, &n);
+    char *js = mwt_slurp(json_path, &n);
     cJSON *exp = js ? cJSON_Parse(js) : NULL;
     free(js);
     CHECK_MSG(exp != NULL, "cannot read %s", json_path);
@@ -131,7 +118,7 @@ static void test_torch_module_and_nested(void) {
 static void test_safetensors_load(void) {
     mw_state_dict sd;
     size_t n;
-    char *raw = slurp(FIX "st_basic.safetensors", &n);
+    char *raw = mwt_slurp(FIX "st_basic.safetensors", &n);
     CHECK_OK(mw_checkpoint_load(&sd, FIX "st_basic.safetensors"));
     CHECK(sd.format && strcmp(sd.format, "safetensors") == 0);
     CHECK(check_against(&sd, FIX "st_basic.json") == 13);
@@ -354,7 +341,7 @@ static void test_hand_pickles(void) {
 /* every truncation and many byte flips of a real checkpoint fail cleanly or load consistently */
 static void test_truncations_and_flips(void) {
     size_t n;
-    char *good = slurp(FIX "torch_basic.pt", &n);
+    char *good = mwt_slurp(FIX "torch_basic.pt", &n);
     CHECK(good != NULL);
     if (!good) return;
     int accepted = 0;

@@ -17,19 +17,6 @@
 static char err[512];
 static char tmpdir[] = "/tmp/mwtest_st_XXXXXX";
 
-static char *slurp(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)len + 1);
-    if (fread(buf, 1, (size_t)len, f) != (size_t)len) { free(buf); fclose(f); return NULL; }
-    buf[len] = 0;
-    fclose(f);
-    *n = (size_t)len;
-    return buf;
-}
 
 /* element i of a tensor as a double, read with plain memcpy per dtype */
 static double elem(const st_tensor *t, int64_t i) {
@@ -53,7 +40,7 @@ static double elem(const st_tensor *t, int64_t i) {
 static void test_read_fixture(void) {
     st_file f;
     size_t n;
-    char *js = slurp(FIX "st_basic.json", &n);
+    char *js = mwt_slurp(FIX "st_basic.json", &n);
     CHECK(js != NULL);
     if (!js) return;
     cJSON *exp = cJSON_Parse(js);
@@ -137,7 +124,7 @@ static void test_write_roundtrip(void) {
     const char *mk[] = {"format", "k\"ey"}, *mv[] = {"pt", "v\\al\x01"};
     CHECK_MSG(st_write(path, ts, 7, mk, mv, 2, err, sizeof err) == 0, "%s", err);
     size_t n;
-    unsigned char *raw = (unsigned char *)slurp(path, &n);
+    unsigned char *raw = (unsigned char *)mwt_slurp(path, &n);
     CHECK(raw != NULL);
     if (!raw) return;
     uint64_t hl = 0;
@@ -192,7 +179,7 @@ static void test_write_roundtrip(void) {
     int rc = system(cmd);
     if (rc != 0) {
         snprintf(cmd, sizeof cmd, "%s/log", tmpdir);
-        char *log = slurp(cmd, &n);
+        char *log = mwt_slurp(cmd, &n);
         printf("  %s\n", log ? log : "(no log)");
         free(log);
     }
@@ -276,7 +263,7 @@ static void test_malformed(void) {
  * (the sanitizer build turns any out-of-bounds read into a failure) */
 static void test_truncations_and_flips(void) {
     size_t n;
-    char *good = slurp(FIX "st_basic.safetensors", &n);
+    char *good = mwt_slurp(FIX "st_basic.safetensors", &n);
     CHECK(good != NULL);
     if (!good) return;
     int accepted_short = 0;
