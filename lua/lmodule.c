@@ -55,10 +55,26 @@ static int l_isatty(lua_State *L) {
     return 1;
 }
 
+/* mi.lua_source(path): the text of an embedded Lua file by its path ("lua/miwb/model.lua"), or nil;
+ * help(f) in the REPL reads a function's signature and doc comment from it. */
+static int l_lua_source(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    for (const mw_lua_module *m = mw_lua_modules; m->name; m++) {
+        if (strcmp(m->chunkname + 1, path) == 0) {
+            lua_pushlstring(L, (const char *)m->src, m->len);
+            return 1;
+        }
+    }
+    lua_pushnil(L);
+    return 1;
+}
+
 static int open_core(lua_State *L) {
     lua_newtable(L);
     lua_pushcfunction(L, l_isatty);
     lua_setfield(L, -2, "isatty");
+    lua_pushcfunction(L, l_lua_source);
+    lua_setfield(L, -2, "lua_source");
     if (mwl_open_tensor) mwl_open_tensor(L);
     if (mwl_open_io) mwl_open_io(L);
     if (mwl_open_tokenizer) mwl_open_tokenizer(L);

@@ -8,9 +8,10 @@
  *   miwb --help | --version
  *   miwb                        the REPL
  *
- * The REPL follows lua.c: a line is first tried as `return <line>` so bare expressions print;
- * an incomplete chunk (syntax error at <eof>) asks for more lines; errors print a traceback and
- * the REPL goes on. Ctrl-C during a computation installs a hook that raises "interrupted!" at the
+ * The module is the global `mi` in every mode. The REPL follows lua.c: a line is first tried as
+ * `return <line>` so bare expressions print; an incomplete chunk (syntax error at <eof>) asks for
+ * more lines; errors print a traceback and the REPL goes on. Its Lua side (showing values, Tab
+ * completion, help(f), compiling input with top-level locals kept) is lua/miwb/repl.lua. Ctrl-C during a computation installs a hook that raises "interrupted!" at the
  * next Lua instruction (a long C operation finishes first); Ctrl-C at the prompt drops the line.
  * With a terminal on stdin, input goes through GNU readline with history in ~/.miwb_history;
  * otherwise lines are read plainly (so tests can pipe input).
@@ -50,9 +51,10 @@ static void usage(FILE *f) {
             "  --          stop handling options\n"
             "  -h, --help  show this help\n"
             "  -v, --version  show the version\n"
-            "With no arguments, " PROGNAME " starts a REPL (the module is the global `mi`).\n"
+            "With no arguments, " PROGNAME " starts a REPL; help(f) there describes a function.\n"
             "A first argument without a .lua suffix names a command: require('miwb').cli[COMMAND].\n"
-            "Scripts load the module with: local mi = require(\"miwb\")\n");
+            "The module is the global `mi` in scripts, -e code and the REPL (scripts may also\n"
+            "write local mi = require(\"miwb\")).\n");
 }
 
 /* ------------------------------------------------------------ running code (as lua.c) */
@@ -111,64 +113,9 @@ static int dochunk(lua_State *L, int status) {
 
 /* ------------------------------------------------------------ printing REPL results */
 
-/* Bare results are shown through a Lua function: tensors with their __tostring, tables one
- * level deep (nested tables and tensors summarized), strings as they are at the top level. */
-static const char *SHOW_SRC =
-    "local select, type, tostring, pairs, math_type = select, type, tostring, pairs, math.type\n"
-    "local getmetatable, string, table = getmetatable, string, table\n"
-    "local function has_tostring(v) local mt = getmetatable(v)\n"
-    "  return type(mt) == 'table' and mt.__tostring ~= nil end\n"
-    "local function brief(v)\n"
-    "  local t = type(v)\n"
-    "  if t == 'string' then return string.format('%q', v) end\n"
-    "  if t == 'table' and not has_tostring(v) then\n"
-    "    local n = 0 for _ in pairs(v) do n = n + 1 end\n"
-    "    return n == 0 and '{}' or ('{...} (' .. n .. (n == 1 and ' entry)' or ' entries)')) end\n"
-    "  if t == 'userdata' and has_tostring(v) then\n"
-    "    local ok, mi = pcall(require, 'miwb')\n"
-    "    if ok and type(mi) == 'table' and mi.is_tensor and mi.is_tensor(v) then\n"
-    "      return string.format('tensor(shape=[%s], %s)', table.concat(v:shape(), ','), v:dtype()) end\n"
-    "  end\n"
-    "  local s = tostring(v)\n"
-    "  if #s > 60 then s = s:sub(1, 57) .. '...' end\n"
-    "  return s\n"
-    "end\n"
-    "local function keystr(k)\n"
-    "  if type(k) == 'string' and k:match('^[%a_][%w_]*$') then return k end\n"
-    "  return '[' .. brief(k) .. ']'\n"
-    "end\n"
-    "local function show_table(t)\n"
-    "  local parts, n, seen = {}, #t, {}\n"
-    "  local LIMIT = 40\n"
-    "  for i = 1, n do\n"
-    "    if i > LIMIT then parts[#parts + 1] = '... (' .. n .. ' items)' break end\n"
-    "    parts[#parts + 1] = brief(t[i]); seen[i] = true end\n"
-    "  local keys = {}\n"
-    "  for k in pairs(t) do\n"
-    "    if not (math_type(k) == 'integer' and k >= 1 and k <= n) then keys[#keys + 1] = k end end\n"
-    "  table.sort(keys, function(a, b)\n"
-    "    local ta, tb = type(a), type(b)\n"
-    "    if ta ~= tb then return ta < tb end\n"
-    "    if ta == 'number' or ta == 'string' then return a < b end\n"
-    "    return tostring(a) < tostring(b) end)\n"
-    "  for i, k in ipairs(keys) do\n"
-    "    if i > LIMIT then parts[#parts + 1] = '... (' .. #keys .. ' keys)' break end\n"
-    "    parts[#parts + 1] = keystr(k) .. ' = ' .. brief(t[k]) end\n"
-    "  if #parts == 0 then return '{}' end\n"
-    "  local s = '{' .. table.concat(parts, ', ') .. '}'\n"
-    "  if #s > 100 then s = '{\\n  ' .. table.concat(parts, ',\\n  ') .. '\\n}' end\n"
-    "  return s\n"
-    "end\n"
-    "return function(...)\n"
-    "  local out = {}\n"
-    "  for i = 1, select('#', ...) do\n"
-    "    local v = select(i, ...)\n"
-    "    if type(v) == 'table' and not has_tostring(v) then out[i] = show_table(v)\n"
-    "    else out[i] = tostring(v) end\n"
-    "  end\n"
-    "  return table.concat(out, '\\t')\n"
-    "end\n";
-
+/* Bare results are shown by repl.show (lua/miwb/repl.lua): tensors with their __tostring, tables
+ * one level deep, strings as they are at the top level. The REPL's Lua code (showing, completion,
+ * help, compiling input) lives there, as plain functions other front ends reuse. */
 static const char SHOW_KEY = 's'; /* registry key: the show function */
 
 static void print_results(lua_State *L) {
@@ -188,51 +135,8 @@ static void print_results(lua_State *L) {
 
 /* ------------------------------------------------------------ Tab completion */
 
-/* complete(word) -> sorted list of completions of a dotted/colon path: "mi.ze" -> "mi.zeros";
- * "x:so" -> "x:softmax" (tensor methods come from mi.Tensor); a bare word completes globals and
- * keywords. Indexing goes through metamethods under pcall, so a failing __index does no harm. */
-static const char *COMPLETE_SRC =
-    "local KEYWORDS = {'and', 'break', 'do', 'else', 'elseif', 'end', 'false', 'for',\n"
-    "  'function', 'goto', 'if', 'in', 'local', 'nil', 'not', 'or', 'repeat', 'return', 'then',\n"
-    "  'true', 'until', 'while'}\n"
-    "local function keys_of(v, only_functions, out)\n"
-    "  local seen = {}\n"
-    "  local function add(t)\n"
-    "    for k, val in pairs(t) do\n"
-    "      if type(k) == 'string' and k:match('^[%a_][%w_]*$') and not seen[k] and\n"
-    "         (not only_functions or type(val) == 'function') then\n"
-    "        seen[k] = true; out[#out + 1] = k end end end\n"
-    "  if type(v) == 'table' then add(v) end\n"
-    "  local ok, mi = pcall(require, 'miwb')\n"
-    "  if ok and type(mi) == 'table' and mi.is_tensor and mi.is_tensor(v) and mi.Tensor then\n"
-    "    add(mi.Tensor); if not only_functions then add({T = true}) end; return end\n"
-    "  local depth, mt = 0, getmetatable(v)\n"
-    "  while type(mt) == 'table' and type(mt.__index) == 'table' and depth < 8 do\n"
-    "    add(mt.__index); mt = getmetatable(mt.__index); depth = depth + 1 end\n"
-    "end\n"
-    "return function(word)\n"
-    "  local out, list = {}, {}\n"
-    "  local path, sep, prefix = word:match('^(.*)([%.:])([%w_]*)$')\n"
-    "  if not path then\n"
-    "    keys_of(_G, false, list)\n"
-    "    for _, k in ipairs(KEYWORDS) do list[#list + 1] = k end\n"
-    "    path, sep, prefix = '', '', word\n"
-    "  else\n"
-    "    local v = _G\n"
-    "    for name in (path .. '.'):gmatch('([^%.:]*)[%.:]') do\n"
-    "      if not name:match('^[%a_][%w_]*$') then return out end\n"
-    "      local ok, nv = pcall(function() return v[name] end)\n"
-    "      if not ok or nv == nil then return out end\n"
-    "      v = nv\n"
-    "    end\n"
-    "    keys_of(v, sep == ':', list)\n"
-    "  end\n"
-    "  table.sort(list)\n"
-    "  for _, k in ipairs(list) do\n"
-    "    if k:sub(1, #prefix) == prefix then out[#out + 1] = path .. sep .. k end end\n"
-    "  return out\n"
-    "end\n";
-
+/* repl.complete(word) -> sorted list of completions of a dotted/colon path: "mi.ze" -> "mi.zeros";
+ * "model:to_s" -> "model:to_str_tokens"; a bare word completes globals and keywords. */
 static const char COMPLETE_KEY = 'c'; /* registry key: the complete function */
 static lua_State *completeL = NULL;
 
@@ -360,61 +264,49 @@ static void add_history_entry(const char *line) {
 
 /* ------------------------------------------------------------ the REPL (as lua.c) */
 
-static int incomplete(lua_State *L, int status) {
-    if (status == LUA_ERRSYNTAX) {
-        size_t lmsg;
-        const char *msg = lua_tolstring(L, -1, &lmsg);
-        if (lmsg >= 5 && strcmp(msg + lmsg - 5, "<eof>") == 0) {
-            lua_pop(L, 1);
-            return 1;
-        }
-    }
-    return 0;
-}
+static const char COMPILE_KEY = 'k'; /* registry key: repl.compile */
+#define INCOMPLETE 100               /* compile_source: the chunk needs more lines */
 
-/* the line at the top as "return <line>": loads it (the chunk replaces nothing) */
-static int try_return(lua_State *L) {
-    const char *line = lua_tostring(L, -1);
-    const char *retline = lua_pushfstring(L, "return %s;", line);
-    int status = luaL_loadbuffer(L, retline, strlen(retline), "=stdin");
-    if (status == LUA_OK) {
-        lua_remove(L, -2); /* drop the modified line, keep the chunk above the line */
-    } else {
+/* compiles the source at index src with repl.compile (which tries `return <src>` first and keeps
+ * top-level locals as globals); pushes the chunk and returns LUA_OK, or pushes the message and
+ * returns LUA_ERRSYNTAX, or INCOMPLETE (message pushed too) when the chunk only lacks lines */
+static int compile_source(lua_State *L, int src) {
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &COMPILE_KEY);
+    lua_pushvalue(L, src);
+    lua_pushliteral(L, "=stdin");
+    if (lua_pcall(L, 2, 3, 0) != LUA_OK) return LUA_ERRSYNTAX;
+    if (!lua_isnil(L, -3)) {
         lua_pop(L, 2);
+        return LUA_OK;
     }
-    return status;
+    int more = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    lua_remove(L, -2);
+    return more ? INCOMPLETE : LUA_ERRSYNTAX;
 }
 
-/* reads a whole statement, possibly over several lines; leaves the compiled chunk on the stack.
- * Returns -1 at end of input, -2 when Ctrl-C dropped the input, else a load status. */
+/* reads a whole statement, possibly over several lines; leaves the compiled chunk (or the error
+ * message) on the stack. Returns -1 at end of input, -2 when Ctrl-C dropped the input, else a
+ * load status. */
 static int load_statement(lua_State *L) {
     lua_settop(L, 0);
     int r = read_line(L, PROMPT1);
     if (r == 0) return -1;
     if (r == 2) { lua_settop(L, 0); return -2; }
-    const char *first = lua_tostring(L, 1);
-    if (first[0] == '=') { /* lua 5.1 habit: "=expr" */
-        lua_pushfstring(L, "return %s", first + 1);
-        lua_replace(L, 1);
-    }
-    int status = try_return(L);
-    if (status != LUA_OK) {
-        for (;;) {
-            size_t len;
-            const char *line = lua_tolstring(L, 1, &len);
-            status = luaL_loadbuffer(L, line, len, "=stdin");
-            if (!incomplete(L, status)) break;
-            r = read_line(L, PROMPT2);
-            if (r == 0) { /* end of input inside a chunk: compile again to report the error */
-                line = lua_tolstring(L, 1, &len);
-                status = luaL_loadbuffer(L, line, len, "=stdin");
-                break;
-            }
-            if (r == 2) { lua_settop(L, 0); return -2; }
-            lua_pushliteral(L, "\n");
-            lua_insert(L, -2);
-            lua_concat(L, 3);
+    int status;
+    for (;;) {
+        status = compile_source(L, 1);
+        if (status != INCOMPLETE) break;
+        r = read_line(L, PROMPT2);
+        if (r == 0) { /* end of input inside a chunk: report why it is incomplete */
+            status = LUA_ERRSYNTAX;
+            break;
         }
+        lua_remove(L, -2); /* the message */
+        if (r == 2) { lua_settop(L, 0); return -2; }
+        lua_pushliteral(L, "\n");
+        lua_insert(L, -2);
+        lua_concat(L, 3);
     }
     add_history_entry(lua_tostring(L, 1));
     lua_remove(L, 1); /* the source; the chunk (or error message) stays */
@@ -544,12 +436,22 @@ static int pmain(lua_State *L) {
     lua_pushcfunction(L, luaopen_miwb);
     lua_setfield(L, -2, "miwb");
     lua_pop(L, 1);
-    if (luaL_loadstring(L, SHOW_SRC) != LUA_OK) return lua_error(L);
-    lua_call(L, 0, 1);
+    /* the module is the global `mi` in every mode (scripts may still require it) */
+    if (push_module(L) != LUA_OK) {
+        report(L, LUA_ERRRUN);
+        *result = 1;
+        return 0;
+    }
+    lua_setglobal(L, "mi");
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "miwb.repl");
+    lua_call(L, 1, 1);
+    lua_getfield(L, -1, "show");
     lua_rawsetp(L, LUA_REGISTRYINDEX, &SHOW_KEY);
-    if (luaL_loadstring(L, COMPLETE_SRC) != LUA_OK) return lua_error(L);
-    lua_call(L, 0, 1);
+    lua_getfield(L, -1, "complete");
     lua_rawsetp(L, LUA_REGISTRYINDEX, &COMPLETE_KEY);
+    lua_getfield(L, -1, "compile");
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &COMPILE_KEY);
     lua_settop(L, 3);
 
     /* a subcommand; a file of that name is run as a script when no such command exists */
@@ -647,18 +549,16 @@ static int pmain(lua_State *L) {
         }
     }
     if (interactive || (!script && !ran_code)) {
-        if (push_module(L) != LUA_OK) {
-            report(L, LUA_ERRRUN);
-        } else {
-            lua_getfield(L, -1, "version");
-            printf("miwb %s (%s), the mechanistic-interpretability workbench\n"
-                   "The module is the global `mi` (as local mi = require(\"miwb\")). "
-                   "Ctrl-D exits, Ctrl-C interrupts.\n",
-                   lua_tostring(L, -1) ? lua_tostring(L, -1) : "?", LUA_RELEASE);
-            fflush(stdout);
-            lua_pop(L, 1);
-            lua_setglobal(L, "mi");
-        }
+        lua_getglobal(L, "mi");
+        lua_getfield(L, -1, "version");
+        printf("miwb %s (%s), the mechanistic-interpretability workbench\n"
+               "The module is the global `mi` (as local mi = require(\"miwb\")); help(f) describes a "
+               "function. Ctrl-D exits, Ctrl-C interrupts.\n",
+               lua_tostring(L, -1) ? lua_tostring(L, -1) : "?", LUA_RELEASE);
+        fflush(stdout);
+        lua_getfield(L, -2, "repl");
+        lua_getfield(L, -1, "help_command");
+        lua_setglobal(L, "help");
         lua_settop(L, 0);
         repl(L);
     }

@@ -287,6 +287,8 @@ end
 
 function C._install(m)
   mi = m
+  mi.utils.colon_methods(Cache, function(x) return getmetatable(x) == MT end, "cache")
+  MT.__methods = Cache
   mi.ActivationCache = C.new
 end
 

@@ -331,6 +331,8 @@ end
 -- other operand's metamethod when that operand is not a tensor.
 function F._install(m)
   mi = m
+  mi.utils.colon_methods(FM, is_fm, "fm")
+  MT.__methods = FM
   if not m.matmul then return end -- built without the tensor binding
   m.FactoredMatrix = F.new
 end

@@ -11,7 +11,7 @@ mi.version = "0.1.0"
 
 -- The order matters: later parts build on earlier ones.
 local PARTS = {"tensor", "json", "io", "tokenizer", "utils", "factored", "cache", "model", "pretrained",
-               "plot", "progress", "analysis", "train", "wordnet", "toy", "experiment"}
+               "plot", "progress", "analysis", "train", "wordnet", "toy", "experiment", "repl"}
 
 for _, name in ipairs(PARTS) do
   local modname = "miwb." .. name

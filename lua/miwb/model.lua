@@ -674,6 +674,9 @@ function Model:trim_buffers() self._core:trim() end
 
 function M._install(m)
   mi = m
+  mi.utils.colon_methods(Model, function(x) return getmetatable(x) == MODEL_MT end, "model")
+  MODEL_MT.__methods = Model
+  mi.utils.colon_methods(HookPoint, function(x) return getmetatable(x) == HookPoint end, "hook")
   mi.HookedTransformerConfig = M.HookedTransformerConfig
   mi.HookedTransformer = M.HookedTransformer
   mi.HookPoint = HookPoint

@@ -80,8 +80,40 @@ function U.get_attention_mask(lengths, P, padding_side)
   return mi.tensor(rows, "int64")
 end
 
+-- Methods called with a dot (model.to_str_tokens(t), hook.layer(), cache.remove_batch_dim())
+-- get `self` wrong; Lua would fail later with a confusing message. colon_methods wraps every
+-- function of the table `methods` (in place; names starting with "__" are left alone) so that a
+-- call whose first argument is not an object of the class raises
+--   "model.to_str_tokens: call it with a colon: model:to_str_tokens(...)"
+-- (var is how the docs call such an object). is_instance(x) says whether x is one.
+-- colon_target(f) returns the function a wrapper calls (help(f) reads its source).
+local colon_target = setmetatable({}, {__mode = "k"})
+
+function U.colon_methods(methods, is_instance, var)
+  for name, f in pairs(methods) do
+    if type(f) == "function" and type(name) == "string" and name:sub(1, 2) ~= "__" and not colon_target[f] then
+      local function method(self, ...)
+        if not is_instance(self) then
+          error(string.format("%s.%s: call it with a colon: %s:%s(...)", var, name, var, name), 2)
+        end
+        return f(self, ...)
+      end
+      colon_target[method] = f
+      methods[name] = method
+    end
+  end
+  return methods
+end
+
+function U.colon_target(f) return colon_target[f] end
+
 function U._install(m)
   mi = m
+  -- the tokenizer's methods are C functions in its metatable's __index table
+  local mt = debug.getregistry()["miwb.Tokenizer"]
+  if type(mt) == "table" and type(mt.__index) == "table" then
+    U.colon_methods(mt.__index, function(x) return getmetatable(x) == mt end, "tok")
+  end
 end
 
 return U

@@ -105,6 +105,19 @@ T.test("scripts load the module with require('miwb'); -e runs before the script"
   T.eq(out, "table\ttrue\t5\n")
 end)
 
+T.test("mi is a global in -e code, scripts and stdin scripts; mi.print pretty-prints", function()
+  local out, code = run(MIWB .. " -e 'print(mi.zeros(2))'")
+  T.eq(code, 0)
+  T.eq(out, "tensor([0., 0.], shape=[2])\n")
+  local p = write("glob.lua", "mi.print({'a', 'b'}, mi.ones(1))")
+  out, code = run(MIWB .. " " .. q(p))
+  T.eq(code, 0)
+  T.eq(out, '{"a", "b"}\ttensor([1.], shape=[1])\n')
+  out, code = run("printf 'mi.pp({x = 1})' | " .. MIWB .. " -")
+  T.eq(code, 0)
+  T.eq(out, "{x = 1}\n")
+end)
+
 T.test("'-' runs standard input as a script", function()
   local out, code = run("printf 'print(1 + 2)\\nprint(...)\\n' | " .. MIWB .. " - a b")
   T.eq(code, 0)
@@ -221,6 +234,14 @@ T.test("REPL: '=expr' prints like 'return expr'", function()
   T.truthy(out:find("> 21\n", 1, true), out)
 end)
 
+T.test("REPL: `local y = 5` then `y` keeps y; help(f) shows a signature and a doc line", function()
+  local out, code = repl("local y = 5\ny\nlocal function dbl(v) return 2 * v end\ndbl(y)\n" ..
+                         "help(mi.utils.get_act_name)\n")
+  T.eq(code, 0)
+  T.truthy(out:find("> > 5\n> > 10\n", 1, true), out)
+  T.truthy(out:find("mi.utils.get_act_name(name, layer, layer_type)\n  ", 1, true), out)
+end)
+
 T.test("-i runs the script, then the REPL sees its globals", function()
   local p = write("setg.lua", "G = 123\nprint('script ran')")
   local out, code = repl("G + 1\n", "-i " .. q(p))
@@ -265,28 +286,36 @@ local function have(cmd) return os.execute("command -v " .. cmd .. " >/dev/null 
 if not (have("script") and have("mkfifo")) then
   print("SKIP - REPL on a terminal: util-linux script or mkfifo not found")
 else
-T.test("REPL on a terminal: completion, Ctrl-C at the prompt and in a loop, history", function()
-  local home = tmpdir .. "/home"
+-- runs the REPL on a terminal with HOME=tmpdir/NAME; steps are shell lines that write to fd 3
+-- (the terminal's input) and `waitfor TEXT` (waits until the output holds TEXT, at most 20 s).
+-- Returns the output and the exit status.
+local function tty_session(name, steps)
+  local home = tmpdir .. "/" .. name
   assert(os.execute("mkdir -p " .. q(home)))
-  local fifo, out = tmpdir .. "/tty.in", tmpdir .. "/tty.out"
-  local sh = table.concat({
+  local fifo, out = tmpdir .. "/" .. name .. ".in", tmpdir .. "/" .. name .. ".out"
+  local sh = {
     "mkfifo " .. q(fifo),
     "HOME=" .. q(home) .. " TERM=dumb script -qfec " .. q(MIWB) .. " /dev/null < " .. q(fifo) ..
       " > " .. q(out) .. " 2>&1 & pid=$!",
     "exec 3>" .. q(fifo),
-    -- waits until the output holds a fixed string (at most 20 s)
     "waitfor() { i=0; while ! grep -aqF -- \"$1\" " .. q(out) ..
       " && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done; }",
     "waitfor 'Ctrl-C interrupts'",
+  }
+  for _, step in ipairs(steps) do sh[#sh + 1] = step end
+  sh[#sh + 1] = "wait $pid; rc=$?; exec 3>&-; cat " .. q(out) .. "; exit $rc"
+  return run("sh " .. q(write(name .. ".sh", table.concat(sh, "\n"))))
+end
+
+T.test("REPL on a terminal: completion, Ctrl-C at the prompt and in a loop, history", function()
+  local home = tmpdir .. "/home"
+  local text, code = tty_session("home", {
     "printf 'mi.zer\\t(2)\\n' >&3; waitfor 'shape=[2]'",
     "printf 'abc' >&3; waitfor '> abc'; printf '\\003' >&3; waitfor 'abc^C'",
     "printf 'while true do end\\n' >&3; waitfor 'while true do end'; sleep 0.3; printf '\\003' >&3",
     "waitfor 'interrupted!'",
     "printf '2+3\\n' >&3; waitfor '5'; sleep 0.2; printf '\\004' >&3",
-    "wait $pid; rc=$?; exec 3>&-; cat " .. q(out) .. "; exit $rc",
-  }, "\n")
-  local script_path = write("tty.sh", sh)
-  local text, code = run("sh " .. q(script_path))
+  })
   T.eq(code, 0, "exit status")
   T.truthy(text:find("mi.zeros(2)", 1, true) or text:find("os(2)", 1, true), "completion: " .. text)
   T.truthy(text:find("tensor([0., 0.], shape=[2])", 1, true), "completed call ran: " .. text)
@@ -297,6 +326,21 @@ T.test("REPL on a terminal: completion, Ctrl-C at the prompt and in a loop, hist
   local hist = f:read("a")
   f:close()
   T.eq(hist, "mi.zeros(2)\nwhile true do end\n2+3\n", "history holds the completed lines, not the dropped one")
+end)
+
+T.test("REPL on a terminal: Tab completes model: and cache: methods", function()
+  -- each line prints a word its echo does not hold, so the next input waits for it to run
+  local text, code = tty_session("home2", {
+    "printf 'local model = mi.from_pretrained_no_processing(\"models/attn_only_2L\") print(\"rea\" .. \"dy1\")\\n' >&3",
+    "waitfor 'ready1'",
+    "printf 'local _, cache = model:run_with_cache(\"ab\") print(\"rea\" .. \"dy2\")\\n' >&3; waitfor 'ready2'",
+    "printf 'model:to_str_t\\t(\"ab\")\\n' >&3; waitfor 'endoftext'",
+    "printf '#cache:ke\\t()\\n' >&3; waitfor 'cache:keys()'; sleep 0.3; printf '\\004' >&3",
+  })
+  T.eq(code, 0, "exit status")
+  T.truthy(text:find("model:to_str_tokens(\"ab\")", 1, true), "model: completed: " .. text)
+  T.truthy(text:find('{"<|endoftext|>", ', 1, true), "the completed call ran: " .. text)
+  T.truthy(text:find("#cache:keys()", 1, true), "cache: completed: " .. text)
 end)
 end
 
