@@ -145,7 +145,7 @@ test_assets("errors name the method and the problem", function()
   T.raises(function() gpt2:decode("x") end, "tensor, list of ids or integer expected")
   T.raises(function() gpt2:encode(12) end, "tokenizer:encode: bad argument #1 (string expected")
   T.raises(function() gpt2:encode_list({}) end, "string expected")
-  T.raises(function() gpt2.encode(nil, "x") end, "Tokenizer expected")
+  T.raises(function() gpt2.encode(nil, "x") end, "call it with a colon: tok:encode(...)")
 end)
 
 T.test("load failures return nil and a message naming the file and field", function()
