@@ -166,9 +166,143 @@ static int get_shape(lua_State *L, int idx, const char *op, int allow_neg, int *
 
 typedef struct { mw_rng rng; uint64_t seed; } lgen;
 
+/* ================================================================ options and keyword arguments */
+
+/* names as "a, b, c" into a buffer (for messages) */
+static void push_name_list(lua_State *L, const char *const *names) {
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    for (int i = 0; names[i]; i++) {
+        if (i) luaL_addstring(&b, ", ");
+        luaL_addstring(&b, names[i]);
+    }
+    luaL_pushresult(&b);
+}
+
+void mwl_check_opts(lua_State *L, int idx, const char *op, const char *const *names) {
+    if (lua_isnoneornil(L, idx)) return;
+    idx = lua_absindex(L, idx);
+    if (lua_type(L, idx) != LUA_TTABLE)
+        luaL_error(L, "%s: options must be a table, got %s", op, luaL_typename(L, idx));
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        lua_pop(L, 1);
+        int known = 0;
+        if (lua_type(L, -1) == LUA_TSTRING)
+            for (int i = 0; names[i] && !known; i++) known = strcmp(names[i], lua_tostring(L, -1)) == 0;
+        if (!known) {
+            push_name_list(L, names);
+            if (lua_type(L, -2) == LUA_TSTRING)
+                luaL_error(L, "%s: unknown option '%s' (options: %s)", op, lua_tostring(L, -2), lua_tostring(L, -1));
+            luaL_error(L, "%s: options take names as keys, got a %s key (options: %s)", op,
+                       luaL_typename(L, -2), lua_tostring(L, -1));
+        }
+    }
+}
+
+/* mi.utils.check_opts(fname, opts, allowed): the same check from Lua; allowed is a list of
+ * names {"seed", "dtype"} or a set {seed = true, dtype = true} */
+static int l_check_opts(lua_State *L) {
+    const char *op = luaL_checkstring(L, 1);
+    luaL_checktype(L, 3, LUA_TTABLE);
+    const char *names[64];
+    int n = 0;
+    if (lua_rawlen(L, 3) > 0) {
+        for (lua_Integer i = 1; i <= (lua_Integer)lua_rawlen(L, 3) && n < 63; i++) {
+            lua_rawgeti(L, 3, i);
+            if (lua_type(L, -1) != LUA_TSTRING) return luaL_error(L, "check_opts: allowed names must be strings");
+            names[n++] = lua_tostring(L, -1); /* anchored by the list */
+            lua_pop(L, 1);
+        }
+    } else {
+        lua_pushnil(L);
+        while (lua_next(L, 3) && n < 63) {
+            lua_pop(L, 1);
+            if (lua_type(L, -1) == LUA_TSTRING) names[n++] = lua_tostring(L, -1);
+        }
+    }
+    names[n] = NULL;
+    /* a sorted list reads better in the message and does not depend on table order */
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && strcmp(names[j - 1], names[j]) > 0; j--) {
+            const char *t = names[j]; names[j] = names[j - 1]; names[j - 1] = t;
+        }
+    mwl_check_opts(L, 2, op, names);
+    lua_settop(L, 2);
+    return 1;
+}
+
+/* an options table: a plain table (no metatable) with at least one key and nothing at [1] */
+static int is_opts_table(lua_State *L, int idx) {
+    if (lua_type(L, idx) != LUA_TTABLE || lua_rawlen(L, idx) > 0) return 0;
+    if (lua_getmetatable(L, idx)) { lua_pop(L, 1); return 0; }
+    lua_pushnil(L);
+    if (!lua_next(L, idx)) return 0;
+    lua_pop(L, 2);
+    return 1;
+}
+
+/* Keyword arguments, torch style. When the last argument is an options table, each of its
+ * keys names one of the parameters names[0], names[1], ..., which take the positions first,
+ * first + 1, ...; the values move into those positions and the table goes, so the function
+ * goes on reading positional arguments: x:sum{dim = 1, keepdim = true} is x:sum(1, true) and
+ * x:sum(1, {keepdim = true}) too. Unknown keys, and a parameter given both ways, raise. */
+static void kwargs(lua_State *L, int first, const char *op, const char *const *names) {
+    int top = lua_gettop(L);
+    if (top < first || !is_opts_table(L, top)) return;
+    int n = 0;
+    while (names[n]) n++;
+    if (top - first > n) {
+        push_name_list(L, names);
+        luaL_error(L, "%s: %d arguments before the options table, at most %d (%s)", op, top - first, n,
+                   lua_tostring(L, -1));
+    }
+    mwl_check_opts(L, top, op, names);
+    int t = first + n;
+    lua_settop(L, t > top ? t : top);
+    if (t != top) {
+        lua_copy(L, top, t);
+        lua_pushnil(L);
+        lua_replace(L, top);
+    }
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+        const char *k = lua_tostring(L, -2);
+        int j = 0;
+        while (strcmp(names[j], k) != 0) j++;
+        if (!lua_isnil(L, first + j))
+            luaL_error(L, "%s: '%s' given both by position and by name", op, k);
+        lua_copy(L, -1, first + j);
+        lua_pop(L, 1);
+    }
+    lua_settop(L, t - 1);
+}
+
+/* mi._kwargs(fname, {names...}, ...): kwargs() for the Lua-side library; returns the
+ * positional arguments (#names of them) */
+static int l_kwargs(lua_State *L) {
+    const char *op = luaL_checkstring(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    const char *names[32];
+    int n = (int)lua_rawlen(L, 2);
+    if (n > 31) return luaL_error(L, "_kwargs: at most 31 names");
+    for (int i = 0; i < n; i++) {
+        lua_rawgeti(L, 2, i + 1);
+        names[i] = luaL_checkstring(L, -1); /* anchored by the list */
+        lua_pop(L, 1);
+    }
+    names[n] = NULL;
+    kwargs(L, 3, op, names);
+    lua_settop(L, 2 + n);
+    return n;
+}
+
 /* Options after a shape, in any order: a dtype name, a Generator, or a table
- * {dtype = ..., generator = ...}. */
+ * {dtype = ..., generator = ..., seed = ...} (seed: a fresh generator seeded so, kept on the
+ * stack). Unknown keys raise. */
 static void get_opts(lua_State *L, int idx, const char *op, mw_dtype *dt, mw_rng **gen) {
+    static const char *const D[] = {"dtype", NULL}, *const G[] = {"generator", "seed", NULL},
+                             *const DG[] = {"dtype", "generator", "seed", NULL};
     int top = lua_gettop(L);
     for (int i = idx; i <= top; i++) {
         int t = lua_type(L, i);
@@ -177,15 +311,30 @@ static void get_opts(lua_State *L, int idx, const char *op, mw_dtype *dt, mw_rng
             *dt = check_dtype(L, i, op);
         } else if (t == LUA_TUSERDATA && gen && luaL_testudata(L, i, MWL_GENERATOR)) {
             *gen = &((lgen *)lua_touserdata(L, i))->rng;
-        } else if (t == LUA_TTABLE) {
-            if (dt && lua_getfield(L, i, "dtype") != LUA_TNIL) *dt = check_dtype(L, -1, op);
-            lua_pop(L, 1);
-            if (gen && lua_getfield(L, i, "generator") != LUA_TNIL) {
+        } else if (t == LUA_TTABLE && !mwl_totensor(L, i)) {
+            mwl_check_opts(L, i, op, dt && gen ? DG : dt ? D : G);
+            if (dt) {
+                if (lua_getfield(L, i, "dtype") != LUA_TNIL) *dt = check_dtype(L, -1, op);
+                lua_pop(L, 1);
+            }
+            if (!gen) continue;
+            int has_gen = lua_getfield(L, i, "generator") != LUA_TNIL;
+            if (has_gen) {
                 lgen *g = (lgen *)luaL_testudata(L, -1, MWL_GENERATOR);
-                if (!g) luaL_error(L, "%s: generator must be a mi.Generator", op);
+                if (!g) luaL_error(L, "%s: generator must be a mi.Generator, got %s", op, luaL_typename(L, -1));
                 *gen = &g->rng;
             }
             lua_pop(L, 1);
+            if (lua_getfield(L, i, "seed") != LUA_TNIL) {
+                if (has_gen) luaL_error(L, "%s: give a generator or a seed, not both", op);
+                int64_t s = check_i64(L, -1, op, "seed");
+                lua_pop(L, 1);
+                lgen *g = (lgen *)lua_newuserdatauv(L, sizeof(lgen), 0); /* lives on the stack */
+                mw_rng_seed(&g->rng, (uint64_t)s);
+                *gen = &g->rng;
+            } else {
+                lua_pop(L, 1);
+            }
         } else {
             luaL_error(L, "%s: unexpected argument #%d (%s)", op, i, luaL_typename(L, i));
         }
@@ -517,9 +666,14 @@ static int l_randint(lua_State *L) {
     int64_t shape[MW_MAXDIM];
     int next = get_shape(L, first, "randint", 0, &ndim, shape);
     mw_rng *g = NULL;
-    get_opts(L, next, "randint", NULL, &g);
+    mw_dtype dt = MW_I64;
+    get_opts(L, next, "randint", &dt, &g);
     mw_tensor *out = mwl_newtensor(L);
     CHECK(mw_tensor_randint(out, g, lo, hi, ndim, shape));
+    if (dt != MW_I64) {
+        mw_tensor *conv = mwl_newtensor(L);
+        CHECK(mw_tensor_to_dtype(conv, out, dt));
+    }
     return ret(L, 1);
 }
 
@@ -1686,7 +1840,8 @@ static const luaL_Reg FUNCTIONS[] = {
     {"manual_seed", l_manual_seed}, {"Generator", l_generator}, {"is_tensor", l_is_tensor},
     {"matmul", l_matmul}, {"outer", l_outer}, {"einsum", l_einsum}, {"cat", l_cat},
     {"stack", l_stack}, {"svd", l_svd}, {"eigvals", l_eigvals}, {"where", l_where},
-    {"live_tensor_bytes", l_live_tensor_bytes}, {NULL, NULL}};
+    {"live_tensor_bytes", l_live_tensor_bytes}, {"_check_opts", l_check_opts}, {"_kwargs", l_kwargs},
+    {NULL, NULL}};
 
 static int mm_add(lua_State *L) { return binary_any(L, MW_ADD); }
 static int mm_sub(lua_State *L) { return binary_any(L, MW_SUB); }

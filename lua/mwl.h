@@ -26,6 +26,10 @@ mw_tensor *mwl_totensor(lua_State *L, int idx);
 int mwl_coreerror(lua_State *L);
 /* tells Lua's GC about tensor memory allocated since the last call (lua_gc LUA_GCSTEP) */
 void mwl_account(lua_State *L);
+/* The one check of an options table (Lua: mi.utils.check_opts): none/nil passes, a non-table
+ * raises, and every key must be one of names (NULL-terminated), else
+ * "op: unknown option 'sed' (options: dtype, generator, seed)". */
+void mwl_check_opts(lua_State *L, int idx, const char *op, const char *const *names);
 
 /* Each binding file exports one opener that adds its functions to the module table at -1:
  *   mwl_open_tensor (ltensor.c), mwl_open_io (lio.c: safetensors, json, torch files),

@@ -8,6 +8,9 @@
 --       A name that already holds a "." or starts with "hook_" is returned as it is.
 --   utils.lm_cross_entropy_loss(logits, tokens, attention_mask, per_token)
 --   utils.get_attention_mask(lengths, P, padding_side)   [B, P] int64 from token counts
+--   utils.check_opts(fname, opts, allowed)   the one options-table check of the API: raises
+--       "fname: unknown option 'sed' (options: dtype, seed)" for a key not in allowed (a list
+--       of names or a set {name = true}); nil passes; returns opts
 local U = {}
 
 local mi
@@ -109,6 +112,7 @@ function U.colon_target(f) return colon_target[f] end
 
 function U._install(m)
   mi = m
+  U.check_opts = m._check_opts -- written in C (lua/ltensor.c), shared with the C bindings
   -- the tokenizer's methods are C functions in its metatable's __index table
   local mt = debug.getregistry()["miwb.Tokenizer"]
   if type(mt) == "table" and type(mt.__index) == "table" then
