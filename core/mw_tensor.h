@@ -38,6 +38,13 @@ int mw_seterr(const char *fmt, ...)            /* sets the message, returns -1 *
 /* formats a shape as "[2,3,4]" into buf (at least 8*MW_MAXDIM*21 bytes is always enough) */
 char *mw_shape_str(char *buf, size_t n, int ndim, const int64_t *shape);
 
+/* ---------------------------------------------------------------- checked size arithmetic
+ * Every size computed from user numbers (shapes, strides, element counts, lengths, offsets)
+ * goes through these: *r = a * b or a + b in int64. On overflow they return -1 and, when op is
+ * not NULL, set "op: size arithmetic overflows (a * b)"; *r is then left unchanged. */
+int mw_size_mul(const char *op, int64_t a, int64_t b, int64_t *r);
+int mw_size_add(const char *op, int64_t a, int64_t b, int64_t *r);
+
 /* ---------------------------------------------------------------- storage */
 typedef struct mw_storage mw_storage;
 struct mw_storage {

@@ -65,8 +65,11 @@ static void iter_init(iter *it, int nop, int ndim, const int64_t *shape,
         int n = it->ndim;
         if (n > 0) {
             int merge = 1;
-            for (int k = 0; k < nop; k++)
-                if (it->stride[k][n - 1] != stride[k][d] * shape[d]) merge = 0;
+            for (int k = 0; k < nop; k++) {
+                int64_t span;
+                if (mw_size_mul(NULL, stride[k][d], shape[d], &span) || it->stride[k][n - 1] != span)
+                    merge = 0;
+            }
             if (merge) {
                 it->shape[n - 1] *= shape[d];
                 for (int k = 0; k < nop; k++) it->stride[k][n - 1] = stride[k][d];

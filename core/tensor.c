@@ -53,6 +53,28 @@ char *mw_shape_str(char *buf, size_t n, int ndim, const int64_t *shape)
     return buf;
 }
 
+int mw_size_mul(const char *op, int64_t a, int64_t b, int64_t *r)
+{
+    int64_t v;
+    if (__builtin_mul_overflow(a, b, &v)) {
+        if (op) mw_seterr("%s: size arithmetic overflows (%lld * %lld)", op, (long long)a, (long long)b);
+        return -1;
+    }
+    *r = v;
+    return 0;
+}
+
+int mw_size_add(const char *op, int64_t a, int64_t b, int64_t *r)
+{
+    int64_t v;
+    if (__builtin_add_overflow(a, b, &v)) {
+        if (op) mw_seterr("%s: size arithmetic overflows (%lld + %lld)", op, (long long)a, (long long)b);
+        return -1;
+    }
+    *r = v;
+    return 0;
+}
+
 size_t mw_dtype_size(mw_dtype dt)
 {
     switch (dt) {
@@ -247,8 +269,8 @@ static int check_in(const char *op, const mw_tensor *a)
         int64_t sbytes = a->storage->numel * (int64_t)mw_dtype_size(a->storage->dtype);
         int bad = 0;
         for (int d = 0; d < a->ndim && !bad; d++) {
-            if (__builtin_mul_overflow(a->shape[d] - 1, a->stride[d], &ext)) bad = 1;
-            else if (ext < 0 ? __builtin_add_overflow(lo, ext, &lo) : __builtin_add_overflow(hi, ext, &hi)) bad = 1;
+            if (mw_size_mul(NULL, a->shape[d] - 1, a->stride[d], &ext)) bad = 1;
+            else if (ext < 0 ? mw_size_add(NULL, lo, ext, &lo) : mw_size_add(NULL, hi, ext, &hi)) bad = 1;
         }
         if (!bad && (lo < 0 || hi >= sbytes / es)) bad = 1;
         if (bad) {
@@ -275,35 +297,39 @@ static int norm_dim(const char *op, int *dim, int ndim, const int64_t *shape)
     return 0;
 }
 
-/* Checks ndim and sizes of a new shape and its element count (no overflow past the storage
- * limit). */
+/* Row-major strides of shape[ndim] (a dim of size 0 counts as 1, as in torch). Fails when a
+ * stride overflows int64, which an empty shape such as [2, 0, 2^62] can ask for. */
+static int contiguous_strides(const char *op, int ndim, const int64_t *shape, int64_t *stride)
+{
+    int64_t s = 1;
+    for (int d = ndim - 1; d >= 0; d--) {
+        stride[d] = s;
+        if (d > 0 && mw_size_mul(NULL, s, shape[d] > 0 ? shape[d] : 1, &s))
+            return mw_seterr("%s: shape %s is too large: its strides overflow int64", op,
+                             shp_n(ndim, shape));
+    }
+    return 0;
+}
+
+/* Checks ndim and sizes of a new shape, its element count (no overflow past the storage limit)
+ * and that its row-major strides fit. */
 static int check_shape(const char *op, int ndim, const int64_t *shape, int64_t *numel)
 {
     if (ndim < 0 || ndim > MW_MAXDIM)
         return mw_seterr("%s: %d dims requested (max %d)", op, ndim, MW_MAXDIM);
     if (ndim > 0 && !shape) return mw_seterr("%s: NULL shape", op);
-    int64_t n = 1;
+    int64_t n = 1, st[MW_MAXDIM];
     int zero = 0;
     for (int d = 0; d < ndim; d++) {
         if (shape[d] < 0) return mw_seterr("%s: negative size in %s", op, shp_n(ndim, shape));
         if (shape[d] == 0) zero = 1;
     }
-    for (int d = 0; d < ndim && !zero; d++) {
-        if (shape[d] > MW_MAX_BYTES / n)
+    for (int d = 0; d < ndim && !zero; d++)
+        if (mw_size_mul(NULL, n, shape[d], &n) || n > MW_MAX_BYTES)
             return mw_seterr("%s: shape %s has too many elements", op, shp_n(ndim, shape));
-        n *= shape[d];
-    }
+    if (contiguous_strides(op, ndim, shape, st)) return -1;
     if (numel) *numel = zero ? 0 : n;
     return 0;
-}
-
-static void contiguous_strides(int ndim, const int64_t *shape, int64_t *stride)
-{
-    int64_t s = 1;
-    for (int d = ndim - 1; d >= 0; d--) {
-        stride[d] = s;
-        s *= shape[d] > 0 ? shape[d] : 1;
-    }
 }
 
 /* A new zero-filled contiguous tensor. */
@@ -319,7 +345,7 @@ static int tensor_alloc(const char *op, mw_tensor *r, mw_dtype dt, int ndim, con
     r->dtype = dt;
     r->ndim = ndim;
     for (int d = 0; d < ndim; d++) r->shape[d] = shape[d];
-    contiguous_strides(ndim, shape, r->stride);
+    contiguous_strides(op, ndim, shape, r->stride); /* checked by check_shape */
     r->offset = 0;
     return 0;
 }
@@ -405,8 +431,10 @@ static int collapse_dims(int ndim, const int64_t *shape, int nop, int64_t (*bst)
     for (int d = 0; d < ndim; d++) {
         if (shape[d] == 1) continue;
         int merge = nd > 0;
-        for (int k = 0; k < nop && merge; k++)
-            if (s[k][nd - 1] != bst[k][d] * shape[d]) merge = 0;
+        for (int k = 0; k < nop && merge; k++) {
+            int64_t span;
+            if (mw_size_mul(NULL, bst[k][d], shape[d], &span) || s[k][nd - 1] != span) merge = 0;
+        }
         if (merge) {
             sh[nd - 1] *= shape[d];
             for (int k = 0; k < nop; k++) s[k][nd - 1] = bst[k][d];
@@ -839,10 +867,8 @@ static int infer_shape(const char *op, const mw_tensor *a, int ndim, const int64
         } else if (shape[d] < 0) {
             return mw_seterr("%s: %s as %s: invalid size %lld", op, shp(a), shp_n(ndim, shape),
                              (long long)shape[d]);
-        } else {
-            if (shape[d] != 0 && prod > INT64_MAX / shape[d])
-                return mw_seterr("%s: %s as %s: too many elements", op, shp(a), shp_n(ndim, shape));
-            prod *= shape[d];
+        } else if (mw_size_mul(NULL, prod, shape[d], &prod)) {
+            return mw_seterr("%s: %s as %s: too many elements", op, shp(a), shp_n(ndim, shape));
         }
     }
     int64_t numel = mw_tensor_numel(a);
@@ -858,7 +884,8 @@ static int infer_shape(const char *op, const mw_tensor *a, int ndim, const int64
         return mw_seterr("%s: %s (%lld elements) as %s (%lld elements): sizes do not match", op,
                          shp(a), (long long)numel, shp_n(ndim, shape), (long long)prod);
     }
-    return 0;
+    int64_t st[MW_MAXDIM];
+    return contiguous_strides(op, ndim, res, st);
 }
 
 /* Strides for viewing a as shape[ndim] (same element count) without copying, following torch's
@@ -867,10 +894,8 @@ static int infer_shape(const char *op, const mw_tensor *a, int ndim, const int64
 static int view_strides(const mw_tensor *a, int ndim, const int64_t *shape, int64_t *st)
 {
     int64_t numel = mw_tensor_numel(a);
-    if (numel == 0 || a->ndim == 0 || mw_tensor_is_contiguous(a)) {
-        contiguous_strides(ndim, shape, st);
-        return 0;
-    }
+    if (numel == 0 || a->ndim == 0 || mw_tensor_is_contiguous(a))
+        return contiguous_strides("view", ndim, shape, st); /* checked by infer_shape */
     int view_d = ndim - 1;
     int64_t chunk_base = a->stride[a->ndim - 1];
     int64_t tensor_numel = 1, view_numel = 1;
@@ -941,7 +966,7 @@ int mw_tensor_reshape(mw_tensor *out, const mw_tensor *a, int ndim, const int64_
     memset(r.shape, 0, sizeof r.shape);
     memset(r.stride, 0, sizeof r.stride);
     for (int d = 0; d < ndim; d++) r.shape[d] = res[d];
-    contiguous_strides(ndim, res, r.stride);
+    contiguous_strides("reshape", ndim, res, r.stride); /* checked by infer_shape */
     put_out(out, &r, al);
     return 0;
 }
@@ -1604,11 +1629,7 @@ int mw_tensor_cat(mw_tensor *out, int n, const mw_tensor *const *ts, int dim)
                       shp(R), ref, shp(t), i, dim);
             return fail_out(out, al);
         }
-        if (t->shape[dim] > INT64_MAX - shape[dim]) {
-            mw_seterr("%s: concatenated size overflows", op);
-            return fail_out(out, al);
-        }
-        shape[dim] += t->shape[dim];
+        if (mw_size_add(op, shape[dim], t->shape[dim], &shape[dim])) return fail_out(out, al);
     }
     mw_tensor r;
     if (tensor_alloc(op, &r, R->dtype, R->ndim, shape)) return fail_out(out, al);

@@ -1462,9 +1462,9 @@ static void range_view(lua_State *L, int cur, int d, int item) {
     if (b > size) b = size;
     mw_tensor *out = mwl_newtensor(L);
     CHECK(mw_tensor_narrow(out, t, d, a, b - a));
-    if (step > 1) {
-        out->shape[d] = (b - a + step - 1) / step;
-        out->stride[d] *= step;
+    if (step > 1) { /* ceil((b - a) / step) items; with one item the stride does not matter */
+        out->shape[d] = b == a ? 0 : 1 + (b - a - 1) / step;
+        if (out->shape[d] > 1) out->stride[d] *= step; /* <= stride * (b - a): no overflow */
     }
     lua_replace(L, cur);
 }
