@@ -292,6 +292,11 @@ static int l_kwargs(lua_State *L) {
         lua_pop(L, 1);
     }
     names[n] = NULL;
+    int given = lua_gettop(L) - 2;
+    if (given > n && !is_opts_table(L, lua_gettop(L))) {
+        push_name_list(L, names);
+        return luaL_error(L, "%s: %d arguments, at most %d (%s)", op, given, n, lua_tostring(L, -1));
+    }
     kwargs(L, 3, op, names);
     lua_settop(L, 2 + n);
     return n;
@@ -603,6 +608,8 @@ static int l_arange(lua_State *L) {
 }
 
 static int l_linspace(lua_State *L) {
+    static const char *const NAMES[] = {"start", "end", "steps", NULL};
+    kwargs(L, 1, "linspace", NAMES);
     double a = check_num(L, 1, "linspace", "start"), b = check_num(L, 2, "linspace", "end");
     int64_t steps = check_i64(L, 3, "linspace", "steps");
     mw_tensor *out = mwl_newtensor(L);
@@ -619,6 +626,8 @@ static int l_eye(lua_State *L) {
 }
 
 static int l_tril(lua_State *L) {
+    static const char *const NAMES[] = {"diagonal", NULL};
+    kwargs(L, 2, "tril", NAMES);
     mw_tensor *a = mwl_checktensor(L, 1);
     int64_t k = lua_isnoneornil(L, 2) ? 0 : check_i64(L, 2, "tril", "diagonal");
     mw_tensor *out = mwl_newtensor(L);
@@ -627,6 +636,8 @@ static int l_tril(lua_State *L) {
 }
 
 static int l_triu(lua_State *L) {
+    static const char *const NAMES[] = {"diagonal", NULL};
+    kwargs(L, 2, "triu", NAMES);
     mw_tensor *a = mwl_checktensor(L, 1);
     int64_t k = lua_isnoneornil(L, 2) ? 0 : check_i64(L, 2, "triu", "diagonal");
     mw_tensor *out = mwl_newtensor(L);
@@ -728,6 +739,8 @@ static int m_shape(lua_State *L) {
 }
 
 static int m_size(lua_State *L) {
+    static const char *const NAMES[] = {"dim", NULL};
+    kwargs(L, 2, "size", NAMES);
     mw_tensor *t = mwl_checktensor(L, 1);
     if (lua_isnoneornil(L, 2)) return m_shape(L);
     int d = norm_dim(L, t, check_int(L, 2, "size", "dim"), "size");
@@ -846,9 +859,32 @@ static int m_to(lua_State *L) {
     return to_dtype(L, check_dtype(L, 2, "to"));
 }
 
-/* all() / any(): over every element (true when nonzero) */
+/* x:any() / x:all(): over every element (true when nonzero) a Lua boolean, for `if`;
+ * x:any(dim, keepdim) / x:all(dim, keepdim) (dim a number or a list): a bool tensor, as torch */
 static int reduce_truth(lua_State *L, int want_all) {
+    static const char *const NAMES[] = {"dim", "keepdim", NULL};
+    const char *op = want_all ? "all" : "any";
+    kwargs(L, 2, op, NAMES);
     mw_tensor *t = mwl_checktensor(L, 1);
+    if (!lua_isnoneornil(L, 2)) {
+        /* count the elements that decide: zeros for all, nonzeros for any (NaN counts as nonzero) */
+        uint32_t dims = get_dims(L, 2, t, op);
+        int keepdim = lua_toboolean(L, 3);
+        mw_tensor *z = mwl_newtensor(L);
+        CHECK(mw_unary(z, t, MW_NOT));
+        if (!want_all) {
+            mw_tensor *nz = mwl_newtensor(L);
+            CHECK(mw_unary(nz, z, MW_NOT));
+            z = nz;
+        }
+        mw_tensor *zi = mwl_newtensor(L);
+        CHECK(mw_tensor_to_dtype(zi, z, MW_I64));
+        mw_tensor *count = mwl_newtensor(L);
+        CHECK(mw_reduce(count, zi, MW_SUM, dims, keepdim, 0));
+        mw_tensor *out = mwl_newtensor(L);
+        CHECK(mw_binary_scalar(out, count, 0, want_all ? MW_EQ : MW_GT, 0));
+        return ret(L, 1);
+    }
     int64_t n = mw_tensor_numel(t);
     for (int64_t k = 0; k < n; k++) {
         int b = elem_true(t->dtype, elem_ptr(t, k));
@@ -864,6 +900,8 @@ static int m_any(lua_State *L) { return reduce_truth(L, 0); }
 /* ================================================================ views */
 
 static int m_narrow(lua_State *L) {
+    static const char *const NAMES[] = {"dim", "start", "length", NULL};
+    kwargs(L, 2, "narrow", NAMES);
     mw_tensor *a = mwl_checktensor(L, 1);
     int d = check_int(L, 2, "narrow", "dim");
     int64_t start = check_i64(L, 3, "narrow", "start"), len = check_i64(L, 4, "narrow", "length");
@@ -873,6 +911,8 @@ static int m_narrow(lua_State *L) {
 }
 
 static int m_select(lua_State *L) {
+    static const char *const NAMES[] = {"dim", "index", NULL};
+    kwargs(L, 2, "select", NAMES);
     mw_tensor *a = mwl_checktensor(L, 1);
     int d = check_int(L, 2, "select", "dim");
     int64_t i = check_i64(L, 3, "select", "index");
@@ -882,6 +922,8 @@ static int m_select(lua_State *L) {
 }
 
 static int m_transpose(lua_State *L) {
+    static const char *const NAMES[] = {"dim0", "dim1", NULL};
+    kwargs(L, 2, "transpose", NAMES);
     mw_tensor *a = mwl_checktensor(L, 1);
     int d0 = check_int(L, 2, "transpose", "dim0"), d1 = check_int(L, 3, "transpose", "dim1");
     mw_tensor *out = mwl_newtensor(L);
@@ -963,6 +1005,8 @@ static int m_reshape(lua_State *L) { return shape_method(L, "reshape", mw_tensor
 static int m_expand(lua_State *L) { return shape_method(L, "expand", mw_tensor_expand); }
 
 static int m_unsqueeze(lua_State *L) {
+    static const char *const NAMES[] = {"dim", NULL};
+    kwargs(L, 2, "unsqueeze", NAMES);
     mw_tensor *a = mwl_checktensor(L, 1);
     int d = check_int(L, 2, "unsqueeze", "dim");
     mw_tensor *out = mwl_newtensor(L);
@@ -971,6 +1015,8 @@ static int m_unsqueeze(lua_State *L) {
 }
 
 static int m_squeeze(lua_State *L) {
+    static const char *const NAMES[] = {"dim", NULL};
+    kwargs(L, 2, "squeeze", NAMES);
     mw_tensor *a = mwl_checktensor(L, 1);
     mw_tensor *out;
     if (lua_isnoneornil(L, 2)) {
@@ -985,6 +1031,8 @@ static int m_squeeze(lua_State *L) {
 }
 
 static int m_diagonal(lua_State *L) {
+    static const char *const NAMES[] = {"offset", "dim1", "dim2", NULL};
+    kwargs(L, 2, "diagonal", NAMES);
     mw_tensor *a = mwl_checktensor(L, 1);
     int64_t off = lua_isnoneornil(L, 2) ? 0 : check_i64(L, 2, "diagonal", "offset");
     int d1 = opt_dim(L, 3, 0, "diagonal"), d2 = opt_dim(L, 4, 1, "diagonal");
@@ -1003,6 +1051,8 @@ static int m_diagonal(lua_State *L) {
 /* x:split(size, dim) -> list of views of `size` along dim (the last may be shorter);
  * x:split({s1, s2, ...}, dim) -> views of those sizes, which must add up to the dim's size */
 static int m_split(lua_State *L) {
+    static const char *const NAMES[] = {"split_size_or_sections", "dim", NULL};
+    kwargs(L, 2, "split", NAMES);
     mw_tensor *a = mwl_checktensor(L, 1);
     int dim = norm_dim(L, a, opt_dim(L, 3, 0, "split"), "split");
     int64_t total = a->shape[dim];
@@ -1163,6 +1213,8 @@ static void clamp_bounds(lua_State *L, double *lo, double *hi) {
 }
 
 static int m_clamp(lua_State *L) {
+    static const char *const NAMES[] = {"min", "max", NULL};
+    kwargs(L, 2, "clamp", NAMES);
     mw_tensor *a = mwl_checktensor(L, 1);
     double lo, hi;
     clamp_bounds(L, &lo, &hi);
@@ -1172,6 +1224,8 @@ static int m_clamp(lua_State *L) {
 }
 
 static int m_clamp_(lua_State *L) {
+    static const char *const NAMES[] = {"min", "max", NULL};
+    kwargs(L, 2, "clamp_", NAMES);
     mw_tensor *a = mwl_checktensor(L, 1);
     double lo, hi;
     clamp_bounds(L, &lo, &hi);
@@ -1207,6 +1261,8 @@ static int m_where(lua_State *L) {
 }
 
 static int m_masked_fill_(lua_State *L) {
+    static const char *const NAMES[] = {"mask", "value", NULL};
+    kwargs(L, 2, "masked_fill_", NAMES);
     mw_tensor *a = mwl_checktensor(L, 1);
     mw_tensor *m = mwl_checktensor(L, 2);
     double v = check_num(L, 3, "masked_fill", "value");
@@ -1216,6 +1272,8 @@ static int m_masked_fill_(lua_State *L) {
 }
 
 static int m_masked_fill(lua_State *L) {
+    static const char *const NAMES[] = {"mask", "value", NULL};
+    kwargs(L, 2, "masked_fill", NAMES);
     mw_tensor *a = mwl_checktensor(L, 1);
     mw_tensor *m = mwl_checktensor(L, 2);
     double v = check_num(L, 3, "masked_fill", "value");
@@ -1252,20 +1310,46 @@ static int m_copy_(lua_State *L) {
 static const char *const REDOP_NAMES[] = {"sum", "mean", "prod", "amax", "amin", "norm",
                                           "logsumexp", "var", "std"};
 
-/* x:sum(dim, keepdim) and the like; dim nil = all, a number, or a list */
+/* x:sum(dim, keepdim) and the like; dim nil = all, a number, or a list.
+ * x:var(dim, keepdim, unbiased) / x:std(...), or by name with torch's correction: the sum of
+ * squares over N - correction (unbiased = true is correction 1, the default) */
 static int l_reduce(lua_State *L) {
+    static const char *const NAMES[] = {"dim", "keepdim", NULL},
+                             *const VAR_NAMES[] = {"dim", "keepdim", "unbiased", "correction", NULL};
     mw_redop op = (mw_redop)lua_tointeger(L, lua_upvalueindex(1));
+    const char *name = REDOP_NAMES[op];
+    int is_var = op == MW_VAR || op == MW_STD;
+    kwargs(L, 2, name, is_var ? VAR_NAMES : NAMES);
     mw_tensor *a = mwl_checktensor(L, 1);
-    uint32_t dims = get_dims(L, 2, a, REDOP_NAMES[op]);
+    uint32_t dims = get_dims(L, 2, a, name);
     int keepdim = lua_toboolean(L, 3);
     int unbiased = lua_isnoneornil(L, 4) ? 1 : lua_toboolean(L, 4);
+    double correction = -1;
+    if (is_var && !lua_isnoneornil(L, 5)) {
+        if (!lua_isnoneornil(L, 4)) return luaL_error(L, "%s: give unbiased or correction, not both", name);
+        correction = check_num(L, 5, name, "correction");
+        if (correction == 0 || correction == 1) unbiased = correction == 1, correction = -1;
+        else unbiased = 0;
+    }
     mw_tensor *out = mwl_newtensor(L);
     CHECK(mw_reduce(out, a, op, dims, keepdim, unbiased));
+    if (correction >= 0) {
+        /* from the biased (over N) result: var * N / (N - c), std * sqrt(N / (N - c)) */
+        double n = 1;
+        for (int d = 0; d < a->ndim; d++)
+            if (dims == 0 || (dims & (1u << d))) n *= (double)a->shape[d];
+        double f = n - correction > 0 ? n / (n - correction) : INFINITY;
+        if (op == MW_STD) f = sqrt(f);
+        mw_tensor *scaled = mwl_newtensor(L);
+        CHECK(mw_binary_scalar(scaled, out, f, MW_MUL, 0));
+    }
     return ret(L, 1);
 }
 
 /* x:norm(p, dim, keepdim): p = 2 (default), 1 or math.huge */
 static int m_norm(lua_State *L) {
+    static const char *const NAMES[] = {"p", "dim", "keepdim", NULL};
+    kwargs(L, 2, "norm", NAMES);
     mw_tensor *a = mwl_checktensor(L, 1);
     double p = lua_isnoneornil(L, 2) ? 2 : check_num(L, 2, "norm", "p");
     uint32_t dims = get_dims(L, 3, a, "norm");
@@ -1287,6 +1371,8 @@ static int m_norm(lua_State *L) {
 
 /* max() over everything; max(dim, keepdim) -> values, indices; max(other) -> maximum */
 static int max_min(lua_State *L, int is_max) {
+    static const char *const NAMES[] = {"dim", "keepdim", NULL};
+    kwargs(L, 2, is_max ? "max" : "min", NAMES);
     mw_tensor *a = mwl_checktensor(L, 1);
     if (mwl_totensor(L, 2)) return binary_any(L, is_max ? MW_MAXIMUM : MW_MINIMUM);
     if (lua_isnoneornil(L, 2)) {
@@ -1305,6 +1391,8 @@ static int m_max(lua_State *L) { return max_min(L, 1); }
 static int m_min(lua_State *L) { return max_min(L, 0); }
 
 static int arg_common(lua_State *L, int is_max) {
+    static const char *const NAMES[] = {"dim", "keepdim", NULL};
+    kwargs(L, 2, is_max ? "argmax" : "argmin", NAMES);
     mw_tensor *a = mwl_checktensor(L, 1);
     int d = lua_isnoneornil(L, 2) ? INT32_MIN : check_int(L, 2, is_max ? "argmax" : "argmin", "dim");
     int keepdim = lua_toboolean(L, 3);
@@ -1316,6 +1404,8 @@ static int m_argmax(lua_State *L) { return arg_common(L, 1); }
 static int m_argmin(lua_State *L) { return arg_common(L, 0); }
 
 static int dim_op(lua_State *L, const char *op, int (*fn)(mw_tensor *, const mw_tensor *, int)) {
+    static const char *const NAMES[] = {"dim", NULL};
+    kwargs(L, 2, op, NAMES);
     mw_tensor *a = mwl_checktensor(L, 1);
     int d = opt_dim(L, 2, -1, op);
     mw_tensor *out = mwl_newtensor(L);
@@ -1325,12 +1415,16 @@ static int dim_op(lua_State *L, const char *op, int (*fn)(mw_tensor *, const mw_
 static int m_softmax(lua_State *L) { return dim_op(L, "softmax", mw_softmax); }
 static int m_log_softmax(lua_State *L) { return dim_op(L, "log_softmax", mw_log_softmax); }
 static int m_cumsum(lua_State *L) {
+    static const char *const NAMES[] = {"dim", NULL};
+    kwargs(L, 2, "cumsum", NAMES);
     if (lua_isnoneornil(L, 2)) return luaL_error(L, "cumsum: dim is required");
     return dim_op(L, "cumsum", mw_cumsum);
 }
 
 /* x:topk(k, dim = -1, largest = true, sorted = true) -> values, indices */
 static int m_topk(lua_State *L) {
+    static const char *const NAMES[] = {"k", "dim", "largest", "sorted", NULL};
+    kwargs(L, 2, "topk", NAMES);
     mw_tensor *a = mwl_checktensor(L, 1);
     int64_t k = check_i64(L, 2, "topk", "k");
     int d = opt_dim(L, 3, -1, "topk");
@@ -1344,6 +1438,8 @@ static int m_topk(lua_State *L) {
 
 /* x:sort(dim = -1, descending = false) -> values, indices */
 static int m_sort(lua_State *L) {
+    static const char *const NAMES[] = {"dim", "descending", NULL};
+    kwargs(L, 2, "sort", NAMES);
     mw_tensor *a = mwl_checktensor(L, 1);
     int d = opt_dim(L, 2, -1, "sort");
     int desc = lua_toboolean(L, 3);
@@ -1363,6 +1459,8 @@ static int m_nonzero(lua_State *L) {
 /* ================================================================ indexing and joining */
 
 static int m_index_select(lua_State *L) {
+    static const char *const NAMES[] = {"dim", "index", NULL};
+    kwargs(L, 2, "index_select", NAMES);
     mw_tensor *a = mwl_checktensor(L, 1);
     int d = check_int(L, 2, "index_select", "dim");
     mw_tensor *idx = mwl_checktensor(L, 3);
@@ -1372,6 +1470,8 @@ static int m_index_select(lua_State *L) {
 }
 
 static int m_gather(lua_State *L) {
+    static const char *const NAMES[] = {"dim", "index", NULL};
+    kwargs(L, 2, "gather", NAMES);
     mw_tensor *a = mwl_checktensor(L, 1);
     int d = check_int(L, 2, "gather", "dim");
     mw_tensor *idx = mwl_checktensor(L, 3);
@@ -1381,6 +1481,8 @@ static int m_gather(lua_State *L) {
 }
 
 static int m_scatter_add_(lua_State *L) {
+    static const char *const NAMES[] = {"dim", "index", "src", NULL};
+    kwargs(L, 2, "scatter_add_", NAMES);
     mw_tensor *a = mwl_checktensor(L, 1);
     int d = check_int(L, 2, "scatter_add_", "dim");
     mw_tensor *idx = mwl_checktensor(L, 3);
@@ -1419,6 +1521,8 @@ static const mw_tensor **tensor_list(lua_State *L, int idx, const char *op, int 
 
 static int join(lua_State *L, int stack) {
     const char *op = stack ? "stack" : "cat";
+    static const char *const NAMES[] = {"tensors", "dim", NULL};
+    kwargs(L, 1, op, NAMES);
     luaL_checktype(L, 1, LUA_TTABLE);
     int d = opt_dim(L, 2, 0, op);
     int n;
@@ -1843,6 +1947,21 @@ static const luaL_Reg FUNCTIONS[] = {
     {"live_tensor_bytes", l_live_tensor_bytes}, {"_check_opts", l_check_opts}, {"_kwargs", l_kwargs},
     {NULL, NULL}};
 
+/* x < y, x <= y (and so x > y, x >= y, which Lua turns into y < x, y <= x) must give a Lua
+ * boolean, which a tensor comparison is not: say which method to write. Lua has swapped the
+ * operands of > and >=, so a number on the left means the tensor was on the left in the source. */
+static int compare_error(lua_State *L, const char *op, const char *method, const char *swapped,
+                         const char *swapped_method) {
+    int tensor_first = mwl_totensor(L, 1) != NULL;
+    int other = tensor_first ? 2 : 1;
+    const char *o = lua_type(L, other) == LUA_TNUMBER ? lua_tostring(L, other) : "y";
+    if (!tensor_first) op = swapped, method = swapped_method;
+    return luaL_error(L, "tensor comparison: Lua cannot return a tensor from %s; write x:%s(%s) for x %s %s "
+                      "(methods lt, le, gt, ge, eq, ne give bool tensors)", op, method, o, op, o);
+}
+static int mm_lt(lua_State *L) { return compare_error(L, "<", "lt", ">", "gt"); }
+static int mm_le(lua_State *L) { return compare_error(L, "<=", "le", ">=", "ge"); }
+
 static int mm_add(lua_State *L) { return binary_any(L, MW_ADD); }
 static int mm_sub(lua_State *L) { return binary_any(L, MW_SUB); }
 static int mm_mul(lua_State *L) { return binary_any(L, MW_MUL); }
@@ -1878,7 +1997,8 @@ void mwl_open_tensor(lua_State *L) {
     static const luaL_Reg META[] = {
         {"__tostring", m_tostring}, {"__gc", m_gc}, {"__close", m_gc}, {"__len", m_len},
         {"__newindex", m_newindex}, {"__add", mm_add}, {"__sub", mm_sub}, {"__mul", mm_mul},
-        {"__div", mm_div}, {"__pow", mm_pow}, {"__unm", mm_unm}, {NULL, NULL}};
+        {"__div", mm_div}, {"__pow", mm_pow}, {"__unm", mm_unm}, {"__lt", mm_lt}, {"__le", mm_le},
+        {NULL, NULL}};
     luaL_setfuncs(L, META, 0);
     lua_pushvalue(L, methods);
     lua_pushcclosure(L, m_index, 1);

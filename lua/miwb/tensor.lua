@@ -6,9 +6,13 @@ local M = {}
 function M._install(mi)
   local T = mi.Tensor
   if not T then return end -- built without the tensor binding
+  -- keyword arguments as the C methods take them (ltensor.c's kwargs): f(x, 1, {b = 2}) and
+  -- f(x, {a = 1, b = 2}) give a, b = 1, 2 for the parameter names {"a", "b"}
+  local kwargs = mi._kwargs
 
   -- x:flatten(start_dim = 0, end_dim = -1): dims start..end merged into one (a view if possible)
-  function T.flatten(x, s, e)
+  function T.flatten(x, ...)
+    local s, e = kwargs("flatten", {"start_dim", "end_dim"}, ...)
     local nd = x:dim()
     if nd == 0 then return x:reshape(1) end
     s, e = s or 0, e or -1
@@ -30,7 +34,8 @@ function M._install(mi)
   end
 
   -- x:chunk(n, dim = 0): n pieces of ceil(size / n) along dim (the last may be shorter)
-  function T.chunk(x, n, dim)
+  function T.chunk(x, ...)
+    local n, dim = kwargs("chunk", {"chunks", "dim"}, ...)
     dim = dim or 0
     local size = x:size(dim)
     return x:split(math.max(1, (size + n - 1) // n), dim)
@@ -42,7 +47,10 @@ function M._install(mi)
   function T.type_as(x, other) return x:to(other:dtype()) end
   function T.tolist(x) return x:totable() end
   function T.square(x) return x * x end
-  function T.argsort(x, dim, descending) local _, i = x:sort(dim, descending); return i end
+  function T.argsort(x, ...)
+    local _, i = x:sort(kwargs("argsort", {"dim", "descending"}, ...))
+    return i
+  end
   function T.mm(x, y) return x:matmul(y) end
   function T.bmm(x, y) return x:matmul(y) end
   function T.isnan(x) return x:ne(x) end
@@ -69,7 +77,8 @@ function M._install(mi)
   end
 
   -- x:isclose(y, rtol = 1e-5, atol = 1e-8): element-wise |x - y| <= atol + rtol * |y|
-  function T.isclose(x, y, rtol, atol)
+  function T.isclose(x, ...)
+    local y, rtol, atol = kwargs("isclose", {"other", "rtol", "atol"}, ...)
     rtol, atol = rtol or 1e-5, atol or 1e-8
     if not mi.is_tensor(y) then y = mi.full_like(x, y) end
     return (x - y):abs():le(y:abs() * rtol + atol)
@@ -84,31 +93,39 @@ function M._install(mi)
   end
 
   -- x:allclose(y, rtol = 1e-5, atol = 1e-8): |x - y| <= atol + rtol * |y| everywhere (torch's rule)
-  function T.allclose(x, y, rtol, atol)
+  function T.allclose(x, ...)
+    local y, rtol, atol = kwargs("allclose", {"other", "rtol", "atol"}, ...)
     rtol, atol = rtol or 1e-5, atol or 1e-8
     local d = (x - y):abs()
     return d:le((y:abs() * rtol) + atol):all()
   end
 
-  -- x:diag(): a 1-D tensor becomes a square matrix with it on the diagonal; a 2-D tensor gives
-  -- its diagonal (as torch.diag, offset 0)
-  function T.diag(x)
-    if x:dim() == 2 then return x:diagonal() end
+  -- x:diag(diagonal = 0), as torch.diag: a 2-D tensor gives a copy of its diagonal `diagonal`
+  -- (> 0 above the main one, < 0 below); a 1-D tensor becomes the square matrix of size
+  -- n + |diagonal| holding it on that diagonal, zeros elsewhere
+  function T.diag(x, ...)
+    local k = kwargs("diag", {"diagonal"}, ...) or 0
+    if math.type(k) ~= "integer" then error("diag: diagonal must be an integer, got " .. tostring(k), 2) end
+    if x:dim() == 2 then return x:diagonal(k):clone() end
     if x:dim() ~= 1 then error("diag: expects 1 or 2 dims, got shape [" .. table.concat(x:shape(), ",") .. "]", 2) end
-    local n = x:size(0)
+    local n = x:size(0) + math.abs(k)
     local m = mi.zeros(n, n, x:dtype())
-    m:diagonal():copy_(x)
+    m:diagonal(k):copy_(x)
     return m
   end
 
   mi.empty = mi.zeros -- no uninitialized memory here: empty is zeros
 
-  -- mi.assert_close(actual, expected, rtol = 1e-5, atol = 1e-8): raises with the largest
-  -- difference and where it is when not allclose (as torch.testing.assert_close)
-  function mi.assert_close(a, b, rtol, atol, msg)
-    rtol, atol = rtol or 1e-5, atol or 1e-8
+  -- mi.assert_close(actual, expected, rtol, atol, msg) or (actual, expected, {rtol =, atol =,
+  -- msg =}): raises with the largest difference and where it is unless |a - b| <= atol + rtol * |b|
+  -- everywhere, as torch.testing.assert_close, with its defaults: rtol 1.3e-6, atol 1e-5 for
+  -- float32, exact (0, 0) when both are int64 or bool
+  function mi.assert_close(a, b, ...)
+    local rtol, atol, msg = kwargs("assert_close", {"rtol", "atol", "msg"}, ...)
     if not mi.is_tensor(a) then a = mi.tensor(a) end
     if not mi.is_tensor(b) then b = mi.tensor(b) end
+    local exact = a:dtype() ~= "float32" and b:dtype() ~= "float32"
+    rtol, atol = rtol or (exact and 0 or 1.3e-6), atol or (exact and 0 or 1e-5)
     local sa, sb = table.concat(a:shape(), ","), table.concat(b:shape(), ",")
     if sa ~= sb then error(("%sassert_close: shapes differ: [%s] vs [%s]"):format(msg and msg .. ": " or "", sa, sb), 2) end
     a, b = a:float(), b:float()

@@ -58,4 +58,70 @@ T.test("options: mi.utils.check_opts is the same check for the Lua library", fun
   T.raises(function() mi.utils.check_opts("g", {1}, {"a"}) end, "g: options take names as keys")
 end)
 
+-- ================================================================ diag, any/all, keyword arguments
+-- (values against torch: the "issue 16" cases of tests/fixtures/lua_tensor.json, run by test_tensor.lua)
+
+T.test("diag(-1) reads the diagonal below the main one (the notebook's previous-token score)", function()
+  -- an attention pattern [q, k] whose row q puts 0.75 on k = q - 1 and the rest on k = 0
+  local n = 6
+  local p = mi.zeros(n, n)
+  p[{0, 0}] = 1
+  for q = 1, n - 1 do p[{q, q - 1}] = 0.75; p[{q, 0}] = p[{q, 0}]:item() + 0.25 end
+  local d = p:diag(-1)
+  T.eq(table.concat(d:shape(), ","), "5")
+  T.near(d:mean():item(), (0.75 * 4 + 1.0) / 5, 1e-6, "mean of diag(-1)") -- q = 1 has k = 0 twice
+  T.near(p:diag():mean():item(), 1 / 6, 1e-6, "main diagonal")
+  d[0] = 5 -- a copy, as torch.diag
+  T.near(p[{1, 0}]:item(), 1.0, 0, "diag(-1) is a copy")
+  T.raises(function() p:diag(0.5) end, "diag: diagonal must be an integer")
+end)
+
+T.test("any/all: over every element a Lua boolean, over a dim a bool tensor", function()
+  local m = mi.tensor{{true, false}, {false, false}}
+  T.eq(m:any(), true); T.eq(m:all(), false)
+  T.eq(m:any(1):dtype(), "bool")
+  T.eq(table.concat(m:any(1):long():totable(), ","), "1,0")
+  T.eq(table.concat(m:all(0, true):shape(), ","), "1,2")
+  T.raises(function() m:any(2) end, "any: dim 2 out of range")
+end)
+
+T.test("keyword arguments: unknown names and a parameter given twice raise", function()
+  local a = mi.ones(2, 3)
+  T.raises(function() a:sum{dims = 1} end, "sum: unknown option 'dims' (options: dim, keepdim)")
+  T.raises(function() a:std{dim = 1, corection = 0} end, "std: unknown option 'corection' (options: dim, keepdim, unbiased, correction)")
+  T.raises(function() a:sum(1, {dim = 0}) end, "sum: 'dim' given both by position and by name")
+  T.raises(function() a:std{dim = 1, unbiased = false, correction = 0} end, "std: give unbiased or correction, not both")
+  T.raises(function() a:topk{k = 1, dim = 0, larger = true} end, "topk: unknown option 'larger'")
+  T.raises(function() a:flatten{start = 1} end, "flatten: unknown option 'start'")
+  T.raises(function() a:flatten(0, 1, 2) end, "flatten: 3 arguments, at most 2")
+  T.raises(function() mi.cat({a, a}, {axis = 1}) end, "cat: unknown option 'axis'")
+  T.raises(function() a:diagonal{offset = 1, dim = 0} end, "diagonal: unknown option 'dim'")
+  -- a list is still a list of dims, a shape or a list of tensors, not options
+  T.eq(a:sum({0, 1}):item(), 6.0)
+end)
+
+T.test("assert_close: torch's float32 defaults (rtol 1.3e-6, atol 1e-5), exact for int64, options by name", function()
+  local a = mi.full({3}, 100)
+  mi.assert_close(a * (1 + 1e-6), a)             -- 1e-4 <= 1e-5 + 1.3e-4
+  T.raises(function() mi.assert_close(a * (1 + 2e-6), a) end, "assert_close: 3 of 3 elements differ")
+  mi.assert_close(a * (1 + 2e-6), a, {rtol = 3e-6, atol = 0})
+  mi.assert_close(mi.full({2}, 1e-6), mi.zeros(2)) -- atol covers it
+  T.raises(function() mi.assert_close(mi.full({2}, 1e-6), mi.zeros(2), {atol = 1e-7}) end, "2 of 2 elements differ")
+  T.raises(function() mi.assert_close(mi.tensor({1, 2}, "int64"), mi.tensor({1, 3}, "int64")) end, "1 of 2 elements differ")
+  T.raises(function() mi.assert_close(a, a, {rtol = 1e-5, msg = "logits", tol = 1}) end, "assert_close: unknown option 'tol'")
+  T.raises(function() mi.assert_close(a, a + 1, {msg = "logits"}) end, "logits: assert_close:")
+end)
+
+-- ================================================================ comparison operators
+
+T.test("x > 0.5 and friends raise naming the method to write; a == b stays identity", function()
+  local x = mi.rand(3)
+  T.raises(function() return x > 0.5 end, "write x:gt(0.5) for x > 0.5")
+  T.raises(function() return x < 0.5 end, "write x:lt(0.5) for x < 0.5")
+  T.raises(function() return x >= 1 end, "write x:ge(1) for x >= 1")
+  T.raises(function() return x <= 1 end, "write x:le(1) for x <= 1")
+  T.raises(function() return x < x end, "write x:lt(y) for x < y")
+  T.eq(x == x, true); T.eq(x == x:clone(), false)
+end)
+
 T.done()
