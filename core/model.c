@@ -61,48 +61,6 @@ int mw_hook_parse(const char *name, int *id, int *layer) {
     return -1;
 }
 
-/* ================================================================ config */
-void mw_config_default(mw_config *c) {
-    memset(c, 0, sizeof *c);
-    c->n_heads = -1;
-    c->d_mlp = -1;
-    c->d_vocab_out = -1;
-    c->d_vocab = -1;
-    c->act_fn = MW_ACT_GELU_NEW;
-    c->normalization_type = MW_NORM_LN;
-    c->positional_embedding_type = MW_POS_STANDARD;
-    c->use_attn_scale = 1;
-    c->eps = 1e-5;
-    c->initializer_range = -1.0;
-    c->seed = -1;
-}
-
-int mw_config_finish(mw_config *c) {
-    if (c->d_model <= 0) return mw_seterr("HookedTransformerConfig: d_model must be > 0 (got %lld)", (long long)c->d_model);
-    if (c->d_head <= 0) return mw_seterr("HookedTransformerConfig: d_head must be > 0 (got %lld)", (long long)c->d_head);
-    if (c->n_heads < 0) {
-        if (c->d_model % c->d_head)
-            return mw_seterr("HookedTransformerConfig: n_heads unset and d_model %lld is not a multiple of d_head %lld",
-                             (long long)c->d_model, (long long)c->d_head);
-        c->n_heads = c->d_model / c->d_head;
-    }
-    if (c->n_heads <= 0) return mw_seterr("HookedTransformerConfig: n_heads must be > 0");
-    if (c->n_layers <= 0) return mw_seterr("HookedTransformerConfig: n_layers must be > 0 (got %lld)", (long long)c->n_layers);
-    if (c->n_ctx <= 0) return mw_seterr("HookedTransformerConfig: n_ctx must be > 0 (got %lld)", (long long)c->n_ctx);
-    if (c->d_vocab <= 0) return mw_seterr("HookedTransformerConfig: d_vocab must be > 0 (got %lld)", (long long)c->d_vocab);
-    if (c->d_vocab_out < 0) c->d_vocab_out = c->d_vocab;
-    if (c->d_vocab_out == 0) return mw_seterr("HookedTransformerConfig: d_vocab_out must be > 0");
-    if (c->d_mlp < 0) c->d_mlp = c->attn_only ? 0 : 4 * c->d_model;
-    if (!c->attn_only && c->d_mlp <= 0) return mw_seterr("HookedTransformerConfig: d_mlp must be > 0");
-    if (c->eps < 0) return mw_seterr("HookedTransformerConfig: eps must be >= 0");
-    if ((unsigned)c->normalization_type > MW_NORM_LNPRE) return mw_seterr("HookedTransformerConfig: bad normalization_type");
-    if ((unsigned)c->positional_embedding_type > MW_POS_SHORTFORMER) return mw_seterr("HookedTransformerConfig: bad positional_embedding_type");
-    if ((unsigned)c->act_fn > MW_ACT_RELU) return mw_seterr("HookedTransformerConfig: bad act_fn");
-    c->attn_scale = c->use_attn_scale ? sqrt((double)c->d_head) : 1.0;
-    if (c->initializer_range < 0) c->initializer_range = 0.8 / sqrt((double)c->d_model);
-    return 0;
-}
-
 /* ================================================================ weights */
 static const struct {
     const char *name;
@@ -189,6 +147,11 @@ mw_model *mw_model_new(const mw_config *cfg) {
     if (!m) { mw_seterr("HookedTransformer: out of memory"); return NULL; }
     m->cfg = *cfg;
     if (mw_config_finish(&m->cfg)) { free(m); return NULL; }
+    if (m->cfg.d_vocab == -1) {
+        mw_seterr("HookedTransformerConfig: d_vocab is required (a positive integer; TransformerLens takes it from the tokenizer)");
+        free(m);
+        return NULL;
+    }
     mw_rng g;
     mw_rng *gen = NULL;
     if (m->cfg.seed >= 0) { mw_rng_seed(&g, (uint64_t)m->cfg.seed); gen = &g; }
@@ -415,6 +378,8 @@ static void act_fw(float *out, const float *x, int64_t n, mw_actfn fn) {
         break;
     case MW_ACT_RELU:
         for (int64_t i = 0; i < n; i++) out[i] = x[i] > 0 ? x[i] : 0;
+        break;
+    default: /* MW_ACT_NONE: only attention-only models, which have no MLP */
         break;
     }
 }
@@ -703,7 +668,7 @@ static int attention(const fwd_ctx *x, int l, const float *in, const float *qkin
      * (edits then feed the softmax and z); otherwise each (b, h) block lives in a [P,P]
      * scratch only as long as it takes to make its part of z. */
     const uint8_t *mask = x->o->attention_mask ? r->mask : NULL;
-    float alpha = (float)(1.0 / c->attn_scale);
+    float alpha = c->use_attn_scale ? (float)(1.0 / c->attn_scale) : 1.0f;
     int full = wanted(x, MW_HOOK_ATTN_SCORES, l) || wanted(x, MW_HOOK_PATTERN, l);
     if (full) {
         float *S = buf(&r->scores, B * H * P * P);

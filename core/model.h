@@ -45,6 +45,7 @@
 
 #include <stdint.h>
 
+#include "config.h"
 #include "mw_tensor.h"
 
 /* ---------------------------------------------------------------- hook points */
@@ -66,34 +67,7 @@ int mw_hook_name(char *buf, size_t n, int id, int layer);
 /* parses a full name; layer is -1 for stage 0/2 hooks. -1 (no message) when not a hook name. */
 int mw_hook_parse(const char *name, int *id, int *layer);
 
-/* ---------------------------------------------------------------- config */
-typedef enum { MW_NORM_NONE = 0, MW_NORM_LN, MW_NORM_LNPRE } mw_norm;
-typedef enum { MW_POS_STANDARD = 0, MW_POS_SHORTFORMER } mw_posemb;
-typedef enum { MW_ACT_GELU_NEW = 0, MW_ACT_GELU, MW_ACT_RELU } mw_actfn;
-
-/* The numeric fields of TransformerLens's HookedTransformerConfig (strings such as
- * tokenizer_name live on the Lua side). mw_config_finish fills the derived fields. */
-typedef struct mw_config {
-    int64_t d_model, d_head, n_heads, n_layers, n_ctx, d_vocab, d_vocab_out, d_mlp;
-    mw_actfn act_fn;
-    int attn_only;
-    mw_norm normalization_type;
-    mw_posemb positional_embedding_type;
-    int use_attn_result;
-    int use_attn_scale;
-    double attn_scale;          /* derived: sqrt(d_head) when use_attn_scale, else 1 */
-    double eps;                 /* LayerNorm epsilon, 1e-5 */
-    double initializer_range;   /* std of the normal init of every W_*; < 0: 0.8/sqrt(d_model) */
-    int64_t seed;               /* < 0: no seed given (the default generator is used) */
-} mw_config;
-
-/* TransformerLens defaults: eps 1e-5, use_attn_scale, LN, standard positions, gelu_new,
- * d_vocab_out/d_mlp/n_heads/initializer_range "unset" (-1) until mw_config_finish. */
-void mw_config_default(mw_config *c);
-/* checks the fields and fills derived ones: n_heads = d_model / d_head when -1, d_mlp =
- * 4 d_model when -1 (0 when attn_only), d_vocab_out = d_vocab when -1, attn_scale,
- * initializer_range. -1 with a message naming the field on bad values. */
-int mw_config_finish(mw_config *c);
+/* ---------------------------------------------------------------- config: config.h */
 
 /* ---------------------------------------------------------------- weights
  * MW_PARAMS(X): every parameter once, in TransformerLens's state_dict order within a block.

@@ -383,6 +383,14 @@ static int json_object(lua_State *L) {
     return 1;
 }
 
+int mwl_isjsonnull(lua_State *L, int idx) {
+    idx = lua_absindex(L, idx);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &NULL_KEY);
+    int r = lua_rawequal(L, -1, idx);
+    lua_pop(L, 1);
+    return r;
+}
+
 static int null_tostring(lua_State *L) {
     lua_pushliteral(L, "json.null");
     return 1;

@@ -38,77 +38,9 @@ static mw_model *checkmodel(lua_State *L, int idx) {
     return u->m;
 }
 
-/* ---------------------------------------------------------------- config */
-static int64_t getint(lua_State *L, int t, const char *k, int64_t dflt) {
-    int64_t v = dflt;
-    int ty = lua_getfield(L, t, k);
-    if (ty == LUA_TNUMBER) {
-        int ok;
-        v = (int64_t)lua_tointegerx(L, -1, &ok);
-        if (!ok) luaL_error(L, "HookedTransformerConfig: %s must be an integer", k);
-    } else if (ty != LUA_TNIL) {
-        luaL_error(L, "HookedTransformerConfig: %s must be a number, got %s", k, lua_typename(L, ty));
-    }
-    lua_pop(L, 1);
-    return v;
-}
-static int getbool(lua_State *L, int t, const char *k, int dflt) {
-    int v = dflt;
-    int ty = lua_getfield(L, t, k);
-    if (ty == LUA_TBOOLEAN) v = lua_toboolean(L, -1);
-    else if (ty == LUA_TSTRING) v = strcmp(lua_tostring(L, -1), "True") == 0 || strcmp(lua_tostring(L, -1), "true") == 0;
-    else if (ty != LUA_TNIL) luaL_error(L, "HookedTransformerConfig: %s must be a boolean", k);
-    lua_pop(L, 1);
-    return v;
-}
-static int getenum(lua_State *L, int t, const char *k, const char *const *names, int dflt, int nil_value) {
-    int v = dflt;
-    int ty = lua_getfield(L, t, k);
-    if (ty == LUA_TSTRING) {
-        const char *s = lua_tostring(L, -1);
-        v = -1;
-        for (int i = 0; names[i]; i++) if (strcmp(s, names[i]) == 0) v = i;
-        if (v < 0) luaL_error(L, "HookedTransformerConfig: %s = '%s' is not supported", k, s);
-    } else if (ty == LUA_TNIL || (ty == LUA_TBOOLEAN && !lua_toboolean(L, -1))) {
-        v = nil_value;
-    } else {
-        luaL_error(L, "HookedTransformerConfig: %s must be a string", k);
-    }
-    lua_pop(L, 1);
-    return v;
-}
-
-static const char *const NORM_NAMES[] = {"None", "LN", "LNPre", NULL};
-static const char *const POS_NAMES[] = {"standard", "shortformer", NULL};
-static const char *const ACT_NAMES[] = {"gelu_new", "gelu", "relu", NULL};
-
 static int l_model_new(lua_State *L) {
-    luaL_checktype(L, 1, LUA_TTABLE);
     mw_config c;
-    mw_config_default(&c);
-    c.d_model = getint(L, 1, "d_model", 0);
-    c.d_head = getint(L, 1, "d_head", 0);
-    c.n_heads = getint(L, 1, "n_heads", -1);
-    c.n_layers = getint(L, 1, "n_layers", 0);
-    c.n_ctx = getint(L, 1, "n_ctx", 0);
-    c.d_vocab = getint(L, 1, "d_vocab", -1);
-    c.d_vocab_out = getint(L, 1, "d_vocab_out", -1);
-    c.d_mlp = getint(L, 1, "d_mlp", -1);
-    c.attn_only = getbool(L, 1, "attn_only", 0);
-    c.use_attn_result = getbool(L, 1, "use_attn_result", 0);
-    c.use_attn_scale = getbool(L, 1, "use_attn_scale", 1);
-    /* normalization_type: nil (absent) means TransformerLens's default "LN"; the Lua side
-     * passes "None" for an explicit None */
-    c.normalization_type = (mw_norm)getenum(L, 1, "normalization_type", NORM_NAMES, MW_NORM_LN, MW_NORM_LN);
-    c.positional_embedding_type =
-        (mw_posemb)getenum(L, 1, "positional_embedding_type", POS_NAMES, MW_POS_STANDARD, MW_POS_STANDARD);
-    c.act_fn = (mw_actfn)getenum(L, 1, "act_fn", ACT_NAMES, MW_ACT_GELU_NEW, MW_ACT_GELU_NEW);
-    lua_getfield(L, 1, "eps");
-    if (lua_isnumber(L, -1)) c.eps = lua_tonumber(L, -1);
-    lua_getfield(L, 1, "initializer_range");
-    if (lua_isnumber(L, -1)) c.initializer_range = lua_tonumber(L, -1);
-    lua_pop(L, 2);
-    c.seed = getint(L, 1, "seed", -1);
+    mwl_toconfig(L, 1, &c);
     lmodel *u = lua_newuserdatauv(L, sizeof *u, 0);
     u->m = NULL;
     u->busy = 0;
@@ -127,15 +59,7 @@ static int l_gc(lua_State *L) {
 }
 
 static int l_config(lua_State *L) {
-    mw_model *m = checkmodel(L, 1);
-    const mw_config *c = &m->cfg;
-    lua_newtable(L);
-#define I(f) lua_pushinteger(L, c->f); lua_setfield(L, -2, #f);
-    I(d_model) I(d_head) I(n_heads) I(n_layers) I(n_ctx) I(d_vocab) I(d_vocab_out) I(d_mlp)
-#undef I
-    lua_pushnumber(L, c->eps); lua_setfield(L, -2, "eps");
-    lua_pushnumber(L, c->attn_scale); lua_setfield(L, -2, "attn_scale");
-    lua_pushnumber(L, c->initializer_range); lua_setfield(L, -2, "initializer_range");
+    mwl_pushconfig(L, &checkmodel(L, 1)->cfg);
     return 1;
 }
 

@@ -17,13 +17,6 @@
 typedef struct { const char *name, *chunkname; const unsigned char *src; size_t len; } mw_lua_module;
 extern const mw_lua_module mw_lua_modules[];
 
-/* Binding files are optional at link time: an opener that is not linked in is skipped. */
-#pragma weak mwl_open_tensor
-#pragma weak mwl_open_io
-#pragma weak mwl_open_tokenizer
-#pragma weak mwl_open_model
-#pragma weak mwl_open_train
-
 static int load_embedded(lua_State *L, const mw_lua_module *m) {
     const char *dir = getenv("MIWB_LUA_DIR");
     if (dir && *dir) {
@@ -75,11 +68,12 @@ static int open_core(lua_State *L) {
     lua_setfield(L, -2, "isatty");
     lua_pushcfunction(L, l_lua_source);
     lua_setfield(L, -2, "lua_source");
-    if (mwl_open_tensor) mwl_open_tensor(L);
-    if (mwl_open_io) mwl_open_io(L);
-    if (mwl_open_tokenizer) mwl_open_tokenizer(L);
-    if (mwl_open_model) mwl_open_model(L);
-    if (mwl_open_train) mwl_open_train(L);
+    mwl_open_tensor(L);
+    mwl_open_io(L);
+    mwl_open_tokenizer(L);
+    mwl_open_config(L);
+    mwl_open_model(L);
+    mwl_open_train(L);
     return 1;
 }
 

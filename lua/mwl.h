@@ -33,12 +33,22 @@ void mwl_check_opts(lua_State *L, int idx, const char *op, const char *const *na
 
 /* Each binding file exports one opener that adds its functions to the module table at -1:
  *   mwl_open_tensor (ltensor.c), mwl_open_io (lio.c: safetensors, json, torch files),
- *   mwl_open_tokenizer (ltokenizer.c), mwl_open_model (lmodel.c), mwl_open_train (ltrain.c).
- * luaopen_miwb_core (lmodule.c) calls every opener present. */
+ *   mwl_open_tokenizer (ltokenizer.c), mwl_open_model (lmodel.c), mwl_open_train (ltrain.c),
+ *   mwl_open_config (lconfig.c). open_core (lmodule.c) calls each of them. */
 void mwl_open_tensor(lua_State *L);
 void mwl_open_io(lua_State *L);
 void mwl_open_tokenizer(lua_State *L);
 void mwl_open_model(lua_State *L);
 void mwl_open_train(lua_State *L);
+void mwl_open_config(lua_State *L);
+
+/* is the value at idx mi.json.null (ljson.c) */
+int mwl_isjsonnull(lua_State *L, int idx);
+
+/* HookedTransformerConfig tables (lconfig.c): the numeric fields of the table at idx into *c
+ * (mw_config_default first; Lua errors name the field), and a new table of c's fields */
+struct mw_config;
+void mwl_toconfig(lua_State *L, int idx, struct mw_config *c);
+void mwl_pushconfig(lua_State *L, const struct mw_config *c);
 
 #endif

@@ -10,17 +10,14 @@ for k, v in pairs(core) do mi[k] = v end
 mi.version = "0.1.0"
 
 -- The order matters: later parts build on earlier ones.
-local PARTS = {"tensor", "json", "io", "tokenizer", "utils", "factored", "cache", "model", "pretrained",
+local PARTS = {"tensor", "json", "utils", "factored", "cache", "model", "pretrained",
                "plot", "progress", "analysis", "train", "wordnet", "toy", "experiment", "repl"}
 
 for _, name in ipairs(PARTS) do
-  local modname = "miwb." .. name
-  if package.preload[modname] or package.loaded[modname] then
-    local part = require(modname)
-    if type(part) == "table" then
-      if part._install then part._install(mi) end
-      if mi[name] == nil then mi[name] = part end
-    end
+  local part = require("miwb." .. name)
+  if type(part) == "table" then
+    if part._install then part._install(mi) end
+    if mi[name] == nil then mi[name] = part end
   end
 end
 

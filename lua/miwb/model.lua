@@ -34,63 +34,75 @@ local mi
 -- ---------------------------------------------------------------- config
 local CONFIG_MT = {__name = "miwb.HookedTransformerConfig"}
 
-local function tobool(v, name)
-  if v == nil then return nil end
-  if v == true or v == "True" or v == "true" then return true end
-  if v == false or v == "False" or v == "false" then return false end
-  error("HookedTransformerConfig: " .. name .. " must be a boolean, got " .. tostring(v), 3)
-end
+-- TransformerLens 2.12's HookedTransformerConfig fields that are not the core's numeric ones
+-- (core/config.h, finished by mi.config_finish): their defaults, and for the features miwb does
+-- not have yet, the only value accepted (the default). Any other name is an error, as Python's
+-- dataclass raises for an unknown keyword.
+local LUA_FIELDS = {
+  model_name = "custom", original_architecture = false, tokenizer_name = false, default_prepend_bos = true,
+  tokenizer_prepends_bos = false, init_weights = true, from_checkpoint = false, checkpoint_index = false,
+  checkpoint_label_type = false, checkpoint_value = false, n_params = false, trust_remote_code = false,
+  device = "cpu",
+}
+local ONLY = {  -- field = the one value miwb supports (TransformerLens's default)
+  init_mode = "gpt2", attention_dir = "causal", n_devices = 1, dtype = "float32", load_in_4bit = false,
+  use_split_qkv_input = false, use_hook_mlp_in = false, use_attn_in = false, use_local_attn = false,
+  ungroup_grouped_query_attention = false, window_size = false, attn_types = false,
+  scale_attn_by_inverse_layer_idx = false, final_rms = false, parallel_attn_mlp = false,
+  rotary_dim = false, use_hook_tokens = false, gated_mlp = false, n_key_value_heads = false,
+  post_embedding_ln = false, rotary_base = 10000, rotary_adjacent_pairs = false, num_experts = false,
+  experts_per_token = false, relative_attention_max_distance = false, relative_attention_num_buckets = false,
+  decoder_start_token_id = false, tie_word_embeddings = false, use_normalization_before_and_after = false,
+  attn_scores_soft_cap = -1.0, output_logits_soft_cap = -1.0, use_NTK_by_parts_rope = false,
+  NTK_by_parts_low_freq_factor = 1.0, NTK_by_parts_high_freq_factor = 4.0, NTK_by_parts_factor = 8.0,
+}
+local BOOL_FIELDS = {default_prepend_bos = true, init_weights = true, from_checkpoint = true,
+                     trust_remote_code = true}
 
-local UNSUPPORTED = {"use_split_qkv_input", "use_attn_in", "use_hook_mlp_in", "use_local_attn",
-                     "scale_attn_by_inverse_layer_idx", "final_rms", "parallel_attn_mlp", "gated_mlp",
-                     "post_embedding_ln", "use_hook_tokens"}
+local function is_none(v) return v == false or v == "None" or (mi.json and v == mi.json.null) end
+
+local function same(v, want)
+  if want == false then return is_none(v) or v == "False" or v == "false" end
+  if type(want) == "number" then return tonumber(v) == want end
+  if want == "float32" then return v == "float32" or v == "torch.float32" end
+  return v == want
+end
 
 function M.HookedTransformerConfig(t)
   if type(t) ~= "table" then error("HookedTransformerConfig: expected a table of fields", 2) end
   if getmetatable(t) == CONFIG_MT then return t end
+  local fin, core_names = mi.config_finish(t)   -- raises naming the field
+  local is_core = {}
+  for _, k in ipairs(core_names) do is_core[k] = true end
   local c = {}
-  for k, v in pairs(t) do c[k] = v end
-  -- JSON configs (mi.json.decode) carry None as mi.json.null
-  for k, v in pairs(c) do
-    if mi.json and v == mi.json.null then
-      if k == "normalization_type" then c[k] = false else c[k] = nil end
+  for k, v in pairs(t) do
+    if type(k) ~= "string" then
+      error("HookedTransformerConfig: field names are strings, got " .. tostring(k), 2)
+    elseif is_core[k] then -- the finished value below
+    elseif ONLY[k] ~= nil then
+      if not same(v, ONLY[k]) then
+        error(("HookedTransformerConfig: %s = %s is not supported by miwb (only %s)"):format(
+          k, tostring(v), ONLY[k] == false and "None/false" or tostring(ONLY[k])), 2)
+      end
+    elseif LUA_FIELDS[k] ~= nil then
+      if is_none(v) and not BOOL_FIELDS[k] then v = nil end
+      if BOOL_FIELDS[k] and v ~= nil then
+        if v == "True" or v == "true" then v = true elseif v == "False" or v == "false" then v = false end
+        if type(v) ~= "boolean" then
+          error("HookedTransformerConfig: " .. k .. " must be a boolean, got " .. tostring(v), 2)
+        end
+      end
+      c[k] = v
+    else
+      error("HookedTransformerConfig: unknown field '" .. k .. "' (TransformerLens's HookedTransformerConfig has no such field)", 2)
     end
   end
-  for _, k in ipairs{"d_model", "d_head", "n_layers", "n_ctx"} do
-    if c[k] == nil then error("HookedTransformerConfig: " .. k .. " is required", 2) end
+  for k, v in pairs(LUA_FIELDS) do
+    if c[k] == nil and v ~= false then c[k] = v end
   end
-  for _, k in ipairs{"attn_only", "use_attn_result", "use_attn_scale", "default_prepend_bos", "init_weights"} do
-    c[k] = tobool(c[k], k)
-  end
-  for _, k in ipairs(UNSUPPORTED) do
-    if tobool(c[k], k) then error("HookedTransformerConfig: " .. k .. " is not supported by miwb", 2) end
-  end
-  local function dflt(k, v) if c[k] == nil then c[k] = v end end
-  dflt("attn_only", false); dflt("use_attn_result", false); dflt("use_attn_scale", true)
-  dflt("default_prepend_bos", true); dflt("init_weights", true)
-  dflt("eps", 1e-5); dflt("positional_embedding_type", "standard"); dflt("attention_dir", "causal")
-  dflt("n_heads", -1); dflt("d_vocab", -1); dflt("d_vocab_out", -1); dflt("initializer_range", -1.0)
-  dflt("model_name", "custom"); dflt("device", "cpu"); dflt("dtype", "float32"); dflt("init_mode", "gpt2")
-  dflt("n_devices", 1)
-  -- normalization_type: absent -> "LN"; false or "None" -> nil (Python's None)
-  if c.normalization_type == nil then c.normalization_type = "LN"
-  elseif c.normalization_type == false or c.normalization_type == "None" then c.normalization_type = nil end
-  if c.normalization_type ~= nil and c.normalization_type ~= "LN" and c.normalization_type ~= "LNPre" then
-    error("HookedTransformerConfig: normalization_type '" .. tostring(c.normalization_type) ..
-          "' is not supported (LN, LNPre or None)", 2)
-  end
-  if c.attention_dir ~= "causal" then error("HookedTransformerConfig: only attention_dir 'causal' is supported", 2) end
-  if c.positional_embedding_type ~= "standard" and c.positional_embedding_type ~= "shortformer" then
-    error("HookedTransformerConfig: positional_embedding_type '" .. tostring(c.positional_embedding_type) ..
-          "' is not supported (standard or shortformer)", 2)
-  end
-  if c.n_heads == -1 then c.n_heads = c.d_model // c.d_head end
-  if not c.attn_only then
-    if c.d_mlp == nil then c.d_mlp = 4 * c.d_model end
-    if c.act_fn == nil then error("HookedTransformerConfig: act_fn must be specified for non-attn-only models", 2) end
-  end
-  if c.initializer_range < 0 then c.initializer_range = 0.8 / math.sqrt(c.d_model) end
-  if c.d_vocab ~= -1 and c.d_vocab_out == -1 then c.d_vocab_out = c.d_vocab end
+  for k, v in pairs(ONLY) do if v ~= false then c[k] = v end end
+  for k, v in pairs(fin) do c[k] = v end
+  -- TransformerLens: attention and MLP weight counts (no biases, no LayerNorm)
   c.n_params = c.n_layers * (c.d_model * c.d_head * c.n_heads * 4)
   if not c.attn_only then c.n_params = c.n_params + c.n_layers * c.d_model * c.d_mlp * 2 end
   return setmetatable(c, CONFIG_MT)
@@ -133,11 +145,11 @@ function MODEL_MT.__tostring(self)
                        c.n_layers, c.d_model, c.n_heads, c.d_vocab, c.attn_only and ", attention only" or "")
 end
 
-local function core_cfg(c)
+-- the table the C constructors read (lua/lconfig.c): the finished config, Python's None as false
+function M.core_config(cfg)
   local t = {}
-  for k, v in pairs(c) do t[k] = v end
-  t.normalization_type = c.normalization_type or "None"
-  if t.seed ~= nil then t.seed = math.tointeger(t.seed) or error("HookedTransformerConfig: seed must be an integer") end
+  for k, v in pairs(cfg) do t[k] = v end
+  if cfg.normalization_type == nil then t.normalization_type = false end
   return t
 end
 
@@ -183,9 +195,7 @@ function M.HookedTransformer(cfg, opts)
     cfg.d_vocab = tok:vocab_size()
     if cfg.d_vocab_out == -1 then cfg.d_vocab_out = cfg.d_vocab end
   end
-  local core = mi.model_new(core_cfg(cfg))
-  local fin = core:config()
-  cfg.n_heads, cfg.d_mlp, cfg.d_vocab_out = fin.n_heads, (not cfg.attn_only) and fin.d_mlp or cfg.d_mlp, fin.d_vocab_out
+  local core = mi.model_new(M.core_config(cfg))
   local self = {cfg = cfg, tokenizer = tok, tokenizer_error = tok_err, _core = core, _persistent = {},
                 _names = core:hook_names(), _all_names = {}}
   for _, n in ipairs(core:hook_names(true)) do self._all_names[n] = true end

@@ -53,11 +53,6 @@ static int tensor_of(mw_tensor *out, const st_tensor *t) {
     return mw_tensor_from_data(out, dt, t->ndim, t->shape, t->data);
 }
 
-static int jint(cJSON *c, const char *k, int64_t dflt) {
-    cJSON *v = cJSON_GetObjectItem(c, k);
-    return cJSON_IsNumber(v) ? (int)v->valuedouble : (int)dflt;
-}
-
 static int load_fixture(fixture *fx, const char *name) {
     char path[256], err[512];
     memset(fx, 0, sizeof *fx);
@@ -67,23 +62,7 @@ static int load_fixture(fixture *fx, const char *name) {
     fx->order = cJSON_Parse(st_metadata_get(&fx->f, "hook_order"));
     fx->ablate_head = atoi(st_metadata_get(&fx->f, "ablate_head"));
     mw_config cfg;
-    mw_config_default(&cfg);
-    cfg.d_model = jint(c, "d_model", 0);
-    cfg.d_head = jint(c, "d_head", 0);
-    cfg.n_heads = jint(c, "n_heads", -1);
-    cfg.n_layers = jint(c, "n_layers", 0);
-    cfg.n_ctx = jint(c, "n_ctx", 0);
-    cfg.d_vocab = jint(c, "d_vocab", 0);
-    cfg.d_mlp = jint(c, "d_mlp", -1);
-    cfg.attn_only = cJSON_IsTrue(cJSON_GetObjectItem(c, "attn_only"));
-    cfg.use_attn_result = cJSON_IsTrue(cJSON_GetObjectItem(c, "use_attn_result"));
-    cfg.use_attn_scale = cJSON_IsTrue(cJSON_GetObjectItem(c, "use_attn_scale"));
-    cJSON *nt = cJSON_GetObjectItem(c, "normalization_type");
-    cfg.normalization_type = !cJSON_IsString(nt) ? MW_NORM_NONE
-                             : strcmp(nt->valuestring, "LN") == 0 ? MW_NORM_LN : MW_NORM_LNPRE;
-    cfg.positional_embedding_type =
-        strcmp(cJSON_GetObjectItem(c, "positional_embedding_type")->valuestring, "shortformer") == 0
-            ? MW_POS_SHORTFORMER : MW_POS_STANDARD;
+    if (mw_config_from_json(&cfg, c)) { printf("  %s: %s\n", path, mw_error()); cJSON_Delete(c); return -1; }
     cfg.seed = 7;
     cJSON_Delete(c);
     fx->m = mw_model_new(&cfg);

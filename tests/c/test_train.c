@@ -302,6 +302,7 @@ static void test_export_runs_in_model_c(void) {
         c.d_vocab = TRX_V; c.d_mlp = fam == 1 ? TRX_M : -1; c.attn_only = fam != 1;
         c.normalization_type = fam == 0 ? MW_NORM_NONE : fam == 1 ? MW_NORM_LN : MW_NORM_LNPRE;
         c.positional_embedding_type = fam == 0 ? MW_POS_SHORTFORMER : MW_POS_STANDARD;
+        c.act_fn = MW_ACT_GELU_NEW;
         c.seed = 1;
         mw_model *m = mw_model_new(&c);
         CHECK(m != NULL);
