@@ -1647,8 +1647,10 @@ static int apply_items(lua_State *L, int tidx, int kidx, int assign, int *tdim) 
     for (lua_Integer i = 1; i <= n; i++) {
         lua_rawgeti(L, kidx, i);
         if (lua_type(L, -1) == LUA_TSTRING) {
-            if (strcmp(lua_tostring(L, -1), "...") != 0)
-                return luaL_error(L, "index: unknown item '%s' (use \"...\" for all remaining dims)", lua_tostring(L, -1));
+            const char *it = lua_tostring(L, -1);
+            if (strcmp(it, "None") == 0) { lua_pop(L, 1); continue; } /* a new axis consumes nothing */
+            if (strcmp(it, "...") != 0)
+                return luaL_error(L, "index: unknown item '%s' (\"...\" for all remaining dims, \"None\" for a new axis)", it);
             if (ellipsis++) return luaL_error(L, "index: only one \"...\" allowed");
         } else {
             consuming++;
@@ -1669,6 +1671,11 @@ static int apply_items(lua_State *L, int tidx, int kidx, int assign, int *tdim) 
             lua_replace(L, cur);
         } else if (it == LUA_TTABLE && !mwl_totensor(L, item)) {
             range_view(L, cur, d, item);
+            d++;
+        } else if (it == LUA_TSTRING && strcmp(lua_tostring(L, item), "None") == 0) {
+            mw_tensor *out = mwl_newtensor(L);
+            CHECK(mw_tensor_unsqueeze(out, t, d));
+            lua_replace(L, cur);
             d++;
         } else if (it == LUA_TSTRING) {
             d += x->ndim - consuming;
@@ -1711,6 +1718,88 @@ static int apply_items(lua_State *L, int tidx, int kidx, int assign, int *tdim) 
     return cur;
 }
 
+/* a name (method or field) rather than a subscript; "None" is a subscript */
+static int is_name(const char *k) {
+    if (!(*k == '_' || (*k >= 'a' && *k <= 'z') || (*k >= 'A' && *k <= 'Z'))) return 0;
+    for (const char *p = k; *p; p++)
+        if (!(*p == '_' || (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9'))) return 0;
+    return strcmp(k, "None") != 0;
+}
+
+/* an optional integer in s[0..n) (spaces around allowed); 0 when empty, 1 when read, -1 when bad */
+static int subscript_int(const char *s, size_t n, int64_t *v) {
+    while (n && (*s == ' ' || *s == '\t')) s++, n--;
+    while (n && (s[n - 1] == ' ' || s[n - 1] == '\t')) n--;
+    if (n == 0) return 0;
+    size_t i = (s[0] == '-' || s[0] == '+') ? 1 : 0;
+    if (i == n || n - i > 18) return -1; /* 18 digits stay far from int64 overflow */
+    int64_t r = 0;
+    for (size_t j = i; j < n; j++) {
+        if (s[j] < '0' || s[j] > '9') return -1;
+        r = r * 10 + (s[j] - '0');
+    }
+    *v = s[0] == '-' ? -r : r;
+    return 1;
+}
+
+/* Python's subscript grammar, as torch reads it, turned into the table key of apply_items:
+ * x[":, 1:"], x["0, ..., -1"], x["::2"], x["None, 2"]. Items: an integer (selects), start:stop
+ * or start:stop:step with any part left out (step > 0), "...", None. Pushes the table. */
+static void parse_subscript(lua_State *L, const char *s) {
+    lua_newtable(L);
+    int key = lua_gettop(L);
+    lua_Integer n = 0;
+    const char *p = s;
+    for (;;) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        const char *a = p;
+        size_t m = len;
+        while (m && (*a == ' ' || *a == '\t')) a++, m--;
+        while (m && (a[m - 1] == ' ' || a[m - 1] == '\t')) m--;
+        if (m == 0) {
+            if (!end && n > 0) break; /* x["0,"] is x[0, ] in Python */
+            luaL_error(L, "index: empty item in the subscript \"%s\"", s);
+        }
+        int64_t v;
+        const char *c1 = memchr(a, ':', m);
+        if (m == 3 && memcmp(a, "...", 3) == 0) {
+            lua_pushliteral(L, "...");
+        } else if (m == 4 && memcmp(a, "None", 4) == 0) {
+            lua_pushliteral(L, "None");
+        } else if (!c1) {
+            if (subscript_int(a, m, &v) != 1)
+                luaL_error(L, "index: cannot read '%s' in the subscript \"%s\" (integers, start:stop:step, ..., None)",
+                           lua_pushlstring(L, a, m), s);
+            lua_pushinteger(L, v);
+        } else {
+            /* start:stop[:step] */
+            const char *c2 = memchr(c1 + 1, ':', (size_t)(a + m - c1 - 1));
+            const char *e2 = c2 ? c2 : a + m;
+            int64_t start = 0, stop = INT64_MAX, step = 1;
+            int r1 = subscript_int(a, (size_t)(c1 - a), &start);
+            int r2 = subscript_int(c1 + 1, (size_t)(e2 - c1 - 1), &stop);
+            int r3 = c2 ? subscript_int(c2 + 1, (size_t)(a + m - c2 - 1), &step) : 0;
+            if (r1 < 0 || r2 < 0 || r3 < 0 || (c2 && memchr(c2 + 1, ':', (size_t)(a + m - c2 - 1))))
+                luaL_error(L, "index: cannot read '%s' in the subscript \"%s\" (integers, start:stop:step, ..., None)",
+                           lua_pushlstring(L, a, m), s);
+            if (step <= 0)
+                luaL_error(L, "index: step must be greater than zero in '%s' of the subscript \"%s\"",
+                           lua_pushlstring(L, a, m), s);
+            lua_createtable(L, 3, 0);
+            lua_pushinteger(L, start);
+            lua_rawseti(L, -2, 1);
+            lua_pushinteger(L, stop);
+            lua_rawseti(L, -2, 2);
+            lua_pushinteger(L, step);
+            lua_rawseti(L, -2, 3);
+        }
+        lua_rawseti(L, key, ++n);
+        if (!end) break;
+        p = end + 1;
+    }
+}
+
 static int m_index(lua_State *L) {
     int kt = lua_type(L, 2);
     if (kt == LUA_TSTRING) {
@@ -1718,7 +1807,10 @@ static int m_index(lua_State *L) {
         lua_pushvalue(L, 2);
         if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
         if (strcmp(k, "T") == 0) return prop_T(L, 1);
-        return 1; /* nil: unknown method name, as a table would answer */
+        if (is_name(k)) return 1; /* nil: unknown method name, as a table would answer */
+        lua_pop(L, 1);
+        parse_subscript(L, k);
+        lua_replace(L, 2);
     }
     int tdim;
     int cur = apply_items(L, 1, 2, 0, &tdim);
@@ -1820,8 +1912,11 @@ static void assign_indexed(lua_State *L, int cur, int d, int iidx, int ridx, int
 }
 
 static int m_newindex(lua_State *L) {
-    if (lua_type(L, 2) == LUA_TSTRING)
-        return luaL_error(L, "cannot set field '%s' of a tensor", lua_tostring(L, 2));
+    if (lua_type(L, 2) == LUA_TSTRING) {
+        if (is_name(lua_tostring(L, 2))) return luaL_error(L, "cannot set field '%s' of a tensor", lua_tostring(L, 2));
+        parse_subscript(L, lua_tostring(L, 2));
+        lua_replace(L, 2);
+    }
     mwl_checktensor(L, 1);
     if (!mwl_totensor(L, 3) && lua_type(L, 3) != LUA_TNUMBER && lua_type(L, 3) != LUA_TBOOLEAN)
         return luaL_error(L, "index assignment: value must be a number or a tensor, got %s", luaL_typename(L, 3));

@@ -112,6 +112,25 @@ T.test("assert_close: torch's float32 defaults (rtol 1.3e-6, atol 1e-5), exact f
   T.raises(function() mi.assert_close(a, a + 1, {msg = "logits"}) end, "logits: assert_close:")
 end)
 
+-- ================================================================ Python subscripts as strings
+-- (values against torch over many random subscripts: tests/fixtures/lua_tensor.json)
+
+T.test("subscript strings: views, assignment, and errors that show the grammar", function()
+  local x = mi.arange(24):view(2, 3, 4)
+  T.truthy(x[":, 1:"]:shares_storage(x), "a view")
+  T.eq(table.concat(x["None, ..., None"]:shape(), ","), "1,2,3,4,1")
+  x["..., -1"] = 0
+  T.eq(x:sum():item(), 276 - (3 + 7 + 11 + 15 + 19 + 23))
+  T.raises(function() return x["1:a"] end, "index: cannot read '1:a' in the subscript \"1:a\" (integers, start:stop:step, ..., None)")
+  T.raises(function() return x["::-1"] end, "index: step must be greater than zero")
+  T.raises(function() return x["0,,1"] end, "index: empty item in the subscript")
+  T.raises(function() return x["..., 0, ..."] end, "only one \"...\"")
+  T.raises(function() return x["0, 0, 0, 0"] end, "index: 4 items for a tensor of shape [2,3,4]")
+  T.raises(function() return x["5"] end, "")
+  T.raises(function() x.foo = 1 end, "cannot set field 'foo' of a tensor")
+  T.eq(x.sumx, nil, "an unknown name is nil, as a table's")
+end)
+
 -- ================================================================ comparison operators
 
 T.test("x > 0.5 and friends raise naming the method to write; a == b stays identity", function()
