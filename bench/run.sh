@@ -22,3 +22,9 @@ for src in bench/bench_*.c; do
     nice "$exe" keep-heap "$@"
   fi
 done
+# Lua benchmarks (bench/bench_*.lua) run in the miwb program, one BLAS thread as the C ones
+for src in bench/bench_*.lua; do
+  [ -f "$src" ] || continue
+  echo "== $BUILD/miwb $src"
+  OPENBLAS_NUM_THREADS=1 nice "$BUILD/miwb" "$src"
+done

@@ -11,7 +11,8 @@ mi.version = "0.1.0"
 
 -- The order matters: later parts build on earlier ones.
 local PARTS = {"tensor", "json", "utils", "factored", "cache", "model", "pretrained",
-               "plot", "progress", "analysis", "train", "wordnet", "toy", "experiment", "repl"}
+               "plot", "progress", "analysis", "train", "wordnet", "toy", "experiment", "repl",
+               "metrics", "patching"}
 
 for _, name in ipairs(PARTS) do
   local part = require("miwb." .. name)

@@ -1,0 +1,289 @@
+-- test_patching.lua: mi.patching against a naive patcher written here (one full run_with_hooks
+-- per index, the patch made by blending with a one-hot mask rather than by assignment) and
+-- against float64 PyTorch grids (tests/fixtures/gen_patching.py).
+local T = require("testlib")
+local mi = require("miwb")
+local P = mi.patching
+
+local function small_models()
+  return {
+    gpt2 = mi.HookedTransformer({d_model = 16, d_head = 4, n_heads = 3, n_layers = 2, n_ctx = 12, d_vocab = 23,
+                                 d_mlp = 24, act_fn = "gelu_new", normalization_type = "LN", seed = 7}),
+    attn = mi.HookedTransformer({d_model = 16, d_head = 4, n_heads = 4, n_layers = 3, n_ctx = 12, d_vocab = 19,
+                                 attn_only = true, normalization_type = "None",
+                                 positional_embedding_type = "shortformer", use_attn_result = true, seed = 8}),
+  }
+end
+
+-- bigger weights than the default init, so that patches move the metric visibly
+local function boost(model, f)
+  f = f or 6
+  for _, n in ipairs(model:state_dict_names()) do
+    local t = model._core:param(n)
+    if n:find("W_") then t:copy_(t * f) end
+  end
+  return model
+end
+
+local function metric_for(a, b)
+  -- logit difference at the last position, averaged over the batch
+  return function(logits)
+    local last = logits:select(1, -1)
+    return (last:select(1, a) - last:select(1, b)):mean():item()
+  end
+end
+
+-- the naive patcher: every index in a full run; the patched slice is set by mask blending
+local function naive(model, corrupted, clean_cache, metric, act_name, ranges, region)
+  local out = {}
+  local function rec(idx, d)
+    if d > #ranges then
+      local name = mi.utils.get_act_name(act_name, idx[1])
+      local clean = clean_cache[name]
+      local mask = mi.zeros(clean:shape())
+      mask[region(idx)] = 1
+      local logits = model:run_with_hooks(corrupted, {fwd_hooks = {{name, function(act)
+        return act * (1 - mask) + clean * mask
+      end}}})
+      out[#out + 1] = metric(logits)
+      return
+    end
+    for v = 0, ranges[d] - 1 do idx[d] = v; rec(idx, d + 1) end
+    idx[d] = nil
+  end
+  rec({}, 1)
+  return mi.tensor(out):view(ranges)
+end
+
+local function inputs(model, B, Pn, seed)
+  local g = mi.Generator(seed)
+  local clean = mi.randint(0, model.cfg.d_vocab, {B, Pn}, g)
+  local corrupted = clean:clone()
+  corrupted[{{}, 1}] = mi.randint(0, model.cfg.d_vocab, {B}, g)
+  corrupted[{{}, 3}] = mi.randint(0, model.cfg.d_vocab, {B}, g)
+  return clean, corrupted
+end
+
+local cases = {
+  {"get_act_patch_resid_pre", "resid_pre", "LP", function(i) return {{}, i[2]} end},
+  {"get_act_patch_resid_mid", "resid_mid", "LP", function(i) return {{}, i[2]} end, true},
+  {"get_act_patch_attn_out", "attn_out", "LP", function(i) return {{}, i[2]} end},
+  {"get_act_patch_mlp_out", "mlp_out", "LP", function(i) return {{}, i[2]} end, true},
+  {"get_act_patch_attn_head_out_by_pos", "z", "LPH", function(i) return {{}, i[2], i[3]} end},
+  {"get_act_patch_attn_head_q_by_pos", "q", "LPH", function(i) return {{}, i[2], i[3]} end},
+  {"get_act_patch_attn_head_k_by_pos", "k", "LPH", function(i) return {{}, i[2], i[3]} end},
+  {"get_act_patch_attn_head_v_by_pos", "v", "LPH", function(i) return {{}, i[2], i[3]} end},
+  {"get_act_patch_attn_head_pattern_by_pos", "pattern", "LHP", function(i) return {{}, i[2], i[3]} end},
+  {"get_act_patch_attn_head_pattern_dest_src_pos", "pattern", "LHPP", function(i) return {{}, i[2], i[3], i[4]} end},
+  {"get_act_patch_attn_head_out_all_pos", "z", "LH", function(i) return {{}, {}, i[2]} end},
+  {"get_act_patch_attn_head_q_all_pos", "q", "LH", function(i) return {{}, {}, i[2]} end},
+  {"get_act_patch_attn_head_k_all_pos", "k", "LH", function(i) return {{}, {}, i[2]} end},
+  {"get_act_patch_attn_head_v_all_pos", "v", "LH", function(i) return {{}, {}, i[2]} end},
+  {"get_act_patch_attn_head_pattern_all_pos", "pattern", "LH", function(i) return {{}, i[2]} end},
+}
+
+local function ranges_of(model, code, Pn)
+  local r = {}
+  for ch in code:gmatch(".") do
+    r[#r + 1] = ch == "L" and model.cfg.n_layers or ch == "H" and model.cfg.n_heads or Pn
+  end
+  return r
+end
+
+for mname, model in pairs(small_models()) do
+  boost(model)
+  local B, Pn = 2, 6
+  local clean, corrupted = inputs(model, B, Pn, 11)
+  local _, clean_cache = model:run_with_cache(clean)
+  local metric = metric_for(3, 5)
+  for _, c in ipairs(cases) do
+    local fname, act, code, region, mlp_only = c[1], c[2], c[3], c[4], c[5]
+    if not (mlp_only and model.cfg.attn_only) then
+      T.test(mname .. ": " .. fname .. " equals one full patched run per index", function()
+        local got = P[fname](model, corrupted, clean_cache, metric)
+        local want = naive(model, corrupted, clean_cache, metric, act, ranges_of(model, code, Pn), region)
+        T.eq(table.concat(got:shape(), ","), table.concat(want:shape(), ","), "shape")
+        mi.assert_close(got, want, 1e-4, 1e-5)
+        -- the patches must move the metric somewhere, or the comparison says little
+        T.truthy((want - want:reshape(-1)[0]):abs():max():item() > 1e-3, "the grid is not constant")
+        -- one patch per forward gives the same
+        mi.assert_close(P[fname](model, corrupted, clean_cache, metric, {batch_size = 1}), want, 1e-4, 1e-5)
+        -- the same metric as mi.metrics.logit_diff: logits computed at the last position only
+        mi.assert_close(P[fname](model, corrupted, clean_cache, mi.metrics.logit_diff(3, 5, -1)), want, 1e-4, 1e-5)
+      end)
+    end
+  end
+
+  T.test(mname .. ": with a hook on the model, patched runs keep running it", function()
+    -- a persistent hook that scales one head's output: the patched runs must include it
+    local hname = mi.utils.get_act_name("z", 1)
+    local function scale(z) z[{{}, {}, 1}] = z[{{}, {}, 1}] * 0.5 end
+    model:add_hook(hname, scale)
+    local ok, err = pcall(function()
+      local _, cc = model:run_with_cache(clean)
+      local want = naive(model, corrupted, cc, metric, "z", ranges_of(model, "LH", Pn), function(i) return {{}, {}, i[2]} end)
+      mi.assert_close(P.get_act_patch_attn_head_out_all_pos(model, corrupted, cc, metric), want, 1e-4, 1e-5)
+      mi.assert_close(P.get_act_patch_attn_head_out_all_pos(model, corrupted, cc, mi.metrics.logit_diff(3, 5)), want, 1e-4, 1e-5)
+    end)
+    model:reset_hooks()
+    if not ok then error(err, 0) end
+  end)
+
+  T.test(mname .. ": the *_every helpers stack the single grids", function()
+    local a = P.get_act_patch_attn_head_all_pos_every(model, corrupted, clean_cache, metric)
+    T.eq(table.concat(a:shape(), ","), "5," .. model.cfg.n_layers .. "," .. model.cfg.n_heads)
+    mi.assert_close(a[3], P.get_act_patch_attn_head_v_all_pos(model, corrupted, clean_cache, metric), 1e-5, 1e-6)
+    local b = P.get_act_patch_attn_head_by_pos_every(model, corrupted, clean_cache, metric)
+    T.eq(table.concat(b:shape(), ","), "5," .. model.cfg.n_layers .. "," .. Pn .. "," .. model.cfg.n_heads)
+    mi.assert_close(b[4], P.get_act_patch_attn_head_pattern_by_pos(model, corrupted, clean_cache, metric):permute(0, 2, 1),
+                    1e-5, 1e-6)
+    if model.cfg.attn_only then
+      T.raises(function() P.get_act_patch_block_every(model, corrupted, clean_cache, metric) end,
+               "attention-only")
+    else
+      local e = P.get_act_patch_block_every(model, corrupted, clean_cache, metric)
+      T.eq(table.concat(e:shape(), ","), "3," .. model.cfg.n_layers .. "," .. Pn)
+      mi.assert_close(e[2], P.get_act_patch_mlp_out(model, corrupted, clean_cache, metric), 1e-5, 1e-6)
+    end
+  end)
+
+  T.test(mname .. ": generic_activation_patch with index_df, keyword table and return_index_df", function()
+    local rows = {{1, 4}, {0, 2}, {1, 0}}
+    local got, df = P.generic_activation_patch(model, corrupted, clean_cache, metric, P.layer_pos_patch_setter,
+                                               "resid_pre", {index_df = rows, return_index_df = true})
+    T.eq(table.concat(got:shape(), ","), "3")
+    T.eq(#df, 3)
+    local full = P.get_act_patch_resid_pre(model, corrupted, clean_cache, metric)
+    for i, r in ipairs(rows) do T.near(got[i - 1]:item(), full[{r[1], r[2]}]:item(), 1e-5) end
+    local g2, df2 = P.generic_activation_patch(model, corrupted, clean_cache, metric, P.layer_pos_patch_setter,
+                                               "resid_pre", {"layer", "pos"}, {return_index_df = true})
+    mi.assert_close(g2, full, 1e-6, 1e-6)
+    T.eq(#df2, model.cfg.n_layers * Pn)
+    T.eq(df2[2][1], 0); T.eq(df2[2][2], 1)   -- the last axis runs fastest
+  end)
+
+  T.test(mname .. ": a patch with the corrupted run's own activations changes nothing", function()
+    local _, corr_cache = model:run_with_cache(corrupted)
+    local base = metric(model(corrupted))
+    local g = P.get_act_patch_attn_head_out_all_pos(model, corrupted, corr_cache, metric)
+    mi.assert_close(g, mi.full(g:shape(), base), 1e-5, 1e-5)
+  end)
+
+  T.test(mname .. ": bad input is an error naming the function and the shapes; no hooks remain", function()
+    local longer = mi.cat({corrupted, corrupted:narrow(1, 0, 1)}, 1)   -- [B, P+1]
+    local e = T.raises(function() P.get_act_patch_resid_pre(model, longer, clean_cache, metric) end,
+                       "get_act_patch_resid_pre")
+    T.truthy(tostring(e):find("[2,7]", 1, true) and tostring(e):find("[2,6,16]", 1, true), "names both shapes: " .. tostring(e))
+    T.raises(function() P.get_act_patch_resid_pre(model, corrupted, clean_cache, function() return {} end) end,
+             "patching_metric returned a table, expected a number")
+    T.raises(function() P.get_act_patch_resid_pre(model, corrupted, clean_cache, function(l) return l end) end,
+             "patching_metric returned a tensor of shape")
+    T.raises(function() P.get_act_patch_resid_pre(model, corrupted:float(), clean_cache, metric) end,
+             "must be int64")
+    T.raises(function() P.get_act_patch_resid_pre(model, corrupted, clean_cache, metric, {bogus = 1}) end,
+             "unknown option 'bogus'")
+    T.raises(function() model:get_act_patch_resid_pre(corrupted, clean_cache, metric) end)
+    T.raises(function() P.generic_activation_patch(model, corrupted, clean_cache, metric,
+                          P.layer_pos_patch_setter, "resid_pre", {"layer", "nope"}) end, "unknown axis 'nope'")
+    local _, partial = model:run_with_cache(clean, {names_filter = "blocks.0.hook_resid_pre"})
+    T.raises(function() P.get_act_patch_resid_pre(model, corrupted, partial, metric) end,
+             "the clean cache has no 'blocks.1.hook_resid_pre'")
+    T.eq(#model._persistent, 0, "no hooks left on the model")
+    mi.assert_close(model(corrupted), model:run_with_hooks(corrupted, {}), 0, 0)
+  end)
+end
+
+-- path patching in an attention-only model without normalization: there, with every other head
+-- frozen, the sender's change reaches later residual streams as (z_corr - z_clean) @ W_O
+-- exactly, so the receivers' inputs have a closed form
+local function rel(a, b, what) T.near(a, b, 1e-5 * math.abs(b) + 1e-4, what) end
+
+T.test("path_patch: sender -> logits and -> receivers' q/k/v match the closed form", function()
+  local model = boost(small_models().attn, 2.5)
+  local B, Pn = 2, 6
+  local clean, corrupted = inputs(model, B, Pn, 5)
+  local metric = metric_for(2, 7)
+  local _, cc = model:run_with_cache(clean)
+  local _, xc = model:run_with_cache(corrupted)
+  local function delta(senders, upto)          -- the senders' change of the residual before block upto
+    local d = mi.zeros(B, Pn, model.cfg.d_model)
+    for _, s in ipairs(senders) do
+      if s[1] < upto then
+        local dz = xc[mi.utils.get_act_name("z", s[1])][{{}, {}, s[2]}] - cc[mi.utils.get_act_name("z", s[1])][{{}, {}, s[2]}]
+        d = d + dz:matmul(model.W_O[{s[1], s[2]}])
+      end
+    end
+    return d
+  end
+  local L = model.cfg.n_layers
+  -- to the logits
+  local senders = {{0, 1}, {1, 3}}
+  local final = cc[mi.utils.get_act_name("resid_post", L - 1)] + delta(senders, L)
+  local want = metric(final:matmul(model.W_U) + model.b_U)
+  rel(P.path_patch(model, clean, corrupted, senders, "logits", metric), want)
+  rel(P.path_patch(model, clean, corrupted, {"0.1", "1.3"}, "logits", metric), want)
+  -- to q, k and v of later heads
+  for _, case in ipairs({{{0, 1}, {{2, 1, "q"}}}, {{0, 2}, {{1, 2, "v"}, {2, 0, "k"}}}, {{1, 0}, {{2, 3, "q"}, {2, 3, "v"}}}}) do
+    local snd, recv = case[1], case[2]
+    local hooks = {}
+    for _, r in ipairs(recv) do
+      local l, h, comp = r[1], r[2], r[3]
+      local x = cc[mi.utils.get_act_name("resid_pre", l)] + delta({snd}, l)
+      if comp ~= "v" then x = x + model.W_pos:narrow(0, 0, Pn) end     -- shortformer: positions in q, k only
+      local W = comp == "q" and model.W_Q or comp == "k" and model.W_K or model.W_V
+      local b = comp == "q" and model.b_Q or comp == "k" and model.b_K or model.b_V
+      local new = x:matmul(W[{l, h}]) + b[{l, h}]                        -- [B, P, dh]
+      hooks[#hooks + 1] = {mi.utils.get_act_name(comp, l), function(act) act[{{}, {}, h}] = new end}
+    end
+    local want2 = metric(model:run_with_hooks(clean, {fwd_hooks = hooks}))
+    local got = P.path_patch(model, clean, corrupted, snd, recv, metric)
+    rel(got, want2)
+    T.truthy(math.abs(want2 - metric(model(clean))) > 1e-2, "the path moves the metric: " .. want2 .. " vs " .. metric(model(clean)))
+  end
+  -- a sender downstream of the receiver changes nothing
+  rel(P.path_patch(model, clean, corrupted, {2, 0}, {{1, 1, "q"}}, metric), metric(model(clean)))
+end)
+
+T.test("path_patch: bad input", function()
+  local model = small_models().gpt2
+  local clean, corrupted = inputs(model, 2, 5, 1)
+  local m = metric_for(1, 2)
+  T.raises(function() P.path_patch(model, clean, corrupted:narrow(1, 0, 4), {0, 1}, "logits", m) end,
+           "path_patch: clean_tokens [2,5] and corrupted_tokens [2,4] must have the same shape")
+  T.raises(function() P.path_patch(model, clean, corrupted, {5, 1}, "logits", m) end, "sender 5.1 is not a head")
+  T.raises(function() P.path_patch(model, clean, corrupted, {0, 1}, {{1, 1}}, m) end, "needs a component")
+  T.raises(function() P.path_patch(model, clean, corrupted, {0, 1}, {{1, 1, "z"}}, m) end, "'q', 'k' or 'v'")
+  T.raises(function() P.path_patch(model, clean, corrupted, {0, 1}, "logits", function() return "x" end) end,
+           "path_patch: metric returned a string, expected a number")
+  T.eq(#model._persistent, 0)
+end)
+
+-- float64 PyTorch grids (tests/fixtures/gen_patching.py) on the fixture models of gen_model.py
+local fixture_dir = "tests/fixtures/patching"
+for _, name in ipairs({"gpt2", "attn2"}) do
+  T.test("PyTorch float64 grids on fixture model " .. name, function()
+    local ref = mi.json.read(fixture_dir .. "/" .. name .. ".json")
+    local sd, meta = mi.load("tests/fixtures/model/" .. name .. ".safetensors")
+    local cfg = mi.json.decode(meta.config)
+    local model = mi.HookedTransformer(cfg)
+    local params = {}
+    for k, v in pairs(sd) do
+      local n = k:match("^param%.(.*)$")
+      if n then params[n] = v end
+    end
+    model:load_state_dict(params)
+    local clean = mi.tensor(ref.clean_tokens, "int64")
+    local corrupted = mi.tensor(ref.corrupted_tokens, "int64")
+    local _, clean_cache = model:run_with_cache(clean)
+    local metric = metric_for(ref.answer, ref.wrong)
+    local n = 0
+    for fname, grid in pairs(ref.grids) do
+      local got = P[fname](model, corrupted, clean_cache, metric)
+      mi.assert_close(got, mi.tensor(grid), 1e-4, 1e-5)
+      n = n + 1
+    end
+    T.truthy(n >= 4, "several grids checked")
+  end)
+end
+
+T.done()
