@@ -305,17 +305,6 @@ local AXES = {layer = true, pos = true, head_index = true, head = true, src_pos 
 local OPT_KEYS = {index_axis_names = true, index_df = true, return_index_df = true, batch_size = true,
                   memory_mb = true}
 
-local function check_opts(opts, fname)
-  for k in pairs(opts) do
-    if not OPT_KEYS[k] then
-      local known = {}
-      for n in pairs(OPT_KEYS) do known[#known + 1] = n end
-      table.sort(known)
-      error(fname .. ": unknown option '" .. tostring(k) .. "' (known: " .. table.concat(known, ", ") .. ")", 3)
-    end
-  end
-end
-
 -- every combination of the axes' ranges, the last axis fastest (TransformerLens's index_df)
 local function product(ranges)
   local out = {}
@@ -344,7 +333,7 @@ function M.generic_activation_patch(model, corrupted_tokens, clean_cache, patchi
     opts, index_axis_names = index_axis_names, index_axis_names.index_axis_names
   end
   opts = opts or {}
-  check_opts(opts, fname)
+  mi.utils.check_opts(fname, opts, OPT_KEYS)
   local tokens = check_tokens(corrupted_tokens, fname)
   if type(clean_cache) ~= "table" or getmetatable(clean_cache) == nil then
     error(fname .. ": clean_cache must be an ActivationCache (from run_with_cache), got " .. type(clean_cache), 2)
