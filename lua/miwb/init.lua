@@ -10,7 +10,7 @@ for k, v in pairs(core) do mi[k] = v end
 mi.version = "0.1.0"
 
 -- The order matters: later parts build on earlier ones.
-local PARTS = {"tensor", "json", "utils", "factored", "cache", "model", "pretrained",
+local PARTS = {"tensor", "json", "utils", "factored", "cache", "model", "families", "pretrained",
                "plot", "progress", "analysis", "train", "wordnet", "toy", "experiment", "repl",
                "metrics", "patching"}
 

@@ -111,7 +111,7 @@ local function copy(t)
   return c
 end
 
--- the tensor sd[name] with exactly this shape, or an error naming both
+-- the tensor sd[name] with exactly this shape, or an error naming both (also miwb.families')
 local function need(sd, name, shape, where)
   local t = sd[name]
   if t == nil then error(("%s: tensor '%s' is missing"):format(where, name), 3) end
@@ -124,6 +124,8 @@ local function need(sd, name, shape, where)
   end
   return t
 end
+
+M.need = need
 
 local function is_null(v) return v == nil or (mi and mi.json and v == mi.json.null) end
 
@@ -236,27 +238,33 @@ function M.fold_layer_norm(sd, cfg, opts)
     -- reads: list of {W name, b name, reshape of the LN vectors to broadcast over W, d_model dim}
     local w, b = sd[prefix_ln .. ".w"], sd[prefix_ln .. ".b"]
     for _, r in ipairs(reads) do
-      local Wn, bn, shape, dim = r[1], r[2], r[3], r[4]
+      local Wn, bn, shape, dim, scale_only = r[1], r[2], r[3], r[4], r[5]
       local W = sd[Wn]
       if W == nil then error(("fold_layer_norm: tensor '%s' is missing"):format(Wn), 3) end
       -- b folds in as b @ W (summing over d_model) without a W-sized temporary; then one new W
-      -- scaled by w, centred in place
-      if fold_biases and b then sd[bn] = sd[bn] + b:matmul(W) end
-      if w then W = W * w:reshape(shape) elseif center then W = W:clone() end
-      if center then W:sub_(W:mean(dim, true)) end
+      -- scaled by w, centred in place. TransformerLens folds only w into a gate (W_gate)
+      local c = center and not scale_only
+      if fold_biases and b and not scale_only then sd[bn] = sd[bn] + b:matmul(W) end
+      if w then W = W * w:reshape(shape) elseif c then W = W:clone() end
+      if c then W:sub_(W:mean(dim, true)) end
       sd[Wn] = W
     end
     if fold_biases then sd[prefix_ln .. ".b"] = nil end
     sd[prefix_ln .. ".w"] = nil
   end
+  local g = cfg.n_key_value_heads and "_" or ""   -- grouped K/V: TransformerLens's _W_K, _b_K, ...
   for l = 0, cfg.n_layers - 1 do
     local q = ("blocks.%d."):format(l)
     fold(q .. "ln1", {
       {q .. "attn.W_Q", q .. "attn.b_Q", {1, d, 1}, 1},
-      {q .. "attn.W_K", q .. "attn.b_K", {1, d, 1}, 1},
-      {q .. "attn.W_V", q .. "attn.b_V", {1, d, 1}, 1},
+      {q .. "attn." .. g .. "W_K", q .. "attn." .. g .. "b_K", {1, d, 1}, 1},
+      {q .. "attn." .. g .. "W_V", q .. "attn." .. g .. "b_V", {1, d, 1}, 1},
     })
-    if not cfg.attn_only then fold(q .. "ln2", {{q .. "mlp.W_in", q .. "mlp.b_in", {d, 1}, 0}}) end
+    if not cfg.attn_only then
+      local reads = {{q .. "mlp.W_in", q .. "mlp.b_in", {d, 1}, 0}}
+      if cfg.gated_mlp then reads[2] = {q .. "mlp.W_gate", nil, {d, 1}, 0, true} end
+      fold(q .. "ln2", reads)
+    end
   end
   fold("ln_final", {{"unembed.W_U", "unembed.b_U", {d, 1}, 0}})
   return sd
@@ -294,13 +302,19 @@ end
 
 function M.fold_value_biases(sd, cfg)
   sd = copy(sd)
+  local bv = cfg.n_key_value_heads and "attn._b_V" or "attn.b_V"
   for l = 0, cfg.n_layers - 1 do
     local q = ("blocks.%d."):format(l)
-    local bV, WO, bO = sd[q .. "attn.b_V"], sd[q .. "attn.W_O"], sd[q .. "attn.b_O"]
+    local bV, WO, bO = sd[q .. bv], sd[q .. "attn.W_O"], sd[q .. "attn.b_O"]
     if not (bV and WO and bO) then error(("fold_value_biases: layer %d needs b_V, W_O and b_O"):format(l), 2) end
+    sd[q .. bv] = mi.zeros(bV:shape())
+    -- grouped heads: each key/value head's bias serves n_heads / n_key_value_heads query heads
+    if cfg.n_key_value_heads then
+      local kv, dh = bV:size(0), bV:size(1)
+      bV = bV:unsqueeze(1):expand(kv, cfg.n_heads // kv, dh):reshape(cfg.n_heads, dh)
+    end
     -- b_V [H, dh] -> [H, dh, 1] times W_O [H, dh, d], summed over heads and d_head
     sd[q .. "attn.b_O"] = bO + (bV:unsqueeze(-1) * WO):sum({0, 1})
-    sd[q .. "attn.b_V"] = mi.zeros_like and mi.zeros_like(bV) or mi.zeros(bV:shape())
   end
   return sd
 end
@@ -314,11 +328,16 @@ function M.process_weights(sd, cfg, opts)
   end
   local function on(k) return opts[k] ~= false end
   cfg = copy(cfg)
+  -- TransformerLens's rules: LayerNorm folds weights and biases and centres the reading weights;
+  -- RMSNorm folds only its weights; centring the writing weights needs LayerNorm (not final_rms)
   if on("fold_ln") and ln_type(cfg) then
     sd = M.fold_layer_norm(sd, cfg)
     cfg.normalization_type = "LNPre"
+  elseif on("fold_ln") and (cfg.normalization_type == "RMS" or cfg.normalization_type == "RMSPre") then
+    sd = M.fold_layer_norm(sd, cfg, {fold_biases = false, center_weights = false})
+    cfg.normalization_type = "RMSPre"
   end
-  if on("center_writing_weights") and ln_type(cfg) then sd = M.center_writing_weights(sd, cfg) end
+  if on("center_writing_weights") and ln_type(cfg) and not cfg.final_rms then sd = M.center_writing_weights(sd, cfg) end
   if on("center_unembed") then sd = M.center_unembed(sd) end
   if on("fold_value_biases") then sd = M.fold_value_biases(sd, cfg) end
   return sd, cfg
@@ -329,7 +348,11 @@ end
 function M.read_config(conf, name, where)
   where = where or "config.json"
   if type(conf) ~= "table" then error(where .. ": not a JSON object", 2) end
-  if conf.d_model == nil then return M.hf_config_to_tl(conf, name, where), "hf" end
+  if conf.d_model == nil then
+    local arch = mi.families.architecture(conf)
+    if arch == nil or arch == "GPT2LMHeadModel" then return M.hf_config_to_tl(conf, name, where), "hf" end
+    return mi.families.config(conf, name, where), "hf"
+  end
   local cfg = {}
   for k, v in pairs(conf) do if not is_null(v) then cfg[k] = v end end
   -- TransformerLens's None (JSON null, or the string) is spelled "None" here; absent means "LN"
@@ -356,7 +379,41 @@ function M.read_config(conf, name, where)
 end
 
 -- ---------------------------------------------------------------- folders
-local WEIGHT_FILES = {"model.safetensors", "pytorch_model.bin", "model.pth", "model.pt"}
+local WEIGHT_FILES = {"model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                      "pytorch_model.bin.index.json", "model.pth", "model.pt"}
+
+-- A sharded checkpoint: the index's weight_map names, for every tensor, a file of the folder; every
+-- file is loaded once and must hold the tensors the index gives it.
+local function load_sharded(folder, ipath)
+  local text, err = read_all(ipath)
+  if not text then error(("%s: cannot read: %s"):format(ipath, tostring(err)), 3) end
+  local ok, index = pcall(mi.json.decode, text)
+  if not ok or type(index) ~= "table" or type(index.weight_map) ~= "table" then
+    error(("%s: not a shard index (a JSON object with a 'weight_map' object)"):format(ipath), 3)
+  end
+  local names_of, order = {}, {}
+  for name, file in pairs(index.weight_map) do
+    if type(name) ~= "string" or type(file) ~= "string" then error(ipath .. ": weight_map maps names to file names", 3) end
+    if file:find("/", 1, true) or file:find("\\", 1, true) or file == ".." or file == "" then
+      error(("%s: shard '%s' of tensor '%s' is not a file of the folder"):format(ipath, file, name), 3)
+    end
+    if not names_of[file] then names_of[file] = {}; order[#order + 1] = file end
+    table.insert(names_of[file], name)
+  end
+  table.sort(order)
+  local sd = {}
+  for _, file in ipairs(order) do
+    local path = folder .. "/" .. file
+    if not exists(path) then error(("%s: shard '%s' is missing (listed in %s)"):format(folder, file, ipath), 3) end
+    local part, perr = mi.load(path)
+    if not part then error(perr, 3) end
+    for _, name in ipairs(names_of[file]) do
+      if part[name] == nil then error(("%s: tensor '%s' is not in shard %s"):format(ipath, name, file), 3) end
+      sd[name] = part[name]
+    end
+  end
+  return sd
+end
 
 -- the (unprocessed) TransformerLens state dict, config and tokenizer path of a folder
 function M.load_folder(folder, name)
@@ -372,15 +429,23 @@ function M.load_folder(folder, name)
   if not wpath then
     error(("%s: no weights (one of %s)"):format(folder, table.concat(WEIGHT_FILES, ", ")), 2)
   end
-  local sd = assert(mi.load(wpath))
+  local sd
+  if wpath:match("%.index%.json$") then sd = load_sharded(folder, wpath)
+  else
+    local e
+    sd, e = mi.load(wpath)
+    if not sd then error(e, 2) end
+  end
   local cfg, kind = M.read_config(conf, name or folder:match("([^/]+)/*$"), cpath)
   if kind == "tl" then
     -- buffers TransformerLens keeps in its state dicts
     for k in pairs(sd) do
       if k:match("%.attn%.mask$") or k:match("%.attn%.IGNORE$") then sd[k] = nil end
     end
-  else
+  elseif cfg.original_architecture == "GPT2LMHeadModel" then
     sd = M.convert_hf_gpt2(sd, cfg, wpath)
+  else
+    sd = mi.families.convert(sd, cfg, wpath)
   end
   local tok = folder .. "/tokenizer.json"
   return sd, cfg, exists(tok) and tok or nil
