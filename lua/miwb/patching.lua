@@ -466,22 +466,19 @@ end
 --   2. receivers {layer, head, "q"|"k"|"v"}: their q/k/v from run 1 are patched into a free clean
 --      run, whose logits the metric reads. receivers == "logits": the metric reads run 1's logits.
 -- sender: {layer, head}, "L.H", or a list of those (patched together).
+-- {layer, head[, comp]} or "L.H[.comp]" -> layer, head, comp (the head part by analysis.parse_head)
 local function parse_head(h, model, fname, what)
-  local l, hd, comp
+  local comp
   if type(h) == "string" then
-    local a, b, c = h:match("^(%d+)%.(%d+)%.?([qkv]?)$")
-    if not a then error(fname .. ": " .. what .. " '" .. h .. "' is not 'L.H' or 'L.H.q'", 4) end
-    l, hd, comp = tonumber(a), tonumber(b), c ~= "" and c or nil
+    local base, c = h:match("^(%d+%.%d+)%.(%a+)$")
+    if base then h, comp = base, c end
   elseif type(h) == "table" then
-    l, hd, comp = h[1], h[2], h[3]
+    comp = h[3]
+    h = tostring(h[1]) .. "." .. tostring(h[2])
   else
     error(fname .. ": " .. what .. " must be {layer, head} or 'L.H', got " .. type(h), 4)
   end
-  if math.type(l) ~= "integer" or math.type(hd) ~= "integer" or l < 0 or l >= model.cfg.n_layers
-     or hd < 0 or hd >= model.cfg.n_heads then
-    error(string.format("%s: %s %s.%s is not a head of this model (%d layers x %d heads)", fname, what,
-                        tostring(l), tostring(hd), model.cfg.n_layers, model.cfg.n_heads), 4)
-  end
+  local l, hd = mi.analysis.parse_head(model, h, fname .. ": " .. what)
   return l, hd, comp
 end
 

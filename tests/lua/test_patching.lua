@@ -250,7 +250,7 @@ T.test("path_patch: bad input", function()
   local m = metric_for(1, 2)
   T.raises(function() P.path_patch(model, clean, corrupted:narrow(1, 0, 4), {0, 1}, "logits", m) end,
            "path_patch: clean_tokens [2,5] and corrupted_tokens [2,4] must have the same shape")
-  T.raises(function() P.path_patch(model, clean, corrupted, {5, 1}, "logits", m) end, "sender 5.1 is not a head")
+  T.raises(function() P.path_patch(model, clean, corrupted, {5, 1}, "logits", m) end, "path_patch: sender: no head 5.1 in a model of 2 layers x 3 heads")
   T.raises(function() P.path_patch(model, clean, corrupted, {0, 1}, {{1, 1}}, m) end, "needs a component")
   T.raises(function() P.path_patch(model, clean, corrupted, {0, 1}, {{1, 1, "z"}}, m) end, "'q', 'k' or 'v'")
   T.raises(function() P.path_patch(model, clean, corrupted, {0, 1}, "logits", function() return "x" end) end,
