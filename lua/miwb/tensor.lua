@@ -142,7 +142,10 @@ function M._install(mi)
 
   -- ---------------------------------------------------------- einops-style rearrange / reduce / repeat
   -- Patterns as in einops: "b h q k -> (b h) q k", "(n p) d -> n p d" with sizes {p = 2},
-  -- "1" for a unit axis, "()" for an empty group. Names are letters, digits and _.
+  -- "1" for a unit axis, "()" for an empty group. Names are letters, digits and _. Another
+  -- number is an anonymous axis of that size, as in einops: on the left of reduce (it is
+  -- reduced: "b (2 s) -> b s") or on the right of repeat_axes (a new axis: "b s -> b (2 s)").
+  local anon_count = 0
   local function parse_side(side, what)
     local groups, names, cur = {}, {}, nil
     local i, n = 1, #side
@@ -161,6 +164,10 @@ function M._install(mi)
         i = i + #name
         local axis
         if name == "1" then axis = {unit = true}
+        elseif name:match("^%d+$") then
+          anon_count = anon_count + 1 -- a name no pattern can spell, so each literal is its own axis
+          axis = {name = "#" .. anon_count, size = math.tointeger(tonumber(name)), literal = name}
+          if axis.size == 0 then error(what .. ": an axis of size 0 in '" .. side .. "'", 3) end
         elseif name:match("^%d") then error(what .. ": axis names cannot start with a digit: '" .. name .. "'", 3)
         else
           if names[name] then error(what .. ": axis '" .. name .. "' appears twice in '" .. side .. "'", 3) end
@@ -184,6 +191,9 @@ function M._install(mi)
     end
     local size = {}
     for k, v in pairs(sizes or {}) do size[k] = v end
+    for _, g in ipairs(lhs) do
+      for _, a in ipairs(g) do if a.literal then size[a.name] = a.size end end
+    end
     local order, shape = {}, {}
     for d, g in ipairs(lhs) do
       local known, unknown = 1, nil
@@ -220,6 +230,7 @@ function M._install(mi)
       local n = 1
       for _, a in ipairs(g) do
         if a.name then
+          if a.literal then size[a.name] = a.size end
           if pos[a.name] then perm[#perm + 1] = pos[a.name]
           elseif not size[a.name] then error(("%s: the size of new axis '%s' is not given ('%s')"):format(what, a.name, pattern), 3)
           else perm[#perm + 1] = a.name end
@@ -240,18 +251,34 @@ function M._install(mi)
     return x:reshape(final)
   end
 
-  local function split_pattern(pattern, what)
+  -- the first numeric axis of a side, if any
+  local function literal_of(side)
+    for _, g in ipairs(side) do
+      for _, a in ipairs(g) do if a.literal then return a.literal end end
+    end
+  end
+
+  -- left_ok / right_ok: whether numeric axes may stand on that side
+  local function split_pattern(pattern, what, left_ok, right_ok)
     local l, r = pattern:match("^(.-)%->(.*)$")
     if not l then error(what .. ": pattern needs '->': '" .. pattern .. "'", 3) end
     local lhs, lnames = parse_side(l, what)
     local rhs, rnames = parse_side(r, what)
+    for _, side in ipairs({{lhs, left_ok, "left"}, {rhs, right_ok, "right"}}) do
+      local lit = literal_of(side[1])
+      if lit and not side[2] then
+        error(("%s: the number %s on the %s of '%s' is an anonymous axis, which only reduce (on the left) " ..
+               "and repeat_axes (on the right) take, as in einops; name the axis and give its size"):format(
+               what, lit, side[3], pattern), 3)
+      end
+    end
     return lhs, lnames, rhs, rnames
   end
 
   -- mi.rearrange(x, "b h q k -> (b h) q k" [, sizes]): a permute plus reshapes (a view when
   -- the strides allow, else a copy)
   function mi.rearrange(x, pattern, sizes)
-    local lhs, lnames, rhs, rnames = split_pattern(pattern, "rearrange")
+    local lhs, lnames, rhs, rnames = split_pattern(pattern, "rearrange", false, false)
     for name in pairs(rnames) do
       if not lnames[name] then error(("rearrange: axis '%s' is only on the right of '%s' (use repeat_axes)"):format(name, pattern), 2) end
     end
@@ -264,7 +291,7 @@ function M._install(mi)
 
   -- mi.repeat_axes(x, "seq d -> batch seq d", {batch = 4}): einops.repeat (repeat is a Lua keyword)
   function mi.repeat_axes(x, pattern, sizes)
-    local lhs, lnames, rhs, rnames = split_pattern(pattern, "repeat_axes")
+    local lhs, lnames, rhs, rnames = split_pattern(pattern, "repeat_axes", false, true)
     for name in pairs(lnames) do
       if not rnames[name] then error(("repeat_axes: axis '%s' is only on the left of '%s'"):format(name, pattern), 2) end
     end
@@ -273,12 +300,17 @@ function M._install(mi)
   end
 
   -- mi.reduce(x, "b h q k -> h", "mean" [, sizes]): axes missing on the right are reduced with
-  -- "sum", "mean", "max", "min" or "prod"
-  local REDUCERS = {sum = "sum", mean = "mean", max = "amax", min = "amin", prod = "prod"}
+  -- "sum", "mean", "max", "min", "prod", "std", "var" (torch's, with correction 1), "any", "all",
+  -- or a function f(x, dims) given the 0-based list of dims to reduce (einops's callable)
+  local REDUCERS = {sum = "sum", mean = "mean", max = "amax", min = "amin", prod = "prod", std = "std",
+                    var = "var", any = "any", all = "all"}
   function mi.reduce(x, pattern, op, sizes)
-    local method = REDUCERS[op]
-    if not method then error("reduce: op must be sum, mean, max, min or prod, got " .. tostring(op), 2) end
-    local lhs, lnames, rhs, rnames = split_pattern(pattern, "reduce")
+    local method = type(op) == "function" and op or REDUCERS[op]
+    if not method then
+      error("reduce: the reduction must be sum, mean, max, min, prod, std, var, any, all or a function f(x, dims), got "
+            .. tostring(op), 2)
+    end
+    local lhs, lnames, rhs, rnames = split_pattern(pattern, "reduce", true, false)
     for name in pairs(rnames) do
       if not lnames[name] then error(("reduce: axis '%s' is only on the right of '%s'"):format(name, pattern), 2) end
     end
@@ -287,11 +319,132 @@ function M._install(mi)
     for i, name in ipairs(order) do
       if rnames[name] then kept[#kept + 1] = name else dims[#dims + 1] = i - 1 end
     end
-    if #dims > 0 then y = y[method](y, dims) end
+    if #dims > 0 then
+      if type(method) == "function" then y = method(y, dims) else y = y[method](y, dims) end
+      if not mi.is_tensor(y) or y:dim() ~= #kept then
+        error(("reduce: the reduction gave %s, expected a tensor of %d dims"):format(
+          mi.is_tensor(y) and shape_s(y) or type(y), #kept), 2)
+      end
+    end
     return compose(y, kept, size, rhs, "reduce", pattern)
   end
 
   function T.rearrange(x, pattern, sizes) return mi.rearrange(x, pattern, sizes) end
+
+  -- mi.einsum(spec, x, y, ...) or (spec, {x, y, ...}) over the C contraction (ltensor.c), which
+  -- takes distinct names per operand; this adds what torch.einsum also reads: "..." for the
+  -- dims a term does not name (right-aligned and broadcast across operands, as torch), and a
+  -- name repeated within one operand for its diagonal ("i i ->" is the trace)
+  local c_einsum = mi.einsum
+  function mi.einsum(spec, ...)
+    if type(spec) ~= "string" or not spec:find("->", 1, true) then return c_einsum(spec, ...) end
+    local ops = {...}
+    if #ops == 1 and type(ops[1]) == "table" and not mi.is_tensor(ops[1]) then ops = ops[1] end
+    local lhs, rhs = spec:match("^(.-)%->(.*)$")
+    local function words(term)
+      local w = {}
+      for tok in term:gsub("%.%.%.", " ... "):gmatch("%S+") do w[#w + 1] = tok end
+      return w
+    end
+    local terms, plain = {}, not spec:find("...", 1, true)
+    for term in (lhs .. ","):gmatch("([^,]*),") do
+      local w = words(term)
+      local seen = {}
+      for _, name in ipairs(w) do
+        if seen[name] then plain = false end
+        seen[name] = true
+      end
+      terms[#terms + 1] = w
+    end
+    if plain then return c_einsum(spec, ...) end
+    if #terms ~= #ops then
+      error(("einsum: \"%s\": %d terms for %d operands"):format(spec, #terms, #ops), 2)
+    end
+    -- "...": the dims a term leaves unnamed get the names ...1..K, right-aligned
+    local K, ell = 0, {}
+    for t, w in ipairs(terms) do
+      local named = 0
+      for _, name in ipairs(w) do if name ~= "..." then named = named + 1 end end
+      if not mi.is_tensor(ops[t]) then error(("einsum: operand %d is a %s, expected a tensor"):format(t - 1, type(ops[t])), 2) end
+      local n = ops[t]:dim() - named
+      local has = false
+      for _, name in ipairs(w) do if name == "..." then has = true end end
+      if has and n < 0 or not has and n ~= 0 then
+        error(("einsum: \"%s\": operand %d has shape %s but its term names %d dims"):format(
+          spec, t - 1, shape_s(ops[t]), named), 2)
+      end
+      ell[t] = has and n or 0
+      K = math.max(K, ell[t])
+    end
+    local ell_size = {}
+    for t, w in ipairs(terms) do
+      local out, d = {}, 0
+      for _, name in ipairs(w) do
+        if name == "..." then
+          for e = K - ell[t] + 1, K do
+            local sz = ops[t]:size(d)
+            if sz ~= 1 then
+              if ell_size[e] and ell_size[e] ~= sz then
+                error(("einsum: \"%s\": the dims under ... do not broadcast (operand %d has shape %s)"):format(
+                  spec, t - 1, shape_s(ops[t])), 2)
+              end
+              ell_size[e] = sz
+            end
+            out[#out + 1] = "_ellipsis" .. e
+            d = d + 1
+          end
+        else
+          out[#out + 1] = name
+          d = d + 1
+        end
+      end
+      terms[t] = out
+    end
+    local ell_names = {}
+    for e = 1, K do ell_names[e] = "_ellipsis" .. e end
+    local out_words = {}
+    for _, name in ipairs(words(rhs)) do
+      if name == "..." then
+        for _, en in ipairs(ell_names) do out_words[#out_words + 1] = en end
+      else
+        out_words[#out_words + 1] = name
+      end
+    end
+    -- broadcast size-1 dims under "...", then take the diagonal of each repeated name
+    local xs = {}
+    for t, w in ipairs(terms) do
+      local x, shape, grow = ops[t], ops[t]:shape(), false
+      for d, name in ipairs(w) do
+        local e = tonumber(name:match("^_ellipsis(%d+)$"))
+        if e and ell_size[e] and shape[d] == 1 then shape[d] = ell_size[e]; grow = true end
+      end
+      if grow then x = x:expand(shape) end
+      local again = true
+      while again do
+        again = false
+        for p = 1, #w do
+          for q = p + 1, #w do
+            if w[p] == w[q] then
+              if x:size(p - 1) ~= x:size(q - 1) then
+                error(("einsum: \"%s\": axis '%s' is repeated in operand %d with sizes %d and %d"):format(
+                  spec, w[p], t - 1, x:size(p - 1), x:size(q - 1)), 2)
+              end
+              x = x:diagonal(0, p - 1, q - 1) -- the diagonal becomes the last dim
+              local name = w[p]
+              table.remove(w, q); table.remove(w, p)
+              w[#w + 1] = name
+              again = true
+              break
+            end
+          end
+          if again then break end
+        end
+      end
+      xs[t] = x
+      terms[t] = table.concat(w, " ")
+    end
+    return c_einsum(table.concat(terms, ", ") .. " -> " .. table.concat(out_words, " "), xs)
+  end
 
   -- module functions mirroring methods, as torch.exp(x) mirrors x.exp()
   local FUNCTIONAL = {

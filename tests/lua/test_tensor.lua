@@ -325,7 +325,7 @@ T.test("einops-style patterns: errors name the pattern and the shapes", function
   T.raises(function() mi.rearrange(x, "b h q") end, "pattern needs '->'")
   T.raises(function() mi.rearrange(x, "b (h q -> b h q") end, "unbalanced '('")
   T.raises(function() mi.repeat_axes(x, "b h q -> n b h q") end, "the size of new axis 'n' is not given")
-  T.raises(function() mi.reduce(x, "b h q -> b", "median") end, "reduce: op must be sum, mean, max, min or prod")
+  T.raises(function() mi.reduce(x, "b h q -> b", "median") end, "reduce: the reduction must be sum, mean, max, min, prod, std, var, any, all or a function f(x, dims), got median")
   T.truthy(x:shares_storage(mi.rearrange(x, "b h q -> q h b")), "a pure permute is a view")
 end)
 

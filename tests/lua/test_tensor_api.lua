@@ -131,6 +131,34 @@ T.test("subscript strings: views, assignment, and errors that show the grammar",
   T.eq(x.sumx, nil, "an unknown name is nil, as a table's")
 end)
 
+-- ================================================================ einops and einsum gaps
+-- (values against torch: tests/fixtures/lua_tensor.json)
+
+T.test("einops numeric axes: where einops takes them, and a clear error elsewhere", function()
+  local x = mi.arange(12):view(2, 6):float()
+  -- closed form: the two halves of each row added
+  T.eq(table.concat(mi.reduce(x, "b (2 s) -> b s", "sum"):long():view(-1):totable(), ","), "3,5,7,15,17,19")
+  T.eq(table.concat(mi.repeat_axes(mi.arange(3), "s -> (2 s)"):totable(), ","), "0,1,2,0,1,2")
+  T.raises(function() mi.rearrange(x, "b (2 s) -> b s") end,
+           "rearrange: the number 2 on the left of 'b (2 s) -> b s' is an anonymous axis")
+  T.raises(function() mi.repeat_axes(x, "b (2 s) -> b s 3") end, "repeat_axes: the number 2 on the left")
+  T.raises(function() mi.reduce(x, "b s -> b 2 s", "sum") end, "reduce: the number 2 on the right")
+  T.raises(function() mi.reduce(x, "b (4 s) -> b s", "sum") end, "dim 1 of size 6 cannot be split by 4")
+  T.raises(function() mi.reduce(x, "b s -> b", function(t) return t end) end,
+           "reduce: the reduction gave [2,6], expected a tensor of 1 dims")
+end)
+
+T.test("einsum: ... and repeated axes, errors naming the spec", function()
+  local z = mi.tensor{{1, 2}, {3, 4}}
+  T.eq(mi.einsum("i i ->", z):item(), 5.0, "trace")
+  T.eq(mi.einsum("i j, j i ->", z, z):item(), 1 + 6 + 6 + 16, "trace of a product (no repeat)")
+  T.raises(function() mi.einsum("i i ->", mi.zeros(2, 3)) end,
+           "einsum: \"i i ->\": axis 'i' is repeated in operand 0 with sizes 2 and 3")
+  T.raises(function() mi.einsum("... i, ... i -> ...", mi.zeros(2, 3), mi.zeros(4, 3)) end,
+           "the dims under ... do not broadcast")
+  T.raises(function() mi.einsum("a b c ... -> a", z) end, "operand 0 has shape [2,2] but its term names 3 dims")
+end)
+
 -- ================================================================ comparison operators
 
 T.test("x > 0.5 and friends raise naming the method to write; a == b stays identity", function()
