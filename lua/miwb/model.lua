@@ -473,6 +473,66 @@ function Model:reset_hooks()
   return self
 end
 
+-- ---------------------------------------------------------------- spliced components
+-- A Lua component spliced in at a hook point (model:add_sae, lua/miwb/sae.lua) brings hook
+-- points of its own, "<point>.<sub>", listed, cached and hooked like the model's. It runs as
+-- fn(act, hook) at <point> before any other hook there (reset_hooks leaves it), and hands each
+-- of its activations to model:_splice_fire(name, act), which caches it and runs the hooks on it.
+function Model:_add_splice(point, subs, fn)
+  if not self._all_names[point] then error("'" .. point .. "' is not a hook point of this model", 3) end
+  if self._splices and self._splices[point] then error("a component is already spliced in at " .. point, 3) end
+  self._splices = self._splices or {}
+  self._splices[point] = {subs = subs, fn = fn}
+  local names = {}
+  for _, n in ipairs(self._names) do
+    names[#names + 1] = n
+    if n == point then for _, sub in ipairs(subs) do names[#names + 1] = sub; self._all_names[sub] = true end end
+  end
+  self._names = names
+end
+
+function Model:_remove_splice(point)
+  local sp = self._splices and self._splices[point]
+  if not sp then return end
+  local drop = {}
+  for _, sub in ipairs(sp.subs) do drop[sub] = true; self._all_names[sub] = nil end
+  local names = {}
+  for _, n in ipairs(self._names) do if not drop[n] then names[#names + 1] = n end end
+  self._names = names
+  self._splices[point] = nil
+  if not next(self._splices) then self._splices = nil end
+end
+
+-- SAELens's HookedSAETransformer: model:add_sae(sae, {use_error_term = true}) (lua/miwb/sae.lua)
+function Model:add_sae(sae, opts) return mi.sae._add(self, sae, opts) end
+function Model:saes()
+  local t = {}
+  for i, e in ipairs(self._saes or {}) do t[i] = e.sae end
+  return t
+end
+function Model:reset_saes()
+  for _, e in ipairs(self._saes or {}) do self:_remove_splice(e.point) end
+  self._saes = nil
+  return self
+end
+
+function Model:_splice_fire(name, act)
+  local run = self._splice_run
+  if not run then return act end
+  if run.cache_names[name] then run.cache[name] = act:clone() end
+  for _, e in ipairs(run.hooks[name] or {}) do
+    local r = e[1](act, e[2])
+    if r ~= nil then
+      if not mi.is_tensor(r) or table.concat(r:shape(), ",") ~= table.concat(act:shape(), ",") then
+        error("hook on " .. name .. " returned " .. (mi.is_tensor(r) and ("[" .. table.concat(r:shape(), ",") .. "]")
+              or ("a " .. type(r))) .. ", expected a tensor [" .. table.concat(act:shape(), ",") .. "]", 2)
+      end
+      act = r
+    end
+  end
+  return act
+end
+
 -- model:hooks(list, fn): runs fn() with the hooks added, removes them after (also on error) and
 -- returns fn's results. model:hooks(list): adds them and returns a handle; h:remove() or leaving
 -- the scope of `local h <close> = model:hooks(list)` removes them.
@@ -553,10 +613,27 @@ function Model:_run(input, opts, extra)
   o.logits = rt == "logits" or rt == "both"
   o.loss = rt == "loss" or rt == "both"
   local lists = {self._persistent}
-  if opts.fwd_hooks then lists[2] = opts.fwd_hooks end
+  if self._splices then
+    local sp = {}
+    for point, s in pairs(self._splices) do sp[#sp + 1] = {point, s.fn} end
+    table.insert(lists, 1, sp)
+  end
+  if opts.fwd_hooks then lists[#lists + 1] = opts.fwd_hooks end
   local hooks = self:_hook_table(lists)
   if next(hooks) then o.hooks = hooks end
   if extra then o.cache_names, o.cache = extra.cache_names, extra.cache end
+  -- the hooks and cache entries of spliced hook points go to the splices, not to the core
+  local _ <close> = self._splices and setmetatable({}, {__close = function() self._splice_run = nil end}) or nil
+  if self._splices then
+    local run = {hooks = {}, cache_names = {}, cache = o.cache}
+    for _, s in pairs(self._splices) do
+      for _, sub in ipairs(s.subs) do
+        if o.hooks and o.hooks[sub] then run.hooks[sub], o.hooks[sub] = o.hooks[sub], nil end
+        if o.cache_names and o.cache_names[sub] then run.cache_names[sub], o.cache_names[sub] = true, nil end
+      end
+    end
+    self._splice_run = run
+  end
   if opts.start_at_layer ~= nil and (o.start_at_layer or 0) == 0 and o.residual then
     error("forward: start_at_layer 0 takes tokens, not a residual stream", 3)
   end

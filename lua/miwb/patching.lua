@@ -175,7 +175,7 @@ local function run_patches(model, tokens, clean_cache, metric, setter, act_name,
   -- residual stream only by what that layer writes: resid_post = corrupted resid_post + the
   -- difference through W_O. Those runs start at the next block (or go straight to the unembed).
   -- Not with hooks on the model: the skipped layer's hooks would not run.
-  local direct = model.cfg.attn_only and #model._persistent == 0 and
+  local direct = model.cfg.attn_only and #model._persistent == 0 and not model._splices and
                  (act_name == "z" or act_name == "result" or act_name == "attn_out")
   -- the corrupted run, once: the residual entering each block that has patches (block 0 runs from
   -- the tokens), or for the direct path the patched activation and the block's output
