@@ -8,9 +8,12 @@
 --   fm.T                M transposed, factored: (B^T, A^T)
 --   fm.shape            {..., ldim, rdim} (also callable: fm:shape() as for tensors)
 --   fm.ldim, fm.mdim, fm.rdim, fm:ndim(), fm:dim(), fm:size(d)
---   fm * x, x * fm      matrix product when x is a factored matrix or a tensor of >= 1 dims (a
---                       vector gives a tensor, anything else stays factored, with the cheaper inner
---                       dim kept as TransformerLens does); a number (or 0-dim tensor) scales.
+--   fm.has_leading_dims whether there are dims before the matrix ones
+--   fm * x, x * fm      Lua has no @, so * is @ here: the matrix product when x is a factored
+--                       matrix or a tensor of more than one element (a vector gives a tensor,
+--                       anything else stays factored, with the cheaper inner dim kept as
+--                       TransformerLens does); a number or a one-element tensor scales, as
+--                       TransformerLens's * (which raises for any other tensor).
 --                       mi.matmul(a, b) and t:matmul(fm) accept factored matrices too.
 --   fm[{...}]           indexing: leading dims first, then rows, then columns; each item a 0-based
 --                       index, a range {lo, hi}, {} (all) or an int64 index tensor. As in
@@ -151,10 +154,14 @@ function FM.rmatmul(self, other)
 end
 
 local function is_scalar(x)
-  return type(x) == "number" or (is_tensor(x) and x:dim() == 0)
+  return type(x) == "number" or (is_tensor(x) and x:numel() == 1)
 end
 
-function FM.scale(self, s) return F.new(self.A * s, self.B) end
+-- a one-element tensor scales as its number would (its shape adds no dims, as in TransformerLens)
+function FM.scale(self, s)
+  if is_tensor(s) then s = s:float():item() end
+  return F.new(self.A * s, self.B)
+end
 
 MT.__mul = function(a, b)
   if is_fm(a) then
@@ -198,6 +205,7 @@ function PROPS.BA(self)
 end
 function PROPS.T(self) return F.new(self.B:transpose(-2, -1), self.A:transpose(-2, -1)) end
 function PROPS.shape(self) return setmetatable({table.unpack(self._shape)}, shape_mt) end
+function PROPS.has_leading_dims(self) return #self._shape > 2 end
 function PROPS.U(self) return (FM.svd(self)) end
 function PROPS.S(self) return select(2, FM.svd(self)) end
 function PROPS.Vh(self) return select(3, FM.svd(self)) end

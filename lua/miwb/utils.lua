@@ -8,6 +8,13 @@
 --       A name that already holds a "." or starts with "hook_" is returned as it is.
 --   utils.lm_cross_entropy_loss(logits, tokens, attention_mask, per_token)
 --   utils.get_attention_mask(lengths, P, padding_side)   [B, P] int64 from token counts
+--   utils.is_square(x), utils.is_lower_triangular(x)   2-D square (and equal to its tril)
+--   utils.calc_fan_in_and_fan_out(t)   TransformerLens's convention: [n] -> 1, n; [in, out];
+--       [n_heads, d_model, d_head] -> d_model, n_heads * d_head
+--   utils.init_xavier_uniform_(p, gain), init_xavier_normal_(p, gain),
+--   utils.init_kaiming_uniform_(p, a, nonlinearity, gain, mode), init_kaiming_normal_(...)
+--       fill p in place (and return it) as TransformerLens does; every argument also by name,
+--       with {generator = G} or {seed = S} for the random numbers
 --   utils.check_opts(fname, opts, allowed)   the one options-table check of the API: raises
 --       "fname: unknown option 'sed' (options: dtype, seed)" for a key not in allowed (a list
 --       of names or a set {name = true}); nil passes; returns opts
@@ -109,6 +116,69 @@ function U.colon_methods(methods, is_instance, var)
 end
 
 function U.colon_target(f) return colon_target[f] end
+
+-- ------------------------------------------------------------------ tensor utils
+
+function U.is_square(x)
+  return x:dim() == 2 and x:size(0) == x:size(1)
+end
+
+function U.is_lower_triangular(x)
+  return U.is_square(x) and x:equal(x:tril())
+end
+
+function U.calc_fan_in_and_fan_out(t)
+  local s = t:shape()
+  if #s == 1 then return 1, s[1] end
+  if #s == 2 then return s[1], s[2] end
+  if #s == 3 then return s[2], s[1] * s[3] end
+  error(("calc_fan_in_and_fan_out: defined for 1, 2 or 3 dims, got shape [%s]"):format(table.concat(s, ",")), 2)
+end
+
+-- torch.nn.init.calculate_gain, which TransformerLens's kaiming inits use
+local function calculate_gain(fname, nonlinearity, a)
+  local unit = {linear = true, conv1d = true, conv2d = true, conv3d = true, conv_transpose1d = true,
+                conv_transpose2d = true, conv_transpose3d = true, sigmoid = true}
+  if unit[nonlinearity] then return 1 end
+  if nonlinearity == "tanh" then return 5 / 3 end
+  if nonlinearity == "relu" then return math.sqrt(2) end
+  if nonlinearity == "leaky_relu" then return math.sqrt(2 / (1 + a * a)) end
+  if nonlinearity == "selu" then return 3 / 4 end
+  error(("%s: unsupported nonlinearity '%s' (linear, conv1d.., sigmoid, tanh, relu, leaky_relu, selu)")
+        :format(fname, tostring(nonlinearity)), 3)
+end
+
+-- p filled in place with U(-bound, bound) or N(0, std^2) numbers from the generator or seed
+local function fill_uniform(p, bound, generator, seed)
+  return p:copy_(mi.rand(p:shape(), {generator = generator, seed = seed}) * (2 * bound) - bound)
+end
+local function fill_normal(p, std, generator, seed)
+  return p:copy_(mi.randn(p:shape(), {generator = generator, seed = seed}) * std)
+end
+
+local function kaiming(fname, fill, scale, p, ...)
+  local a, nonlinearity, gain, mode, generator, seed =
+    mi._kwargs(fname, {"a", "nonlinearity", "gain", "mode", "generator", "seed"}, ...)
+  a, nonlinearity, gain, mode = a or 0, nonlinearity or "relu", gain or 1, mode or "fan_in"
+  if mode ~= "fan_in" and mode ~= "fan_out" then
+    error(("%s: mode must be 'fan_in' or 'fan_out', got %s"):format(fname, tostring(mode)), 3)
+  end
+  local fan_in, fan_out = U.calc_fan_in_and_fan_out(p)
+  gain = gain * calculate_gain(fname, nonlinearity, a)
+  return fill(p, gain * math.sqrt(scale / (mode == "fan_in" and fan_in or fan_out)), generator, seed)
+end
+
+local function xavier(fname, fill, scale, p, ...)
+  local gain, generator, seed = mi._kwargs(fname, {"gain", "generator", "seed"}, ...)
+  local fan_in, fan_out = U.calc_fan_in_and_fan_out(p)
+  return fill(p, (gain or 1) * math.sqrt(scale / (fan_in + fan_out)), generator, seed)
+end
+
+-- uniform bounds are sqrt(3) standard deviations
+function U.init_xavier_uniform_(p, ...) return xavier("init_xavier_uniform_", fill_uniform, 6, p, ...) end
+function U.init_xavier_normal_(p, ...) return xavier("init_xavier_normal_", fill_normal, 2, p, ...) end
+function U.init_kaiming_uniform_(p, ...) return kaiming("init_kaiming_uniform_", fill_uniform, 3, p, ...) end
+function U.init_kaiming_normal_(p, ...) return kaiming("init_kaiming_normal_", fill_normal, 1, p, ...) end
 
 function U._install(m)
   mi = m

@@ -171,4 +171,131 @@ T.test("x > 0.5 and friends raise naming the method to write; a == b stays ident
   T.eq(x == x, true); T.eq(x == x:clone(), false)
 end)
 
+-- ================================================================ TransformerLens's utils, ported
+-- TransformerLens 2.12 tests/unit/test_utils.py (is_square, is_lower_triangular,
+-- calc_fan_in_and_fan_out, TestInitKaiming, TestInitXavier) and tests/unit/factored_matrix
+-- (test_constructor, test_multiply_by_scalar): their inputs and expectations, written here.
+local U = mi.utils
+
+local square_failures = {
+  function() return mi.tensor({}) end, function() return mi.tensor(2) end, function() return mi.ones(2, 3) end,
+  function() return mi.zeros(2) end, function() return mi.ones(3, 3, 3) end, function() return mi.ones(1, 1, 1, 1) end,
+}
+
+T.test("TL utils: is_square", function()
+  T.eq(U.is_square(mi.ones(3, 3)), true); T.eq(U.is_square(mi.zeros(1, 1)), true)
+  for i, f in ipairs(square_failures) do T.eq(U.is_square(f()), false, "failed case " .. i) end
+end)
+
+T.test("TL utils: is_lower_triangular", function()
+  for i, x in ipairs{mi.eye(4), mi.ones(4, 4):tril(), mi.ones(4, 4):triu().T, mi.zeros(4, 4)} do
+    T.eq(U.is_lower_triangular(x), true, "pass case " .. i)
+  end
+  for i, f in ipairs(square_failures) do T.eq(U.is_lower_triangular(f()), false, "square failure " .. i) end
+  for i, x in ipairs{mi.ones(4, 4):triu(), mi.ones(4, 4):tril().T, mi.ones(3, 3)} do
+    T.eq(U.is_lower_triangular(x), false, "fail case " .. i)
+  end
+end)
+
+T.test("TL utils: calc_fan_in_and_fan_out", function()
+  local a, b = U.calc_fan_in_and_fan_out(mi.tensor{1, 2, 3, 4, 5}); T.eq(a, 1); T.eq(b, 5)
+  a, b = U.calc_fan_in_and_fan_out(mi.tensor{{1, 2, 3}, {4, 5, 6}}); T.eq(a, 2); T.eq(b, 3)
+  a, b = U.calc_fan_in_and_fan_out(mi.rand(2, 25, 5)); T.eq(a, 25); T.eq(b, 10)
+  T.raises(function() U.calc_fan_in_and_fan_out(mi.tensor{{{{1, 2}, {3, 4}}, {{5, 6}, {7, 8}}}}) end,
+           "calc_fan_in_and_fan_out: defined for 1, 2 or 3 dims, got shape [1,2,2,2]")
+  T.raises(function() U.calc_fan_in_and_fan_out(mi.tensor(1)) end, "got shape []")
+end)
+
+-- np.isclose(got, want, rtol = 1e-2)
+local function close(got, want, what) T.near(got, want, 1e-2 * math.abs(want), what) end
+
+-- the checks TransformerLens makes on a [2, d_model, 137], a [d_mlp, d_model] and a
+-- [d_model * 123] tensor filled by init, with std(fan_in, fan_out) the expected deviation
+local function check_init(init, uniform, std_of, opts)
+  for _, d_model in ipairs{4096} do
+    for _, d_mlp in ipairs{256, 512} do
+      mi.manual_seed(1234)
+      local x = init(mi.zeros(2, d_model, 137), opts)
+      local cases = {{x, d_model, 2 * 137}, {init(mi.zeros(d_mlp, d_model), opts), d_mlp, d_model},
+                     {init(mi.zeros(d_model * 123), opts), 1, d_model * 123}}
+      for i, c in ipairs(cases) do
+        local t, std = c[1], std_of(c[2], c[3])
+        close(t:std():item(), std, ("std, tensor %d, d_model %d, d_mlp %d"):format(i, d_model, d_mlp))
+        if uniform then
+          close(t:max():item(), math.sqrt(3) * std, "max, tensor " .. i)
+          close(t:min():item(), -math.sqrt(3) * std, "min, tensor " .. i)
+        end
+      end
+      mi.manual_seed(1234)
+      T.truthy(init(mi.zeros(2, d_model, 137), opts):allclose(x, 1e-2), "same seed, same numbers")
+    end
+  end
+end
+
+T.test("TL utils: init_kaiming_uniform_ and init_kaiming_normal_ (TestInitKaiming)", function()
+  for _, nl in ipairs{"linear", "relu"} do
+    local gain = nl == "relu" and math.sqrt(2) or 1
+    local std = function(fan_in) return gain / math.sqrt(fan_in) end
+    check_init(U.init_kaiming_uniform_, true, std, {nonlinearity = nl})
+    check_init(U.init_kaiming_normal_, false, std, {nonlinearity = nl})
+  end
+end)
+
+T.test("TL utils: init_xavier_uniform_ and init_xavier_normal_ (TestInitXavier)", function()
+  local std = function(fan_in, fan_out) return math.sqrt(2 / (fan_in + fan_out)) end
+  check_init(U.init_xavier_uniform_, true, std)
+  check_init(U.init_xavier_normal_, false, std)
+end)
+
+T.test("init_*: gain, mode, a, nonlinearity and a seeded generator, by position or by name", function()
+  local p = mi.zeros(300, 200)
+  -- fan_out mode, tanh gain 5/3, extra gain 2: bound 2 * 5/3 * sqrt(3 / 200)
+  U.init_kaiming_uniform_(p, {mode = "fan_out", nonlinearity = "tanh", gain = 2, seed = 3})
+  T.near(p:abs():max():item(), 2 * 5 / 3 * math.sqrt(3 / 200), 2e-3, "bound")
+  T.truthy(p:le(2 * 5 / 3 * math.sqrt(3 / 200)):all(), "within the bound")
+  -- leaky_relu with slope a: gain sqrt(2 / (1 + a^2)); positional as TransformerLens
+  local q = U.init_kaiming_normal_(mi.zeros(400, 300), 0.5, "leaky_relu", 1, "fan_in", mi.Generator(4))
+  close(q:std():item(), math.sqrt(2 / 1.25) / math.sqrt(400), "leaky_relu std")
+  T.truthy(U.init_xavier_normal_(mi.zeros(5, 5), {generator = mi.Generator(9)})
+             :equal(U.init_xavier_normal_(mi.zeros(5, 5), {seed = 9})), "seed = generator with that seed")
+  T.truthy(U.init_xavier_uniform_(mi.zeros(5, 5), 3, {seed = 1}):abs():max():item() <= 3 * math.sqrt(6 / 10), "gain")
+  T.raises(function() U.init_kaiming_uniform_(p, {mode = "fan_avg"}) end, "init_kaiming_uniform_: mode must be 'fan_in' or 'fan_out'")
+  T.raises(function() U.init_kaiming_uniform_(p, {nonlinearity = "gelu"}) end, "unsupported nonlinearity 'gelu'")
+  T.raises(function() U.init_xavier_uniform_(p, {gian = 2}) end, "init_xavier_uniform_: unknown option 'gian'")
+end)
+
+T.test("TL FactoredMatrix: has_leading_dims (test_constructor)", function()
+  local f = mi.FactoredMatrix(mi.randn(5, 3), mi.randn(3, 7))
+  T.eq(f.has_leading_dims, false)
+  T.eq(table.concat({f.ldim, f.mdim, f.rdim}, ","), "5,3,7")
+  f = mi.FactoredMatrix(mi.ones(5, 3), mi.ones(2, 4, 3, 7))
+  T.eq(f.has_leading_dims, true)
+  T.eq(table.concat(f.A:shape(), ","), "2,4,5,3"); T.eq(table.concat(f.shape, ","), "2,4,5,7")
+  f = mi.FactoredMatrix(mi.ones(4, 5, 3), mi.ones(2, 4, 3, 7))
+  T.eq(f.has_leading_dims, true); T.eq(table.concat(f.shape, ","), "2,4,5,7")
+  T.raises(function() mi.FactoredMatrix(mi.ones(9, 5, 3), mi.ones(2, 4, 3, 7)) end, "leading dims do not broadcast")
+end)
+
+T.test("TL FactoredMatrix: a one-element tensor scales (test_multiply_by_scalar); * is @ otherwise", function()
+  for _, lead in ipairs{false, true} do
+    local a = lead and mi.rand(6, 2, 3) or mi.rand(2, 3)
+    local b = lead and mi.rand(6, 3, 4) or mi.rand(3, 4)
+    local fm = mi.FactoredMatrix(a, b)
+    local r = mi.rand(1)
+    for _, s in ipairs{r, r:item(), mi.randint(1, 10, {1}):item(), mi.rand(1, 1), mi.tensor(2.5)} do
+      local want = a:matmul(b) * (mi.is_tensor(s) and s:item() or s)
+      mi.assert_close((fm * s).AB, want)
+      mi.assert_close((s * fm).AB, want)
+      T.eq(table.concat((fm * s).shape, ","), table.concat(fm.shape, ","), "scaling keeps the shape")
+    end
+    -- TransformerLens raises for these; in Lua, * is @, and these shapes do not multiply
+    T.raises(function() return fm * mi.rand(2, 2) end, "inner dimensions differ")
+    T.raises(function() return fm * mi.rand(2) end, "inner dimensions differ")
+  end
+  -- the @ reading of x * fm, where TransformerLens would raise: a [2, 2] on the left multiplies
+  local a, b = mi.rand(2, 3), mi.rand(3, 4)
+  local x = mi.rand(2, 2)
+  mi.assert_close((x * mi.FactoredMatrix(a, b)).AB, x:matmul(a):matmul(b), {rtol = 1e-5, atol = 1e-6})
+end)
+
 T.done()
