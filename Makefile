@@ -14,7 +14,7 @@
 
 DEB_PACKAGES := build-essential pkg-config lua5.4 liblua5.4-dev libopenblas-dev liblapacke-dev \
                 libcjson-dev libreadline-dev libutf8proc-dev gnuplot-nox \
-                python3-numpy python3-regex wordnet-base wamerican curl \
+                python3-numpy python3-regex wordnet-base wamerican curl libssl-dev parallel \
                 clang-14 libclang-rt-14-dev
 # Only to regenerate the committed test fixtures (tests/fixtures/gen_*.py): `make fixture-deps`.
 FIXTURE_PACKAGES := python3-torch
@@ -26,7 +26,7 @@ SANFLAGS ?=
 CFLAGS   ?= $(OPT) -g
 CFLAGS   += -std=gnu11 -Wall -Wextra -fPIC -pthread $(SANFLAGS) \
             -I/usr/include/lua5.4 -I/usr/include/x86_64-linux-gnu -Icore -Ivendor -Ilua
-LDLIBS   := -lopenblas -llapacke -lcjson -lutf8proc -lm -pthread
+LDLIBS   := -lopenblas -llapacke -lcjson -lutf8proc -lcrypto -lm -pthread
 LDFLAGS  += $(SANFLAGS)
 
 CORE_SRC := $(wildcard core/*.c)
@@ -47,7 +47,8 @@ all: check-deps $(BUILD)/libmwcore.a $(BUILD)/miwb.so $(BUILD)/miwb $(CTESTS) $(
 check-deps:
 	@test -f /usr/include/lua5.4/lua.h -a -f /usr/include/cjson/cJSON.h \
 	   -a -f /usr/include/x86_64-linux-gnu/cblas.h -a -f /usr/include/utf8proc.h \
-	   -a -f /usr/include/readline/readline.h -a -f /usr/include/lapacke.h || $(MAKE) deps
+	   -a -f /usr/include/readline/readline.h -a -f /usr/include/lapacke.h \
+	   -a -f /usr/include/openssl/evp.h || $(MAKE) deps
 
 fixture-deps:
 	@$(MAKE) --no-print-directory deps DEB_PACKAGES="$(DEB_PACKAGES) $(FIXTURE_PACKAGES)"

@@ -1064,10 +1064,13 @@ static int load_any(mw_state_dict *out, ck_map *m, const char *file) {
     int rc;
     if (n >= 4 && b[0] == 'P' && b[1] == 'K' && ((b[2] == 3 && b[3] == 4) || (b[2] == 5 && b[3] == 6)))
         rc = load_torch_zip(out, m, file);
+    /* safetensors before the pickle test: a header of 128 + 256k bytes starts with 0x80 too */
+    else if (n >= 9 && b[8] == '{')
+        rc = load_safetensors(out, m, file);
     else if (n >= 2 && b[0] == 0x80 && b[1] <= 5)
         rc = mw_seterr("%s: legacy torch format (a bare pickle, not a zip archive) is not supported; re-save it "
                        "with torch.save(obj, path, _use_new_zipfile_serialization=True)", file);
-    else if ((n >= 9 && b[8] == '{') || (strlen(file) > 12 && strcmp(file + strlen(file) - 12, ".safetensors") == 0))
+    else if (strlen(file) > 12 && strcmp(file + strlen(file) - 12, ".safetensors") == 0)
         rc = load_safetensors(out, m, file);
     else
         rc = mw_seterr("%s: neither a safetensors file nor a PyTorch zip checkpoint", file);

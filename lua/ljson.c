@@ -294,7 +294,14 @@ static cJSON *to_json(lua_State *L, int idx, json_path *path, int depth) {
             double d = lua_tonumber(L, idx);
             if (isnan(d)) encode_error(L, path, "cannot encode NaN (JSON has no NaN)");
             if (isinf(d)) encode_error(L, path, "cannot encode an infinity (JSON has none)");
-            return cJSON_CreateNumber(d);
+            /* the shortest of 15, 16, 17 digits that reads back as the same double (cJSON's own
+             * printer accepts a 15-digit text within an epsilon, which loses the last bits) */
+            char num[32];
+            for (int prec = 15; prec <= 17; prec++) {
+                snprintf(num, sizeof num, "%.*g", prec, d);
+                if (strtod(num, NULL) == d) break;
+            }
+            return cJSON_CreateRaw(num);
         }
     case LUA_TSTRING: {
         size_t len;

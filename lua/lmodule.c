@@ -74,6 +74,7 @@ static int open_core(lua_State *L) {
     mwl_open_config(L);
     mwl_open_model(L);
     mwl_open_train(L);
+    mwl_open_sys(L);
     return 1;
 }
 

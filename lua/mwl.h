@@ -34,13 +34,15 @@ void mwl_check_opts(lua_State *L, int idx, const char *op, const char *const *na
 /* Each binding file exports one opener that adds its functions to the module table at -1:
  *   mwl_open_tensor (ltensor.c), mwl_open_io (lio.c: safetensors, json, torch files),
  *   mwl_open_tokenizer (ltokenizer.c), mwl_open_model (lmodel.c), mwl_open_train (ltrain.c),
- *   mwl_open_config (lconfig.c). open_core (lmodule.c) calls each of them. */
+ *   mwl_open_config (lconfig.c), mwl_open_sys (lsys.c: sha256, mi.sys). open_core (lmodule.c) calls
+ *   each of them. */
 void mwl_open_tensor(lua_State *L);
 void mwl_open_io(lua_State *L);
 void mwl_open_tokenizer(lua_State *L);
 void mwl_open_model(lua_State *L);
 void mwl_open_train(lua_State *L);
 void mwl_open_config(lua_State *L);
+void mwl_open_sys(lua_State *L);
 
 /* is the value at idx mi.json.null (ljson.c) */
 int mwl_isjsonnull(lua_State *L, int idx);

@@ -12,7 +12,7 @@ mi.version = "0.1.0"
 -- The order matters: later parts build on earlier ones.
 local PARTS = {"tensor", "json", "utils", "factored", "cache", "model", "families", "pretrained",
                "plot", "progress", "analysis", "train", "wordnet", "toy", "experiment", "repl",
-               "metrics", "patching", "steering", "sae"}
+               "metrics", "patching", "steering", "sae", "sweep"}
 
 for _, name in ipairs(PARTS) do
   local part = require("miwb." .. name)

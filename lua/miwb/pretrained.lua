@@ -575,13 +575,6 @@ local function remote_size(url)
   return size or linked, sha and sha:lower()
 end
 
-local function sha256_of(path)
-  local p = io.popen("sha256sum " .. shq(path) .. " 2>/dev/null")
-  local out = p:read("a")
-  p:close()
-  return out:match("^(%x+)")
-end
-
 local function offline_message(m, dir, files, why)
   local lines = {("miwb pull %s: cannot reach the model hub (%s)."):format(m.name, why),
                  "Place these files by hand instead:"}
@@ -640,7 +633,7 @@ function M.pull(name, opts)
           part, tostring(got), sizes[i])
       end
       if shas[i] then
-        local sum = sha256_of(part)
+        local sum = mi.sha256_file(part)
         if sum ~= shas[i] then
           os.remove(part)
           return nil, ("miwb pull: %s: sha256 %s, the server announced %s; the partial file was removed, " ..

@@ -1,0 +1,228 @@
+-- test_sweep.lua: `miwb sweep` (lua/miwb/sweep.lua). A 12-item sweep (tests/lua/sweeps/tiny.lua)
+-- runs under GNU parallel in 3 shards with one worker killed mid-way, is rerun with
+-- --resume-failed and merged; the merged files must equal those of a one-process run byte for
+-- byte, and the merged tensor must equal the tensors drawn here directly. A changed sweep file
+-- or other arguments make the merge or a worker refuse; a failing item is reported, not fatal.
+local T = require("testlib")
+local mi = require("miwb")
+
+local MIWB = arg[-1] or "build/miwb"
+if MIWB:sub(1, 1) ~= "/" then MIWB = os.getenv("PWD") .. "/" .. MIWB end
+
+local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+-- runs a shell command; returns its output (stdout and stderr) and exit status
+local function run(cmd)
+  local f = assert(io.popen(cmd .. " 2>&1", "r"))
+  local out = f:read("a")
+  local _, how, code = f:close()
+  if how == "signal" then code = 128 + code end
+  return out, code
+end
+
+local function slurp(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+local function exists(path) return slurp(path) ~= nil end
+
+local tmp = os.tmpname()
+os.remove(tmp)
+assert(mi.sys.mkdir(tmp))
+-- the sweep file is copied, so that a test can change it
+local SWEEP = tmp .. "/tiny.lua"
+do
+  local src = assert(slurp("tests/lua/sweeps/tiny.lua"))
+  local f = assert(io.open(SWEEP, "w"))
+  f:write(src)
+  f:close()
+end
+local function sweep(args) return run(MIWB .. " sweep " .. args) end
+
+-- the expected merged tensor, drawn here as the sweep's items draw theirs
+local function expected_xs()
+  local xs = {}
+  for i = 0, 11 do xs[i + 1] = mi.randn({3, 4}, mi.Generator(i)) end
+  return mi.stack(xs)
+end
+
+T.test("shard index from --shard and from Slurm, Kubernetes and GNU parallel variables", function()
+  local S = mi.sweep
+  local function env(t) return function(k) return t[k] end end
+  local I, N = S.resolve_shard({shard = "2/5"}, env{})
+  T.eq(I, 2); T.eq(N, 5)
+  I, N = S.resolve_shard({}, env{SLURM_ARRAY_TASK_ID = "3", SLURM_ARRAY_TASK_COUNT = "4"})
+  T.eq(I, 3); T.eq(N, 4)
+  -- --array=1-4: ids 1..4 are shards 0..3
+  I, N = S.resolve_shard({}, env{SLURM_ARRAY_TASK_ID = "4", SLURM_ARRAY_TASK_MIN = "1", SLURM_ARRAY_TASK_COUNT = "4"})
+  T.eq(I, 3); T.eq(N, 4)
+  I, N = S.resolve_shard({shards = 6}, env{JOB_COMPLETION_INDEX = "5"})
+  T.eq(I, 5); T.eq(N, 6)
+  I, N = S.resolve_shard({shards = 3}, env{PARALLEL_SEQ = "1"})
+  T.eq(I, 0); T.eq(N, 3)
+  I, N = S.resolve_shard({}, env{})
+  T.eq(I, 0); T.eq(N, 1)
+  T.raises(function() S.resolve_shard({}, env{JOB_COMPLETION_INDEX = "1"}) end, "add --shards N")
+  T.raises(function() S.resolve_shard({}, env{PARALLEL_SEQ = "1"}) end, "--shards N")
+  T.raises(function() S.resolve_shard({shard = "3/3"}, env{}) end, "must be in 0 .. 2")
+  T.raises(function() S.resolve_shard({shard = "1-3"}, env{}) end, "--shard wants I/N")
+  T.raises(function() S.resolve_shard({shards = 4}, env{}) end, "needs a shard index")
+end)
+
+T.test("one process runs every item and merges; the merged tensor is the items' tensors", function()
+  local out, code = sweep(q(SWEEP) .. " --out " .. q(tmp .. "/single"))
+  T.eq(code, 0, out)
+  T.truthy(out:find("12 items, 12 run, 0 already done, 0 failed", 1, true), out)
+  local merged = mi.sweep.load(tmp .. "/single")
+  T.truthy(merged.xs:equal(expected_xs()), "xs equals the tensors drawn directly")
+  T.eq(merged.n, 12)
+  T.eq(merged.first_label, "item 0")
+  local total = 0
+  for i = 0, 11 do total = total + mi.randn({3, 4}, mi.Generator(i)):sum():item() end
+  T.near(merged.total, total, 0, "total")
+  -- a rerun finds everything done
+  out, code = sweep(q(SWEEP) .. " --out " .. q(tmp .. "/single"))
+  T.eq(code, 0, out)
+  T.truthy(out:find("12 items, 0 run, 12 already done", 1, true), out)
+end)
+
+T.test("GNU parallel, 3 shards, a worker killed mid-way, --resume-failed, merge: equal bit for bit", function()
+  local _, has = run("command -v parallel")
+  if has ~= 0 then error("GNU parallel is not installed (make deps installs Debian's parallel)") end
+  local dir = tmp .. "/par"
+  local joblog = tmp .. "/joblog"
+  local cmd = ("parallel --joblog %s -j3 %s sweep %s --shard {}/3 --out %s ::: 0 1 2"):format(q(joblog), q(MIWB),
+    q(SWEEP), q(dir))
+  -- item 7 (shard 1, whose items are 1 4 7 10) hangs; the test kills its worker there
+  local p = assert(io.popen("SWEEP_TEST_HANG=7 " .. cmd .. " 2>&1", "r"))
+  local t0 = mi.monotonic()
+  while not exists(dir .. "/hanging") and mi.monotonic() - t0 < 15 do os.execute("sleep 0.05") end
+  local pid = slurp(dir .. "/hanging")
+  T.truthy(pid and pid:match("^%d+$"), "the worker of shard 1 reached item 7")
+  os.execute("kill -9 " .. pid)
+  local first = p:read("a")
+  local _, _, code = p:close()
+  T.truthy(code ~= 0, "parallel reports the killed job")
+  -- the killed shard kept items 1 and 4, lost 7 and never reached 10
+  local status = sweep("status " .. q(dir))
+  T.truthy(status:find("shard 1 .- 2 done, 0 failed, 2 missing"), status)
+  T.truthy(status:find("shard 0 .- 4 done, 0 failed, 0 missing"), status)
+  local out, mcode = sweep("merge " .. q(dir))
+  T.eq(mcode, 1, "merge refuses while items are missing")
+  T.truthy(out:find("missing items 7, 10", 1, true), out)
+  local rec4 = slurp(dir .. "/items/000004.json")
+  -- the same command with --resume-failed reruns only the failed job, which skips what it finished
+  local again
+  again, code = run(cmd:gsub("^parallel ", "parallel --resume-failed ") .. " 2>&1")
+  T.eq(code, 0, first .. again)
+  T.truthy(again:find("tiny shard 1/3: 4 items, 2 run, 2 already done, 0 failed", 1, true), again)
+  T.truthy(not again:find("shard 0/3", 1, true), "finished jobs are not rerun: " .. again)
+  T.eq(slurp(dir .. "/items/000004.json"), rec4, "item 4 was not run again")
+  out, mcode = sweep("merge " .. q(dir))
+  T.eq(mcode, 0, out)
+  T.eq(slurp(dir .. "/merged.json"), slurp(tmp .. "/single/merged.json"), "merged.json equal to the one-process run")
+  local a, b = slurp(dir .. "/merged.safetensors"), slurp(tmp .. "/single/merged.safetensors")
+  T.truthy(a and a == b, "merged.safetensors equal to the one-process run")
+end)
+
+T.test("a changed sweep file or other arguments: merge and workers refuse", function()
+  local dir = tmp .. "/par"
+  local src = slurp(SWEEP)
+  local f = assert(io.open(SWEEP, "w"))
+  f:write(src, "-- edited\n")
+  f:close()
+  local out, code = sweep("merge " .. q(dir))
+  T.eq(code, 1)
+  T.truthy(out:find("refusing to merge", 1, true) and out:find("the sweep file has changed", 1, true), out)
+  out, code = sweep(q(SWEEP) .. " --shard 0/3 --out " .. q(dir))
+  T.eq(code, 1)
+  T.truthy(out:find("refusing to run this worker", 1, true), out)
+  f = assert(io.open(SWEEP, "w"))
+  f:write(src)
+  f:close()
+  out, code = sweep(q(SWEEP) .. " --shard 0/3 --out " .. q(dir) .. " --args --scale 2")
+  T.eq(code, 1)
+  T.truthy(out:find("the arguments differ", 1, true), out)
+  out, code = sweep("merge " .. q(dir) .. " --args --scale 2")
+  T.eq(code, 1)
+  T.truthy(out:find("the arguments differ", 1, true), out)
+  out, code = sweep(q(SWEEP) .. " --shard 0/4 --out " .. q(dir))
+  T.eq(code, 1)
+  T.truthy(out:find("the number of shards is 4, the sweep started with 3", 1, true), out)
+  out, code = sweep(q(SWEEP) .. " --shard 0/3 --out " .. q(dir) .. " --args --nope 1")
+  T.eq(code, 1)
+  T.truthy(out:find("unknown option --nope (it takes: --fail_at --scale)", 1, true), out)
+  -- the original file and arguments merge again
+  out, code = sweep("merge " .. q(dir))
+  T.eq(code, 0, out)
+end)
+
+T.test("a failing item is recorded with its traceback; the other items go on", function()
+  local dir = tmp .. "/fail"
+  local out, code = sweep(q(SWEEP) .. " --shard 2/3 --out " .. q(dir) .. " --args --fail_at 5")
+  T.eq(code, 1, out)
+  T.truthy(out:find("item 5 failed: ", 1, true) and out:find("item 5 fails on purpose", 1, true), out)
+  T.truthy(out:find("4 items, 3 run, 0 already done, 1 failed", 1, true), out)
+  local rec = mi.json.read(dir .. "/items/000005.json")
+  T.eq(rec.status, "failed")
+  T.truthy(rec.traceback:find("stack traceback", 1, true) and rec.traceback:find("tiny.lua", 1, true), rec.traceback)
+  T.eq(mi.json.read(dir .. "/items/000008.json").status, "ok")
+  local status = sweep("status " .. q(dir))
+  T.truthy(status:find("shard 2 .- 3 done, 1 failed, 0 missing"), status)
+  T.truthy(status:find("item 5 failed: .-fails on purpose"), status)
+  out, code = sweep("merge " .. q(dir) )
+  T.eq(code, 1)
+  T.truthy(out:find("failed items 5", 1, true), out)
+end)
+
+T.test("results keep NaN, infinities, nested tables and int64/bool tensors", function()
+  local file = tmp .. "/kinds.lua"
+  local f = assert(io.open(file, "w"))
+  f:write([[
+local mi = require("miwb")
+return {name = "kinds", items = function() return {"a", "bb"} end,
+  run = function(item, ctx)
+    return {nan = 0 / 0, inf = -math.huge, nested = {word = item, ids = mi.tensor({1, 2}, "int64")},
+            mask = mi.tensor({true, false}, "bool"), index = ctx.index}
+  end}
+]])
+  f:close()
+  local out, code = sweep(q(file) .. " --out " .. q(tmp .. "/kinds"))
+  T.eq(code, 0, out)
+  local m = mi.sweep.load(tmp .. "/kinds")
+  T.eq(#m.items, 2)
+  local r = m.items[2]
+  T.truthy(r.nan ~= r.nan, "NaN")
+  T.eq(r.inf, -math.huge)
+  T.eq(r.nested.word, "bb")
+  T.eq(r.index, 1)
+  T.eq(r.nested.ids:dtype(), "int64")
+  T.eq(r.nested.ids[1]:item(), 2)
+  T.eq(r.mask:dtype(), "bool")
+end)
+
+T.test("misuse: clear messages", function()
+  local out, code = sweep(q(SWEEP))
+  T.eq(code, 1)
+  T.truthy(out:find("--out DIR is needed", 1, true), out)
+  out, code = sweep(q(SWEEP) .. " --out " .. q(tmp .. "/x") .. " --scale 2")
+  T.eq(code, 1)
+  T.truthy(out:find("unknown option --scale (the sweep's own options go after --args", 1, true), out)
+  out, code = sweep("status " .. q(tmp))
+  T.eq(code, 1)
+  T.truthy(out:find("has no manifest.json", 1, true), out)
+  local bad = tmp .. "/bad.lua"
+  local f = assert(io.open(bad, "w"))
+  f:write("return {name = 'bad', items = 3, run = function() end, redcue = function() end}\n")
+  f:close()
+  out, code = sweep(q(bad) .. " --out " .. q(tmp .. "/bad"))
+  T.eq(code, 1)
+  T.truthy(out:find("unknown field 'redcue'", 1, true), out)
+end)
+
+os.execute("rm -rf " .. q(tmp))
+T.done()
