@@ -6,7 +6,8 @@
 #   make test     C unit tests + Lua tests; ends with "N passed, N failed"
 #   make asan     the whole suite under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make fuzz     libFuzzer targets (model files, pickle, config, tokenizer), a few seconds each
-#   make bench    speed benchmarks (ratios against plain cblas_sgemm / C loops, same run)
+#   make bench    speed benchmarks (ratios against plain cblas_sgemm / C loops, same run; the
+#                 sweep runner's overhead against its bounds)
 #   make demo     the main experiment (scripts/induction.lua) on the bundled default model
 #
 # Layout: core/ is a C library with no Lua in it; lua/*.c binds it; lua/miwb/*.lua is the

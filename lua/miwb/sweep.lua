@@ -2,8 +2,8 @@
 --
 -- A sweep is a Lua file returning a table:
 --   name    a string
---   items   a count n (the items are 0 .. n-1) or function(ctx) -> a list of items (numbers,
---           strings, tables that JSON holds); the same list on every worker
+--   items   a count n (the items are 0 .. n-1) or function(ctx) -> a count or a list of items
+--           (numbers, strings, tables that JSON holds); the same on every worker
 --   run     function(item, ctx) -> the item's result: a table of numbers, strings, booleans,
 --           tensors and nested tables of those
 --   reduce  (optional) function(results, ctx) -> the merged result (same kinds of values);
@@ -220,14 +220,16 @@ local function parse_sweep_args(spec, list, file)
 end
 
 local function item_list(spec, ctx)
-  if math.type(spec.items) == "integer" then
-    local list = {}
-    for i = 0, spec.items - 1 do list[i + 1] = i end
-    return list, mi.sha256("count " .. spec.items)
+  local list = spec.items
+  if type(list) == "function" then list = list(ctx) end
+  if math.type(list) == "integer" then
+    local n = list
+    list = {}
+    for i = 0, n - 1 do list[i + 1] = i end
+    return list, mi.sha256("count " .. n)
   end
-  local list = spec.items(ctx)
   if type(list) ~= "table" then
-    error(("sweep: %s: items(ctx) must return a list, got a %s"):format(ctx.file, type(list)), 0)
+    error(("sweep: %s: items(ctx) must return a count or a list, got a %s"):format(ctx.file, type(list)), 0)
   end
   local ok, text = pcall(mi.json.encode, list)
   if not ok then error(("sweep: %s: the items cannot be written as JSON: %s"):format(ctx.file, tostring(text)), 0) end
@@ -255,7 +257,9 @@ function M.resolve_shard(opts, env)
       error(("sweep: --shard %s and --shards %d disagree"):format(opts.shard, opts.shards), 0)
     end
   elseif num("SLURM_ARRAY_TASK_ID") then
-    I = num("SLURM_ARRAY_TASK_ID") - (num("SLURM_ARRAY_TASK_MIN") or 0)
+    -- the array is numbered 0 .. N-1; with --shards N a resubmitted subset (--array=3,7) keeps
+    -- its indices (SLURM_ARRAY_TASK_COUNT is then the subset's size)
+    I = num("SLURM_ARRAY_TASK_ID")
     N = opts.shards or num("SLURM_ARRAY_TASK_COUNT")
     from = "SLURM_ARRAY_TASK_ID"
     if not N then error("sweep: SLURM_ARRAY_TASK_ID is set but not SLURM_ARRAY_TASK_COUNT: add --shards N", 0) end

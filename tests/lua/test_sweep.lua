@@ -57,9 +57,11 @@ T.test("shard index from --shard and from Slurm, Kubernetes and GNU parallel var
   T.eq(I, 2); T.eq(N, 5)
   I, N = S.resolve_shard({}, env{SLURM_ARRAY_TASK_ID = "3", SLURM_ARRAY_TASK_COUNT = "4"})
   T.eq(I, 3); T.eq(N, 4)
-  -- --array=1-4: ids 1..4 are shards 0..3
-  I, N = S.resolve_shard({}, env{SLURM_ARRAY_TASK_ID = "4", SLURM_ARRAY_TASK_MIN = "1", SLURM_ARRAY_TASK_COUNT = "4"})
-  T.eq(I, 3); T.eq(N, 4)
+  -- a resubmitted subset (--array=3,7 with --shards 8) keeps its indices
+  I, N = S.resolve_shard({shards = 8}, env{SLURM_ARRAY_TASK_ID = "7", SLURM_ARRAY_TASK_MIN = "3", SLURM_ARRAY_TASK_COUNT = "2"})
+  T.eq(I, 7); T.eq(N, 8)
+  T.raises(function() S.resolve_shard({}, env{SLURM_ARRAY_TASK_ID = "4", SLURM_ARRAY_TASK_COUNT = "4"}) end,
+    "shard 4 of 4 (from SLURM_ARRAY_TASK_ID): the index must be in 0 .. 3")
   I, N = S.resolve_shard({shards = 6}, env{JOB_COMPLETION_INDEX = "5"})
   T.eq(I, 5); T.eq(N, 6)
   I, N = S.resolve_shard({shards = 3}, env{PARALLEL_SEQ = "1"})
@@ -222,6 +224,78 @@ T.test("misuse: clear messages", function()
   out, code = sweep(q(bad) .. " --out " .. q(tmp .. "/bad"))
   T.eq(code, 1)
   T.truthy(out:find("unknown field 'redcue'", 1, true), out)
+end)
+
+-- the example sweeps of scripts/sweeps, at small sizes
+T.test("ablation_grid on the toy model, 2 shards: the planted heads 0.1 and 1.2 rank first", function()
+  local dir = tmp .. "/abl"
+  local args = " --out " .. q(dir) .. " --args --model toy --n_prompts 8 --batch 4 --seq_len 10"
+  for s = 0, 1 do
+    local out, code = sweep("scripts/sweeps/ablation_grid.lua --shard " .. s .. "/2" .. args)
+    T.eq(code, 0, out)
+  end
+  local out, code = sweep("merge " .. q(dir))
+  T.eq(code, 0, out)
+  local m = mi.sweep.load(dir)
+  local top = {m.ranked[1].name, m.ranked[2].name}
+  table.sort(top)
+  T.eq(table.concat(top, " "), "0.1 1.2", "the two heads of the hand-built circuit")
+  T.truthy(m.ranked[2].score > 1 and m.ranked[3].score < 0.5 * m.ranked[2].score, "far above the rest")
+  T.eq(table.concat(m.scores:shape(), ","), "2,2,4")
+  -- the mean is the mean of the two items' scores
+  local a, b = m.scores[0]:totable(), m.scores[1]:totable()
+  local mean = m.mean:totable()
+  for l = 1, 2 do for h = 1, 4 do T.near(mean[l][h], (a[l][h] + b[l][h]) / 2, 1e-6) end end
+  T.truthy(exists(dir .. "/figures/ablation_mean.png"), "figure")
+end)
+
+T.test("max_activating on the bundled model: the previous-token head 0.7 attends to the previous token", function()
+  if not exists("models/attn_only_2L/model.safetensors") then
+    print("SKIP - max_activating: the bundled model models/attn_only_2L is absent")
+    return
+  end
+  local dir = tmp .. "/maxact"
+  local out, code = sweep("scripts/sweeps/max_activating.lua --out " .. q(dir) ..
+    " --args --model models/attn_only_2L --text README.md --batch 2 --n_ctx 32 --max_items 3 --k 5 --figures 8")
+  T.eq(code, 0, out)
+  local m = mi.sweep.load(dir)
+  T.eq(#m.units, 16)
+  T.eq(m.units[8], "0.7")
+  T.eq(table.concat(m.values:shape(), ","), "16,5")
+  local pos, att = m.position[7]:totable(), m.attended[7]:totable()
+  for j = 1, 5 do T.eq(att[j], pos[j] % 32 - 1, "head 0.7, context " .. j) end
+  -- the values are sorted and are attention weights
+  local v = m.values[7]:totable()
+  for j = 2, 5 do T.truthy(v[j] <= v[j - 1] and v[j] <= 1, "sorted") end
+  T.truthy(exists(dir .. "/figures/unit_0.7.png"), "figure of head 0.7")
+  local tsv = slurp(dir .. "/figures/top_contexts.tsv")
+  local lines = select(2, tsv:gsub("\n", ""))
+  T.eq(lines, 1 + 16 * 5, "the table: a header and k lines per unit")
+  out, code = sweep("scripts/sweeps/max_activating.lua --out " .. q(tmp .. "/maxmlp") ..
+    " --args --model models/attn_only_2L --text README.md --unit mlp")
+  T.eq(code, 1)
+  T.truthy(out:find("attention-only: it has no MLP neurons", 1, true), out)
+end)
+
+T.test("induction_seeds: one seed per item, the same numbers whichever shard ran it", function()
+  if not exists("models/attn_only_2L/tokenizer.json") then
+    print("SKIP - induction_seeds: the bundled tokenizer models/attn_only_2L/tokenizer.json is absent")
+    return
+  end
+  local small = " --args --n_seeds 2 --steps 20 --every 10"
+  local out, code = sweep("scripts/sweeps/induction_seeds.lua --out " .. q(tmp .. "/seeds") .. small)
+  T.eq(code, 0, out)
+  local m = mi.sweep.load(tmp .. "/seeds")
+  T.eq(#m.formed_step, 2)
+  T.eq(table.concat(m.final_scores:shape(), ","), "2,2,4")
+  T.eq(#m.per_seed[1].curve_steps, 2)
+  T.truthy(not m.final_scores[0]:equal(m.final_scores[1]), "two seeds, two models")
+  out, code = sweep("scripts/sweeps/induction_seeds.lua --shard 1/2 --out " .. q(tmp .. "/seeds2") .. small)
+  T.eq(code, 0, out)
+  local r1 = mi.json.read(tmp .. "/seeds/items/000001.json").result
+  local r2 = mi.json.read(tmp .. "/seeds2/items/000001.json").result
+  T.eq(mi.json.encode(r1), mi.json.encode(r2), "seed 1 alone in shard 1/2")
+  T.eq(slurp(tmp .. "/seeds/items/000001.safetensors"), slurp(tmp .. "/seeds2/items/000001.safetensors"))
 end)
 
 os.execute("rm -rf " .. q(tmp))
