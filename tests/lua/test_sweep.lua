@@ -9,16 +9,7 @@ local mi = require("miwb")
 local MIWB = arg[-1] or "build/miwb"
 if MIWB:sub(1, 1) ~= "/" then MIWB = os.getenv("PWD") .. "/" .. MIWB end
 
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-
--- runs a shell command; returns its output (stdout and stderr) and exit status
-local function run(cmd)
-  local f = assert(io.popen(cmd .. " 2>&1", "r"))
-  local out = f:read("a")
-  local _, how, code = f:close()
-  if how == "signal" then code = 128 + code end
-  return out, code
-end
+local q, run = T.shq, T.sh
 
 local function slurp(path)
   local f = io.open(path, "rb")

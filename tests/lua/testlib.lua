@@ -58,6 +58,19 @@ function T.raises(fn, pattern, msg)
   return err
 end
 
+-- s quoted for the shell: one word, whatever it holds
+function T.shq(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+-- runs a shell command; returns its output (stdout and stderr together) and exit status
+-- (128 + the signal when a signal ended it)
+function T.sh(cmd)
+  local f = assert(io.popen(cmd .. " 2>&1", "r"))
+  local out = f:read("a")
+  local _, how, code = f:close()
+  if how == "signal" then code = 128 + code end
+  return out, code
+end
+
 function T.done()
   print(string.format("%d passed, %d failed", T.passed, T.failed))
   os.exit(T.failed == 0 and 0 or 1)
