@@ -15,7 +15,7 @@
 -- being run), items (the list), figures (dir/figures, for what reduce draws).
 --
 --   miwb sweep FILE [--shard I/N | --shards N] --out DIR [--args --key value ...]
---   miwb sweep merge DIR        miwb sweep status DIR [--watch SECONDS]
+--   miwb sweep merge DIR        miwb sweep status DIR [--watch SECONDS] (until no item is missing)
 --
 -- Items are dealt to shards by stride: shard I runs the items i with i % N == I. Items that
 -- cost more usually sit together (longer prompts, later seeds, bigger chunks), so striding
@@ -506,30 +506,27 @@ local function status_lines(dir)
   local merged = exists(dir .. "/merged.json")
   lines[#lines + 1] = ("%d of %d items done%s"):format(total, man.n_items,
     merged and "; merged" or (total == man.n_items and "; ready to merge: miwb sweep merge " .. dir or ""))
-  return lines, total == man.n_items and #failed == 0
+  return lines, total == man.n_items and #failed == 0, man.n_items - total - #failed
 end
 
+-- prints the status; with opts.watch, again every opts.watch seconds (on a terminal in place,
+-- elsewhere only when it changed) until no item is missing. Returns whether every item is done.
 function M.status(dir, opts)
   opts = opts or {}
-  if not opts.watch then
-    local lines, complete = status_lines(dir)
-    io.stdout:write(table.concat(lines, "\n"), "\n")
-    return complete
-  end
   local tty = mi.isatty(1)
-  local shown = 0
+  local shown, last = 0, nil
   while true do
-    local lines, complete = status_lines(dir)
-    if tty and shown > 0 then io.stdout:write(("\27[%dA\27[J"):format(shown)) end
-    io.stdout:write(table.concat(lines, "\n"), "\n")
-    io.stdout:flush()
-    shown = #lines
-    local busy = false
-    for _, st in ipairs(select(2, M.scan(dir))) do
-      if st.worker and st.worker.state == "running" then busy = true end
+    local lines, complete, missing = status_lines(dir)
+    local text = table.concat(lines, "\n") .. "\n"
+    if text ~= last or tty then
+      if tty and shown > 0 then io.stdout:write(("\27[%dA\27[J"):format(shown)) end
+      io.stdout:write(text)
+      io.stdout:flush()
     end
-    if complete or (not busy and opts.until_idle) then return complete end
-    os.execute("sleep " .. tostring(tonumber(opts.watch) or 2))
+    shown, last = #lines, text
+    if not opts.watch or missing == 0 then return complete end
+    local _, how = os.execute("sleep " .. tostring(tonumber(opts.watch) or 2))
+    if how == "signal" then return complete end -- Ctrl-C
   end
 end
 
