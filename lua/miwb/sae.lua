@@ -14,6 +14,7 @@
 --   sae:decode(f) -> [..., d_in] (reshaped back for hook_z); sae:forward(x) == decode(encode(x))
 --   sae:save(folder)   cfg.json (SAELens 6 layout) + sae_weights.safetensors
 --   mi.SAE.new(cfg, weights)   from a table of fields and a table of tensors (checked as load checks)
+--   mi.SAE.train(acts [n, d_in], {d_sae =, k = | l1_coeff =, steps, batch, lr, ...}) -> sae, history
 --
 --   model:add_sae(sae, {use_error_term = true})   splices it in at sae.cfg.hook_name; its hook
 --       points "<hook>.hook_sae_input", hook_sae_acts_pre, hook_sae_acts_post, hook_sae_recons,
@@ -285,6 +286,95 @@ function SAE:save(folder)
   return folder
 end
 
+-- ---------------------------------------------------------------- training
+-- mi.SAE.train(acts, opts) -> sae, history: trains an SAE on activations acts [N, d_in] with Adam,
+-- in Lua over tensors (the training core of core/train.c trains transformers, not SAEs); the
+-- gradients are written out by hand below (checked against finite differences in test_sae.lua).
+--   opts: d_sae (required); k (a top-k SAE, MSE loss) or l1_coeff (a standard ReLU SAE, MSE +
+--   l1_coeff * sum_i f_i ||W_dec[i]||); steps (1000), batch (256), lr (1e-3), seed (0),
+--   hook_name (written into the config), every (50) and callback(step, sae, info) with
+--   info = {mse, l0, fvu}.
+-- history: one {step, mse, l0, fvu} per `every` steps. b_dec starts at the mean of acts, W_dec
+-- rows at norm 0.1 in random directions, W_enc = W_dec^T, b_enc = 0.
+local TRAIN_OPTS = {"d_sae", "k", "l1_coeff", "steps", "batch", "lr", "seed", "hook_name", "every", "callback"}
+
+-- loss and gradients of one batch x [N, d]: returns loss, grads {W_enc, b_enc, W_dec, b_dec}, f
+function SAE:_loss_grad(x, l1)
+  local c = self.cfg
+  local N = x:size(0)
+  local sae_in = c.apply_b_dec_to_input and (x - self.b_dec) or x
+  local pre = sae_in:matmul(self.W_enc) + self.b_enc                 -- [N, S]
+  local f
+  if c.architecture == "topk" then
+    local vals, idx = pre:topk(c.k)
+    f = mi.zeros(pre:shape())
+    f:scatter_add_(-1, idx, vals:relu())
+  else
+    f = pre:relu()
+  end
+  local e = f:matmul(self.W_dec) + self.b_dec - x                     -- [N, d]
+  local mse = (e * e):sum():item() / N
+  local loss = mse
+  local dxh = e * (2 / N)
+  local dW_dec = f:t():matmul(dxh)                                    -- [S, d]
+  local df = dxh:matmul(self.W_dec:t())                               -- [N, S]
+  if l1 then
+    local norms = self.W_dec:norm(2, -1)                              -- [S]
+    loss = loss + l1 * (f * norms):sum():item() / N
+    df = df + norms * (l1 / N)
+    dW_dec = dW_dec + (self.W_dec / norms:unsqueeze(-1)) * (f:sum(0) * (l1 / N)):unsqueeze(-1)
+  end
+  local dpre = df * f:gt(0):float()
+  local dsae_in = dpre:matmul(self.W_enc:t())
+  local db_dec = dxh:sum(0)
+  if c.apply_b_dec_to_input then db_dec = db_dec - dsae_in:sum(0) end
+  return loss, {W_enc = sae_in:t():matmul(dpre), b_enc = dpre:sum(0), W_dec = dW_dec, b_dec = db_dec}, f, mse
+end
+
+function M.train(acts, opts)
+  mi.utils.check_opts("SAE.train", opts, TRAIN_OPTS)
+  opts = opts or {}
+  if not mi.is_tensor(acts) or acts:dim() ~= 2 then
+    error("SAE.train: acts must be a tensor [n, d_in], got " .. (mi.is_tensor(acts) and shape_str(acts) or type(acts)), 2)
+  end
+  local N, d = acts:size(0), acts:size(1)
+  local S = opts.d_sae
+  if math.type(S) ~= "integer" or S <= 0 then error("SAE.train: opts.d_sae must be a positive integer", 2) end
+  if (opts.k == nil) == (opts.l1_coeff == nil) then error("SAE.train: give opts.k (top-k) or opts.l1_coeff (ReLU + L1), one of them", 2) end
+  local steps, batch, lr = opts.steps or 1000, math.min(opts.batch or 256, N), opts.lr or 1e-3
+  local g = mi.Generator(opts.seed or 0)
+  local W_dec = mi.randn({S, d}, g)
+  W_dec = W_dec / W_dec:norm(2, -1, true) * 0.1
+  acts = acts:float():contiguous()
+  local sae = M.new({architecture = opts.k and "topk" or "standard", k = opts.k, d_in = d, d_sae = S,
+                     hook_name = opts.hook_name},
+                    {W_enc = W_dec:t():contiguous(), b_enc = mi.zeros(S), W_dec = W_dec, b_dec = acts:mean(0)}, "SAE.train")
+  local names = {"W_enc", "b_enc", "W_dec", "b_dec"}
+  local m, v = {}, {}
+  for _, n in ipairs(names) do m[n] = mi.zeros(sae[n]:shape()); v[n] = mi.zeros(sae[n]:shape()) end
+  local b1, b2, eps = 0.9, 0.999, 1e-8
+  local var_total = ((acts - acts:mean(0)) ^ 2):sum(-1):mean():item()
+  local history, every = {}, opts.every or 50
+  for step = 1, steps do
+    local idx = mi.randint(0, N, {batch}, g)
+    local x = acts:index_select(0, idx)
+    local _, grads, f, mse = sae:_loss_grad(x, opts.l1_coeff)
+    for _, n in ipairs(names) do
+      m[n] = m[n] * b1 + grads[n] * (1 - b1)
+      v[n] = v[n] * b2 + grads[n] * grads[n] * (1 - b2)
+      local mh = m[n] / (1 - b1 ^ step)
+      local vh = v[n] / (1 - b2 ^ step)
+      sae[n] = sae[n] - mh / (vh:sqrt() + eps) * lr
+    end
+    if step % every == 0 or step == steps then
+      local info = {step = step, mse = mse, l0 = f:gt(0):float():sum(-1):mean():item(), fvu = mse / var_total}
+      history[#history + 1] = info
+      if opts.callback then opts.callback(step, sae, info) end
+    end
+  end
+  return sae, history
+end
+
 -- ---------------------------------------------------------------- splicing into a model
 local SUBS = {"hook_sae_input", "hook_sae_acts_pre", "hook_sae_acts_post", "hook_sae_recons", "hook_sae_error",
               "hook_sae_output"}
@@ -347,7 +437,7 @@ end
 
 function M._install(m)
   mi = m
-  mi.SAE = setmetatable({load = M.load, new = M.new}, {__name = "miwb.SAE class"})
+  mi.SAE = setmetatable({load = M.load, new = M.new, train = M.train}, {__name = "miwb.SAE class"})
 end
 
 return M

@@ -286,4 +286,23 @@ for _, name in ipairs({"gpt2", "attn2"}) do
   end)
 end
 
+T.test("scripts/patching.lua on the bundled model", function()
+  local out = os.tmpname(); os.remove(out)
+  local miwb = (os.getenv("MIWB_BUILD") or "build") .. "/miwb"
+  local p = io.popen(miwb .. " scripts/patching.lua --batch 4 --out " .. out .. " 2>&1")
+  local text = p:read("a")
+  T.truthy(p:close(), text)
+  local r = mi.json.read(out .. "/results.json")
+  T.truthy(r.clean_logit_diff > r.corrupted_logit_diff + 2, "the model does the task")
+  -- the induction heads of the model card (1.1, 1.4) and its previous-token head (0.7) lead
+  local top = {}
+  for i = 1, 3 do top[r.top_heads[i].head] = true end
+  T.truthy(top["1.1"] and top["1.4"] and top["0.7"], text)
+  T.eq(#r.heads, 2); T.eq(#r.heads[1], 8); T.eq(#r.every, 5)
+  for _, f in pairs(r.figures) do
+    local fh = assert(io.open(f, "rb")); T.eq(fh:read(4), "\137PNG"); fh:close()
+  end
+  os.execute("rm -rf " .. out)
+end)
+
 T.done()
