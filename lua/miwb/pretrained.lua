@@ -16,7 +16,9 @@
 -- there; `miwb pull NAME` is what downloads.
 --
 -- opts.tokenizer: a tokenizer or a path (default: the folder's tokenizer.json), false for none.
--- Processing (opts, all true by default, as TransformerLens's from_pretrained):
+-- Processing (opts, all true by default, as TransformerLens's from_pretrained, and under its rules:
+-- a shortformer model gets no fold_ln, center_writing_weights or center_unembed; a model without
+-- LayerNorm no fold_ln or center_writing_weights; each skip prints TransformerLens's warning):
 --   fold_ln                 LayerNorm w, b folded into the next W_Q/W_K/W_V, W_in, W_U (+ biases);
 --                           the reading weights centred; normalization_type becomes "LNPre"
 --   center_writing_weights  mean over d_model removed from W_E, W_pos, W_O, b_O, W_out, b_out
@@ -320,7 +322,9 @@ function M.fold_value_biases(sd, cfg)
 end
 
 -- every step from_pretrained does, switched by opts; returns the new state dict and a copy of
--- cfg (normalization_type "LNPre" once LayerNorm is folded)
+-- cfg (normalization_type "LNPre" once LayerNorm is folded). As TransformerLens's
+-- load_and_process_state_dict: a model without LayerNorm skips fold_ln and
+-- center_writing_weights, with TransformerLens's warnings.
 function M.process_weights(sd, cfg, opts)
   opts = opts or {}
   if opts.refactor_factored_attn_matrices then
@@ -328,16 +332,29 @@ function M.process_weights(sd, cfg, opts)
   end
   local function on(k) return opts[k] ~= false end
   cfg = copy(cfg)
-  -- TransformerLens's rules: LayerNorm folds weights and biases and centres the reading weights;
-  -- RMSNorm folds only its weights; centring the writing weights needs LayerNorm (not final_rms)
-  if on("fold_ln") and ln_type(cfg) then
-    sd = M.fold_layer_norm(sd, cfg)
-    cfg.normalization_type = "LNPre"
-  elseif on("fold_ln") and (cfg.normalization_type == "RMS" or cfg.normalization_type == "RMSPre") then
-    sd = M.fold_layer_norm(sd, cfg, {fold_biases = false, center_weights = false})
-    cfg.normalization_type = "RMSPre"
+  -- TransformerLens's rules (load_and_process_state_dict), with its warnings: LayerNorm folds
+  -- weights and biases and centres the reading weights; RMSNorm folds only its weights; centring
+  -- the writing weights needs LayerNorm (not final_rms)
+  if on("fold_ln") then
+    if ln_type(cfg) then
+      sd = M.fold_layer_norm(sd, cfg)
+      cfg.normalization_type = "LNPre"
+    elseif cfg.normalization_type == "RMS" or cfg.normalization_type == "RMSPre" then
+      sd = M.fold_layer_norm(sd, cfg, {fold_biases = false, center_weights = false})
+      cfg.normalization_type = "RMSPre"
+    else
+      mi.utils.warn("You are not using LayerNorm or RMSNorm, so the layer norm weights can't be folded! Skipping")
+    end
   end
-  if on("center_writing_weights") and ln_type(cfg) and not cfg.final_rms then sd = M.center_writing_weights(sd, cfg) end
+  if on("center_writing_weights") then
+    if not ln_type(cfg) then
+      mi.utils.warn("You are not using LayerNorm, so the writing weights can't be centered! Skipping")
+    elseif cfg.final_rms then
+      mi.utils.warn("This model is using final RMS normalization, so the writing weights can't be centered! Skipping")
+    else
+      sd = M.center_writing_weights(sd, cfg)
+    end
+  end
   if on("center_unembed") then sd = M.center_unembed(sd) end
   if on("fold_value_biases") then sd = M.fold_value_biases(sd, cfg) end
   return sd, cfg
@@ -468,12 +485,30 @@ local function locate(name_or_folder)
   error(table.concat(lines, "\n"), 3)
 end
 
--- state dict (processed per opts), config and folder; no model class needed
+-- TransformerLens's from_pretrained rules for a config: a shortformer model gets no fold_ln,
+-- center_unembed or center_writing_weights (its positional embedding never enters the residual
+-- stream, so they would change what the model computes), each with TransformerLens's warning.
+-- Returns a copy of opts with the processing switches that apply.
+function M.processing_options(cfg, opts)
+  local o = copy(opts or {})
+  if cfg.positional_embedding_type == "shortformer" then
+    for _, k in ipairs({"fold_ln", "center_unembed", "center_writing_weights"}) do
+      if o[k] ~= false then
+        mi.utils.warn(("You tried to specify %s=True for a shortformer model, but this can't be done! " ..
+                       "Setting %s=False instead."):format(k, k))
+        o[k] = false
+      end
+    end
+  end
+  return o
+end
+
+-- state dict (processed per opts, under TransformerLens's rules), config and folder; no model class
 function M.load_pretrained(name_or_folder, opts)
   opts = opts or {}
   local folder = locate(name_or_folder)
   local sd, cfg, tok = M.load_folder(folder, name_or_folder)
-  sd, cfg = M.process_weights(sd, cfg, opts)
+  sd, cfg = M.process_weights(sd, cfg, M.processing_options(cfg, opts))
   return sd, cfg, folder, tok
 end
 

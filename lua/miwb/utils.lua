@@ -90,6 +90,17 @@ function U.get_attention_mask(lengths, P, padding_side)
   return mi.tensor(rows, "int64")
 end
 
+-- TransformerLens's logging.warning: utils.warn(msg) hands msg to utils.warn_handler, which
+-- prints "miwb warning: msg" on stderr; set mi.utils.warn_handler to a function (or false, to
+-- drop warnings) to change that.
+function U.warn_handler(msg)
+  io.stderr:write("miwb warning: ", msg, "\n")
+end
+
+function U.warn(msg)
+  if U.warn_handler then U.warn_handler(msg) end
+end
+
 -- Methods called with a dot (model.to_str_tokens(t), hook.layer(), cache.remove_batch_dim())
 -- get `self` wrong; Lua would fail later with a confusing message. colon_methods wraps every
 -- function of the table `methods` (in place; names starting with "__" are left alone) so that a

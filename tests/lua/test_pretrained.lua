@@ -193,11 +193,48 @@ T.test("a TransformerLens attention-only folder (config fields, half-precision .
   local m = 0
   for _ in pairs(sd) do m = m + 1 end
   T.eq(m, n)
-  -- default processing without LayerNorm: only center_unembed and fold_value_biases apply
+  -- default processing of a shortformer model without LayerNorm: only fold_value_biases applies
+  -- (TransformerLens switches center_unembed off for shortformer models)
   local p = mi.load_pretrained("tests/fixtures/ckpt/tl_attn_only")
   T.eq(maxdiff(p["embed.W_E"], sd["embed.W_E"]), 0, "W_E untouched (no LN)")
   T.eq(p["blocks.0.attn.b_V"]:abs():max():item(), 0)
-  T.truthy(p["unembed.W_U"]:sum(-1):abs():max():item() < 1e-5)
+  T.eq(maxdiff(p["unembed.W_U"], sd["unembed.W_U"]), 0, "W_U not centred (shortformer)")
+end)
+
+-- runs fn with mi.utils.warn collecting the warnings; returns them
+local function warnings_of(fn)
+  local got, old = {}, mi.utils.warn_handler
+  mi.utils.warn_handler = function(msg) got[#got + 1] = msg end
+  local ok, err = pcall(fn)
+  mi.utils.warn_handler = old
+  if not ok then error(err, 0) end
+  return got
+end
+
+T.test("TransformerLens's per-config rules: shortformer models get no centring or folding, with its warnings", function()
+  local got = warnings_of(function() mi.load_pretrained("tests/fixtures/ckpt/tl_attn_only") end)
+  T.eq(#got, 3, table.concat(got, "\n"))
+  T.eq(got[1], "You tried to specify fold_ln=True for a shortformer model, but this can't be done! Setting fold_ln=False instead.")
+  T.eq(got[2], "You tried to specify center_unembed=True for a shortformer model, but this can't be done! " ..
+               "Setting center_unembed=False instead.")
+  T.eq(got[3], "You tried to specify center_writing_weights=True for a shortformer model, but this can't be done! " ..
+               "Setting center_writing_weights=False instead.")
+  -- switched off explicitly: no warning
+  got = warnings_of(function() mi.load_pretrained("tests/fixtures/ckpt/tl_attn_only",
+    {fold_ln = false, center_unembed = false, center_writing_weights = false}) end)
+  T.eq(#got, 0)
+  -- a standard-position model without LayerNorm: folding and centring the writing weights are
+  -- skipped with TransformerLens's load_and_process_state_dict warnings; the unembedding is centred
+  local sd = mi.load_pretrained("tests/fixtures/ckpt/tl_attn_only", {fold_ln = false, center_unembed = false,
+    center_writing_weights = false, fold_value_biases = false})
+  local cfg = {n_layers = 2, d_model = sd["embed.W_E"]:size(1), normalization_type = "None",
+               positional_embedding_type = "standard", attn_only = true}
+  local out
+  got = warnings_of(function() out = P.process_weights(sd, cfg) end)
+  T.eq(table.concat(got, "|"), "You are not using LayerNorm or RMSNorm, so the layer norm weights can't be folded! Skipping|" ..
+       "You are not using LayerNorm, so the writing weights can't be centered! Skipping")
+  T.truthy(out["unembed.W_U"]:sum(-1):abs():max():item() < 1e-4, "W_U centred")
+  T.eq(maxdiff(out["embed.W_E"], sd["embed.W_E"]), 0)
 end)
 
 -- ------------------------------------------------------------------ processing, by invariants
