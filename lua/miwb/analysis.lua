@@ -24,6 +24,7 @@ M.bos_id = bos_id
 -- opts.seed makes it reproducible on any machine (miwb's documented generator);
 -- opts.generator passes a mi.Generator to draw from.
 function M.generate_repeated_tokens(model, seq_len, batch, opts)
+  mi().utils.check_opts("analysis.generate_repeated_tokens", opts, {"seed", "generator", "low", "high"})
   opts = opts or {}
   local m = mi()
   batch = batch or 1
@@ -37,7 +38,11 @@ end
 
 -- tokens, logits, cache of the model on repeated random tokens.
 function M.run_and_cache_model_repeated_tokens(model, seq_len, batch, opts)
-  local tokens = M.generate_repeated_tokens(model, seq_len, batch, opts)
+  mi().utils.check_opts("analysis.run_and_cache_model_repeated_tokens", opts,
+                        {"seed", "generator", "low", "high", "cache_opts"})
+  local o = opts or {}
+  local tokens = M.generate_repeated_tokens(model, seq_len, batch,
+                                            {seed = o.seed, generator = o.generator, low = o.low, high = o.high})
   local logits, cache = model:run_with_cache(tokens, opts and opts.cache_opts)
   return tokens, logits, cache
 end
@@ -116,9 +121,14 @@ end
 -- Induction scores of all heads with a hook on hook_pattern (no cache kept): [L, H].
 -- tokens default to repeated random tokens (seq_len 50, batch 10, opts.seed).
 function M.induction_scores(model, tokens, opts)
+  mi().utils.check_opts("analysis.induction_scores", opts, {"batch", "extra_hooks", "seq_len", "seed", "generator"})
   local m = mi()
   opts = opts or {}
-  tokens = tokens or M.generate_repeated_tokens(model, opts.seq_len or 50, opts.batch or 10, opts)
+  if tokens ~= nil and (opts.seq_len or opts.batch or opts.seed or opts.generator) then
+    error("analysis.induction_scores: seq_len, batch, seed and generator make the tokens; these tokens were given", 2)
+  end
+  tokens = tokens or M.generate_repeated_tokens(model, opts.seq_len or 50, opts.batch or 10,
+                                                {seed = opts.seed, generator = opts.generator})
   local seq_len = (tokens:size(1) - 1) // 2
   local store = m.zeros(model.cfg.n_layers, model.cfg.n_heads)
   local hooks = {{function(name) return name:match("hook_pattern$") ~= nil end,
@@ -165,6 +175,7 @@ function M.detection_pattern(name, toks)
 end
 
 function M.detect_head(model, seq, pattern, opts)
+  mi().utils.check_opts("analysis.detect_head", opts, {"cache", "error_measure", "exclude_bos", "exclude_current_token", "heads"})
   local m = mi()
   opts = opts or {}
   local measure = opts.error_measure or "mul"
@@ -241,25 +252,37 @@ function M.logit_attribution(embed, l0_results, l1_results, W_U, tokens)
   return m.cat({direct, l0, l1}, -1)
 end
 
--- The same for any number of layers, from a cache without batch dim (attention-only models):
--- [seq-1, 1 + L*H] with labels {"Direct", "L0H0", ...}. The direct path is embed (+ pos_embed
--- for standard positional embeddings); biases b_O of each layer are added to the direct path.
+-- The same for any number of layers and any model: [seq-1, 1 + L*H] with labels {"Direct", "L0H0",
+-- ...}, or [batch, seq-1, 1 + L*H] from a cache with a batch dim and tokens [batch, seq]. The
+-- direct path is embed (+ pos_embed for standard positional embeddings) plus every layer's b_O;
+-- each head's part is its result (cached hook_result, or z @ W_O) on the next token's W_U column.
 function M.logit_attribution_all(model, cache, tokens)
-  local m = mi()
-  if tokens:dim() == 2 then tokens = tokens[0] end
-  local n = tokens:size(0)
-  local W_U_correct = model.W_U:index_select(1, tokens:narrow(0, 1, n - 1))
+  if cache.has_batch_dim then
+    if tokens:dim() == 1 then tokens = tokens:unsqueeze(0) end
+    if tokens:dim() ~= 2 or tokens:size(0) ~= cache("embed"):size(0) then
+      error(("logit_attribution_all: tokens [%s] do not match the cache's batch of %d"):format(
+        table.concat(tokens:shape(), ","), cache("embed"):size(0)), 2)
+    end
+  elseif tokens:dim() == 2 then
+    if tokens:size(0) ~= 1 then error("logit_attribution_all: a cache without batch dim takes one row of tokens", 2) end
+    tokens = tokens[0]
+  end
+  local n = tokens:size(-1)
+  local dirs = model:tokens_to_residual_directions(tokens:narrow(-1, 1, n - 1))    -- [..., seq-1, d]
   local direct = cache("embed")
   if model.cfg.positional_embedding_type ~= "shortformer" then direct = direct + cache("pos_embed") end
   for l = 0, model.cfg.n_layers - 1 do direct = direct + model.b_O[l] end
-  local parts = {m.einsum("seq d, d seq -> seq", direct:narrow(0, 0, n - 1), W_U_correct):unsqueeze(-1)}
+  local direct_attr = (direct:narrow(-2, 0, n - 1) * dirs):sum(-1):unsqueeze(-1)   -- [..., seq-1, 1]
+  local heads = cache:stack_head_results(-1):narrow(-2, 0, n - 1)                  -- [L*H, ..., seq-1, d]
+  local head_attr = (heads * dirs):sum(-1)                                          -- [L*H, ..., seq-1]
+  local perm = {}
+  for d = 1, head_attr:dim() - 1 do perm[d] = d end
+  perm[#perm + 1] = 0
   local labels = {"Direct"}
   for l = 0, model.cfg.n_layers - 1 do
-    local r = cache("result", l)
-    parts[#parts + 1] = m.einsum("seq h d, d seq -> seq h", r:narrow(0, 0, n - 1), W_U_correct)
     for h = 0, model.cfg.n_heads - 1 do labels[#labels + 1] = ("L%dH%d"):format(l, h) end
   end
-  return m.cat(parts, -1), labels
+  return mi().cat({direct_attr, head_attr:permute(table.unpack(perm))}, -1), labels
 end
 
 -- ---------------------------------------------------------------- ablations
@@ -304,6 +327,7 @@ end
 -- opts.slice = {from, to} limits the loss to those predicted positions (e.g. the second
 -- half of a repeated sequence). Returns [L, H].
 function M.head_ablation_scores(model, tokens, opts)
+  mi().utils.check_opts("analysis.head_ablation_scores", opts, {"act", "mode", "progress", "return_type", "slice"})
   local m = mi()
   opts = opts or {}
   local act = opts.act or "v"
@@ -335,6 +359,7 @@ end
 -- Loss (or logits, opts.return_type) with every head except `keep` ("L.H" names or {l, h})
 -- ablated at hook_z (zero, or mean with opts.mode = "mean").
 function M.ablate_all_except(model, tokens, keep, opts)
+  mi().utils.check_opts("analysis.ablate_all_except", opts, {"loss_per_token", "mode", "return_type"})
   opts = opts or {}
   local H = model.cfg.n_heads
   local kept = {}
@@ -380,6 +405,7 @@ end
 -- Fraction of rows i whose largest entry (top-k with k > 1) lies in column i, computed in
 -- row chunks of opts.chunk so that the full [V, V] matrix is never formed.
 function M.top_k_accuracy(fm, k, opts)
+  mi().utils.check_opts("analysis.top_k_accuracy", opts, {"chunk", "progress"})
   local m = mi()
   k = k or 1
   opts = opts or {}
@@ -489,6 +515,7 @@ end
 -- n_samples composition scores of random W_OV and W_QK built from Kaiming-uniform factors of
 -- the model's shapes, as the notebook's baseline. Returns a 1-D tensor of scores.
 function M.random_comp_baseline(model, n_samples, opts)
+  mi().utils.check_opts("analysis.random_comp_baseline", opts, {"progress", "seed"})
   local m = mi()
   opts = opts or {}
   local g = m.Generator(opts.seed or 0)

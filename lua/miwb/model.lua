@@ -21,10 +21,17 @@
 --       fn(act, hook): act may be edited in place, or fn returns a tensor of act's shape to replace
 --       it; hook.name, hook:layer(), hook.ctx. act is valid during the call; a tensor kept from
 --       it becomes a copy once the call returns.
---   model:add_hook(name_or_filter, fn), model:reset_hooks(),
+--   model:add_hook(name_or_filter, fn, {is_permanent, prepend, level}), model:add_perma_hook(name, fn),
+--   model:reset_hooks({including_permanent, level, clear_contexts}) (permanent hooks stay unless
+--   including_permanent), model:remove_all_hook_fns(...) the same,
 --   model:hooks(list, function() ... end)  (hooks live for the function's run)  or
---   local h <close> = model:hooks(list)   (until h goes out of scope, or h:remove())
---   model:generate(input, {max_new_tokens, temperature, top_k, do_sample, seed, stop_at_eos})
+--   local h <close> = model:hooks(list)   (until h goes out of scope, or h:remove()); each such
+--   context is one level deeper (model.context_level); reset_hooks{level = n} removes that level's
+--   model:set_use_attn_result(bool) (and TransformerLens's other set_use_* switches: the ones the
+--   core lacks raise when switched on)
+--   model:generate(input, {max_new_tokens, temperature, top_k, top_p, freq_penalty, do_sample, seed,
+--       stop_at_eos, eos_token_id, prepend_bos, padding_side, return_type, fwd_hooks})
+-- Every options table rejects keys it does not know, naming the key and the function.
 --   model:to_tokens, to_str_tokens, to_string, to_single_token, tokens_to_residual_directions
 --   model:all_composition_scores("Q" | "K" | "V") -> [L, H, L, H]
 local M = {}
@@ -32,7 +39,13 @@ local M = {}
 local mi
 
 -- ---------------------------------------------------------------- config
-local CONFIG_MT = {__name = "miwb.HookedTransformerConfig"}
+local CONFIG_METHODS = {}
+local CONFIG_MT = {__name = "miwb.HookedTransformerConfig", __index = CONFIG_METHODS}
+
+-- TransformerLens's cfg.is_layer_norm_activation(): an activation with a LayerNorm inside (SoLU-LN)
+function CONFIG_METHODS:is_layer_norm_activation()
+  return self.act_fn ~= nil and (self.act_fn == "solu_ln" or self.act_fn == "LN")
+end
 
 -- TransformerLens 2.12's HookedTransformerConfig fields that are not the core's numeric ones
 -- (core/config.h, finished by mi.config_finish): their defaults, and for the features miwb does
@@ -178,7 +191,18 @@ local function resolve_tokenizer(tok)
   return nil, "tokenizer '" .. tok .. "' not found (" .. tostring(first_err) .. ")"
 end
 
+-- the C model and the hook names it has (_names, in firing order, and _has as a set); _all_names:
+-- every hook point some miwb model has, for the message when this one lacks it
+local function set_core(self, core)
+  self._core = core
+  self._names = core:hook_names()
+  self._has, self._all_names = {}, {}
+  for _, n in ipairs(self._names) do self._has[n] = true end
+  for _, n in ipairs(core:hook_names(true)) do self._all_names[n] = true end
+end
+
 function M.HookedTransformer(cfg, opts)
+  mi.utils.check_opts("HookedTransformer", opts, {"tokenizer"})
   opts = opts or {}
   cfg = M.HookedTransformerConfig(cfg)
   local tok, tok_err
@@ -197,8 +221,8 @@ function M.HookedTransformer(cfg, opts)
   end
   local core = mi.model_new(M.core_config(cfg))
   local self = {cfg = cfg, tokenizer = tok, tokenizer_error = tok_err, _core = core, _persistent = {},
-                _names = core:hook_names(), _all_names = {}}
-  for _, n in ipairs(core:hook_names(true)) do self._all_names[n] = true end
+                context_level = 0}
+  set_core(self, core)
   return setmetatable(self, MODEL_MT)
 end
 
@@ -210,6 +234,31 @@ function Model:set_tokenizer(tok)
 end
 
 function Model:hook_names() local t = {} for i, n in ipairs(self._names) do t[i] = n end return t end
+
+-- TransformerLens's set_use_attn_result: whether blocks.L.attn.hook_result (each head's output
+-- [batch, pos, head, d_model]) is computed. The C model is rebuilt with the same parameters
+-- (tensors taken earlier from model.W_* keep the old weights' values but no longer alias them).
+function Model:set_use_attn_result(on)
+  if type(on) ~= "boolean" then error("set_use_attn_result: expected true or false, got " .. tostring(on), 2) end
+  if self.cfg.use_attn_result == on then return end
+  local old = self._core
+  local t = M.core_config(self.cfg)
+  t.use_attn_result = on
+  local core = mi.model_new(t)
+  for _, n in ipairs(old:param_names()) do core:set_param(n, old:param(n)) end
+  self.cfg.use_attn_result = on
+  set_core(self, core)
+end
+
+-- TransformerLens's other switches; miwb's core has none of these inputs split out, so switching
+-- one on raises (off is what the model does already)
+for _, name in ipairs{"use_split_qkv_input", "use_hook_mlp_in", "use_attn_in", "ungroup_grouped_query_attention"} do
+  local setter = "set_" .. name
+  Model[setter] = function(self, on)
+    if type(on) ~= "boolean" then error(setter .. ": expected true or false, got " .. tostring(on), 2) end
+    if on then error(setter .. ": miwb's models do not support " .. name .. " (only set_use_attn_result)", 2) end
+  end
+end
 
 -- ---------------------------------------------------------------- weights
 function Model:state_dict()
@@ -338,8 +387,12 @@ local function bos_id(self, tok)
   return id
 end
 
--- string -> int64 [1, P]; list of strings -> int64 [B, P] padded, plus the attention mask [B, P]
+local TOKEN_OPTS = {"prepend_bos", "padding_side", "truncate", "move_to_device"}
+
+-- string -> int64 [1, P]; list of strings -> int64 [B, P] padded, plus the attention mask [B, P].
+-- A text longer than n_ctx tokens is cut to n_ctx (truncate = false keeps it), with a warning.
 function Model:to_tokens(input, opts)
+  mi.utils.check_opts("to_tokens", opts, TOKEN_OPTS)
   opts = opts or {}
   local tok = need_tok(self, "to_tokens")
   local prepend = opts.prepend_bos
@@ -353,6 +406,8 @@ function Model:to_tokens(input, opts)
     local ids = tok:encode_list(s)
     if prepend then table.insert(ids, 1, bos_id(self, tok)) end
     if truncate and #ids > self.cfg.n_ctx then
+      mi.utils.warn(("to_tokens: %s is %d tokens; cut to the model's n_ctx = %d (truncate = false keeps it whole)"):format(
+        type(input) == "table" and ("text " .. i) or "the text", #ids, self.cfg.n_ctx))
       local cut = {}
       for j = 1, self.cfg.n_ctx do cut[j] = ids[j] end
       ids = cut
@@ -386,6 +441,7 @@ local function id_list(t)
 end
 
 function Model:to_str_tokens(input, opts)
+  mi.utils.check_opts("to_str_tokens", opts, TOKEN_OPTS)
   local tok = need_tok(self, "to_str_tokens")
   if type(input) == "string" then return tok:tokens(self:to_tokens(input, opts)[0]) end
   if type(input) == "number" then return tok:tokens({input}) end
@@ -447,8 +503,11 @@ function Model:_hook_table(lists, hooks)
         error("fwd_hooks: entry " .. i .. ": the hook must be a function, got " .. type(fn), 4)
       end
       if type(key) == "string" then
-        if not self._all_names[key] then
-          error("fwd_hooks: '" .. key .. "' is not a hook point of this model", 4)
+        if not self._has[key] then
+          local why = self._all_names[key] and
+            " (this model's configuration has no such activation: attention-only, use_attn_result, ...)" or ""
+          error("fwd_hooks: '" .. key .. "' is not a hook point of this model" .. why ..
+                "; model:hook_names() lists them", 4)
         end
         add_entry(hooks, key, fn, h._hps)
       elseif type(key) == "function" then
@@ -461,17 +520,48 @@ function Model:_hook_table(lists, hooks)
   return hooks
 end
 
-function Model:add_hook(name, fn)
+-- model:add_hook(name_or_filter, fn, {is_permanent = false, prepend = false, level = nil, dir = "fwd"})
+-- as TransformerLens's add_hook: a prepended hook runs before the hooks already on that hook
+-- point; a permanent one survives reset_hooks() (not reset_hooks{including_permanent = true}).
+function Model:add_hook(name, fn, opts)
+  mi.utils.check_opts("add_hook", opts, {"is_permanent", "prepend", "level", "dir"})
+  opts = opts or {}
+  if opts.dir ~= nil and opts.dir ~= "fwd" then
+    error("add_hook: dir '" .. tostring(opts.dir) .. "': miwb has forward hooks only", 2)
+  end
   self:_hook_table({{{name, fn}}})   -- validates
+  local e = {name, fn, _hps = {}, is_permanent = opts.is_permanent == true, level = opts.level}
   local list = self._persistent
-  list[#list + 1] = {name, fn, _hps = {}}
+  if opts.prepend then table.insert(list, 1, e) else list[#list + 1] = e end
   return self
 end
 
-function Model:reset_hooks()
-  self._persistent = {}
+function Model:add_perma_hook(name, fn)
+  return self:add_hook(name, fn, {is_permanent = true})
+end
+
+-- removes the hooks added with add_hook / hooks(); permanent ones stay unless including_permanent;
+-- with level, only the hooks of that context level go. clear_contexts empties each hook's ctx.
+function Model:reset_hooks(opts)
+  mi.utils.check_opts("reset_hooks", opts, {"including_permanent", "level", "clear_contexts", "direction"})
+  opts = opts or {}
+  if opts.direction ~= nil and opts.direction ~= "fwd" and opts.direction ~= "both" then
+    error("reset_hooks: direction '" .. tostring(opts.direction) .. "': miwb has forward hooks only", 2)
+  end
+  local keep = {}
+  for _, e in ipairs(self._persistent) do
+    local stays = (e.is_permanent and not opts.including_permanent) or (opts.level ~= nil and e.level ~= opts.level)
+    if stays then
+      keep[#keep + 1] = e
+    end
+    if opts.clear_contexts ~= false and not stays then
+      for _, hp in pairs(e._hps) do hp.ctx = {} end
+    end
+  end
+  self._persistent = keep
   return self
 end
+Model.remove_all_hook_fns = Model.reset_hooks
 
 -- ---------------------------------------------------------------- spliced components
 -- A Lua component spliced in at a hook point (model:add_sae, lua/miwb/sae.lua) brings hook
@@ -535,19 +625,26 @@ end
 
 -- model:hooks(list, fn): runs fn() with the hooks added, removes them after (also on error) and
 -- returns fn's results. model:hooks(list): adds them and returns a handle; h:remove() or leaving
--- the scope of `local h <close> = model:hooks(list)` removes them.
-function Model:hooks(list, fn)
+-- the scope of `local h <close> = model:hooks(list)` removes them. Each context is one level
+-- deeper (TransformerLens's context_level); leaving it removes that level's hooks.
+function Model:hooks(list, fn, opts)
+  if type(fn) == "table" and opts == nil then fn, opts = nil, fn end
+  mi.utils.check_opts("hooks", opts, {"reset_hooks_end", "clear_contexts"})
+  opts = opts or {}
   self:_hook_table({list})
-  local added = {}
+  self.context_level = self.context_level + 1
+  local level = self.context_level
   for _, h in ipairs(list) do
-    local e = {h[1], h[2], _hps = {}}
-    self._persistent[#self._persistent + 1] = e
-    added[e] = true
+    self._persistent[#self._persistent + 1] = {h[1], h[2], _hps = {}, level = level}
   end
+  local removed = false
   local function remove()
-    local keep = {}
-    for _, e in ipairs(self._persistent) do if not added[e] then keep[#keep + 1] = e end end
-    self._persistent = keep
+    if removed then return end
+    removed = true
+    if opts.reset_hooks_end ~= false then
+      self:reset_hooks({level = level, clear_contexts = opts.clear_contexts == true})
+    end
+    self.context_level = level - 1
   end
   if fn then
     local res = table.pack(xpcall(fn, debug.traceback))
@@ -571,6 +668,7 @@ end
 
 -- input -> tokens [B,P] int64, attention mask or nil, was a string (or list of strings)
 function Model:_input(input, opts)
+  opts = {prepend_bos = opts.prepend_bos, padding_side = opts.padding_side}
   if type(input) == "string" then
     return self:to_tokens(input, opts), nil, true
   elseif type(input) == "table" and type(input[1]) == "string" then
@@ -587,6 +685,17 @@ function Model:_input(input, opts)
   end
   error("forward: input must be a string, a list of strings or a tensor of tokens, got " .. type(input), 3)
 end
+
+local FORWARD_OPTS = {"return_type", "loss_per_token", "prepend_bos", "padding_side", "attention_mask",
+                      "start_at_layer", "stop_at_layer", "tokens"}
+local function with(list, ...)
+  local t = {table.unpack(list)}
+  for _, k in ipairs{...} do t[#t + 1] = k end
+  return t
+end
+local HOOK_OPTS = with(FORWARD_OPTS, "fwd_hooks", "bwd_hooks", "reset_hooks_end", "clear_contexts")
+local CACHE_OPTS = with(FORWARD_OPTS, "names_filter", "remove_batch_dim", "incl_bwd", "reset_hooks_end",
+                        "clear_contexts")
 
 -- the whole call: extra = {cache_names=, cache=} for run_with_cache
 function Model:_run(input, opts, extra)
@@ -647,10 +756,15 @@ function Model:_run(input, opts, extra)
   return nil
 end
 
-function Model:forward(input, opts) return self:_run(input, opts) end
+function Model:forward(input, opts)
+  mi.utils.check_opts("forward", opts, FORWARD_OPTS)
+  return self:_run(input, opts)
+end
 
 function Model:run_with_hooks(input, opts)
+  mi.utils.check_opts("run_with_hooks", opts, HOOK_OPTS)
   opts = opts or {}
+  if opts.bwd_hooks and #opts.bwd_hooks > 0 then error("run_with_hooks: miwb has forward hooks only (bwd_hooks)", 2) end
   if opts.reset_hooks_end == false and opts.fwd_hooks then
     for _, h in ipairs(opts.fwd_hooks) do self:add_hook(h[1], h[2]) end
     local o = {}
@@ -662,7 +776,9 @@ function Model:run_with_hooks(input, opts)
 end
 
 function Model:run_with_cache(input, opts)
+  mi.utils.check_opts("run_with_cache", opts, CACHE_OPTS)
   opts = opts or {}
+  if opts.incl_bwd then error("run_with_cache: miwb caches forward activations only (incl_bwd)", 2) end
   local f = opts.names_filter
   local names = {}
   if f == nil then
@@ -677,49 +793,89 @@ function Model:run_with_cache(input, opts)
     error("run_with_cache: names_filter must be a name, a list of names or a function, got " .. type(f), 2)
   end
   for n in pairs(names) do
-    if not self._all_names[n] then error("run_with_cache: '" .. n .. "' is not a hook point of this model", 2) end
+    if not self._has[n] then
+      error("run_with_cache: '" .. n .. "' is not a hook point of this model; model:hook_names() lists them", 2)
+    end
   end
   local store = {}
   local a, b = self:_run(input, opts, {cache_names = names, cache = store})
-  local cache = mi.ActivationCache(store, self._names, self, true)
+  local cache = mi.cache.new(store, self._names, self, true)
   if opts.remove_batch_dim then cache:remove_batch_dim() end
   if return_type(opts) == "both" then return {logits = a, loss = b}, cache end
   return a, cache
 end
 
 -- ---------------------------------------------------------------- generation
--- samples one id from a row of logits (a Lua list) with temperature and top_k, or the argmax
-local function sample_row(row, temperature, top_k, gen)
+-- one id from a row of logits (a Lua list) as TransformerLens's sample_logits: argmax at
+-- temperature 0 or without sampling; else logits / temperature, minus freq_penalty times each
+-- token's count so far (counts), then top_k, or else top_p (the smallest set of most likely tokens
+-- whose probability reaches top_p; the first always stays), sampled from the softmax.
+local function sample_row(row, o, counts, gen)
   local n = #row
-  if temperature == 0 or gen == nil then
+  if o.temperature == 0 or gen == nil then
     local best, bi = -math.huge, 1
     for i = 1, n do if row[i] > best then best, bi = row[i], i end end
     return bi - 1
   end
+  local z = {}
+  for i = 1, n do z[i] = row[i] / o.temperature - o.freq_penalty * (counts[i - 1] or 0) end
   local idx = {}
   for i = 1, n do idx[i] = i end
-  if top_k and top_k < n then
-    table.sort(idx, function(a, b) return row[a] > row[b] end)
-    for i = top_k + 1, n do idx[i] = nil end
+  table.sort(idx, function(a, b) if z[a] ~= z[b] then return z[a] > z[b] end return a < b end)
+  local mx = z[idx[1]]
+  local keep = n
+  if o.top_k then
+    -- as torch: every logit below the k-th largest goes (ties with it stay)
+    keep = math.min(o.top_k, n)
+    while keep < n and z[idx[keep + 1]] == z[idx[keep]] do keep = keep + 1 end
+  elseif o.top_p then
+    local total = 0
+    for i = 1, n do total = total + math.exp(z[i] - mx) end
+    local cum = 0
+    for k = 1, n do
+      cum = cum + math.exp(z[idx[k]] - mx) / total
+      keep = k
+      if cum > o.top_p then break end
+    end
   end
-  local mx = -math.huge
-  for _, i in ipairs(idx) do if row[i] > mx then mx = row[i] end end
   local w, total = {}, 0
-  for k, i in ipairs(idx) do w[k] = math.exp((row[i] - mx) / temperature); total = total + w[k] end
+  for k = 1, keep do w[k] = math.exp(z[idx[k]] - mx); total = total + w[k] end
   local u = mi.rand({1}, gen):item() * total
-  for k, i in ipairs(idx) do
+  for k = 1, keep do
     u = u - w[k]
-    if u <= 0 then return i - 1 end
+    if u <= 0 then return idx[k] - 1 end
   end
-  return idx[#idx] - 1
+  return idx[keep] - 1
 end
 
+local GENERATE_OPTS = {"max_new_tokens", "stop_at_eos", "eos_token_id", "do_sample", "top_k", "top_p",
+                       "temperature", "freq_penalty", "use_past_kv_cache", "prepend_bos", "padding_side",
+                       "return_type", "seed", "fwd_hooks"}
+
+-- model:generate(input, opts): a string gives a string (the prompt and its continuation, as
+-- TransformerLens's return_type "input"), tokens give tokens; return_type "str" / "tokens"
+-- choose. use_past_kv_cache is accepted and changes nothing (miwb recomputes; same tokens).
 function Model:generate(input, opts)
+  mi.utils.check_opts("generate", opts, GENERATE_OPTS)
   opts = opts or {}
+  local o = {temperature = opts.temperature or 1.0, top_k = opts.top_k, top_p = opts.top_p,
+             freq_penalty = opts.freq_penalty or 0}
+  if o.top_k ~= nil and (math.type(o.top_k) ~= "integer" or o.top_k < 1) then
+    error("generate: top_k must be a positive integer, got " .. tostring(o.top_k), 2)
+  end
+  if o.top_p ~= nil and (type(o.top_p) ~= "number" or not (o.top_p > 0 and o.top_p <= 1)) then
+    error("generate: top_p must be in (0, 1], got " .. tostring(o.top_p), 2)
+  end
+  if type(o.temperature) ~= "number" or o.temperature < 0 then
+    error("generate: temperature must be a number >= 0, got " .. tostring(o.temperature), 2)
+  end
+  local rt = opts.return_type or "input"
+  if rt ~= "input" and rt ~= "str" and rt ~= "tokens" then
+    error("generate: return_type must be 'input', 'str' or 'tokens', got " .. tostring(rt), 2)
+  end
   local max_new = opts.max_new_tokens or 10
-  local temperature = opts.temperature or 1.0
   local do_sample = opts.do_sample ~= false
-  local gen = do_sample and temperature > 0 and mi.Generator(opts.seed or os.time()) or nil
+  local gen = do_sample and o.temperature > 0 and mi.Generator(opts.seed or os.time()) or nil
   local was_string = type(input) == "string"
   local tokens = self:_input(input, opts)
   local eos = opts.eos_token_id
@@ -731,12 +887,15 @@ function Model:generate(input, opts)
     if tokens:size(1) >= self.cfg.n_ctx then break end
     local logits = self:_run(tokens, {return_type = "logits", fwd_hooks = opts.fwd_hooks})
     local last = logits:select(1, -1):totable()                 -- B rows of d_vocab_out
+    local rows = o.freq_penalty ~= 0 and tokens:totable() or nil
     local col = {}
     local all_done = true
     for b = 1, B do
       if done[b] then col[b] = {eos}
       else
-        local id = sample_row(last[b], temperature, opts.top_k, gen)
+        local counts = {}
+        if rows then for _, t in ipairs(rows[b]) do counts[t] = (counts[t] or 0) + 1 end end
+        local id = sample_row(last[b], o, counts, gen)
         col[b] = {id}
         if stop_at_eos and id == eos then done[b] = true end
       end
@@ -745,12 +904,17 @@ function Model:generate(input, opts)
     tokens = mi.cat({tokens, mi.tensor(col, "int64")}, 1)
     if stop_at_eos and all_done then break end
   end
-  if was_string then
-    local t = tokens[0]
-    local prepend = opts.prepend_bos
-    if prepend == nil then prepend = self.cfg.default_prepend_bos end
-    if prepend then t = t:narrow(0, 1, t:size(0) - 1) end
-    return self.tokenizer:decode(t)
+  if rt == "str" or (rt == "input" and was_string) then
+    local tok = need_tok(self, "generate")
+    local out = {}
+    for b = 0, B - 1 do
+      local t = tokens[b]
+      local prepend = opts.prepend_bos
+      if prepend == nil then prepend = self.cfg.default_prepend_bos end
+      if was_string and prepend then t = t:narrow(0, 1, t:size(0) - 1) end
+      out[b + 1] = tok:decode(t)
+    end
+    return B == 1 and out[1] or out
   end
   return tokens
 end

@@ -38,6 +38,8 @@ P.autoshow = false                                 -- open each figure in a wind
 
 local floor, ceil, max, min, abs = math.floor, math.ceil, math.max, math.min, math.abs
 
+local function check_opts(op, opts, allowed) return require("miwb").utils.check_opts(op, opts, allowed) end
+
 ---------------------------------------------------------------------------------------------------
 -- inputs: tensors or nested tables -> nested Lua tables of numbers
 ---------------------------------------------------------------------------------------------------
@@ -556,6 +558,7 @@ end
 --   width, height, aspect ("equal": square cells, the default unless both width and height are
 --   given; "auto": cells fill the image), out, name, format, show, max_label (chars, default 24)
 function P.imshow(t, opts)
+  check_opts("plot.imshow", opts, {"aspect", "clabel", "font", "fontsize", "format", "heads", "height", "labels", "max_label", "midpoint", "name", "out", "palette", "range", "range_color", "show", "text_auto", "title", "width", "x", "xlabel", "y", "ylabel"})
   opts = opts or {}
   local op = "plot.imshow"
   local rows, shape = as_dims(t, 2, op, "tensor")
@@ -694,11 +697,19 @@ end
 -- (a leading batch dim of 1 is dropped; a [q, k] pattern is one head), queries down, keys across,
 -- token labels on both axes, key > query (the causal mask) shown grey.
 -- opts: title, head_names (one per head) or layer (names "L<layer>H<h>"), heads (0-based list to
---   draw), cols, mask (default true), range (default {0, 1}), palette ("Blues"), cell (px per token),
---   fontsize, max_label (chars, default 16), all_labels (tick labels on every panel), out, name, format
+--   draw), head (the index of a single [q, k] pattern's head: without it that panel has no head
+--   name), cols, mask (default true), range (default {0, 1}), palette ("Blues"), cell (px per
+--   token), fontsize, max_label (chars, default 16), all_labels (tick labels on every panel), out,
+--   name, format
 function P.attention_patterns(str_tokens, pattern, opts)
+  check_opts("plot.attention_patterns", opts, {"all_labels", "cell", "cols", "font", "fontsize", "format", "head", "head_names", "heads", "height", "layer", "mask", "max_label", "name", "out", "palette", "range", "show", "title", "width"})
   opts = opts or {}
   local op = "plot.attention_patterns"
+  local single = (is_tensor(pattern) and pattern:dim() == 2) or
+                 (type(pattern) == "table" and type(pattern[1]) == "table" and type(pattern[1][1]) ~= "table")
+  if opts.head ~= nil and not single then
+    error(op .. ": opts.head names the head of a single [q, k] pattern; for [heads, q, k] use opts.heads", 0)
+  end
   local pat, shape = as_dims(pattern, 3, op, "pattern")
   local nh, nq, nk = shape[1], shape[2], shape[3]
   local toks = str_list(op, "str_tokens", str_tokens)
@@ -712,7 +723,13 @@ function P.attention_patterns(str_tokens, pattern, opts)
   local heads = head_list(op, opts.heads, nh)
   local names = {}
   for _, h in ipairs(heads) do
-    if opts.head_names then
+    if single and opts.head_names == nil then
+      -- one head's [q, k] pattern: its index is opts.head, or unknown (no head name)
+      local hh = opts.head
+      if hh == nil then names[#names + 1] = opts.layer and string.format("Layer %d", opts.layer) or ""
+      elseif opts.layer then names[#names + 1] = string.format("L%dH%d", opts.layer, hh)
+      else names[#names + 1] = "Head " .. hh end
+    elseif opts.head_names then
       local hn = opts.head_names
       if #hn ~= nh then error(string.format("%s: %d head_names for %d heads", op, #hn, nh), 0) end
       names[#names + 1] = tostring(hn[h + 1])
@@ -728,7 +745,9 @@ function P.attention_patterns(str_tokens, pattern, opts)
   local n = max(nq, nk)
   local tf = opts.fontsize or (n <= 24 and 9 or n <= 64 and 8 or 7)
   -- >= 7 px per token up to ~130 tokens (readable labels, thinned), then panels of ~900 px
-  local cell = opts.cell or max(1, min(7, floor(900 / n)), min(22, floor(640 / n)))
+  -- up to 64 tokens a cell is one text line high, so every token is labelled (as imshow does)
+  local cell = opts.cell or max(1, min(7, floor(900 / n)), min(22, floor(640 / n)),
+                                n <= 64 and ceil(line_h(tf)) or 0)
   local pw, ph = nk * cell, nq * cell
   local step = max(1, ceil(line_h(tf) / cell))
   local ylab = maxlen(qlabels) * char_w(tf) + 10
@@ -958,6 +977,7 @@ end
 --   ylabel, xticks (one label per x, thinned, rotated), vline, hline, vrect ({x0, x1, color=,
 --   label=}), xrange, yrange, logy, legend ("top right", false), width, height, out, name, format
 function P.line(ys, opts)
+  check_opts("plot.line", opts, {"colors", "font", "fontsize", "format", "height", "hline", "labels", "legend", "logx", "logy", "markers", "max_label", "name", "names", "out", "range", "show", "title", "vline", "vrect", "width", "x", "xlabel", "xrange", "xticks", "ylabel", "yrange"})
   opts = opts or {}
   local op = "plot.line"
   local series = series_list(op, ys)
@@ -1019,6 +1039,7 @@ end
 --   names; or {x = ..., y = ...} axis titles as plotly's), colors, mean (true:
 --   a dashed line at each series' mean), vline, logy, title, xlabel, ylabel, width, height, out, ...
 function P.hist(values, opts)
+  check_opts("plot.hist", opts, {"bins", "colors", "density", "font", "fontsize", "format", "height", "hline", "labels", "legend", "logx", "logy", "mean", "name", "names", "nbins", "out", "range", "show", "title", "vline", "vrect", "width", "x", "xlabel", "xrange", "ylabel", "yrange"})
   opts = opts or {}
   local op = "plot.hist"
   local series = {}
@@ -1111,6 +1132,7 @@ end
 -- opts: color (values -> a colour scale, with clabel), text (a label per point), diag (true: the
 --   line y = x), title, xlabel, ylabel, xrange, yrange, palette, width, height, out, name, format
 function P.scatter(x, y, opts)
+  check_opts("plot.scatter", opts, {"clabel", "color", "diag", "font", "fontsize", "format", "height", "labels", "logx", "logy", "midpoint", "name", "out", "palette", "point_color", "range", "range_color", "show", "text", "title", "width", "xlabel", "xrange", "ylabel", "yrange"})
   opts = opts or {}
   local op = "plot.scatter"
   local xs, n = number_list(op, "x", x)
@@ -1169,10 +1191,12 @@ end
 -- the seed notebook's figures
 ---------------------------------------------------------------------------------------------------
 
-local function merge(defaults, opts)
+-- defaults overridden by opts, leaving out the keys in drop (options of the caller only)
+local function merge(defaults, opts, drop)
   local out = {}
   for k, v in pairs(defaults) do out[k] = v end
   for k, v in pairs(opts or {}) do out[k] = v end
+  for _, k in ipairs(drop or {}) do out[k] = (defaults[k] ~= nil) and defaults[k] or nil end
   return out
 end
 
@@ -1181,6 +1205,7 @@ end
 -- the repeat green, each labelled with its mean; the x axis shows the predicted tokens when there
 -- are at most opts.token_ticks (default 40) positions. str_tokens may be nil.
 function P.loss_difference(log_probs, str_tokens, seq_len, opts)
+  check_opts("plot.loss_difference", opts, {"colors", "font", "fontsize", "format", "height", "hline", "labels", "legend", "logx", "logy", "markers", "max_label", "name", "names", "out", "range", "show", "title", "token_ticks", "vline", "vrect", "width", "x", "xlabel", "xrange", "xticks", "ylabel", "yrange"})
   opts = opts or {}
   local op = "plot.loss_difference"
   local lp, n = number_list(op, "log_probs", log_probs)
@@ -1201,7 +1226,7 @@ function P.loss_difference(log_probs, str_tokens, seq_len, opts)
     vline = {seq_len - 0.5},
     xrange = {-0.5, n - 0.5},
     name = opts.name or (not opts.title and not opts.out and "loss_difference" or nil),
-  }, opts)
+  }, opts, {"token_ticks"})
   if str_tokens ~= nil and n <= (opts.token_ticks or 40) and o.xticks == nil then
     local toks = str_list(op, "str_tokens", str_tokens)
     if #toks == n + 1 then -- log_probs[i] is the log prob of token i+1
@@ -1228,6 +1253,7 @@ end
 --   argument is a model, else as numbers); seq or seq-1 of them.
 function P.logit_attribution(spec, logit_attr, tokens, title, opts)
   if type(title) == "table" and opts == nil then opts, title = title, nil end
+  check_opts("plot.logit_attribution", opts, {"aspect", "clabel", "font", "fontsize", "format", "heads", "height", "labels", "layers", "max_label", "midpoint", "name", "out", "palette", "range", "range_color", "show", "text_auto", "title", "width", "x", "xlabel", "y", "ylabel"})
   opts = opts or {}
   local op = "plot.logit_attribution"
   local la, shape = as_dims(logit_attr, 2, op, "logit_attr")
@@ -1278,7 +1304,8 @@ function P.logit_attribution(spec, logit_attr, tokens, title, opts)
   for i = 1, npos do ylabels[i] = "|" .. truncate(P.label_text(toks[i]), opts.max_label or 16) .. "|_" .. (i - 1) end
   return P.imshow(la, merge({x = comps, y = ylabels, labels = {x = "Term", y = "Position", color = "logit"},
                              title = title, midpoint = 0, max_label = 30,
-                             name = opts.name or (not title and not opts.out and "logit_attribution" or nil)}, opts))
+                             name = opts.name or (not title and not opts.out and "logit_attribution" or nil)}, opts,
+                            {"layers"}))
 end
 
 -- comp_scores(scores [H0, H1], title, baseline, opts), or comp_scores(model, scores, title, baseline,
@@ -1293,6 +1320,7 @@ function P.comp_scores(a, b, c, d, e)
   end
   if type(title) == "table" then opts, title, baseline = title, nil, nil end
   if type(baseline) == "table" and not is_tensor(baseline) then opts, baseline = baseline, nil end
+  check_opts("plot.comp_scores", opts, {"aspect", "clabel", "font", "fontsize", "format", "heads", "height", "labels", "layers", "max_label", "midpoint", "name", "out", "palette", "range", "range_color", "show", "text_auto", "title", "width", "x", "xlabel", "y", "ylabel"})
   opts = opts or {}
   local op = "plot.comp_scores"
   if is_tensor(baseline) then baseline = flatten(baseline:totable())[1] end
@@ -1304,7 +1332,7 @@ function P.comp_scores(a, b, c, d, e)
   for h = 0, shape[2] - 1 do xlab[#xlab + 1] = string.format("L%dH%d", layers[2], h) end
   local o = merge({x = xlab, y = ylab, title = title,
                    labels = {x = "Layer " .. layers[2], y = "Layer " .. layers[1], color = "score"},
-                   name = opts.name or (not title and not opts.out and "comp_scores" or nil)}, opts)
+                   name = opts.name or (not title and not opts.out and "comp_scores" or nil)}, opts, {"layers"})
   if baseline ~= nil then
     o.midpoint, o.palette = baseline, opts.palette or "RdBu"
     return P.imshow(sc, o)

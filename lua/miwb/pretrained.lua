@@ -28,6 +28,11 @@
 local M = {}
 local mi
 
+-- the processing switches, and every option of from_pretrained / load_pretrained
+local PROCESSING = {"fold_ln", "center_writing_weights", "center_unembed", "fold_value_biases",
+                    "refactor_factored_attn_matrices"}
+local PRETRAINED_OPTS = {"tokenizer", table.unpack(PROCESSING)}
+
 -- ---------------------------------------------------------------- model names
 -- TransformerLens's official names, their aliases, and where the files live on the hub.
 M.MODELS = {
@@ -326,6 +331,7 @@ end
 -- load_and_process_state_dict: a model without LayerNorm skips fold_ln and
 -- center_writing_weights, with TransformerLens's warnings.
 function M.process_weights(sd, cfg, opts)
+  mi.utils.check_opts("process_weights", opts, PROCESSING)
   opts = opts or {}
   if opts.refactor_factored_attn_matrices then
     error("process_weights: refactor_factored_attn_matrices is not supported by miwb", 2)
@@ -490,7 +496,8 @@ end
 -- stream, so they would change what the model computes), each with TransformerLens's warning.
 -- Returns a copy of opts with the processing switches that apply.
 function M.processing_options(cfg, opts)
-  local o = copy(opts or {})
+  local o = {}
+  for _, k in ipairs(PROCESSING) do o[k] = (opts or {})[k] end
   if cfg.positional_embedding_type == "shortformer" then
     for _, k in ipairs({"fold_ln", "center_unembed", "center_writing_weights"}) do
       if o[k] ~= false then
@@ -505,6 +512,7 @@ end
 
 -- state dict (processed per opts, under TransformerLens's rules), config and folder; no model class
 function M.load_pretrained(name_or_folder, opts)
+  mi.utils.check_opts("load_pretrained", opts, PRETRAINED_OPTS)
   opts = opts or {}
   local folder = locate(name_or_folder)
   local sd, cfg, tok = M.load_folder(folder, name_or_folder)
@@ -513,6 +521,7 @@ function M.load_pretrained(name_or_folder, opts)
 end
 
 function M.from_pretrained(name_or_folder, opts)
+  mi.utils.check_opts("from_pretrained", opts, PRETRAINED_OPTS)
   opts = opts or {}
   local sd, cfg, folder, tok = M.load_pretrained(name_or_folder, opts)
   if not mi.HookedTransformer then

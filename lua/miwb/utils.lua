@@ -4,7 +4,8 @@
 --       ("pattern", 0) -> "blocks.0.attn.hook_pattern"; ("embed") -> "hook_embed";
 --       ("scale", 4, "ln1") -> "blocks.4.ln1.hook_scale"; ("scale") -> "ln_final.hook_scale";
 --       aliases attn -> pattern, attn_logits -> attn_scores, key/query/value -> k/q/v,
---       mlp_pre/mlp_post -> pre/post; compact forms "k6", "pre5", "scale4ln1", "resid_pre3".
+--       mlp_pre/mlp_post -> pre/post; compact forms "k6", "pre5", "scale4ln1" (letters, then the
+--       layer; "resid_pre3" is not one: it gives "hook_resid_pre3", as in TransformerLens).
 --       A name that already holds a "." or starts with "hook_" is returned as it is.
 --   utils.lm_cross_entropy_loss(logits, tokens, attention_mask, per_token)
 --   utils.get_attention_mask(lengths, P, padding_side)   [B, P] int64 from token counts
@@ -35,10 +36,12 @@ function U.get_act_name(name, layer, layer_type)
     return name
   end
   -- compact forms: letters, digits, optional letters ("k6", "scale4ln1")
-  local base, num, rest = name:match("^([a-z_]-)(%d+)([a-z]?.*)$")
-  if base and base ~= "" and layer == nil then
-    name, layer = base, tonumber(num)
-    if rest ~= "" then layer_type = rest end
+  -- TransformerLens's compact form: letters, digits, the rest ("k6", "scale4ln1"); no underscore
+  -- before the digits, so "resid_pre3" stays a name of its own ("hook_resid_pre3")
+  local base, num, rest = name:match("^([a-z]+)(%d+)(.*)$")
+  if base then
+    name, layer = base, math.tointeger(tonumber(num))
+    layer_type = rest
   end
   name = act_name_alias[name] or name
   local full = ""
@@ -88,6 +91,203 @@ function U.get_attention_mask(lengths, P, padding_side)
     rows[b] = r
   end
   return mi.tensor(rows, "int64")
+end
+
+-- TransformerLens's Slice (the pos_slice / batch_slice argument of the cache helpers):
+--   utils.Slice(nil)                      everything (identity)
+--   utils.Slice(i)                        one index: apply selects it, so the dim goes (as TL's int)
+--   utils.Slice({start, stop, step})      a range, 0-based, half-open, negatives from the end; also
+--                                         named {start = , stop = , step = } (a lone {a} raises: Python
+--                                         reads it as a stop, miwb's indexing as a start)
+--   utils.Slice(int64 tensor) or utils.Slice({indices = {0, 2, 5}})   these indices, in order
+--   s:apply(t, dim)                       t sliced along dim (default 0)
+--   s:indices(max_ctx)                    int64 tensor of the indices it takes out of max_ctx
+--   utils.Slice.unwrap(x)                 a Slice, with an integer kept as a one-index list (the dim stays)
+local SliceMT = {__name = "miwb.Slice"}
+SliceMT.__index = SliceMT
+
+local function is_slice(x) return getmetatable(x) == SliceMT end
+
+local function make_slice(x)
+  if is_slice(x) then return x end
+  if x == nil then return setmetatable({mode = "identity"}, SliceMT) end
+  if math.type(x) == "integer" then return setmetatable({mode = "int", index = x}, SliceMT) end
+  if type(x) == "number" and x == math.floor(x) then
+    return setmetatable({mode = "int", index = math.tointeger(x)}, SliceMT)
+  end
+  if mi.is_tensor(x) then
+    if x:dtype() ~= "int64" then error("Slice: an index tensor must be int64, got " .. x:dtype(), 3) end
+    if x:dim() == 0 then return setmetatable({mode = "int", index = x:item()}, SliceMT) end
+    return setmetatable({mode = "array", index = x:reshape(-1)}, SliceMT)
+  end
+  if type(x) == "table" and getmetatable(x) == nil then
+    if x.indices ~= nil then
+      for k in pairs(x) do
+        if k ~= "indices" then error("Slice: {indices = ...} takes no other key, got '" .. tostring(k) .. "'", 3) end
+      end
+      local idx = x.indices
+      if type(idx) == "table" then idx = mi.tensor(idx, "int64") end
+      return make_slice(idx)
+    end
+    if #x == 1 and x.start == nil and x.stop == nil then
+      -- Python's slice(a) stops at a, miwb's {a} starts there: say which
+      error("Slice: {" .. tostring(x[1]) .. "} is ambiguous: write {start = " .. tostring(x[1]) ..
+            "} or {stop = " .. tostring(x[1]) .. "} (or {indices = {" .. tostring(x[1]) .. "}})", 3)
+    end
+    local start, stop, step = x.start, x.stop, x.step
+    for k, v in pairs(x) do
+      if k == 1 then start = v elseif k == 2 then stop = v elseif k == 3 then step = v
+      elseif k ~= "start" and k ~= "stop" and k ~= "step" then
+        error("Slice: a range is {start, stop, step} or {start = , stop = , step = }, got key '" .. tostring(k) ..
+              "'; an index list is {indices = {...}} or an int64 tensor", 3)
+      end
+    end
+    for name, v in pairs({start = start, stop = stop, step = step}) do
+      if v ~= nil and math.type(v) ~= "integer" then error("Slice: " .. name .. " must be an integer, got " .. tostring(v), 3) end
+    end
+    if step ~= nil and step < 1 then error("Slice: step must be positive, got " .. step, 3) end
+    return setmetatable({mode = "slice", start = start, stop = stop, step = step}, SliceMT)
+  end
+  error("Slice: expected nil, an integer, {start, stop, step}, {indices = ...} or an int64 tensor, got " .. type(x), 3)
+end
+
+function SliceMT:apply(t, dim)
+  dim = dim or 0
+  local nd = t:dim()
+  if dim < 0 then dim = dim + nd end
+  if self.mode == "identity" then return t end
+  if self.mode == "int" then return t:select(dim, self.index) end
+  if self.mode == "array" then return t:index_select(dim, self.index) end
+  local key = {}
+  for d = 1, dim do key[d] = {} end
+  local n = t:size(dim)
+  key[dim + 1] = {self.start or 0, self.stop or n, self.step or 1}
+  return t[key]
+end
+
+function SliceMT:indices(max_ctx)
+  if self.mode == "int" then return mi.tensor(self.index, "int64") end
+  if max_ctx == nil then error("Slice:indices: max_ctx is needed unless the slice is one integer", 2) end
+  return self:apply(mi.arange(max_ctx), 0)
+end
+
+function SliceMT:__tostring()
+  if self.mode == "identity" then return "Slice(all)" end
+  if self.mode == "int" then return "Slice(" .. self.index .. ")" end
+  if self.mode == "array" then return "Slice(indices " .. tostring(#self.index) .. ")" end
+  return ("Slice(%s:%s:%s)"):format(self.start or "", self.stop or "", self.step or 1)
+end
+
+U.Slice = setmetatable({
+  unwrap = function(x)
+    if math.type(x) == "integer" then return make_slice({indices = {x}}) end
+    return make_slice(x)
+  end,
+  is_slice = is_slice,
+}, {__call = function(_, x) return make_slice(x) end})
+
+-- TransformerLens's override_or_use_default_value(default_flag, override): override unless nil
+function U.override_or_use_default_value(default_flag, override)
+  if override ~= nil then return override end
+  return default_flag
+end
+
+-- Python's repr of a str ('it', "it's"), for output printed as TransformerLens prints it
+local function py_repr(str)
+  local q = (str:find("'", 1, true) and not str:find('"', 1, true)) and '"' or "'"
+  local out = str:gsub("[%c\\" .. q .. "]", function(c)
+    if c == "\\" then return "\\\\" end
+    if c == q then return "\\" .. q end
+    if c == "\n" then return "\\n" elseif c == "\t" then return "\\t" elseif c == "\r" then return "\\r" end
+    return ("\\x%02x"):format(c:byte())
+  end)
+  return q .. out .. q
+end
+
+local function py_list(t, f)
+  local parts = {}
+  for i, v in ipairs(t) do parts[i] = (f or py_repr)(v) end
+  return "[" .. table.concat(parts, ", ") .. "]"
+end
+
+-- TransformerLens's test_prompt(prompt, answer, model, prepend_space_to_answer = true,
+-- print_details = true, prepend_bos = default, top_k = 10), the options also as one table: prints
+-- the tokenized prompt and answer, the answer token's rank, logit and probability, the top_k
+-- tokens, and the ranks, as TransformerLens prints them. answer may be a list of one-token
+-- answers. Returns the ranks ({{token, rank}, ...} per answer position).
+function U.test_prompt(prompt, answer, model, ...)
+  local names = {"prepend_space_to_answer", "print_details", "prepend_bos", "top_k"}
+  local space, details, prepend_bos, top_k
+  local first = ...
+  if type(first) == "table" and select("#", ...) == 1 then
+    U.check_opts("test_prompt", first, names)
+    space, details, prepend_bos, top_k = first.prepend_space_to_answer, first.print_details, first.prepend_bos,
+                                         first.top_k
+  else
+    space, details, prepend_bos, top_k = ...
+  end
+  if space == nil then space = true end
+  if details == nil then details = true end
+  top_k = top_k or 10
+  local answers = type(answer) == "table" and answer or {answer}
+  local n_answers, multiple = #answers, #answers > 1
+  if space then
+    for i, a in ipairs(answers) do if a:sub(1, 1) ~= " " then answers[i] = " " .. a end end
+  end
+  local function out(...) io.stdout:write(...) end
+  local prompt_tokens = model:to_tokens(prompt, {prepend_bos = prepend_bos})           -- [1, P]
+  local prompt_str = model:to_str_tokens(prompt, {prepend_bos = prepend_bos})
+  local answer_strs = {}
+  for i, a in ipairs(answers) do answer_strs[i] = model:to_str_tokens(a, {prepend_bos = false}) end
+  local answer_len = multiple and 1 or #answer_strs[1]
+  local rows = {}
+  for i, a in ipairs(answers) do
+    local ids = model:to_tokens(a, {prepend_bos = false})[0]:narrow(0, 0, answer_len)
+    rows[i] = mi.cat({prompt_tokens[0], ids}, 0)
+  end
+  local tokens = mi.stack(rows, 0)                                                   -- [n, P + A]
+  local P = #prompt_str
+  if details then
+    out("Tokenized prompt: ", py_list(prompt_str), "\n")
+    if multiple then out("Tokenized answers: ", py_list(answer_strs, py_list), "\n")
+    else out("Tokenized answer: ", py_list(answer_strs[1]), "\n") end
+  end
+  local logits = model(tokens)
+  local probs = logits:softmax(-1)
+  local ranks = {}
+  for index = P, P + answer_len - 1 do
+    local here = {}
+    local lines = {}
+    local sorted_probs, sorted_ids
+    for i = 1, n_answers do
+      local tok = tokens[{i - 1, index}]:item()
+      local p = probs[{i - 1, index - 1}]
+      local sp, si = p:sort(-1, true)
+      if i == 1 then sorted_probs, sorted_ids = sp, si end
+      local rank = si:eq(tok):to("int64"):argmax():item()
+      here[i] = {answer_strs[i][index - P + 1], rank}
+      lines[i] = ("Rank: %-8d Logit: %5.2f Prob: %6s Token: |%s|"):format(rank, logits[{i - 1, index - 1, tok}]:item(),
+        ("%.2f%%"):format(100 * p[tok]:item()), answer_strs[i][index - P + 1])
+    end
+    ranks[#ranks + 1] = here
+    if details then
+      out("Performance on answer token", n_answers > 1 and "s" or "", ":\n", table.concat(lines, "\n"), "\n")
+      for k = 0, math.min(top_k, sorted_ids:size(0)) - 1 do
+        local id = sorted_ids[k]:item()
+        out(("Top %dth token. Logit: %5.2f Prob: %6s Token: |%s|\n"):format(k, logits[{0, index - 1, id}]:item(),
+          ("%.2f%%"):format(100 * sorted_probs[k]:item()), model:to_string(id)))
+      end
+    end
+  end
+  local function pair(r) return "(" .. py_repr(r[1]) .. ", " .. r[2] .. ")" end
+  if not multiple then
+    local single = {}
+    for i, r in ipairs(ranks) do single[i] = r[1] end
+    out("Ranks of the answer tokens: ", py_list(single, pair), "\n")
+  else
+    out("Ranks of the answer tokens: ", py_list(ranks, function(r) return py_list(r, pair) end), "\n")
+  end
+  return ranks
 end
 
 -- TransformerLens's logging.warning: utils.warn(msg) hands msg to utils.warn_handler, which

@@ -222,10 +222,14 @@ T.test("identity: full residual decomposition through the final LayerNorm gives 
   local model, t = fixture("lnpre")
   local tokens = t.tokens
   local logits, cache = model:run_with_cache(tokens)
-  local stack, labels = cache:get_full_resid_decomposition(nil, false, true, true)
+  -- TransformerLens's order: layer, mlp_input, expand_neurons, apply_ln, pos_slice, return_labels
+  local stack, labels = cache:get_full_resid_decomposition(nil, false, true, false, nil, true)
   T.eq(#labels, stack:size(0))
   T.eq(labels[1], "L0H0"); T.eq(labels[#labels], "bias"); T.eq(labels[#labels - 1], "pos_embed")
+  T.eq(labels[model.cfg.n_layers * model.cfg.n_heads + 1], "L0N0", "neurons expanded")
+  close(stack:sum(0), cache[{"resid_post", -1}], 1e-4)
   local P = tokens:size(1)
+  -- logit_attrs applies ln_final's centring and scale itself, as TransformerLens's does
   local attrs = cache:logit_attrs(stack, tokens)                  -- [components, B, P]: each position's own token
   local total = attrs:sum(0) + model.b_U:index_select(0, tokens:reshape(-1)):view(tokens:shape())
   local own = logits:gather(-1, tokens:unsqueeze(-1)):squeeze(-1)
@@ -266,7 +270,7 @@ T.test("apply_ln_to_stack: with LN's w and b it gives the cached ln1 / ln2 / ln_
     local y = cache:apply_ln_to_stack(cache[{"resid_mid", l}]:unsqueeze(0), l, true)[0]
     close(y * sd["blocks." .. l .. ".ln2.w"] + sd["blocks." .. l .. ".ln2.b"], cache[{"normalized", l, "ln2"}], 1e-5)
   end
-  local acc, labels = cache:accumulated_resid(nil, true, true, true)
+  local acc, labels = cache:accumulated_resid(nil, true, true, nil, false, true)
   T.eq(table.concat(labels, ","), "0_pre,0_mid,1_pre,1_mid,final_post")
   close(acc[4] * sd["ln_final.w"] + sd["ln_final.b"], cache["ln_final.hook_normalized"], 1e-5)
   local a, al = cache:decompose_resid{layer = 2, mode = "attn", return_labels = true}
