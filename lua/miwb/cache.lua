@@ -255,6 +255,27 @@ function Cache:decompose_resid(...)
   return stack
 end
 
+-- the end of stack_head_results / stack_neuron_results: comps [n, ..., d] joined (an empty stack
+-- without any), the remainder up to resid_post of layer - 1, LN scaling, labels
+local function finish_stack(self, comps, labels, layer, pos_slice, incl_remainder, apply_ln, return_labels)
+  local stack
+  if #comps == 0 then
+    local shape = pos_slice:apply(self[{"resid_pre", 0}], -2):shape()
+    table.insert(shape, 1, 0)
+    stack = mi.zeros(shape)
+  else
+    stack = mi.cat(comps, 0)
+  end
+  if incl_remainder then
+    local rem = pos_slice:apply(self[{"resid_post", layer - 1}], -2) - stack:sum(0)
+    stack = mi.cat({stack, rem:unsqueeze(0)}, 0)
+    labels[#labels + 1] = "remainder"
+  end
+  if apply_ln then stack = self:apply_ln_to_stack(stack, layer, false, pos_slice) end
+  if return_labels then return stack, labels end
+  return stack
+end
+
 -- [..., H, d] results of layer l: cached hook_result, or z @ W_O when results were not cached
 local function head_results(self, l)
   local name = string.format("blocks.%d.attn.hook_result", l)
@@ -285,22 +306,7 @@ function Cache:stack_head_results(...)
     comps[#comps + 1] = component_first(pos_slice:apply(head_results(self, l), -3)) -- [H, ..., d]
     for h = 0, c.n_heads - 1 do labels[#labels + 1] = string.format("L%dH%d", l, h) end
   end
-  local stack
-  if #comps == 0 then
-    local shape = pos_slice:apply(self[{"resid_pre", 0}], -2):shape()
-    table.insert(shape, 1, 0)
-    stack = mi.zeros(shape)
-  else
-    stack = mi.cat(comps, 0)
-  end
-  if incl_remainder then
-    local rem = pos_slice:apply(self[{"resid_post", layer - 1}], -2) - stack:sum(0)
-    stack = mi.cat({stack, rem:unsqueeze(0)}, 0)
-    labels[#labels + 1] = "remainder"
-  end
-  if apply_ln then stack = self:apply_ln_to_stack(stack, layer, false, pos_slice) end
-  if return_labels then return stack, labels end
-  return stack
+  return finish_stack(self, comps, labels, layer, pos_slice, incl_remainder, apply_ln, return_labels)
 end
 
 -- each neuron's output post[n] * W_out[n] for the layers below `layer`: [L*d_mlp, ..., d]
@@ -320,22 +326,7 @@ function Cache:stack_neuron_results(...)
     local ids = neuron_slice:indices(c.d_mlp):totable()
     for _, n in ipairs(ids) do labels[#labels + 1] = string.format("L%dN%d", l, n) end
   end
-  local stack
-  if #comps == 0 then
-    local shape = pos_slice:apply(self[{"resid_pre", 0}], -2):shape()
-    table.insert(shape, 1, 0)
-    stack = mi.zeros(shape)
-  else
-    stack = mi.cat(comps, 0)
-  end
-  if incl_remainder then
-    local rem = pos_slice:apply(self[{"resid_post", layer - 1}], -2) - stack:sum(0)
-    stack = mi.cat({stack, rem:unsqueeze(0)}, 0)
-    labels[#labels + 1] = "remainder"
-  end
-  if apply_ln then stack = self:apply_ln_to_stack(stack, layer, false, pos_slice) end
-  if return_labels then return stack, labels end
-  return stack
+  return finish_stack(self, comps, labels, layer, pos_slice, incl_remainder, apply_ln, return_labels)
 end
 
 -- the stack, scaled by ln_final (as TransformerLens: apply_ln_to_stack at the last layer), dotted

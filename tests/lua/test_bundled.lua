@@ -43,12 +43,8 @@ T.test("bundled model: two induction heads >= 0.5, a previous-token head, 3 nats
 end)
 
 T.test("bundled model: from_pretrained follows TransformerLens (shortformer: no centred unembedding)", function()
-  local old = mi.utils.warn_handler
-  local got = {}
-  mi.utils.warn_handler = function(msg) got[#got + 1] = msg end
-  local ok, processed = pcall(mi.from_pretrained, dir)
-  mi.utils.warn_handler = old
-  assert(ok, processed)
+  local processed
+  local got = T.warnings(function() processed = mi.from_pretrained(dir) end)
   T.truthy(#got == 3 and got[2]:find("center_unembed=True for a shortformer model", 1, true), table.concat(got, "\n"))
   local tokens = A.generate_repeated_tokens(model, 20, 2, {seed = 1})
   -- only fold_value_biases applies, which leaves the logits as they are

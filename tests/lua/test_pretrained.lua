@@ -201,18 +201,9 @@ T.test("a TransformerLens attention-only folder (config fields, half-precision .
   T.eq(maxdiff(p["unembed.W_U"], sd["unembed.W_U"]), 0, "W_U not centred (shortformer)")
 end)
 
--- runs fn with mi.utils.warn collecting the warnings; returns them
-local function warnings_of(fn)
-  local got, old = {}, mi.utils.warn_handler
-  mi.utils.warn_handler = function(msg) got[#got + 1] = msg end
-  local ok, err = pcall(fn)
-  mi.utils.warn_handler = old
-  if not ok then error(err, 0) end
-  return got
-end
 
 T.test("TransformerLens's per-config rules: shortformer models get no centring or folding, with its warnings", function()
-  local got = warnings_of(function() mi.load_pretrained("tests/fixtures/ckpt/tl_attn_only") end)
+  local got = T.warnings(function() mi.load_pretrained("tests/fixtures/ckpt/tl_attn_only") end)
   T.eq(#got, 3, table.concat(got, "\n"))
   T.eq(got[1], "You tried to specify fold_ln=True for a shortformer model, but this can't be done! Setting fold_ln=False instead.")
   T.eq(got[2], "You tried to specify center_unembed=True for a shortformer model, but this can't be done! " ..
@@ -220,7 +211,7 @@ T.test("TransformerLens's per-config rules: shortformer models get no centring o
   T.eq(got[3], "You tried to specify center_writing_weights=True for a shortformer model, but this can't be done! " ..
                "Setting center_writing_weights=False instead.")
   -- switched off explicitly: no warning
-  got = warnings_of(function() mi.load_pretrained("tests/fixtures/ckpt/tl_attn_only",
+  got = T.warnings(function() mi.load_pretrained("tests/fixtures/ckpt/tl_attn_only",
     {fold_ln = false, center_unembed = false, center_writing_weights = false}) end)
   T.eq(#got, 0)
   -- a standard-position model without LayerNorm: folding and centring the writing weights are
@@ -230,7 +221,7 @@ T.test("TransformerLens's per-config rules: shortformer models get no centring o
   local cfg = {n_layers = 2, d_model = sd["embed.W_E"]:size(1), normalization_type = "None",
                positional_embedding_type = "standard", attn_only = true}
   local out
-  got = warnings_of(function() out = P.process_weights(sd, cfg) end)
+  got = T.warnings(function() out = P.process_weights(sd, cfg) end)
   T.eq(table.concat(got, "|"), "You are not using LayerNorm or RMSNorm, so the layer norm weights can't be folded! Skipping|" ..
        "You are not using LayerNorm, so the writing weights can't be centered! Skipping")
   T.truthy(out["unembed.W_U"]:sum(-1):abs():max():item() < 1e-4, "W_U centred")

@@ -21,15 +21,6 @@ local function close(a, b, tol, what)
   if not (d <= tol) then error((what or "close") .. ": max difference " .. d, 2) end
 end
 
--- runs fn with mi.utils.warn collecting the warnings
-local function warnings_of(fn)
-  local got, old = {}, mi.utils.warn_handler
-  mi.utils.warn_handler = function(msg) got[#got + 1] = msg end
-  local ok, err = pcall(fn)
-  mi.utils.warn_handler = old
-  if not ok then error(err, 0) end
-  return got
-end
 
 -- ---------------------------------------------------------------- options tables
 T.test("an unknown option raises, naming the key and the function (model, cache, analysis, plot, loading)", function()
@@ -175,11 +166,11 @@ end)
 T.test("to_tokens warns when it cuts a text to n_ctx", function()
   local long = string.rep("and the ", 400)
   local t
-  local got = warnings_of(function() t = model:to_tokens(long) end)
+  local got = T.warnings(function() t = model:to_tokens(long) end)
   T.eq(t:size(1), model.cfg.n_ctx)
   T.eq(#got, 1)
   T.truthy(got[1]:find("cut to the model's n_ctx = 256", 1, true), got[1])
-  T.eq(#warnings_of(function() model:to_tokens("short") end), 0)
+  T.eq(#T.warnings(function() model:to_tokens("short") end), 0)
   T.truthy(model:to_tokens(long, {truncate = false}):size(1) > 256)
 end)
 

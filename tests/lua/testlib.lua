@@ -48,6 +48,17 @@ function T.near_table(a, b, tol, msg, path)
   end
 end
 
+-- runs fn with miwb's warnings (mi.utils.warn) collected instead of printed; returns them
+function T.warnings(fn)
+  local U = require("miwb").utils
+  local got, old = {}, U.warn_handler
+  U.warn_handler = function(msg) got[#got + 1] = msg end
+  local ok, err = pcall(fn)
+  U.warn_handler = old
+  if not ok then error(err, 0) end
+  return got
+end
+
 -- fn must raise an error whose text contains `pattern` (plain substring)
 function T.raises(fn, pattern, msg)
   local ok, err = pcall(fn)
