@@ -16,7 +16,7 @@
 --       (returns the residual stream entering that block), tokens (for the loss when starting
 --       from a residual), fwd_hooks
 --   model:run_with_cache(input, {names_filter = name | {names} | function(name), remove_batch_dim,
---       return_type, ...}) -> out, cache   (out is {logits=, loss=} for return_type "both")
+--       return_type, fwd_hooks (for this call), ...}) -> out, cache   (out is {logits=, loss=} for return_type "both")
 --   model:run_with_hooks(input, {fwd_hooks = {{name_or_filter, fn}, ...}, return_type, ...})
 --       fn(act, hook): act may be edited in place, or fn returns a tensor of act's shape to replace
 --       it; hook.name, hook:layer(), hook.ctx. act is valid during the call; a tensor kept from
@@ -687,13 +687,13 @@ function Model:_input(input, opts)
 end
 
 local FORWARD_OPTS = {"return_type", "loss_per_token", "prepend_bos", "padding_side", "attention_mask",
-                      "start_at_layer", "stop_at_layer", "tokens"}
+                      "start_at_layer", "stop_at_layer", "tokens", "fwd_hooks"}
 local function with(list, ...)
   local t = {table.unpack(list)}
   for _, k in ipairs{...} do t[#t + 1] = k end
   return t
 end
-local HOOK_OPTS = with(FORWARD_OPTS, "fwd_hooks", "bwd_hooks", "reset_hooks_end", "clear_contexts")
+local HOOK_OPTS = with(FORWARD_OPTS, "bwd_hooks", "reset_hooks_end", "clear_contexts")
 local CACHE_OPTS = with(FORWARD_OPTS, "names_filter", "remove_batch_dim", "incl_bwd", "reset_hooks_end",
                         "clear_contexts")
 

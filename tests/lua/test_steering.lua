@@ -58,7 +58,8 @@ T.test("mean_difference: means of the cached activations at pos", function()
   local _, cb = model:run_with_cache(b)
   local want = ca[name][{{}, 2}]:mean(0) - cb[name][{{}, 2}]:mean(0)
   mi.assert_close(got, want, 1e-6, 1e-6)
-  mi.assert_close(mi.steering.mean_difference(model, a, b, "resid_pre1"),
+  -- (TransformerLens's get_act_name has no compact form for resid_pre: "resid_pre1" is not one)
+  mi.assert_close(mi.steering.mean_difference(model, a, b, mi.utils.get_act_name("resid_pre", 1)),
                   ca[name][{{}, -1}]:mean(0) - cb[name][{{}, -1}]:mean(0), 1e-6, 1e-6)
 end)
 
