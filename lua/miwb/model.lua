@@ -193,12 +193,25 @@ end
 
 -- the C model and the hook names it has (_names, in firing order, and _has as a set); _all_names:
 -- every hook point some miwb model has, for the message when this one lacks it
+-- lists a spliced component's hook points (subs) right after its point
+local function list_splice(self, point, subs)
+  local names = {}
+  for _, n in ipairs(self._names) do
+    names[#names + 1] = n
+    if n == point then
+      for _, sub in ipairs(subs) do names[#names + 1] = sub; self._all_names[sub] = true; self._has[sub] = true end
+    end
+  end
+  self._names = names
+end
+
 local function set_core(self, core)
   self._core = core
   self._names = core:hook_names()
   self._has, self._all_names = {}, {}
   for _, n in ipairs(self._names) do self._has[n] = true end
   for _, n in ipairs(core:hook_names(true)) do self._all_names[n] = true end
+  for point, sp in pairs(self._splices or {}) do list_splice(self, point, sp.subs) end
 end
 
 function M.HookedTransformer(cfg, opts)
@@ -569,23 +582,18 @@ Model.remove_all_hook_fns = Model.reset_hooks
 -- fn(act, hook) at <point> before any other hook there (reset_hooks leaves it), and hands each
 -- of its activations to model:_splice_fire(name, act), which caches it and runs the hooks on it.
 function Model:_add_splice(point, subs, fn)
-  if not self._all_names[point] then error("'" .. point .. "' is not a hook point of this model", 3) end
+  if not self._has[point] then error("'" .. point .. "' is not a hook point of this model", 3) end
   if self._splices and self._splices[point] then error("a component is already spliced in at " .. point, 3) end
   self._splices = self._splices or {}
   self._splices[point] = {subs = subs, fn = fn}
-  local names = {}
-  for _, n in ipairs(self._names) do
-    names[#names + 1] = n
-    if n == point then for _, sub in ipairs(subs) do names[#names + 1] = sub; self._all_names[sub] = true end end
-  end
-  self._names = names
+  list_splice(self, point, subs)
 end
 
 function Model:_remove_splice(point)
   local sp = self._splices and self._splices[point]
   if not sp then return end
   local drop = {}
-  for _, sub in ipairs(sp.subs) do drop[sub] = true; self._all_names[sub] = nil end
+  for _, sub in ipairs(sp.subs) do drop[sub] = true; self._all_names[sub] = nil; self._has[sub] = nil end
   local names = {}
   for _, n in ipairs(self._names) do if not drop[n] then names[#names + 1] = n end end
   self._names = names
