@@ -13,6 +13,7 @@
  *   - tensor memory is reported to Lua's GC (mwl_account) so loops do not grow without bound.
  */
 #include <limits.h>
+#include <stdarg.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -179,11 +180,24 @@ static void push_name_list(lua_State *L, const char *const *names) {
     luaL_pushresult(&b);
 }
 
-void mwl_check_opts(lua_State *L, int idx, const char *op, const char *const *names) {
+/* luaL_error with the position of the function `level` calls up: 1 is whoever called the C
+ * function (user code for a method), 2 its caller (user code for a Lua library function that
+ * checks its options through mi.utils.check_opts or mi._kwargs) */
+static int raise_at(lua_State *L, int level, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    luaL_where(L, level);
+    lua_pushvfstring(L, fmt, ap);
+    va_end(ap);
+    lua_concat(L, 2);
+    return lua_error(L);
+}
+
+static void check_opts_at(lua_State *L, int idx, const char *op, const char *const *names, int level) {
     if (lua_isnoneornil(L, idx)) return;
     idx = lua_absindex(L, idx);
     if (lua_type(L, idx) != LUA_TTABLE)
-        luaL_error(L, "%s: options must be a table, got %s", op, luaL_typename(L, idx));
+        raise_at(L, level, "%s: options must be a table, got %s", op, luaL_typename(L, idx));
     lua_pushnil(L);
     while (lua_next(L, idx)) {
         lua_pop(L, 1);
@@ -193,11 +207,15 @@ void mwl_check_opts(lua_State *L, int idx, const char *op, const char *const *na
         if (!known) {
             push_name_list(L, names);
             if (lua_type(L, -2) == LUA_TSTRING)
-                luaL_error(L, "%s: unknown option '%s' (options: %s)", op, lua_tostring(L, -2), lua_tostring(L, -1));
-            luaL_error(L, "%s: options take names as keys, got a %s key (options: %s)", op,
-                       luaL_typename(L, -2), lua_tostring(L, -1));
+                raise_at(L, level, "%s: unknown option '%s' (options: %s)", op, lua_tostring(L, -2), lua_tostring(L, -1));
+            raise_at(L, level, "%s: options take names as keys, got a %s key (options: %s)", op,
+                     luaL_typename(L, -2), lua_tostring(L, -1));
         }
     }
+}
+
+void mwl_check_opts(lua_State *L, int idx, const char *op, const char *const *names) {
+    check_opts_at(L, idx, op, names, 1);
 }
 
 /* mi.utils.check_opts(fname, opts, allowed): the same check from Lua; allowed is a list of
@@ -227,7 +245,7 @@ static int l_check_opts(lua_State *L) {
         for (int j = i; j > 0 && strcmp(names[j - 1], names[j]) > 0; j--) {
             const char *t = names[j]; names[j] = names[j - 1]; names[j - 1] = t;
         }
-    mwl_check_opts(L, 2, op, names);
+    check_opts_at(L, 2, op, names, 2);
     lua_settop(L, 2);
     return 1;
 }
@@ -247,19 +265,20 @@ static int is_opts_table(lua_State *L, int idx) {
  * first + 1, ...; the values move into those positions and the table goes, so the function
  * goes on reading positional arguments: x:sum{dim = 1, keepdim = true} is x:sum(1, true) and
  * x:sum(1, {keepdim = true}) too. Unknown keys, and a parameter given both ways, raise. */
-static void kwargs(lua_State *L, int first, const char *op, const char *const *names) {
+static void kwargs_at(lua_State *L, int first, const char *op, const char *const *names, int level) {
     int top = lua_gettop(L);
     if (top < first || !is_opts_table(L, top)) return;
     int n = 0;
     while (names[n]) n++;
     if (top - first > n) {
         push_name_list(L, names);
-        luaL_error(L, "%s: %d arguments before the options table, at most %d (%s)", op, top - first, n,
-                   lua_tostring(L, -1));
+        raise_at(L, level, "%s: %d arguments before the options table, at most %d (%s)", op, top - first, n,
+                 lua_tostring(L, -1));
     }
-    mwl_check_opts(L, top, op, names);
-    int t = first + n;
-    lua_settop(L, t > top ? t : top);
+    check_opts_at(L, top, op, names, level);
+    int t = first + n; /* >= top */
+    luaL_checkstack(L, t - top + 3, op);
+    lua_settop(L, t);
     if (t != top) {
         lua_copy(L, top, t);
         lua_pushnil(L);
@@ -271,11 +290,15 @@ static void kwargs(lua_State *L, int first, const char *op, const char *const *n
         int j = 0;
         while (strcmp(names[j], k) != 0) j++;
         if (!lua_isnil(L, first + j))
-            luaL_error(L, "%s: '%s' given both by position and by name", op, k);
+            raise_at(L, level, "%s: '%s' given both by position and by name", op, k);
         lua_copy(L, -1, first + j);
         lua_pop(L, 1);
     }
     lua_settop(L, t - 1);
+}
+
+static void kwargs(lua_State *L, int first, const char *op, const char *const *names) {
+    kwargs_at(L, first, op, names, 1);
 }
 
 /* mi._kwargs(fname, {names...}, ...): kwargs() for the Lua-side library; returns the
@@ -295,9 +318,9 @@ static int l_kwargs(lua_State *L) {
     int given = lua_gettop(L) - 2;
     if (given > n && !is_opts_table(L, lua_gettop(L))) {
         push_name_list(L, names);
-        return luaL_error(L, "%s: %d arguments, at most %d (%s)", op, given, n, lua_tostring(L, -1));
+        return raise_at(L, 2, "%s: %d arguments, at most %d (%s)", op, given, n, lua_tostring(L, -1));
     }
-    kwargs(L, 3, op, names);
+    kwargs_at(L, 3, op, names, 2);
     lua_settop(L, 2 + n);
     return n;
 }
@@ -618,6 +641,8 @@ static int l_linspace(lua_State *L) {
 }
 
 static int l_eye(lua_State *L) {
+    static const char *const NAMES[] = {"n", "m", NULL};
+    kwargs(L, 1, "eye", NAMES);
     int64_t n = check_i64(L, 1, "eye", "n");
     int64_t m = lua_isnoneornil(L, 2) ? n : check_i64(L, 2, "eye", "m");
     mw_tensor *out = mwl_newtensor(L);
@@ -851,6 +876,8 @@ static int m_long(lua_State *L) { return to_dtype(L, MW_I64); }
 static int m_bool(lua_State *L) { return to_dtype(L, MW_BOOL); }
 /* x:to(dtype); x:to("cpu") is x (TransformerLens code moves tensors to devices) */
 static int m_to(lua_State *L) {
+    static const char *const NAMES[] = {"dtype", NULL};
+    kwargs(L, 2, "to", NAMES);
     mwl_checktensor(L, 1);
     if (lua_type(L, 2) == LUA_TSTRING && strcmp(lua_tostring(L, 2), "cpu") == 0) {
         lua_settop(L, 1);

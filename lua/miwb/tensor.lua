@@ -259,11 +259,23 @@ function M._install(mi)
   end
 
   -- left_ok / right_ok: whether numeric axes may stand on that side
-  local function split_pattern(pattern, what, left_ok, right_ok)
+  -- sizes: the axis lengths given, each of an axis of the pattern (as einops checks)
+  local function split_pattern(pattern, sizes, what, left_ok, right_ok)
     local l, r = pattern:match("^(.-)%->(.*)$")
     if not l then error(what .. ": pattern needs '->': '" .. pattern .. "'", 3) end
     local lhs, lnames = parse_side(l, what)
     local rhs, rnames = parse_side(r, what)
+    if sizes ~= nil and type(sizes) ~= "table" then
+      error(("%s: axis sizes must be a table {name = size}, got %s"):format(what, type(sizes)), 3)
+    end
+    for name, v in pairs(sizes or {}) do
+      if type(name) ~= "string" or not (lnames[name] or rnames[name]) then
+        error(("%s: a size is given for '%s', which is not an axis of '%s'"):format(what, tostring(name), pattern), 3)
+      end
+      if math.type(v) ~= "integer" or v < 1 then
+        error(("%s: the size of '%s' must be a positive integer, got %s"):format(what, name, tostring(v)), 3)
+      end
+    end
     for _, side in ipairs({{lhs, left_ok, "left"}, {rhs, right_ok, "right"}}) do
       local lit = literal_of(side[1])
       if lit and not side[2] then
@@ -278,7 +290,7 @@ function M._install(mi)
   -- mi.rearrange(x, "b h q k -> (b h) q k" [, sizes]): a permute plus reshapes (a view when
   -- the strides allow, else a copy)
   function mi.rearrange(x, pattern, sizes)
-    local lhs, lnames, rhs, rnames = split_pattern(pattern, "rearrange", false, false)
+    local lhs, lnames, rhs, rnames = split_pattern(pattern, sizes, "rearrange", false, false)
     for name in pairs(rnames) do
       if not lnames[name] then error(("rearrange: axis '%s' is only on the right of '%s' (use repeat_axes)"):format(name, pattern), 2) end
     end
@@ -291,7 +303,7 @@ function M._install(mi)
 
   -- mi.repeat_axes(x, "seq d -> batch seq d", {batch = 4}): einops.repeat (repeat is a Lua keyword)
   function mi.repeat_axes(x, pattern, sizes)
-    local lhs, lnames, rhs, rnames = split_pattern(pattern, "repeat_axes", false, true)
+    local lhs, lnames, rhs, rnames = split_pattern(pattern, sizes, "repeat_axes", false, true)
     for name in pairs(lnames) do
       if not rnames[name] then error(("repeat_axes: axis '%s' is only on the left of '%s'"):format(name, pattern), 2) end
     end
@@ -310,7 +322,7 @@ function M._install(mi)
       error("reduce: the reduction must be sum, mean, max, min, prod, std, var, any, all or a function f(x, dims), got "
             .. tostring(op), 2)
     end
-    local lhs, lnames, rhs, rnames = split_pattern(pattern, "reduce", true, false)
+    local lhs, lnames, rhs, rnames = split_pattern(pattern, sizes, "reduce", true, false)
     for name in pairs(rnames) do
       if not lnames[name] then error(("reduce: axis '%s' is only on the right of '%s'"):format(name, pattern), 2) end
     end
@@ -464,16 +476,23 @@ function M._install(mi)
     end
   end
 
-  local function like(fn)
+  -- mi.zeros_like(x [, dtype | {dtype = ...}]): x's shape, and x's dtype unless one is given
+  local function like(fn, fname)
     return function(x, ...)
       local args = table.pack(...)
-      local opts = {dtype = x:dtype()}
-      return fn(x:shape(), table.unpack(args, 1, args.n), opts)
+      local last, dtype = args[args.n], x:dtype()
+      if type(last) == "table" and not mi.is_tensor(last) then
+        mi._check_opts(fname, last, {"dtype"})
+        dtype, args.n = last.dtype or dtype, args.n - 1
+      elseif type(last) == "string" then
+        dtype, args.n = last, args.n - 1
+      end
+      return fn(x:shape(), table.unpack(args, 1, args.n), {dtype = dtype})
     end
   end
-  mi.zeros_like = like(mi.zeros)
-  mi.ones_like = like(mi.ones)
-  mi.full_like = like(mi.full)
+  mi.zeros_like = like(mi.zeros, "zeros_like")
+  mi.ones_like = like(mi.ones, "ones_like")
+  mi.full_like = like(mi.full, "full_like")
   mi.rand_like = function(x, g) return mi.rand(x:shape(), g) end
   mi.randn_like = function(x, g) return mi.randn(x:shape(), g) end
 end

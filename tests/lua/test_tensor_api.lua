@@ -100,6 +100,25 @@ T.test("keyword arguments: unknown names and a parameter given twice raise", fun
   T.eq(a:sum({0, 1}):item(), 6.0)
 end)
 
+T.test("options: *_like take a dtype by name; eye and to take theirs by name", function()
+  local x = mi.ones(2)
+  T.eq(mi.zeros_like(x, {dtype = "int64"}):dtype(), "int64", "zeros_like{dtype}")
+  T.eq(mi.full_like(x, 3, {dtype = "int64"}):sum():item(), 6)
+  T.eq(mi.ones_like(mi.arange(2)):dtype(), "int64", "x's dtype by default")
+  T.raises(function() mi.zeros_like(x, {dtyp = "int64"}) end, "zeros_like: unknown option 'dtyp' (options: dtype)")
+  T.eq(table.concat(mi.eye{n = 2, m = 3}:shape(), ","), "2,3")
+  T.eq(x:to{dtype = "int64"}:dtype(), "int64")
+  T.raises(function() mi.eye(2, {k = 1}) end, "eye: unknown option 'k' (options: n, m)")
+end)
+
+T.test("options: the error points at the caller's line", function()
+  local line = debug.getinfo(1, "l").currentline
+  local err = T.raises(function() local y = mi.ones(2):sum{dims = 0}; return y end, "sum: unknown option")
+  T.truthy(err:find("test_tensor_api.lua:" .. (line + 1) .. ":", 1, true), "C method: " .. err)
+  err = T.raises(function() local y = mi.zeros_like(mi.ones(2), {dtyp = 1}); return y end, "zeros_like: unknown option")
+  T.truthy(err:find("test_tensor_api.lua:" .. (line + 3) .. ":", 1, true), "Lua library function: " .. err)
+end)
+
 T.test("assert_close: torch's float32 defaults (rtol 1.3e-6, atol 1e-5), exact for int64, options by name", function()
   local a = mi.full({3}, 100)
   mi.assert_close(a * (1 + 1e-6), a)             -- 1e-4 <= 1e-5 + 1.3e-4
@@ -144,6 +163,10 @@ T.test("einops numeric axes: where einops takes them, and a clear error elsewher
   T.raises(function() mi.repeat_axes(x, "b (2 s) -> b s 3") end, "repeat_axes: the number 2 on the left")
   T.raises(function() mi.reduce(x, "b s -> b 2 s", "sum") end, "reduce: the number 2 on the right")
   T.raises(function() mi.reduce(x, "b (4 s) -> b s", "sum") end, "dim 1 of size 6 cannot be split by 4")
+  T.raises(function() mi.rearrange(x, "a b -> b a", {c = 3}) end,
+           "rearrange: a size is given for 'c', which is not an axis of 'a b -> b a'")
+  T.raises(function() mi.rearrange(x, "a (b p) -> a b p", {p = 1.5}) end, "the size of 'p' must be a positive integer")
+  T.raises(function() mi.repeat_axes(x, "a b -> a b n", 3) end, "repeat_axes: axis sizes must be a table")
   T.raises(function() mi.reduce(x, "b s -> b", function(t) return t end) end,
            "reduce: the reduction gave [2,6], expected a tensor of 1 dims")
 end)
