@@ -6,7 +6,11 @@
 local mi = require("miwb")
 local A, E = mi.analysis, mi.experiment
 
-local args = E.parse_args(arg, "composition", {samples = 300, seq_len = 50, chunk = 1000})
+local args = E.parse_args(arg, "composition", {samples = 300, seq_len = 50, chunk = 1000}, {
+  samples = "random factor pairs for the composition-score baseline",
+  seq_len = "length of the random sequence that is repeated",
+  chunk = "vocabulary rows per step of the full-circuit products",
+})
 local model, model_name = E.load_model(args.model)
 print("model: " .. model_name)
 local H = model.cfg.n_heads

@@ -7,7 +7,12 @@ local mi = require("miwb")
 local A, E = mi.analysis, mi.experiment
 
 local args = E.parse_args(arg, "detectors", {seq_len = 50, current = 0.3, prev = 0.35,
-                                             first = 0.7, induction = 0.5})
+                                             first = 0.7, induction = 0.5}, {
+  seq_len = "length of the random sequence that is repeated (induction detector)",
+  current = "score above which a head counts as a current-token head",
+  prev = "score above which a head counts as a previous-token head",
+  first = "score above which a head counts as a first-token head",
+  induction = "score above which a head counts as an induction head"})
 local model, model_name = E.load_model(args.model)
 print("model: " .. model_name)
 

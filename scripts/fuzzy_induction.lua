@@ -14,7 +14,9 @@
 local mi = require("miwb")
 local A, E, wn = mi.analysis, mi.experiment, mi.wordnet
 
-local args = E.parse_args(arg, "fuzzy_induction", {n_words = 20, batch = 40, max_sense = 2})
+local args = E.parse_args(arg, "fuzzy_induction", {n_words = 20, batch = 40, max_sense = 2}, {
+  n_words = "words per sequence (each with its synonym later)", batch = "sequences per condition",
+  max_sense = "keep a synonym pair only if its synset is among each word's first max_sense senses"})
 local model, model_name = E.load_model(args.model)
 print("model: " .. model_name)
 if not model.tokenizer then
@@ -132,27 +134,29 @@ local c = results.conditions
 local gain = c.control.second_half_loss - c.fuzzy.second_half_loss
 local gain_se = math.sqrt(c.control.second_half_loss_se ^ 2 + c.fuzzy.second_half_loss_se ^ 2)
 local h0 = head_rows[1]
+-- d = control loss - condition loss: said as "higher" / "lower", never as a signed difference
+local function vs_control(d, se)
+  return ("%.3f nats %s than on unrelated words (+- %.3f)"):format(math.abs(d), d >= 0 and "lower" or "higher", se)
+end
 local finding
 local exact_gain = c.control.second_half_loss - c.exact.second_half_loss
 if h0.exact < 0.2 and exact_gain < 1 then
   finding = ("The model does no induction even on exact repeats (strongest stripe attention %.3f at %s; " ..
     "exact repeats only %.3f nats easier than unrelated words), so it cannot show fuzzy induction either; " ..
-    "fuzzy vs control second-half loss differs by %.3f +- %.3f nats.")
-    :format(h0.exact, h0.head, exact_gain, gain, gain_se)
+    "after synonyms the second-half loss is %s.")
+    :format(h0.exact, h0.head, exact_gain, vs_control(gain, gain_se))
 elseif gain > 2 * gain_se and h0.fuzzy > 2 * h0.control then
   finding = ("The model does fuzzy induction: after a synonym of an earlier word, its induction heads " ..
-    "attend along the stripe (%s: %.3f fuzzy vs %.3f control) and the second-half loss is %.3f nats " ..
-    "lower than on unrelated words (+- %.3f).")
-    :format(h0.head, h0.fuzzy, h0.control, gain, gain_se)
+    "attend along the stripe (%s: %.3f fuzzy vs %.3f control) and the second-half loss is %s.")
+    :format(h0.head, h0.fuzzy, h0.control, vs_control(gain, gain_se))
 elseif h0.fuzzy > 2 * h0.control then
   finding = ("Partial: the induction heads attend along the stripe after synonyms (%s: %.3f fuzzy vs %.3f " ..
-    "control), but the second-half loss is not clearly lower than on unrelated words (%.3f +- %.3f nats).")
-    :format(h0.head, h0.fuzzy, h0.control, gain, gain_se)
+    "control), but the second-half loss is not clearly lower than on unrelated words: it is %s.")
+    :format(h0.head, h0.fuzzy, h0.control, vs_control(gain, gain_se))
 else
   finding = ("No fuzzy induction found: the induction heads attend along the stripe for exact repeats " ..
-    "(%s: %.3f) but not after synonyms (%.3f, control %.3f); second-half loss fuzzy vs control differs " ..
-    "by %.3f +- %.3f nats.")
-    :format(h0.head, h0.exact, h0.fuzzy, h0.control, gain, gain_se)
+    "(%s: %.3f) but not after synonyms (%.3f, control %.3f); after synonyms the second-half loss is %s.")
+    :format(h0.head, h0.exact, h0.fuzzy, h0.control, vs_control(gain, gain_se))
 end
 if c.fuzzy.log_prob_original_word then
   finding = finding .. (" In the fuzzy condition the word that followed earlier (B) gets log-prob %.2f, " ..

@@ -4,7 +4,8 @@
 local mi = require("miwb")
 local A, E = mi.analysis, mi.experiment
 
-local args = E.parse_args(arg, "gpt2_small", {seq_len = 50, batch = 10})
+local args = E.parse_args(arg, "gpt2_small", {seq_len = 50, batch = 10}, {
+  seq_len = "length of the random sequence that is repeated", batch = "sequences per batch"})
 if args.model == E.default_model() and not os.getenv("MIWB_MODEL") then args.model = "gpt2-small" end
 local ok, model = pcall(mi.from_pretrained, args.model)
 if not ok then

@@ -6,7 +6,8 @@
 local mi = require("miwb")
 local A, E = mi.analysis, mi.experiment
 
-local args = E.parse_args(arg, "hooks_ablation", {seq_len = 50, batch = 10})
+local args = E.parse_args(arg, "hooks_ablation", {seq_len = 50, batch = 10}, {
+  seq_len = "length of the random sequence that is repeated", batch = "sequences per batch"})
 local model, model_name = E.load_model(args.model)
 print("model: " .. model_name)
 local tokens = A.generate_repeated_tokens(model, args.seq_len, args.batch, {seed = args.seed})

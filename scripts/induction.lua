@@ -9,7 +9,10 @@ local mi = require("miwb")
 local A, E = mi.analysis, mi.experiment
 
 local args = E.parse_args(arg, "induction", {seq_len = 50, batch = 10, threshold = 0.5,
-                                             prev_threshold = 0.35})
+                                             prev_threshold = 0.35}, {
+  seq_len = "length of the random sequence R in [BOS, R, R]", batch = "sequences for the induction scores",
+  threshold = "induction score above which a head is an induction head",
+  prev_threshold = "previous-token score above which a head is a previous-token head"})
 local model, model_name = E.load_model(args.model)
 local cfg = model.cfg
 print(("model: %s (%d layers x %d heads, d_model %d, d_vocab %d)"):format(model_name,

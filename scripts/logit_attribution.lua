@@ -5,7 +5,7 @@
 local mi = require("miwb")
 local A, E = mi.analysis, mi.experiment
 
-local args = E.parse_args(arg, "logit_attribution", {seq_len = 50})
+local args = E.parse_args(arg, "logit_attribution", {seq_len = 50}, {seq_len = "length of the random sequence that is repeated"})
 local model, model_name = E.load_model(args.model)
 print("model: " .. model_name)
 local TEXT = "We think that powerful, significantly superhuman machine intelligence is more likely " ..

@@ -5,7 +5,8 @@
 local mi = require("miwb")
 local A, E = mi.analysis, mi.experiment
 
-local args = E.parse_args(arg, "ov_qk_circuits", {chunk = 1000, sample = 200})
+local args = E.parse_args(arg, "ov_qk_circuits", {chunk = 1000, sample = 200}, {
+  chunk = "vocabulary rows per step of the full OV circuit", sample = "tokens in the drawn sample of the OV circuit"})
 local model, model_name = E.load_model(args.model)
 print("model: " .. model_name)
 local L = model.cfg.n_layers

@@ -9,7 +9,8 @@
 local mi = require("miwb")
 local E = mi.experiment
 
-local args = E.parse_args(arg, "patching", {seq_len = 10, batch = 8})
+local args = E.parse_args(arg, "patching", {seq_len = 10, batch = 8}, {
+  seq_len = "length of the copying task's sequence", batch = "sequences per batch"})
 local model, model_name = E.load_model(args.model)
 print("model: " .. model_name)
 local n, B = args.seq_len, args.batch

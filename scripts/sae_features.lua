@@ -13,7 +13,10 @@ local mi = require("miwb")
 local E = mi.experiment
 
 local args = E.parse_args(arg, "sae_features", {hook = "blocks.1.hook_resid_pre", d_sae = 512, k = 16,
-                                                steps = 1500, ctx = 64, features = 6, text = ""})
+                                                steps = 1500, ctx = 64, features = 6, text = ""}, {
+  hook = "the hook point the SAE reads", d_sae = "SAE features", k = "active features per token (top-k SAE)",
+  steps = "training steps", ctx = "tokens per training context", features = "features whose top contexts are shown",
+  text = "text files to take activations from, comma-separated (none: data/corpus/valid.txt, else the licence texts in /usr/share/common-licenses)"})
 local model, model_name = E.load_model(args.model)
 if not model.tokenizer then error("sae_features.lua: the model needs a tokenizer (not the toy model)", 0) end
 print("model: " .. model_name)

@@ -7,7 +7,9 @@
 local mi = require("miwb")
 local E = mi.experiment
 
-local args = E.parse_args(arg, "steering", {layer = 1, coeff = 1, tokens = 16})
+local args = E.parse_args(arg, "steering", {layer = 1, coeff = 1, tokens = 16}, {
+  layer = "the layer whose residual stream (hook_resid_pre) is steered", coeff = "multiple of the steering vector added",
+  tokens = "tokens generated per prompt"})
 local model, model_name = E.load_model(args.model)
 if not model.tokenizer then error("steering.lua: the model needs a tokenizer (not the toy model)", 0) end
 print("model: " .. model_name)

@@ -9,11 +9,9 @@
 -- 20 minutes at 20,000 tokens/s on 2 idle cores). The model folder is written whatever the
 -- outcome; check the printed heads before using it.
 --
---   build/miwb scripts/train_attn_only.lua [key=value ...]
---     out=models/attn_only_2L  work=data/attn_only  corpus=data/corpus  steps=11000  batch=8
---     lr=3e-3  min_lr=3e-4  warmup=100  weight_decay=0.05  repeat_frac=0.3  random_frac=0.3  every=500
---     seed=398
---     vocab_size=1024  d_model=128  n_heads=8  d_head=16  n_ctx=256
+--   build/miwb scripts/train_attn_only.lua [--FLAG VALUE ...]   (--help lists the flags and defaults)
+-- It writes models/attn_only_2L_new by default; the bundled model is replaced only with
+-- --out models/attn_only_2L.
 --
 -- Training rows: 30% repeat their own opening (English text quoting itself), 30% open with a
 -- repeated sequence of random ids, the rest are plain windows (see mw_dataset_batch_repeat in
@@ -27,15 +25,24 @@
 -- plots/attn_only_induction.png (the phase change).
 local mi = require("miwb")
 
-local o = {out = "models/attn_only_2L", work = "data/attn_only", corpus = "data/corpus", steps = 11000, batch = 8,
-           lr = 3e-3, min_lr = 3e-4, warmup = 100, weight_decay = 0.05, repeat_frac = 0.3, random_frac = 0.3,
-           every = 500, seed = 398,
-           vocab_size = 1024, d_model = 128, n_heads = 8, d_head = 16, n_ctx = 256}
-for _, a in ipairs(arg or {}) do
-  local k, v = a:match("^([%w_]+)=(.*)$")
-  if not k or o[k] == nil then error("train_attn_only: unknown argument '" .. a .. "'", 0) end
-  o[k] = type(o[k]) == "number" and assert(tonumber(v), k .. " must be a number") or v
-end
+local o = mi.experiment.parse_args(arg, "train_attn_only", {
+  out = "models/attn_only_2L_new", work = "data/attn_only", corpus = "data/corpus", steps = 11000, batch = 8,
+  lr = 3e-3, min_lr = 3e-4, warmup = 100, weight_decay = 0.05, repeat_frac = 0.3, random_frac = 0.3,
+  every = 500, seed = 398, vocab_size = 1024, d_model = 128, n_heads = 8, d_head = 16, n_ctx = 256,
+}, {
+  out = "the model folder written at the end (the bundled models/attn_only_2L is only replaced if named here)",
+  work = "folder for the tokenizer, token files, logs and checkpoints (kept: a rerun resumes)",
+  corpus = "folder with train.txt and valid.txt (made by tools/make_corpus.sh when missing)",
+  steps = "training steps", batch = "sequences per step", lr = "peak learning rate (AdamW)",
+  min_lr = "learning rate at the end of the cosine schedule", warmup = "linear warm-up steps",
+  weight_decay = "AdamW weight decay on the W_* matrices",
+  repeat_frac = "share of rows that repeat their own opening",
+  random_frac = "share of rows that open with a repeated random sequence",
+  every = "steps between evaluations (loss, induction and previous-token scores)",
+  seed = "seed of the initialization and the row order", vocab_size = "BPE vocabulary size",
+  d_model = "residual stream width", n_heads = "heads per layer", d_head = "width of each head",
+  n_ctx = "context length (tokens per row)",
+}, {standard = false})
 
 local function exists(p) local f = io.open(p, "rb"); if f then f:close() end return f ~= nil end
 local function sh(cmd) assert(os.execute(cmd), "command failed: " .. cmd) end

@@ -33,46 +33,75 @@ function M.default_model()
   return "toy"
 end
 
-function M.parse_args(argv, name, defaults)
-  defaults = defaults or {}
-  local args = {model = nil, seed = 0, out = nil}
-  for k, v in pairs(defaults) do args[k] = v end
+-- args = parse_args(argv, name, defaults, help, opts): --key value flags over defaults (a number
+-- default takes numbers, a boolean one true/false, a string one any text). help = {key = "what it
+-- means"} for every key of defaults; --help prints each flag, its meaning and its default. The
+-- standard flags --model, --seed, --out come too unless opts.standard == false. A user error in
+-- the flags prints one line on stderr and exits with status 2 (no traceback).
+local STANDARD_HELP = {
+  model = "a model folder, a model name in $MIWB_HOME, or 'toy'",
+  seed = "random seed: the same seed gives the same output on any machine",
+  out = "where figures and results.json go",
+}
+
+function M.parse_args(argv, name, defaults, help, opts)
+  defaults, help, opts = defaults or {}, help or {}, opts or {}
+  local standard = opts.standard ~= false
+  local function fail(msg)
+    io.stderr:write(name, ": ", msg, " (see --help)\n")
+    os.exit(2)
+  end
+  local all = {}
+  for k, v in pairs(defaults) do all[k] = v end
+  if standard then
+    all.seed = all.seed or 0
+    all.model = all.model or M.default_model()
+    all.out = all.out or ("plots/" .. name)
+  end
+  local args = {}
+  for k, v in pairs(all) do args[k] = v end
   local i = 1
   while argv and i <= #argv do
     local a = argv[i]
     if a == "--help" or a == "-h" then
       local keys = {}
-      for k in pairs(defaults) do keys[#keys + 1] = k end
-      table.sort(keys)
-      print(("usage: miwb scripts/%s.lua [--model M] [--seed S] [--out DIR]%s"):format(name,
-        #keys > 0 and (" [--" .. table.concat(keys, " N] [--") .. " N]") or ""))
-      print("  --model M   a model folder, a model name in $MIWB_HOME, or 'toy' (default: the bundled model)")
-      print("  --seed S    random seed (default 0): the same seed gives the same output on any machine")
-      print(("  --out DIR   where figures and results.json go (default plots/%s)"):format(name))
+      for k in pairs(all) do keys[#keys + 1] = k end
+      table.sort(keys, function(x, y)
+        local sx, sy = STANDARD_HELP[x] ~= nil and standard, STANDARD_HELP[y] ~= nil and standard
+        if sx ~= sy then return sx end
+        return x < y
+      end)
+      print(("usage: miwb %s [--FLAG VALUE ...]"):format(arg and arg[0] or ("scripts/" .. name .. ".lua")))
+      local width = 0
+      for _, k in ipairs(keys) do width = math.max(width, #k) end
+      for _, k in ipairs(keys) do
+        local what = help[k] or (standard and STANDARD_HELP[k])
+        if not what then error(("parse_args: %s: no help text for --%s"):format(name, k), 0) end
+        local d = all[k]
+        print(("  --%-" .. width .. "s  %s (default: %s)"):format(k, what, d == "" and "none" or tostring(d)))
+      end
       os.exit(0)
     end
     local key = a:match("^%-%-([%w_]+)$")
-    if not key then error(("%s: unexpected argument '%s' (see --help)"):format(name, a), 0) end
+    if not key then fail(("unexpected argument '%s'"):format(a)) end
+    if all[key] == nil then fail(("unknown option --%s"):format(key)) end
     local val = argv[i + 1]
-    if val == nil then error(("%s: --%s needs a value"):format(name, key), 0) end
-    if key ~= "model" and key ~= "out" and key ~= "seed" and defaults[key] == nil then
-      error(("%s: unknown option --%s (see --help)"):format(name, key), 0)
-    end
-    local proto = key == "seed" and 0 or defaults[key]
+    if val == nil then fail(("--%s needs a value"):format(key)) end
+    local proto = all[key]
     if type(proto) == "number" then
       local n = tonumber(val)
-      if not n then error(("%s: --%s wants a number, got '%s'"):format(name, key, val), 0) end
-      val = n
+      if not n then fail(("--%s wants a number, got '%s'"):format(key, val)) end
+      val = math.tointeger(n) or n
     elseif type(proto) == "boolean" then
-      val = (val == "true" or val == "1" or val == "yes")
+      if val == "true" or val == "1" or val == "yes" then val = true
+      elseif val == "false" or val == "0" or val == "no" then val = false
+      else fail(("--%s wants true or false, got '%s'"):format(key, val)) end
     end
     args[key] = val
     i = i + 2
   end
-  args.model = args.model or M.default_model()
-  args.out = args.out or ("plots/" .. name)
   args.name = name
-  os.execute("mkdir -p '" .. args.out:gsub("'", "'\\''") .. "'")
+  if standard then os.execute("mkdir -p '" .. args.out:gsub("'", "'\\''") .. "'") end
   return args
 end
 

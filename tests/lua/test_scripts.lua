@@ -131,13 +131,51 @@ T.test("gpt2_small.lua says how to get GPT-2 small when it is not in the cache",
   T.truthy(text:find("miwb pull gpt2", 1, true), text)
 end)
 
-T.test("scripts reject unknown options and print --help", function()
+T.test("scripts reject unknown options in one line and print --help", function()
   local text, code = run("induction", "--model toy --bogus 3")
-  T.truthy(code ~= 0)
-  T.truthy(text:find("unknown option --bogus", 1, true), text)
+  T.eq(code, 2)
+  T.eq(text, "induction: unknown option --bogus (see --help)\n")
+  text, code = run("induction", "--seq_len many")
+  T.eq(code, 2)
+  T.eq(text, "induction: --seq_len wants a number, got 'many' (see --help)\n")
   text, code = run("detectors", "--help")
   T.eq(code, 0)
   T.truthy(text:find("usage: miwb scripts/detectors.lua", 1, true))
+end)
+
+T.test("every script's --help says what each flag means and its default", function()
+  local p = io.popen("ls scripts/*.lua")
+  local n = 0
+  for path in p:lines() do
+    local name = path:match("scripts/(.-)%.lua$")
+    local h = io.popen(miwb .. " " .. path .. " --help 2>&1")
+    local text = h:read("a")
+    local ok = h:close()
+    T.truthy(ok, name .. " --help failed: " .. text)
+    local flags = 0
+    for line in text:gmatch("[^\n]+") do
+      if line:match("^  %-%-") then
+        flags = flags + 1
+        T.truthy(line:match("^  %-%-[%w_]+ +%S.* %(default: .+%)$"), name .. ": " .. line)
+      end
+    end
+    T.truthy(flags >= 3, name .. ": " .. text)
+    n = n + 1
+  end
+  p:close()
+  T.truthy(n >= 9)
+end)
+
+T.test("train_attn_only.lua takes flags, and writes a new folder, not the bundled model, by default", function()
+  local h = io.popen(miwb .. " scripts/train_attn_only.lua --help 2>&1")
+  local text = h:read("a")
+  h:close()
+  T.truthy(text:find("--out +.-%(default: models/attn_only_2L_new%)"), text)
+  T.truthy(text:find("--steps +training steps %(default: 11000%)"), text)
+  h = io.popen(miwb .. " scripts/train_attn_only.lua steps=10 2>&1; echo \"rc=$?\"")
+  text = h:read("a")
+  h:close()
+  T.eq(text, "train_attn_only: unexpected argument 'steps=10' (see --help)\nrc=2\n")
 end)
 
 -- fuzzy_induction.lua end to end with a real tokenizer (GPT-2's, from ../shared/assets) on a
@@ -180,6 +218,11 @@ if f then
     T.truthy(type(r.finding) == "string" and #r.finding > 20)
     local c = r.conditions
     T.truthy(c.exact.second_half_loss < c.control.second_half_loss - 1, "exact repeats are predicted")
+    -- the comparison is said in words, the way its sign means
+    local d = c.control.second_half_loss - c.fuzzy.second_half_loss
+    T.truthy(r.finding:find(("%.3f nats %s than on unrelated words"):format(math.abs(d), d >= 0 and "lower" or "higher"),
+             1, true), r.finding)
+    T.truthy(not r.finding:find("differs by", 1, true), r.finding)
     figures_ok(r)
   end)
 else
