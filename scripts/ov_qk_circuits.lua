@@ -41,10 +41,12 @@ local g = mi.Generator(args.seed)
 local V = model.cfg.d_vocab
 local idx = mi.randint(0, V, {math.min(args.sample, V)}, g)
 local sample = ov.A:index_select(0, idx):matmul(ov.B:index_select(1, idx))
+local sample_tokens = E.str_tokens(model, idx)            -- the ticks name the sampled tokens
 local n = math.min(100, pos:size(0))
 local figs = {
   ov = mi.plot.imshow(sample, {title = ("Full OV circuit of %d.%d (random sample of tokens)"):format(L - 1, h1),
     xlabel = "Input token", ylabel = "Logits on output token", out = args.out .. "/full_ov_sample.png",
+    x = sample_tokens, y = sample_tokens,
     width = 700, height = 650}),
   pos = mi.plot.imshow(pos:narrow(0, 0, n):narrow(1, 0, n), {title = ("Positional QK pattern of 0.%d"):format(hp),
     xlabel = "Key", ylabel = "Query", range = {0, 1}, out = args.out .. "/pos_qk_pattern.png",

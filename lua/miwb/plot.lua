@@ -387,7 +387,21 @@ do
 end
 P.palettes = PALETTES
 
-local function palette_lines(op, name)
+-- the colour at t in [0, 1] of a palette's stops, interpolated
+local function palette_at(stops, t)
+  local x = t * (#stops - 1)
+  local i = min(#stops - 1, floor(x))
+  local f = x - i
+  local function rgb(c) return tonumber(c:sub(2, 3), 16), tonumber(c:sub(4, 5), 16), tonumber(c:sub(6, 7), 16) end
+  local r1, g1, b1 = rgb(stops[i + 1])
+  local r2, g2, b2 = rgb(stops[min(#stops, i + 2)])
+  return string.format("#%02x%02x%02x", floor(r1 + (r2 - r1) * f + 0.5), floor(g1 + (g2 - g1) * f + 0.5),
+                       floor(b1 + (b2 - b1) * f + 0.5))
+end
+
+-- "set palette" lines for a named palette; sub = {t0, t1} draws only that part of it (a diverging
+-- scale cut off where the data cannot go, its colours unchanged)
+local function palette_lines(op, name, sub)
   local p = PALETTES[name]
   if not p then
     local names = {}
@@ -396,7 +410,11 @@ local function palette_lines(op, name)
     error(op .. ": unknown palette " .. tostring(name) .. " (known: " .. table.concat(names, ", ") .. ")", 0)
   end
   local parts = {}
-  for i, c in ipairs(p.stops) do parts[i] = string.format("%d '%s'", i - 1, c) end
+  if sub then
+    for k = 0, 16 do parts[#parts + 1] = string.format("%d '%s'", k, palette_at(p.stops, sub[1] + (sub[2] - sub[1]) * k / 16)) end
+  else
+    for i, c in ipairs(p.stops) do parts[i] = string.format("%d '%s'", i - 1, c) end
+  end
   return {"set palette defined (" .. table.concat(parts, ", ") .. ")"}, p
 end
 
@@ -422,6 +440,11 @@ local function color_scale(op, values, opts, defaults)
     mid = mid or 0
     local m = max(abs(hi - mid), abs(lo - mid))
     if m == 0 then m = 1 end
+    -- non-negative data on a scale centred on a midpoint (composition scores around their
+    -- baseline): the scale stops at 0, keeping the colours of the centred scale
+    if lo >= 0 and mid >= 0 and mid - m < 0 then
+      return palette, 0, mid + m, {(m - mid) / (2 * m), 1}
+    end
     return palette, mid - m, mid + m
   end
   if defaults.zero_based then lo = min(lo, 0) end
@@ -516,8 +539,23 @@ local function heat_panel(hm)
   if hm.cb_px then -- colour-bar tick labels ~30 px apart, at least 4 intervals
     -- starting at a multiple of the step: gnuplot would start at lo (3.0e-08 + 2k -> long labels)
     local step = nice_step(hm.lo, hm.hi, max(4, floor(hm.cb_px / 30)))
-    add(string.format("set cbtics %.10g, %.10g", ceil(hm.lo / step - 1e-9) * step, step))
-    add("set format cb \"%g\"") -- gnuplot's default picks 8 decimals when lo is tiny
+    local first = ceil(hm.lo / step - 1e-9) * step
+    local last = first + floor((hm.hi - first) / step + 1e-9) * step
+    if first - hm.lo > 0.1 * step or hm.hi - last > 0.1 * step then
+      -- round ticks would leave an end of the scale unlabelled (a scale running to 6.06 read as
+      -- one stopping at 5): label the ends and even steps between them instead
+      local n = max(2, min(4, floor(hm.cb_px / 30)))
+      local ticks = {}
+      for k = 0, n do
+        local v = hm.lo + (hm.hi - hm.lo) * k / n
+        if abs(v) < 1e-12 * (hm.hi - hm.lo) then v = 0 end
+        ticks[#ticks + 1] = string.format("\"%.3g\" %.10g", v, v)
+      end
+      add("set cbtics (" .. table.concat(ticks, ", ") .. ")")
+    else
+      add(string.format("set cbtics %.10g, %.10g", first, step))
+      add("set format cb \"%g\"") -- gnuplot's default picks 8 decimals when lo is tiny
+    end
   end
   if hm.colorbox == false then add("unset colorbox")
   elseif type(hm.colorbox) == "string" then add(hm.colorbox)
@@ -568,7 +606,7 @@ function P.imshow(t, opts)
   local xl = prep_labels(op, opts.x, nc, "x", cut)
   local yl = prep_labels(op, opts.y, nr, "y", cut)
   local values = flatten(rows)
-  local pal_name, lo, hi = color_scale(op, values, opts)
+  local pal_name, lo, hi, pal_sub = color_scale(op, values, opts)
   local _, pal = palette_lines(op, pal_name)
   local text_fmt = opts.text_auto and cell_format(op, opts.text_auto)
 
@@ -632,7 +670,7 @@ function P.imshow(t, opts)
     local L = common_style()
     L[#L + 1] = string.format("set lmargin at screen %.6f; set rmargin at screen %.6f", x0 / W, (x0 + pw) / W)
     L[#L + 1] = string.format("set tmargin at screen %.6f; set bmargin at screen %.6f", 1 - y0 / H, 1 - (y0 + ph) / H)
-    for _, l in ipairs((palette_lines(op, pal_name))) do L[#L + 1] = l end
+    for _, l in ipairs((palette_lines(op, pal_name, pal_sub))) do L[#L + 1] = l end
     local panel = heat_panel{
       file = base .. ".dat", nr = nr, nc = nc, xlabels = xl, ylabels = yl, xstep = xstep, ystep = ystep,
       xrot = xrot, lo = lo, hi = hi, pal = pal, text_fmt = text_fmt,

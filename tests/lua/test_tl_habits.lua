@@ -193,6 +193,20 @@ T.test("plot.attention_patterns: one head's [q, k] pattern is not titled head 0;
   os.execute("rm -rf '" .. dir .. "'")
 end)
 
+T.test("colour bars: a scale's ends are labelled (6.06 is not read as 5); non-negative scores stay >= 0", function()
+  local dir = os.tmpname()
+  os.remove(dir)
+  local function script(path) local f = assert(io.open((path:gsub("%.png$", ".gp")))); local s = f:read("a"); f:close(); return s end
+  local d = mi.tensor({{0.06, 0.2, 6.06}, {0.02, 2.23, -0.0007}})
+  local gp = script(mi.plot.imshow(d, {out = dir .. "/abl.png"}))
+  T.truthy(gp:find('"6.06" 6.0', 1, true) and gp:find('"-6.06" -6.0', 1, true), gp:match("set cbtics[^\n]*"))
+  -- composition scores (>= 0) centred on their baseline: the bar starts at 0, white at the baseline
+  local scores = mi.tensor({{0.02, 0.25}, {0.05, 0.1}})
+  gp = script(mi.plot.comp_scores(scores, "K", 0.1, {out = dir .. "/k.png"}))
+  T.truthy(gp:find("set cbrange [0:", 1, true), gp:match("set cbrange[^\n]*"))
+  os.execute("rm -rf '" .. dir .. "'")
+end)
+
 -- ---------------------------------------------------------------- helpers
 T.test("ActivationCache(cache_dict, model, has_batch_dim), ActivationCache.load(path, model)", function()
   local path = os.tmpname() .. ".safetensors"
