@@ -1,135 +1,15 @@
-/* bpe_train.c - byte-level BPE training, tokenizer.json writing/reading, and encoding.
+/* bpe_train.c - byte-level BPE training and tokenizer.json writing (encoding: tokenizer.c).
  * See bpe_train.h for the algorithm and the id layout. */
 #include "bpe_train.h"
 
-#include <cjson/cJSON.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <utf8proc.h>
 
+#include "bpe.h"
 #include "mw_tensor.h"
 
-/* ------------------------------------------------------------------ byte-level alphabet */
-
-/* GPT-2's bytes_to_unicode: printable Latin-1 bytes stand for themselves, the other 68 bytes map to
- * U+0100.. in byte order, so every byte has a visible character (space is 'Ġ' U+0120). */
-static char g_byte_char[256][3];
-static int g_byte_char_ready;
-
-static void byte_chars_init(void) {
-    if (g_byte_char_ready) return;
-    int n = 0;
-    for (int b = 0; b < 256; b++) {
-        int cp;
-        if ((b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255)) cp = b;
-        else cp = 256 + n++;
-        /* cp < 0x800: one or two UTF-8 bytes */
-        if (cp < 0x80) { g_byte_char[b][0] = (char)cp; g_byte_char[b][1] = 0; }
-        else {
-            g_byte_char[b][0] = (char)(0xC0 | (cp >> 6));
-            g_byte_char[b][1] = (char)(0x80 | (cp & 0x3F));
-            g_byte_char[b][2] = 0;
-        }
-    }
-    g_byte_char_ready = 1;
-}
-
-const char *mw_bpe_byte_char(int byte) {
-    byte_chars_init();
-    return g_byte_char[byte & 255];
-}
-
-/* ------------------------------------------------------------------ pre-tokenizer */
-
-/* decodes one code point; invalid sequences give -1 and length 1 */
-static int32_t dec(const unsigned char *s, size_t n, size_t *len) {
-    utf8proc_int32_t cp;
-    utf8proc_ssize_t r = utf8proc_iterate(s, (utf8proc_ssize_t)(n > 4 ? 4 : n), &cp);
-    if (r <= 0) { *len = 1; return -1; }
-    *len = (size_t)r;
-    return cp;
-}
-
-static int is_ws(int32_t c) { /* Unicode White_Space, what \s matches in the GPT-2 pattern */
-    return (c >= 9 && c <= 13) || c == 32 || c == 0x85 || c == 0xA0 || c == 0x1680 ||
-           (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F ||
-           c == 0x205F || c == 0x3000;
-}
-static int is_letter(int32_t c) {
-    if (c < 0) return 0;
-    if (c < 128) return (c | 32) >= 'a' && (c | 32) <= 'z';
-    utf8proc_category_t k = utf8proc_category(c);
-    return k == UTF8PROC_CATEGORY_LU || k == UTF8PROC_CATEGORY_LL || k == UTF8PROC_CATEGORY_LT ||
-           k == UTF8PROC_CATEGORY_LM || k == UTF8PROC_CATEGORY_LO;
-}
-static int is_number(int32_t c) {
-    if (c < 0) return 0;
-    if (c < 128) return c >= '0' && c <= '9';
-    utf8proc_category_t k = utf8proc_category(c);
-    return k == UTF8PROC_CATEGORY_ND || k == UTF8PROC_CATEGORY_NL || k == UTF8PROC_CATEGORY_NO;
-}
-enum { CL_LETTER, CL_NUMBER, CL_WS, CL_OTHER };
-static int cls(int32_t c) {
-    return is_letter(c) ? CL_LETTER : is_number(c) ? CL_NUMBER : is_ws(c) ? CL_WS : CL_OTHER;
-}
-
-size_t mw_bpe_pretoken_len(const unsigned char *s, size_t n) {
-    size_t l0;
-    int32_t c0 = dec(s, n, &l0);
-    if (c0 == '\'' && n >= 2) { /* contractions, case-sensitive as in GPT-2 */
-        unsigned char c1 = s[1];
-        if (c1 == 's' || c1 == 't' || c1 == 'm' || c1 == 'd') return 2;
-        if (n >= 3 && ((c1 == 'r' && s[2] == 'e') || (c1 == 'v' && s[2] == 'e') ||
-                       (c1 == 'l' && s[2] == 'l'))) return 3;
-    }
-    /* " ?X+" for X in letters, numbers, others: an optional literal space, then a run */
-    size_t p = 0;
-    int32_t c = c0;
-    size_t lc = l0;
-    if (c0 == ' ' && n > 1) {
-        size_t l1;
-        int32_t c1 = dec(s + 1, n - 1, &l1);
-        if (!is_ws(c1)) { p = 1; c = c1; lc = l1; }
-    }
-    int k = cls(c);
-    if (k != CL_WS) {
-        size_t i = p + lc;
-        while (i < n) {
-            size_t l;
-            int32_t d = dec(s + i, n - i, &l);
-            if (cls(d) != k) break;
-            i += l;
-        }
-        return i;
-    }
-    /* whitespace: "\s+(?!\S)" leaves the last blank of a run to the word that follows;
-     * a lone blank before a non-blank is taken by "\s+" */
-    size_t i = 0, last = 0;
-    while (i < n) {
-        size_t l;
-        int32_t d = dec(s + i, n - i, &l);
-        if (!is_ws(d)) break;
-        last = i;
-        i += l;
-    }
-    if (i == n) return i;
-    return last > 0 ? last : i;
-}
-
-/* ------------------------------------------------------------------ hashing */
-
-static uint64_t hash_bytes(const unsigned char *s, size_t n) {
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++) { h ^= s[i]; h *= 1099511628211ull; }
-    return h ^ (h >> 29);
-}
-static uint64_t hash_pair(uint64_t key) {
-    key ^= key >> 33; key *= 0xff51afd7ed558ccdull; key ^= key >> 33;
-    key *= 0xc4ceb9fe1a85ec53ull; key ^= key >> 33;
-    return key;
-}
 #define PAIR_KEY(a, b) (((uint64_t)(uint32_t)(a) << 32) | (uint32_t)(b))
 
 /* ------------------------------------------------------------------ trainer: pre-token counts */
@@ -185,7 +65,7 @@ static int trainer_grow(mw_bpe_trainer *t) {
 }
 
 static int trainer_add(mw_bpe_trainer *t, const unsigned char *w, size_t n) {
-    uint64_t h = hash_bytes(w, n);
+    uint64_t h = mw_hash_bytes(w, n);
     int64_t j = (int64_t)(h & (uint64_t)(t->cap - 1));
     while (t->slots[j].count) {
         word_slot *s = &t->slots[j];
@@ -243,27 +123,10 @@ int mw_bpe_trainer_feed(mw_bpe_trainer *t, const char *text, size_t n) {
     return 0;
 }
 
-static int read_file(const char *path, char **buf, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return mw_seterr("%s: cannot open: %s", path, strerror(errno));
-    if (fseek(f, 0, SEEK_END) != 0) { fclose(f); return mw_seterr("%s: cannot seek", path); }
-    long sz = ftell(f);
-    rewind(f);
-    if (sz < 0) { fclose(f); return mw_seterr("%s: cannot tell its size", path); }
-    *buf = malloc((size_t)sz + 1);
-    if (!*buf) { fclose(f); return mw_seterr("%s: out of memory (%ld bytes)", path, sz); }
-    size_t got = fread(*buf, 1, (size_t)sz, f);
-    fclose(f);
-    if (got != (size_t)sz) { free(*buf); *buf = NULL; return mw_seterr("%s: short read", path); }
-    (*buf)[sz] = 0;
-    *n = (size_t)sz;
-    return 0;
-}
-
 int mw_bpe_trainer_feed_file(mw_bpe_trainer *t, const char *path) {
     char *buf;
     size_t n;
-    if (read_file(path, &buf, &n)) return -1;
+    if (mw_read_file(&buf, &n, path, "bpe_train")) return -1;
     int rc = mw_bpe_trainer_feed(t, buf, n);
     free(buf);
     return rc;
@@ -272,24 +135,14 @@ int mw_bpe_trainer_feed_file(mw_bpe_trainer *t, const char *path) {
 /* ------------------------------------------------------------------ the tokenizer */
 
 typedef struct { int32_t l, r, res; } merge_t;
-typedef struct { uint64_t key; int32_t rank; } mslot;      /* rank < 0: empty */
-typedef struct { uint64_t hash; int64_t off; int32_t len, nids; int64_t ids_off; } cslot; /* len < 0: empty */
 
 struct mw_bpe {
     int vocab;
     int32_t eot;            /* -1 when absent */
-    int32_t byte_id[256];
     unsigned char **tok;    /* [vocab] bytes of each token (NULL for ids never defined) */
     int32_t *tok_len;       /* [vocab] */
     merge_t *merges;        /* [nmerges], by rank */
     int nmerges;
-    mslot *mtab;            /* pair -> rank */
-    int64_t mcap;
-    /* encode cache: pre-token bytes -> ids */
-    cslot *cache;
-    int64_t ccap, cused;
-    unsigned char *cbytes; int64_t cnb, cbcap;
-    int32_t *cids; int64_t cni, cicap;
 };
 
 void mw_bpe_free(mw_bpe *b) {
@@ -298,10 +151,6 @@ void mw_bpe_free(mw_bpe *b) {
     free(b->tok);
     free(b->tok_len);
     free(b->merges);
-    free(b->mtab);
-    free(b->cache);
-    free(b->cbytes);
-    free(b->cids);
     free(b);
 }
 
@@ -326,7 +175,6 @@ static mw_bpe *bpe_alloc(int vocab, int nmerges_cap) {
     b->tok_len = calloc((size_t)vocab, sizeof *b->tok_len);
     b->merges = malloc(sizeof *b->merges * (size_t)(nmerges_cap > 0 ? nmerges_cap : 1));
     if (!b->tok || !b->tok_len || !b->merges) { mw_bpe_free(b); return NULL; }
-    for (int i = 0; i < 256; i++) b->byte_id[i] = -1;
     return b;
 }
 
@@ -336,32 +184,6 @@ static int set_token(mw_bpe *b, int id, const unsigned char *s, size_t n) {
     memcpy(b->tok[id], s, n);
     b->tok_len[id] = (int32_t)n;
     return 0;
-}
-
-/* builds the pair -> rank table once the merges are known */
-static int build_merge_table(mw_bpe *b) {
-    b->mcap = 16;
-    while (b->mcap < 2 * (int64_t)b->nmerges + 16) b->mcap *= 2;
-    b->mtab = malloc(sizeof *b->mtab * (size_t)b->mcap);
-    if (!b->mtab) return mw_seterr("bpe: out of memory");
-    for (int64_t i = 0; i < b->mcap; i++) b->mtab[i].rank = -1;
-    for (int k = 0; k < b->nmerges; k++) {
-        uint64_t key = PAIR_KEY(b->merges[k].l, b->merges[k].r);
-        int64_t j = (int64_t)(hash_pair(key) & (uint64_t)(b->mcap - 1));
-        while (b->mtab[j].rank >= 0 && b->mtab[j].key != key) j = (j + 1) & (b->mcap - 1);
-        if (b->mtab[j].rank < 0) b->mtab[j] = (mslot){key, k}; /* a repeated merge keeps its first rank */
-    }
-    return 0;
-}
-
-static int32_t merge_rank(const mw_bpe *b, int32_t l, int32_t r) {
-    uint64_t key = PAIR_KEY(l, r);
-    int64_t j = (int64_t)(hash_pair(key) & (uint64_t)(b->mcap - 1));
-    while (b->mtab[j].rank >= 0) {
-        if (b->mtab[j].key == key) return b->mtab[j].rank;
-        j = (j + 1) & (b->mcap - 1);
-    }
-    return -1;
 }
 
 /* ------------------------------------------------------------------ training */
@@ -422,7 +244,7 @@ static int ptab_grow(pstate *p) {
     for (int64_t i = 0; i < nc; i++) ni[i] = -1;
     for (int64_t i = 0; i < p->cap; i++) {
         if (p->idx[i] < 0) continue;
-        int64_t j = (int64_t)(hash_pair(p->keys[i]) & (uint64_t)(nc - 1));
+        int64_t j = (int64_t)(mw_hash_u64(p->keys[i]) & (uint64_t)(nc - 1));
         while (ni[j] >= 0) j = (j + 1) & (nc - 1);
         nk[j] = p->keys[i]; ni[j] = p->idx[i];
     }
@@ -435,7 +257,7 @@ static int ptab_grow(pstate *p) {
 static int64_t pair_get(pstate *p, int32_t a, int32_t b) {
     if ((p->used + 1) * 2 > p->cap && ptab_grow(p)) return -1;
     uint64_t key = PAIR_KEY(a, b);
-    int64_t j = (int64_t)(hash_pair(key) & (uint64_t)(p->cap - 1));
+    int64_t j = (int64_t)(mw_hash_u64(key) & (uint64_t)(p->cap - 1));
     while (p->idx[j] >= 0) {
         if (p->keys[j] == key) return p->idx[j];
         j = (j + 1) & (p->cap - 1);
@@ -488,7 +310,6 @@ int mw_bpe_train(mw_bpe **out, mw_bpe_trainer *t, int vocab_size, int64_t min_fr
     if (set_token(b, 0, (const unsigned char *)MW_BPE_EOT, sizeof(MW_BPE_EOT) - 1)) goto fail;
     for (int i = 0; i < 256; i++) {
         unsigned char c = (unsigned char)i;
-        b->byte_id[i] = 1 + i;
         if (set_token(b, 1 + i, &c, 1)) goto fail;
     }
 
@@ -618,7 +439,6 @@ int mw_bpe_train(mw_bpe **out, mw_bpe_trainer *t, int vocab_size, int64_t min_fr
     free(newpairs);
     pstate_free(&p);
     free(wcount); free(woff); free(wlen); free(sym); free(stamp);
-    if (build_merge_table(b)) { mw_bpe_free(b); return -1; }
     *out = b;
     return 0;
 fail:
@@ -646,21 +466,24 @@ static void put_json_str(FILE *f, const char *s) {
 static char *token_str(const mw_bpe *b, int id, char *buf) {
     char *o = buf;
     for (int32_t i = 0; i < b->tok_len[id]; i++) {
-        const char *c = g_byte_char[b->tok[id][i]];
+        const char *c = mw_bpe_byte_char(b->tok[id][i]);
         while (*c) *o++ = *c++;
     }
     *o = 0;
     return buf;
 }
 
+/* writes the file next to path and renames it over path once complete */
 int mw_bpe_save(const mw_bpe *b, const char *path) {
-    byte_chars_init();
-    FILE *f = fopen(path, "wb");
-    if (!f) return mw_seterr("bpe_save: %s: cannot open for writing: %s", path, strerror(errno));
+    char tmp[4096];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
+        return mw_seterr("bpe_save: %s: path too long", path);
+    FILE *f = fopen(tmp, "wb");
+    if (!f) return mw_seterr("bpe_save: %s: cannot open for writing: %s", tmp, strerror(errno));
     int32_t maxlen = 1;
     for (int i = 0; i < b->vocab; i++) if (b->tok[i] && b->tok_len[i] > maxlen) maxlen = b->tok_len[i];
     char *buf = malloc((size_t)maxlen * 2 + 1), *buf2 = malloc((size_t)maxlen * 2 + 1);
-    if (!buf || !buf2) { free(buf); free(buf2); fclose(f); return mw_seterr("bpe_save: out of memory"); }
+    if (!buf || !buf2) { free(buf); free(buf2); fclose(f); remove(tmp); return mw_seterr("bpe_save: out of memory"); }
     fprintf(f, "{\n  \"version\": \"1.0\",\n  \"truncation\": null,\n  \"padding\": null,\n  \"added_tokens\": [");
     if (b->eot >= 0)
         fprintf(f, "\n    {\"id\": %d, \"content\": \"%s\", \"single_word\": false, \"lstrip\": false, "
@@ -690,7 +513,7 @@ int mw_bpe_save(const mw_bpe *b, const char *path) {
         token_str(b, b->merges[k].r, buf2);
         size_t la = strlen(buf);
         char *both = malloc(la + strlen(buf2) + 2);
-        if (!both) { free(buf); free(buf2); fclose(f); return mw_seterr("bpe_save: out of memory"); }
+        if (!both) { free(buf); free(buf2); fclose(f); remove(tmp); return mw_seterr("bpe_save: out of memory"); }
         memcpy(both, buf, la);
         both[la] = ' ';
         strcpy(both + la + 1, buf2);
@@ -699,247 +522,15 @@ int mw_bpe_save(const mw_bpe *b, const char *path) {
     }
     fprintf(f, "\n    ]\n  }\n}\n");
     free(buf); free(buf2);
-    if (fclose(f) != 0) return mw_seterr("bpe_save: %s: write failed", path);
-    return 0;
-}
-
-/* byte-level spelling -> bytes; returns -1 when a character is not in the byte-level alphabet */
-static int unspell(const char *s, unsigned char *out, size_t *n) {
-    size_t o = 0;
-    const unsigned char *p = (const unsigned char *)s;
-    while (*p) {
-        int hit = -1;
-        for (int b = 0; b < 256; b++) {
-            size_t l = strlen(g_byte_char[b]);
-            if (!strncmp((const char *)p, g_byte_char[b], l)) { hit = b; p += l; break; }
-        }
-        if (hit < 0) return -1;
-        out[o++] = (unsigned char)hit;
+    int bad = ferror(f);
+    if (fclose(f) != 0 || bad) {
+        remove(tmp);
+        return mw_seterr("bpe_save: %s: write failed", tmp);
     }
-    *n = o;
-    return 0;
-}
-
-int mw_bpe_load(mw_bpe **out, const char *path) {
-    byte_chars_init();
-    *out = NULL;
-    char *txt;
-    size_t n;
-    if (read_file(path, &txt, &n)) return mw_seterr("bpe_load: %s", mw_error());
-    cJSON *root = cJSON_ParseWithLength(txt, n);
-    free(txt);
-    if (!root) return mw_seterr("bpe_load: %s: not valid JSON", path);
-    mw_bpe *b = NULL;
-    unsigned char *tmp = NULL;
-    cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
-    cJSON *type = model ? cJSON_GetObjectItemCaseSensitive(model, "type") : NULL;
-    cJSON *vocab = model ? cJSON_GetObjectItemCaseSensitive(model, "vocab") : NULL;
-    cJSON *merges = model ? cJSON_GetObjectItemCaseSensitive(model, "merges") : NULL;
-    if (!cJSON_IsObject(model) || !cJSON_IsString(type) || strcmp(type->valuestring, "BPE") ||
-        !cJSON_IsObject(vocab) || !cJSON_IsArray(merges)) {
-        mw_seterr("bpe_load: %s: expected model.type \"BPE\" with model.vocab and model.merges", path);
-        goto fail;
+    if (rename(tmp, path) != 0) {
+        int e = errno;
+        remove(tmp);
+        return mw_seterr("bpe_save: %s: cannot rename to %s: %s", tmp, path, strerror(e));
     }
-    int maxid = -1;
-    cJSON *it;
-    cJSON_ArrayForEach(it, vocab) {
-        if (!cJSON_IsNumber(it) || it->valuedouble < 0 || it->valuedouble > (1 << 24)) {
-            mw_seterr("bpe_load: %s: model.vocab[\"%s\"] is not a valid id", path, it->string);
-            goto fail;
-        }
-        if (it->valueint > maxid) maxid = it->valueint;
-    }
-    cJSON *added = cJSON_GetObjectItemCaseSensitive(root, "added_tokens");
-    cJSON_ArrayForEach(it, added) {
-        cJSON *id = cJSON_GetObjectItemCaseSensitive(it, "id");
-        if (cJSON_IsNumber(id) && id->valueint > maxid && id->valueint < (1 << 24)) maxid = id->valueint;
-    }
-    int nm = cJSON_GetArraySize(merges);
-    b = bpe_alloc(maxid + 1, nm);
-    if (!b) { mw_seterr("bpe_load: out of memory"); goto fail; }
-    size_t tcap = 64;
-    tmp = malloc(tcap);
-    if (!tmp) { mw_seterr("bpe_load: out of memory"); goto fail; }
-    cJSON_ArrayForEach(it, vocab) {
-        size_t l = strlen(it->string);
-        if (l + 1 > tcap) {
-            free(tmp); tcap = l + 1; tmp = malloc(tcap);
-            if (!tmp) { mw_seterr("bpe_load: out of memory"); goto fail; }
-        }
-        size_t nb;
-        int id = it->valueint;
-        if (b->tok[id]) continue;
-        if (unspell(it->string, tmp, &nb)) {
-            if (!strcmp(it->string, MW_BPE_EOT)) { b->eot = id; nb = strlen(MW_BPE_EOT); memcpy(tmp, MW_BPE_EOT, nb); }
-            else continue; /* other special spellings: not reachable from bytes */
-        }
-        if (set_token(b, id, tmp, nb)) goto fail;
-        if (nb == 1 && id != b->eot) b->byte_id[tmp[0]] = id;
-    }
-    cJSON_ArrayForEach(it, added) {
-        cJSON *id = cJSON_GetObjectItemCaseSensitive(it, "id");
-        cJSON *content = cJSON_GetObjectItemCaseSensitive(it, "content");
-        if (cJSON_IsNumber(id) && cJSON_IsString(content) && !strcmp(content->valuestring, MW_BPE_EOT)) {
-            b->eot = id->valueint;
-            if (!b->tok[b->eot] && set_token(b, b->eot, (const unsigned char *)MW_BPE_EOT, strlen(MW_BPE_EOT)))
-                goto fail;
-        }
-    }
-    for (int i = 0; i < 256; i++)
-        if (b->byte_id[i] < 0) { mw_seterr("bpe_load: %s: byte 0x%02x has no token in model.vocab", path, i); goto fail; }
-    /* merges: "left right" strings, or [left, right] arrays (newer files) */
-    int k = 0;
-    cJSON_ArrayForEach(it, merges) {
-        const char *l = NULL, *r = NULL;
-        char *sp = NULL, *copy = NULL;
-        if (cJSON_IsString(it)) {
-            copy = strdup(it->valuestring);
-            if (!copy) { mw_seterr("bpe_load: out of memory"); goto fail; }
-            sp = strchr(copy, ' ');
-            if (sp) { *sp = 0; l = copy; r = sp + 1; }
-        } else if (cJSON_IsArray(it) && cJSON_GetArraySize(it) == 2 &&
-                   cJSON_IsString(cJSON_GetArrayItem(it, 0)) && cJSON_IsString(cJSON_GetArrayItem(it, 1))) {
-            l = cJSON_GetArrayItem(it, 0)->valuestring;
-            r = cJSON_GetArrayItem(it, 1)->valuestring;
-        }
-        cJSON *jl = l ? cJSON_GetObjectItemCaseSensitive(vocab, l) : NULL;
-        cJSON *jr = r ? cJSON_GetObjectItemCaseSensitive(vocab, r) : NULL;
-        char *joined = NULL;
-        if (l && r) {
-            joined = malloc(strlen(l) + strlen(r) + 1);
-            if (joined) { strcpy(joined, l); strcat(joined, r); }
-        }
-        cJSON *jm = joined ? cJSON_GetObjectItemCaseSensitive(vocab, joined) : NULL;
-        free(joined);
-        free(copy);
-        if (!jl || !jr || !jm) { mw_seterr("bpe_load: %s: merge %d is malformed or names tokens not in model.vocab", path, k); goto fail; }
-        b->merges[k++] = (merge_t){jl->valueint, jr->valueint, jm->valueint};
-    }
-    b->nmerges = k;
-    if (build_merge_table(b)) goto fail;
-    free(tmp);
-    cJSON_Delete(root);
-    *out = b;
-    return 0;
-fail:
-    free(tmp);
-    mw_bpe_free(b);
-    cJSON_Delete(root);
-    return -1;
-}
-
-/* ------------------------------------------------------------------ encoding */
-
-/* applies the merges to one pre-token: repeatedly merge the lowest-ranked adjacent pair, all its
- * occurrences left to right. ids: [n] in, the result in place; returns the new length. */
-static int32_t bpe_word(const mw_bpe *b, int32_t *ids, int32_t n) {
-    for (;;) {
-        int32_t best = -1;
-        for (int32_t i = 0; i + 1 < n; i++) {
-            int32_t r = merge_rank(b, ids[i], ids[i + 1]);
-            if (r >= 0 && (best < 0 || r < best)) best = r;
-        }
-        if (best < 0) return n;
-        merge_t m = b->merges[best];
-        int32_t o = 0;
-        for (int32_t i = 0; i < n; i++) {
-            if (i + 1 < n && ids[i] == m.l && ids[i + 1] == m.r) { ids[o++] = m.res; i++; }
-            else ids[o++] = ids[i];
-        }
-        n = o;
-    }
-}
-
-static int cache_grow(mw_bpe *b) {
-    int64_t nc = b->ccap ? b->ccap * 2 : 1 << 14;
-    cslot *ns = malloc(sizeof *ns * (size_t)nc);
-    if (!ns) return mw_seterr("bpe_encode: out of memory");
-    for (int64_t i = 0; i < nc; i++) ns[i].len = -1;
-    for (int64_t i = 0; i < b->ccap; i++) {
-        if (b->cache[i].len < 0) continue;
-        int64_t j = (int64_t)(b->cache[i].hash & (uint64_t)(nc - 1));
-        while (ns[j].len >= 0) j = (j + 1) & (nc - 1);
-        ns[j] = b->cache[i];
-    }
-    free(b->cache);
-    b->cache = ns;
-    b->ccap = nc;
-    return 0;
-}
-
-/* the ids of one pre-token (cached); *ids points into the cache, valid until the next call */
-static int encode_word(mw_bpe *b, const unsigned char *w, int32_t n, const int32_t **ids, int32_t *nids) {
-    if ((b->cused + 1) * 2 > b->ccap && cache_grow(b)) return -1;
-    uint64_t h = hash_bytes(w, (size_t)n);
-    int64_t j = (int64_t)(h & (uint64_t)(b->ccap - 1));
-    while (b->cache[j].len >= 0) {
-        cslot *c = &b->cache[j];
-        if (c->hash == h && c->len == n && !memcmp(b->cbytes + c->off, w, (size_t)n)) {
-            *ids = b->cids + c->ids_off; *nids = c->nids;
-            return 0;
-        }
-        j = (j + 1) & (b->ccap - 1);
-    }
-    if (b->cnb + n > b->cbcap) {
-        int64_t nc = b->cbcap * 2 + n + 4096;
-        unsigned char *nb = realloc(b->cbytes, (size_t)nc);
-        if (!nb) return mw_seterr("bpe_encode: out of memory");
-        b->cbytes = nb; b->cbcap = nc;
-    }
-    if (b->cni + n > b->cicap) {
-        int64_t nc = b->cicap * 2 + n + 4096;
-        int32_t *ni = realloc(b->cids, sizeof *ni * (size_t)nc);
-        if (!ni) return mw_seterr("bpe_encode: out of memory");
-        b->cids = ni; b->cicap = nc;
-    }
-    int32_t *dst = b->cids + b->cni;
-    for (int32_t i = 0; i < n; i++) dst[i] = b->byte_id[w[i]];
-    int32_t m = bpe_word(b, dst, n);
-    memcpy(b->cbytes + b->cnb, w, (size_t)n);
-    b->cache[j] = (cslot){h, b->cnb, n, m, b->cni};
-    b->cnb += n; b->cni += m; b->cused++;
-    *ids = dst; *nids = m;
-    return 0;
-}
-
-int mw_bpe_encode(mw_bpe *b, const char *text, size_t n, int32_t **ids, size_t *nids) {
-    const size_t L = sizeof(MW_BPE_EOT) - 1;
-    size_t cap = n / 3 + 16, len = 0;
-    int32_t *out = malloc(sizeof *out * cap);
-    if (!out) return mw_seterr("bpe_encode: out of memory (%zu bytes of text)", n);
-    while (n > 0) {
-        const char *e = b->eot >= 0 ? find_eot(text, n) : NULL;
-        size_t m = e ? (size_t)(e - text) : n;
-        const unsigned char *s = (const unsigned char *)text;
-        size_t i = 0;
-        while (i < m) {
-            size_t l = mw_bpe_pretoken_len(s + i, m - i);
-            if (l > 1u << 20) l = 1u << 20; /* a pathological run: encode it in pieces */
-            const int32_t *w = NULL;
-            int32_t nw = 0;
-            if (encode_word(b, s + i, (int32_t)l, &w, &nw)) { free(out); return -1; }
-            if (len + (size_t)nw + 1 > cap) {
-                cap = cap * 2 + (size_t)nw + 1;
-                int32_t *no = realloc(out, sizeof *no * cap);
-                if (!no) { free(out); return mw_seterr("bpe_encode: out of memory"); }
-                out = no;
-            }
-            memcpy(out + len, w, sizeof *w * (size_t)nw);
-            len += (size_t)nw;
-            i += l;
-        }
-        if (!e) break;
-        if (len + 1 > cap) {
-            cap = cap * 2 + 1;
-            int32_t *no = realloc(out, sizeof *no * cap);
-            if (!no) { free(out); return mw_seterr("bpe_encode: out of memory"); }
-            out = no;
-        }
-        out[len++] = b->eot;
-        text = e + L;
-        n -= m + L;
-    }
-    *ids = out;
-    *nids = len;
     return 0;
 }

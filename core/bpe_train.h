@@ -1,4 +1,4 @@
-/* bpe_train.h - byte-level BPE: training a tokenizer from text, and a small encoder for datasets.
+/* bpe_train.h - byte-level BPE: training a tokenizer from text (encoding: tokenizer.h).
  *
  * The tokenizer is GPT-2's kind: text is cut into pre-tokens by GPT-2's regular expression
  *   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
@@ -13,8 +13,10 @@
  * incrementally (only the pre-tokens that hold the merged pair are visited) and a max-heap with
  * lazy deletion picks the next pair.
  *
+ * The pre-tokenizer, byte-level alphabet and hashing are bpe.h's, shared with tokenizer.c.
  * mw_bpe_save writes a Hugging Face tokenizer.json (model BPE, ByteLevel pre-tokenizer and decoder,
- * <|endoftext|> as an added special token). mw_bpe_load reads one back (any byte-level BPE file).
+ * <|endoftext|> as an added special token); mw_tokenizer_load (tokenizer.h) reads it and encodes
+ * with it.
  */
 #ifndef MW_BPE_TRAIN_H
 #define MW_BPE_TRAIN_H
@@ -22,14 +24,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "bpe.h"
+
 #define MW_BPE_EOT "<|endoftext|>"
 
-/* Length in bytes of the pre-token that starts at s (n > 0 bytes left); always >= 1.
- * Invalid UTF-8 bytes count as one "other" character each. */
-size_t mw_bpe_pretoken_len(const unsigned char *s, size_t n);
-
-/* GPT-2's byte -> printable character map, as UTF-8 (at most 2 bytes + NUL). */
-const char *mw_bpe_byte_char(int byte);
 
 typedef struct mw_bpe_trainer mw_bpe_trainer;
 
@@ -57,9 +55,5 @@ int mw_bpe_eot_id(const mw_bpe *b); /* id of <|endoftext|>, -1 when the vocabula
 const unsigned char *mw_bpe_token_bytes(const mw_bpe *b, int id, size_t *len);
 
 int mw_bpe_save(const mw_bpe *b, const char *path);
-int mw_bpe_load(mw_bpe **out, const char *path);
-
-/* Encodes text (<|endoftext|> in the text becomes id 0). *ids is malloc'd; free() it. */
-int mw_bpe_encode(mw_bpe *b, const char *text, size_t n, int32_t **ids, size_t *nids);
 
 #endif

@@ -25,6 +25,7 @@
 #include <sys/stat.h>
 #include <utf8proc.h>
 
+#include "bpe.h"
 #include "mw_tensor.h"
 
 #define MAX_IDS (1 << 21)      /* ids at or above this are refused: a lying file, not a vocabulary
@@ -119,33 +120,6 @@ static void arena_free(arena_block *a) {
     }
 }
 
-static uint64_t hash_bytes(const void *data, size_t n) {
-    const unsigned char *s = data;
-    uint64_t h = 0x9E3779B97F4A7C15ull ^ (n * 0xff51afd7ed558ccdull);
-    while (n >= 8) {
-        uint64_t k;
-        memcpy(&k, s, 8);
-        h = (h ^ (k * 0xbf58476d1ce4e5b9ull)) * 0x94d049bb133111ebull;
-        h ^= h >> 29;
-        s += 8;
-        n -= 8;
-    }
-    uint64_t k = 0;
-    memcpy(&k, s, n);
-    h = (h ^ (k * 0xbf58476d1ce4e5b9ull)) * 0x94d049bb133111ebull;
-    h ^= h >> 31;
-    return h;
-}
-
-static uint64_t hash_u64(uint64_t x) {
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdull;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ull;
-    x ^= x >> 33;
-    return x;
-}
-
 /* String -> int32 map, open addressing; keys point into an arena owned elsewhere. */
 typedef struct { const char *key; uint32_t len; int32_t val; } smap_slot;
 typedef struct { smap_slot *slots; size_t cap, n; } smap_t;
@@ -154,7 +128,7 @@ static int smap_grow(smap_t *m);
 
 static int32_t *smap_find(const smap_t *m, const char *key, size_t len) {
     if (!m->cap) return NULL;
-    size_t mask = m->cap - 1, i = hash_bytes(key, len) & mask;
+    size_t mask = m->cap - 1, i = mw_hash_bytes(key, len) & mask;
     for (;; i = (i + 1) & mask) {
         smap_slot *s = &m->slots[i];
         if (!s->key) return NULL;
@@ -165,7 +139,7 @@ static int32_t *smap_find(const smap_t *m, const char *key, size_t len) {
 /* inserts or overwrites; key must outlive the map */
 static int smap_put(smap_t *m, const char *key, size_t len, int32_t val) {
     if ((m->n + 1) * 2 > m->cap && smap_grow(m)) return -1;
-    size_t mask = m->cap - 1, i = hash_bytes(key, len) & mask;
+    size_t mask = m->cap - 1, i = mw_hash_bytes(key, len) & mask;
     for (;; i = (i + 1) & mask) {
         smap_slot *s = &m->slots[i];
         if (!s->key) {
@@ -199,47 +173,6 @@ static int smap_grow(smap_t *m) {
     return 0;
 }
 
-/* Pair -> (rank, merged id) map for the merges. key 0 is never a real pair key because ids are
- * stored +1 (so the pair (0, 0) has key 1 << 32 | 1). */
-typedef struct { uint64_t key; uint32_t rank; int32_t id; } pmap_slot;
-typedef struct { pmap_slot *slots; size_t cap, n; } pmap_t;
-
-static inline uint64_t pair_key(int32_t a, int32_t b) {
-    return ((uint64_t)(uint32_t)(a + 1) << 32) | (uint32_t)(b + 1);
-}
-
-static const pmap_slot *pmap_find(const pmap_t *m, uint64_t key) {
-    if (!m->cap) return NULL;
-    size_t mask = m->cap - 1, i = hash_u64(key) & mask;
-    for (;; i = (i + 1) & mask) {
-        const pmap_slot *s = &m->slots[i];
-        if (s->key == key) return s;
-        if (!s->key) return NULL;
-    }
-}
-
-static int pmap_put(pmap_t *m, uint64_t key, uint32_t rank, int32_t id) {
-    if ((m->n + 1) * 2 > m->cap) {
-        size_t cap = m->cap ? m->cap * 2 : 1024;
-        pmap_slot *slots = calloc(cap, sizeof *slots);
-        if (!slots) return -1;
-        for (size_t i = 0; i < m->cap; i++) {
-            if (!m->slots[i].key) continue;
-            size_t j = hash_u64(m->slots[i].key) & (cap - 1);
-            while (slots[j].key) j = (j + 1) & (cap - 1);
-            slots[j] = m->slots[i];
-        }
-        free(m->slots);
-        m->slots = slots;
-        m->cap = cap;
-    }
-    size_t mask = m->cap - 1, i = hash_u64(key) & mask;
-    while (m->slots[i].key && m->slots[i].key != key) i = (i + 1) & mask;
-    if (!m->slots[i].key) m->n++;
-    /* a repeated merge keeps its later rank, as a dict/HashMap built in file order does */
-    m->slots[i] = (pmap_slot){key, rank, id};
-    return 0;
-}
 
 /* ------------------------------------------------------------------ added-token trie */
 
@@ -335,7 +268,7 @@ struct mw_tokenizer {
     arena_block *arena;
     smap_t vocab;                 /* model vocabulary: text -> id */
     smap_t added_map;             /* added tokens: content (as written) -> id */
-    pmap_t merges;
+    mw_bpe_merges merges;
     int32_t byte_id[256];
     added_tok *added;             /* [nadded] */
     int nadded;
@@ -347,102 +280,15 @@ struct mw_tokenizer {
     buf_t norm;                   /* NFC text of one piece, bytes */
     buf_t word;                   /* one piece with its prefix space, bytes */
     buf_t blw;                    /* one pre-token in byte-level form (ignore_merges), bytes */
-    int32_t *cls_off;             /* [2 * (chars + 1)]: per character its class and byte offset */
-    size_t cls_cap;
-    /* BPE scratch for one word of m symbols: sym[m], prev/next links, heap of candidate merges */
-    int32_t *sym, *prv, *nxt;
+    int32_t *sym;                 /* [sym_cap] the symbols of one word, merged in place */
     size_t sym_cap;
-    struct heap_item { uint32_t rank, pos; int32_t left, right; } *heap;
-    size_t heap_cap;
+    mw_bpe_scratch bpe;
     /* the word cache */
     cache_slot *cache;            /* [2 * CACHE_MAXENTRIES] */
     size_t cache_n;
     buf_t cache_keys;             /* bytes of the cached words */
     ids_t cache_ids;              /* their ids */
 };
-
-/* The GPT-2 byte-level alphabet: printable bytes stand for themselves, the other 68 byte values
- * map to U+0100.. in order. byte_cp[b] is b's code point; cp_byte[c] inverts it for c < 324. */
-static int32_t byte_cp[256];
-static int16_t cp_byte[324];
-static int alphabet_ready;
-
-static void alphabet_init(void) {
-    if (alphabet_ready) return;
-    for (int c = 0; c < 324; c++) cp_byte[c] = -1;
-    int n = 0;
-    for (int b = 0; b < 256; b++) {
-        int printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
-        byte_cp[b] = printable ? b : 256 + n++;
-        cp_byte[byte_cp[b]] = (int16_t)b;
-    }
-    alphabet_ready = 1;
-}
-
-/* ------------------------------------------------------------------ UTF-8 and classes */
-
-/* Length (1..4) of the well-formed UTF-8 sequence at s[0] (Unicode Table 3-7: no overlongs, no
- * surrogates, nothing past U+10FFFF), its code point in *cp; 0 when s[0] starts none. */
-static int utf8_next(const unsigned char *s, size_t n, int32_t *cp) {
-    unsigned c = s[0];
-    if (c < 0x80) {
-        *cp = (int32_t)c;
-        return 1;
-    }
-    if (c < 0xC2 || c > 0xF4) return 0;
-    if (c < 0xE0) {
-        if (n < 2 || (s[1] & 0xC0) != 0x80) return 0;
-        *cp = (int32_t)(((c & 0x1F) << 6) | (s[1] & 0x3F));
-        return 2;
-    }
-    unsigned lo = 0x80, hi = 0xBF;
-    if (c == 0xE0) lo = 0xA0;
-    else if (c == 0xED) hi = 0x9F;
-    else if (c == 0xF0) lo = 0x90;
-    else if (c == 0xF4) hi = 0x8F;
-    if (n < 2 || s[1] < lo || s[1] > hi) return 0;
-    if (c < 0xF0) {
-        if (n < 3 || (s[2] & 0xC0) != 0x80) return 0;
-        *cp = (int32_t)(((c & 0x0F) << 12) | ((s[1] & 0x3F) << 6) | (s[2] & 0x3F));
-        return 3;
-    }
-    if (n < 4 || (s[2] & 0xC0) != 0x80 || (s[3] & 0xC0) != 0x80) return 0;
-    *cp = (int32_t)(((c & 0x07) << 18) | ((s[1] & 0x3F) << 12) | ((s[2] & 0x3F) << 6) | (s[3] & 0x3F));
-    return 4;
-}
-
-/* character classes of the pre-tokenizer pattern */
-enum { CL_L, CL_N, CL_S, CL_O };
-
-static int cp_class(int32_t cp) {
-    if (cp < 0) return CL_O; /* an invalid byte */
-    if (cp < 0x80) {
-        if ((cp >= 'a' && cp <= 'z') || (cp >= 'A' && cp <= 'Z')) return CL_L;
-        if (cp >= '0' && cp <= '9') return CL_N;
-        if (cp == ' ' || (cp >= 0x09 && cp <= 0x0D)) return CL_S;
-        return CL_O;
-    }
-    if (cp == 0x85) return CL_S;
-    switch (utf8proc_category(cp)) {
-    case UTF8PROC_CATEGORY_LU: case UTF8PROC_CATEGORY_LL: case UTF8PROC_CATEGORY_LT:
-    case UTF8PROC_CATEGORY_LM: case UTF8PROC_CATEGORY_LO:
-        return CL_L;
-    case UTF8PROC_CATEGORY_ND: case UTF8PROC_CATEGORY_NL: case UTF8PROC_CATEGORY_NO:
-        return CL_N;
-    case UTF8PROC_CATEGORY_ZS: case UTF8PROC_CATEGORY_ZL: case UTF8PROC_CATEGORY_ZP:
-        return CL_S;
-    default:
-        return CL_O;
-    }
-}
-
-/* class of the character at s[0] (len n > 0); *clen gets its byte length */
-static int char_class(const unsigned char *s, size_t n, int *clen) {
-    int32_t cp;
-    int l = utf8_next(s, n, &cp);
-    *clen = l ? l : 1;
-    return l ? cp_class(cp) : CL_O;
-}
 
 /* Appends the NFC form of s[0..n) to out. Only the stretches that can change are normalized:
  * a run of non-ASCII characters together with the ASCII character before it (which may compose
@@ -460,7 +306,7 @@ static int nfc_append(buf_t *out, const unsigned char *s, size_t n) {
         size_t e = j;
         int32_t cp;
         int l = 0;
-        while (e < n && s[e] >= 0x80 && (l = utf8_next(s + e, n - e, &cp)) > 0) e += (size_t)l;
+        while (e < n && s[e] >= 0x80 && (l = mw_utf8_next(s + e, n - e, &cp)) > 0) e += (size_t)l;
         if (e == j) { /* the run starts with an invalid byte: nothing to normalize */
             if (buf_add(out, s + a, j - a)) return -1;
         } else {
@@ -483,68 +329,17 @@ static int nfc_append(buf_t *out, const unsigned char *s, size_t n) {
 
 /* ------------------------------------------------------------------ BPE */
 
-static int heap_less(const struct heap_item *a, const struct heap_item *b) {
-    return a->rank < b->rank || (a->rank == b->rank && a->pos < b->pos);
-}
-
-static void heap_push(struct heap_item *h, size_t *n, struct heap_item it) {
-    size_t i = (*n)++;
-    while (i > 0) {
-        size_t p = (i - 1) / 2;
-        if (!heap_less(&it, &h[p])) break;
-        h[i] = h[p];
-        i = p;
-    }
-    h[i] = it;
-}
-
-static struct heap_item heap_pop(struct heap_item *h, size_t *n) {
-    struct heap_item top = h[0], last = h[--*n];
-    size_t i = 0;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= *n) break;
-        if (c + 1 < *n && heap_less(&h[c + 1], &h[c])) c++;
-        if (!heap_less(&h[c], &last)) break;
-        h[i] = h[c];
-        i = c;
-    }
-    if (*n) h[i] = last;
-    return top;
-}
-
-/* pushes the merge of symbols pos and nxt[pos] when there is one */
-static void bpe_candidate(mw_tokenizer *t, size_t *hn, int32_t pos) {
-    int32_t r = t->nxt[pos];
-    if (r < 0) return;
-    const pmap_slot *m = pmap_find(&t->merges, pair_key(t->sym[pos], t->sym[r]));
-    if (m) heap_push(t->heap, hn, (struct heap_item){m->rank, (uint32_t)pos, t->sym[pos], t->sym[r]});
-}
-
-static int bpe_reserve(mw_tokenizer *t, size_t m) {
-    if (m <= t->sym_cap) return 0;
-    size_t cap = t->sym_cap ? t->sym_cap : 64;
-    while (cap < m) cap *= 2;
-    int32_t *a = realloc(t->sym, cap * sizeof *a);
-    if (!a) return -1;
-    t->sym = a;
-    if (!(a = realloc(t->prv, cap * sizeof *a))) return -1;
-    t->prv = a;
-    if (!(a = realloc(t->nxt, cap * sizeof *a))) return -1;
-    t->nxt = a;
-    t->sym_cap = cap;
-    /* the heap holds at most m initial pairs + 2 new pairs per merge (m - 1 merges) */
-    struct heap_item *h = realloc(t->heap, 3 * cap * sizeof *h);
-    if (!h) return -1;
-    t->heap = h;
-    t->heap_cap = 3 * cap;
-    return 0;
-}
-
 /* Byte-level BPE of one pre-token w[0..n): appends its ids to out. Each step merges the pair of
  * lowest rank, the leftmost among equal ranks (Hugging Face's order). */
 static int bpe_word(mw_tokenizer *t, const unsigned char *w, size_t n, ids_t *out) {
-    if (bpe_reserve(t, n)) return -1;
+    if (n > t->sym_cap) {
+        size_t cap = t->sym_cap ? t->sym_cap : 64;
+        while (cap < n) cap *= 2;
+        int32_t *p = realloc(t->sym, cap * sizeof *p);
+        if (!p) return -1;
+        t->sym = p;
+        t->sym_cap = cap;
+    }
     size_t m = 0;
     for (size_t i = 0; i < n; i++) {
         int32_t id = t->byte_id[w[i]];
@@ -555,28 +350,9 @@ static int bpe_word(mw_tokenizer *t, const unsigned char *w, size_t n, ids_t *ou
         }
         t->sym[m++] = id;
     }
-    if (m == 0) return 0;
-    for (size_t i = 0; i < m; i++) {
-        t->prv[i] = (int32_t)i - 1;
-        t->nxt[i] = i + 1 < m ? (int32_t)i + 1 : -1;
-    }
-    size_t hn = 0;
-    for (size_t i = 0; i + 1 < m; i++) bpe_candidate(t, &hn, (int32_t)i);
-    while (hn) {
-        struct heap_item it = heap_pop(t->heap, &hn);
-        int32_t pos = (int32_t)it.pos, r = t->nxt[pos];
-        /* stale: pos was merged into its left neighbour (sym = -1) or its pair changed */
-        if (t->sym[pos] != it.left || r < 0 || t->sym[r] != it.right) continue;
-        const pmap_slot *mg = pmap_find(&t->merges, pair_key(it.left, it.right));
-        t->sym[pos] = mg->id;
-        t->sym[r] = -1;
-        t->nxt[pos] = t->nxt[r];
-        if (t->nxt[r] >= 0) t->prv[t->nxt[r]] = pos;
-        if (t->prv[pos] >= 0) bpe_candidate(t, &hn, t->prv[pos]);
-        bpe_candidate(t, &hn, pos);
-    }
-    for (int32_t i = 0; i >= 0; i = t->nxt[i])
-        if (ids_push(out, t->sym[i])) return -1;
+    long k = mw_bpe_apply(&t->merges, &t->bpe, t->sym, m);
+    if (k < 0 || ids_reserve(out, (size_t)k)) return -1;
+    for (long i = 0; i < k; i++) out->p[out->n++] = t->sym[i];
     return 0;
 }
 
@@ -594,11 +370,8 @@ static int encode_word(mw_tokenizer *t, const unsigned char *w, size_t n, ids_t 
         buf_t *b = &t->blw;
         size_t keep = b->n = 0;
         for (size_t i = 0; i < n; i++) {
-            unsigned char u[2];
-            int32_t c = byte_cp[w[i]];
-            int l = c < 0x80 ? 1 : 2;
-            if (l == 1) u[0] = (unsigned char)c;
-            else { u[0] = (unsigned char)(0xC0 | (c >> 6)); u[1] = (unsigned char)(0x80 | (c & 0x3F)); }
+            unsigned char u[4];
+            int l = mw_utf8_put(u, mw_bpe_byte_cp(w[i]));
             if (buf_add(b, u, (size_t)l)) return -1;
         }
         int32_t *id = smap_find(&t->vocab, b->p + keep, b->n - keep);
@@ -610,7 +383,7 @@ static int encode_word(mw_tokenizer *t, const unsigned char *w, size_t n, ids_t 
         t->cache = calloc(2 * CACHE_MAXENTRIES, sizeof *t->cache);
         if (!t->cache) return -1;
     }
-    uint64_t h = hash_bytes(w, n) | 1; /* hash 0 marks an empty slot */
+    uint64_t h = mw_hash_bytes(w, n) | 1; /* hash 0 marks an empty slot */
     size_t mask = 2 * CACHE_MAXENTRIES - 1, i = h & mask;
     for (;; i = (i + 1) & mask) {
         cache_slot *s = &t->cache[i];
@@ -649,64 +422,18 @@ static int encode_pretokens(mw_tokenizer *t, const unsigned char *s, size_t n, i
         n = t->word.n;
     }
     if (!t->use_regex) return encode_word(t, s, n, out);
-    /* cls_off[2k] = class of character k, cls_off[2k+1] = its byte offset; entry m is the end */
-    if (2 * (n + 1) > t->cls_cap) {
-        int32_t *p = realloc(t->cls_off, 2 * (n + 1) * sizeof *p);
-        if (!p) return -1;
-        t->cls_off = p;
-        t->cls_cap = 2 * (n + 1);
-    }
-    int32_t *co = t->cls_off;
-    size_t m = 0;
     for (size_t i = 0; i < n;) {
-        int l;
-        co[2 * m] = char_class(s + i, n - i, &l);
-        co[2 * m + 1] = (int32_t)i;
-        m++;
-        i += (size_t)l;
+        size_t l = mw_bpe_pretoken_len(s + i, n - i);
+        if (encode_word(t, s + i, l, out)) return -1;
+        i += l;
     }
-    co[2 * m] = -1;
-    co[2 * m + 1] = (int32_t)n;
-#define CLS(k) co[2 * (k)]
-#define OFF(k) ((size_t)co[2 * (k) + 1])
-    size_t k = 0;
-    while (k < m) {
-        size_t end = 0;
-        const unsigned char *p = s + OFF(k);
-        size_t rest = n - OFF(k);
-        /* 's|'t|'re|'ve|'m|'ll|'d */
-        if (p[0] == '\'' && rest >= 2) {
-            if (p[1] == 's' || p[1] == 't' || p[1] == 'm' || p[1] == 'd') end = k + 2;
-            else if (rest >= 3 && ((p[1] == 'r' && p[2] == 'e') || (p[1] == 'v' && p[2] == 'e') ||
-                                   (p[1] == 'l' && p[2] == 'l')))
-                end = k + 3;
-        }
-        if (!end) {
-            /* ' ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+': the class after an optional space decides */
-            size_t j = (p[0] == ' ' && k + 1 < m && CLS(k + 1) != CL_S) ? k + 1 : k;
-            int c = CLS(j);
-            if (c != CL_S) {
-                end = j + 1;
-                while (end < m && CLS(end) == c) end++;
-            } else {
-                /* '\s+(?!\S)|\s+': a run of spaces gives its last one to the next word */
-                size_t e = k + 1;
-                while (e < m && CLS(e) == CL_S) e++;
-                end = (e < m && e - k >= 2) ? e - 1 : e;
-            }
-        }
-        if (encode_word(t, s + OFF(k), OFF(end) - OFF(k), out)) return -1;
-        k = end;
-    }
-#undef CLS
-#undef OFF
     return 0;
 }
 
 /* ------------------------------------------------------------------ added tokens */
 
 static int is_space_at(const unsigned char *s, size_t n, int *clen) {
-    return char_class(s, n, clen) == CL_S;
+    return mw_bpe_char_class(s, n, clen) == MW_BPE_SPACE;
 }
 
 /* byte length of the whitespace that ends s[0..n) (valid UTF-8 assumed where it matters) */
@@ -730,8 +457,8 @@ static size_t leading_space(const unsigned char *s, size_t n) {
 }
 
 static int is_word_at(const unsigned char *s, size_t n) {
-    int l, c = char_class(s, n, &l);
-    return c == CL_L || c == CL_N || s[0] == '_';
+    int l, c = mw_bpe_char_class(s, n, &l);
+    return c == MW_BPE_LETTER || c == MW_BPE_NUMBER || s[0] == '_';
 }
 
 typedef int (*piece_fn)(mw_tokenizer *t, const unsigned char *s, size_t n, ids_t *out);
@@ -871,18 +598,15 @@ void mw_tokenizer_free(mw_tokenizer *t) {
     arena_free(t->arena);
     free(t->vocab.slots);
     free(t->added_map.slots);
-    free(t->merges.slots);
+    mw_bpe_merges_free(&t->merges);
     free(t->added);
     free(t->trie_raw.nodes);
     free(t->trie_norm.nodes);
     free(t->norm.p);
     free(t->word.p);
     free(t->blw.p);
-    free(t->cls_off);
     free(t->sym);
-    free(t->prv);
-    free(t->nxt);
-    free(t->heap);
+    mw_bpe_scratch_free(&t->bpe);
     free(t->cache);
     free(t->cache_keys.p);
     free(t->cache_ids.p);
@@ -895,7 +619,6 @@ void mw_tokenizer_free(mw_tokenizer *t) {
 typedef struct { const char *s; size_t len; int32_t id; } entry;
 
 static mw_tokenizer *tok_new(const char *name) {
-    alphabet_init();
     mw_tokenizer *t = calloc(1, sizeof *t);
     if (!t) return NULL;
     t->name = strdup(name ? name : "(memory)");
@@ -952,11 +675,8 @@ static int build_tables(mw_tokenizer *t) {
         t->tok_len[t->added[i].id] = (uint32_t)t->added[i].orig_len;
     }
     for (int i = 0; i < 256; i++) {
-        unsigned char u[2];
-        int32_t c = byte_cp[i];
-        size_t l = c < 0x80 ? 1 : 2;
-        if (l == 1) u[0] = (unsigned char)c;
-        else { u[0] = (unsigned char)(0xC0 | (c >> 6)); u[1] = (unsigned char)(0x80 | (c & 0x3F)); }
+        unsigned char u[4];
+        size_t l = (size_t)mw_utf8_put(u, mw_bpe_byte_cp(i));
         int32_t *id = smap_find(&t->vocab, (const char *)u, l);
         t->byte_id[i] = id ? *id : -1;
     }
@@ -975,12 +695,12 @@ static int build_decode(mw_tokenizer *t) {
         int ok = 1;
         for (size_t i = 0; i < n && ok;) {
             int32_t cp;
-            int l = utf8_next(s + i, n - i, &cp);
-            if (!l || cp >= 324 || cp_byte[cp] < 0) {
+            int l = mw_utf8_next(s + i, n - i, &cp);
+            if (!l || mw_bpe_cp_byte(cp) < 0) {
                 ok = 0;
                 break;
             }
-            unsigned char by = (unsigned char)cp_byte[cp];
+            unsigned char by = (unsigned char)mw_bpe_cp_byte(cp);
             if (buf_add(&b, &by, 1)) ok = -1;
             i += (size_t)l;
         }
@@ -1018,7 +738,7 @@ static int add_merge(mw_tokenizer *t, const char *a, size_t alen, const char *b,
     if (!im)
         rc = tok_err(t->name, "%s[%zu]: the merged token \"%.*s\" is not in model.vocab", field, idx,
                      (int)(alen + blen > 60 ? 60 : alen + blen), ab);
-    else if (pmap_put(&t->merges, pair_key(*ia, *ib), r, *im))
+    else if (mw_bpe_merges_put(&t->merges, *ia, *ib, r, *im))
         rc = oom(t->name);
     if (ab != stack) free(ab);
     return rc;
@@ -1239,10 +959,10 @@ int mw_tokenizer_from_json(mw_tokenizer **out, const char *json, size_t len, con
         else if (!get_field(root, "model"))
             rc = tok_err(t->name, "model: missing");
         else
-            rc = parse_normalizer(t, get_field(root, "normalizer"), "normalizer");
-        /* normalizer first: normalized added tokens are matched in NFC form */
+            rc = parse_model(t, get_field(root, "model"));
+        /* normalizer before the added tokens: normalized added tokens are matched in NFC form */
+        if (!rc) rc = parse_normalizer(t, get_field(root, "normalizer"), "normalizer");
         if (!rc) rc = parse_pretokenizer(t, get_field(root, "pre_tokenizer"));
-        if (!rc) rc = parse_model(t, get_field(root, "model"));
         if (!rc) rc = parse_added(t, get_field(root, "added_tokens"));
         if (!rc) rc = finish(t);
     }
@@ -1316,31 +1036,19 @@ int mw_tokenizer_from_gpt2(mw_tokenizer **out, const char *vocab, size_t vocab_l
 
 /* ------------------------------------------------------------------ files */
 
-/* reads a whole file; *len bytes, NUL-terminated */
 static int read_file(char **data, size_t *len, const char *path) {
-    *data = NULL;
-    *len = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) return tok_err(path, "cannot open: %s", strerror(errno));
-    buf_t b = {0};
-    char chunk[65536];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
-        if (buf_add(&b, chunk, n)) {
-            fclose(f);
-            free(b.p);
-            return oom(path);
-        }
-    }
-    int err = ferror(f);
-    fclose(f);
-    if (err || buf_add(&b, "", 1)) {
-        free(b.p);
-        return err ? tok_err(path, "read error") : oom(path);
-    }
-    *data = b.p;
-    *len = b.n - 1;
-    return 0;
+    return mw_read_file(data, len, path, "tokenizer");
+}
+
+int mw_tokenizer_encode_file(int64_t **ids, size_t *n, mw_tokenizer *t, const char *path) {
+    *ids = NULL;
+    *n = 0;
+    char *data;
+    size_t len;
+    if (read_file(&data, &len, path)) return -1;
+    int rc = mw_tokenizer_encode(ids, n, t, data, len);
+    free(data);
+    return rc;
 }
 
 int mw_tokenizer_load_json(mw_tokenizer **out, const char *path) {

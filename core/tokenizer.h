@@ -60,6 +60,8 @@ void mw_tokenizer_free(mw_tokenizer *t);
 /* text: len bytes, any content (NUL and invalid UTF-8 included). *ids gets a malloc'd array of
  * *n ids (free() it; NULL when *n == 0). */
 int mw_tokenizer_encode(int64_t **ids, size_t *n, mw_tokenizer *t, const char *text, size_t len);
+/* encodes the whole file at path (errors name it) */
+int mw_tokenizer_encode_file(int64_t **ids, size_t *n, mw_tokenizer *t, const char *path);
 /* *text gets a malloc'd, NUL-terminated buffer of *len bytes (free() it). An id outside
  * [0, vocab_size) or naming no token is an error. */
 int mw_tokenizer_decode(char **text, size_t *len, const mw_tokenizer *t, const int64_t *ids,

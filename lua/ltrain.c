@@ -19,6 +19,7 @@
 
 #include "bpe_train.h"
 #include "mwl.h"
+#include "tokenizer.h"
 #include "train.h"
 
 #define MWL_TRAINER "miwb.Trainer"
@@ -67,38 +68,33 @@ static int l_encode_dataset(lua_State *L) {
     const char *tok = luaL_checkstring(L, 1);
     luaL_checktype(L, 2, LUA_TTABLE);
     const char *out = luaL_checkstring(L, 3);
-    mw_bpe *b = NULL;
-    if (mw_bpe_load(&b, tok)) return mwl_coreerror(L);
+    mw_tokenizer *t = NULL;
+    if (mw_tokenizer_load(&t, tok)) return mwl_coreerror(L);
     int32_t *all = NULL;
     size_t nall = 0;
     lua_Integer n = luaL_len(L, 2);
     for (lua_Integer i = 1; i <= n; i++) {
         lua_geti(L, 2, i);
         const char *f = lua_tostring(L, -1);
-        FILE *fp = f ? fopen(f, "rb") : NULL;
-        if (!fp) { mw_bpe_free(b); free(all); return luaL_error(L, "encode_dataset: cannot open %s", f ? f : "(not a path)"); }
-        fseek(fp, 0, SEEK_END);
-        long sz = ftell(fp);
-        rewind(fp);
-        char *buf = malloc((size_t)sz + 1);
-        size_t got = buf ? fread(buf, 1, (size_t)sz, fp) : 0;
-        fclose(fp);
-        if (!buf || got != (size_t)sz) { free(buf); mw_bpe_free(b); free(all); return luaL_error(L, "encode_dataset: cannot read %s", f); }
-        int32_t *ids;
-        size_t nids;
-        int rc = mw_bpe_encode(b, buf, (size_t)sz, &ids, &nids);
-        free(buf);
-        if (rc) { mw_bpe_free(b); free(all); return mwl_coreerror(L); }
-        int32_t *na = realloc(all, sizeof *na * (nall + nids + 1));
-        if (!na) { free(ids); mw_bpe_free(b); free(all); return luaL_error(L, "encode_dataset: out of memory"); }
+        int64_t *ids = NULL;
+        size_t nids = 0;
+        int32_t *na = NULL;
+        if (!f || mw_tokenizer_encode_file(&ids, &nids, t, f) ||
+            !(na = realloc(all, sizeof *na * (nall + nids + 1)))) {
+            if (!f) mw_seterr("encode_dataset: files[%d] is not a path", (int)i);
+            else if (!na && ids) mw_seterr("encode_dataset: out of memory");
+            free(ids); free(all); mw_tokenizer_free(t);
+            return mwl_coreerror(L);
+        }
         all = na;
-        memcpy(all + nall, ids, sizeof *ids * nids);
+        for (size_t k = 0; k < nids; k++) all[nall + k] = (int32_t)ids[k];
         nall += nids;
         free(ids);
         lua_pop(L, 1);
     }
-    int rc = mw_dataset_write(out, all, (int64_t)nall, mw_bpe_vocab_size(b), mw_bpe_eot_id(b));
-    mw_bpe_free(b);
+    int rc = mw_dataset_write(out, all, (int64_t)nall, mw_tokenizer_vocab_size(t),
+                              mw_tokenizer_special_id(t, MW_TOK_EOS));
+    mw_tokenizer_free(t);
     free(all);
     if (rc) return mwl_coreerror(L);
     lua_pushinteger(L, (lua_Integer)nall);

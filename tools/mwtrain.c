@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "bpe_train.h"
+#include "tokenizer.h"
 #include "mw_tensor.h"
 #include "train.h"
 
@@ -77,23 +78,22 @@ static char *path2(const char *dir, const char *name) {
     return p;
 }
 
-static int encode_file(mw_bpe *b, const char *txt, const char *tok) {
-    FILE *f = fopen(txt, "rb");
-    if (!f) { fprintf(stderr, "mwtrain: cannot open %s\n", txt); return -1; }
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    rewind(f);
-    char *buf = malloc((size_t)n);
-    if (fread(buf, 1, (size_t)n, f) != (size_t)n) { fclose(f); free(buf); return -1; }
-    fclose(f);
-    int32_t *ids;
-    size_t nids;
-    if (mw_bpe_encode(b, buf, (size_t)n, &ids, &nids)) { free(buf); fprintf(stderr, "mwtrain: %s\n", mw_error()); return -1; }
-    free(buf);
-    int rc = mw_dataset_write(tok, ids, (int64_t)nids, mw_bpe_vocab_size(b), mw_bpe_eot_id(b));
-    if (rc) fprintf(stderr, "mwtrain: %s\n", mw_error());
-    else printf("mwtrain: %s: %zu tokens (%.2f bytes/token)\n", tok, nids, (double)n / (double)nids);
+static int encode_file(mw_tokenizer *t, const char *txt, const char *tok) {
+    int64_t *ids = NULL;
+    size_t nids = 0;
+    int32_t *ids32 = NULL;
+    if (mw_tokenizer_encode_file(&ids, &nids, t, txt) || !(ids32 = malloc(sizeof *ids32 * (nids + 1)))) {
+        fprintf(stderr, "mwtrain: %s\n", ids ? "out of memory" : mw_error());
+        free(ids);
+        return -1;
+    }
+    for (size_t k = 0; k < nids; k++) ids32[k] = (int32_t)ids[k];
     free(ids);
+    int rc = mw_dataset_write(tok, ids32, (int64_t)nids, mw_tokenizer_vocab_size(t),
+                              mw_tokenizer_special_id(t, MW_TOK_EOS));
+    if (rc) fprintf(stderr, "mwtrain: %s\n", mw_error());
+    else printf("mwtrain: %s: %zu tokens\n", tok, nids);
+    free(ids32);
     return rc;
 }
 
@@ -186,12 +186,15 @@ int main(int argc, char **argv) {
         }
         mw_bpe_trainer_free(bt);
         printf("mwtrain: tokenizer %s: %d ids in %.1f s\n", tokpath, mw_bpe_vocab_size(bpe), now() - t0);
+        mw_bpe_free(bpe);
     }
     if (!exists(trtok) || !exists(vatok)) {
-        if (!bpe && mw_bpe_load(&bpe, tokpath)) { fprintf(stderr, "mwtrain: %s\n", mw_error()); return 1; }
-        if (encode_file(bpe, trtxt, trtok) || encode_file(bpe, vatxt, vatok)) return 1;
+        mw_tokenizer *tk = NULL;
+        if (mw_tokenizer_load(&tk, tokpath)) { fprintf(stderr, "mwtrain: %s\n", mw_error()); return 1; }
+        int rc = encode_file(tk, trtxt, trtok) || encode_file(tk, vatxt, vatok);
+        mw_tokenizer_free(tk);
+        if (rc) return 1;
     }
-    mw_bpe_free(bpe);
     mw_dataset tr, va;
     if (mw_dataset_open(&tr, trtok) || mw_dataset_open(&va, vatok)) { fprintf(stderr, "mwtrain: %s\n", mw_error()); return 1; }
 
