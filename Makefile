@@ -16,22 +16,27 @@
 DEB_PACKAGES := build-essential pkg-config lua5.4 liblua5.4-dev libopenblas-dev liblapacke-dev \
                 libcjson-dev libreadline-dev libutf8proc-dev gnuplot-nox \
                 python3-numpy python3-regex wordnet-base wamerican curl libssl-dev parallel \
-                clang-14 libclang-rt-14-dev
+                clang-14 libclang-rt-14-dev libpcre2-dev libsentencepiece-dev
 # Only to regenerate the committed test fixtures (tests/fixtures/gen_*.py): `make fixture-deps`.
-FIXTURE_PACKAGES := python3-torch
+# (tests/fixtures/gen_tokenizers.js also needs Node and the npm package `tokenizers`: see its header.)
+FIXTURE_PACKAGES := python3-torch python3-sentencepiece
 
 BUILD    ?= build
 CC       ?= cc
+CXX      ?= c++
 OPT      ?= -O2
 SANFLAGS ?=
 CFLAGS   ?= $(OPT) -g
 CFLAGS   += -std=gnu11 -Wall -Wextra -fPIC -pthread $(SANFLAGS) \
             -I/usr/include/lua5.4 -I/usr/include/x86_64-linux-gnu -Icore -Ivendor -Ilua
-LDLIBS   := -lopenblas -llapacke -lcjson -lutf8proc -lcrypto -lm -pthread
+CXXFLAGS ?= $(OPT) -g
+# -fno-sanitize=vptr: UBSan's C++ type checks need its C++ runtime, which the C linker leaves out
+CXXFLAGS += -std=c++17 -Wall -Wextra -fPIC -pthread $(SANFLAGS) -fno-sanitize=vptr -Icore
+LDLIBS   := -lopenblas -llapacke -lcjson -lutf8proc -lcrypto -lpcre2-8 -lsentencepiece -lstdc++ -lm -pthread
 LDFLAGS  += $(SANFLAGS)
 
 CORE_SRC := $(wildcard core/*.c)
-CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/%.o)
+CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/%.o) $(patsubst %.cc,$(BUILD)/%.o,$(wildcard core/*.cc))
 BIND_SRC := $(filter-out lua/main.c,$(wildcard lua/*.c))
 BIND_OBJ := $(BIND_SRC:%.c=$(BUILD)/%.o) $(BUILD)/gen/lua_embed.o
 LUA_SRC  := $(wildcard lua/miwb/*.lua)
@@ -49,7 +54,8 @@ check-deps:
 	@test -f /usr/include/lua5.4/lua.h -a -f /usr/include/cjson/cJSON.h \
 	   -a -f /usr/include/x86_64-linux-gnu/cblas.h -a -f /usr/include/utf8proc.h \
 	   -a -f /usr/include/readline/readline.h -a -f /usr/include/lapacke.h \
-	   -a -f /usr/include/openssl/evp.h || $(MAKE) deps
+	   -a -f /usr/include/openssl/evp.h -a -f /usr/include/pcre2.h \
+	   -a -f /usr/include/sentencepiece_processor.h || $(MAKE) deps
 
 fixture-deps:
 	@$(MAKE) --no-print-directory deps DEB_PACKAGES="$(DEB_PACKAGES) $(FIXTURE_PACKAGES)"
@@ -66,6 +72,10 @@ deps:
 $(BUILD)/%.o: %.c $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/%.o: %.cc $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) -c $< -o $@
 
 $(BUILD)/libmwcore.a: $(CORE_OBJ)
 	@mkdir -p $(dir $@)

@@ -3,13 +3,13 @@
  *   bench_tokenizer          (bench/run.sh builds and runs it; arguments are ignored, they
  *                             belong to other benchmarks)
  *   environment: MIWB_CORPUS (text file), MIWB_BENCH_MB (default 10), MIWB_BENCH_TOKENIZER
- *                (gpt2 or neox: only that one)
+ *                (gpt2, neox, llama2 or olmo2: only that one)
  *
  * The text: $MIWB_CORPUS, else data/corpus/train.txt (tools/make_corpus.sh), else
  * a fallback made from /usr/share/dict/words (wamerican): words drawn with Zipf-like frequencies
  * into sentences, which has many more distinct words than real prose (a harder case for the
  * word cache). The first MB megabytes are used (repeated if the file is shorter).
- * Tokenizers: ../shared/assets (or $MIWB_SHARED/assets) GPT-2 and GPT-NeoX-20B.
+ * Tokenizers: ../shared/assets (or $MIWB_SHARED/assets) GPT-2, GPT-NeoX-20B, Llama 2, OLMo 2.
  *
  * Reports, for each tokenizer: CPU seconds (and wall seconds) to encode the text with a fresh tokenizer (cold word
  * cache), MB/s, tokens, the ratio to the issue's bound (2 s for 10 MB, scaled to MB), and the
@@ -136,10 +136,15 @@ int main(void) {
 
     const char *shared = getenv("MIWB_SHARED");
     if (!shared || !*shared) shared = "../shared";
-    char paths[2][1024];
-    snprintf(paths[0], sizeof paths[0], "%s/assets/gpt2/tokenizer.json", shared);
-    snprintf(paths[1], sizeof paths[1], "%s/assets/neox/20B_tokenizer.json", shared);
-    const char *names[2] = {"gpt2", "neox"};
+    /* GPT-2 and NeoX take the byte-level path; the others run their files' steps (Llama: Prepend,
+     * Replace, no pre-tokenizer - the whole text is one word, as in Hugging Face -, characters with
+     * byte_fallback; OLMo 2: a PCRE2 Split) */
+    enum { NTOK = 4 };
+    const char *names[NTOK] = {"gpt2", "neox", "llama2", "olmo2"};
+    const char *files[NTOK] = {"gpt2/tokenizer.json", "neox/20B_tokenizer.json", "llama2/tokenizer.json",
+                               "olmo2/tokenizer.json"};
+    char paths[NTOK][1024];
+    for (int k = 0; k < NTOK; k++) snprintf(paths[k], sizeof paths[k], "%s/assets/%s", shared, files[k]);
 
     double t0 = cpu();
     uint64_t sink = 0;
@@ -148,7 +153,7 @@ int main(void) {
     printf("bench_tokenizer: %.1f MB of %s\n", want / 1e6, what);
     printf("  plain pass (UTF-8 + word hash): %.3f s  (checksum %llu)\n", floor_s,
            (unsigned long long)(sink & 0xffff));
-    for (int k = 0; k < 2; k++) {
+    for (int k = 0; k < NTOK; k++) {
         if (only && *only && strcmp(only, names[k]) != 0) continue;
         mw_tokenizer *t;
         double l0 = now();

@@ -8,7 +8,7 @@ set -e
 BUILD=${BUILD:-build}
 CC=${CC:-cc}
 # the Makefile's link libraries (the core uses all of them)
-LIBS="-lopenblas -llapacke -lcjson -lutf8proc -lm -pthread"
+LIBS="-lopenblas -llapacke -lcjson -lutf8proc -lpcre2-8 -lsentencepiece -lstdc++ -lm -pthread"
 mkdir -p "$BUILD/bench"
 for src in bench/bench_*.c; do
   [ -f "$src" ] || continue

@@ -125,13 +125,13 @@ static int mw_fuzz_pickle(const uint8_t *data, size_t size) {
 }
 
 /* the tokenizer loaders, with fuzz/fuzz_tokenizer.c's convention for the first byte: 0 = the
- * rest is a tokenizer.json, 1 = vocab.json and merges.txt split at the first NUL; any other
- * first byte: the whole input is a tokenizer.json. When it loads, a short text is encoded and
+ * rest is a tokenizer.json, 1 = vocab.json and merges.txt split at the first NUL, 2 = a
+ * SentencePiece tokenizer.model; any other first byte: the whole input is a tokenizer.json. When it loads, a short text is encoded and
  * decoded and every id must lie in the vocabulary. */
 static int mw_fuzz_tokenizer(const uint8_t *data, size_t size) {
-    int mode = size && data[0] <= 1 ? data[0] : 2;
-    const uint8_t *s = mode < 2 ? data + 1 : data;
-    size_t n = mode < 2 ? size - 1 : size;
+    int mode = size && data[0] <= 2 ? data[0] : 3;
+    const uint8_t *s = mode < 3 ? data + 1 : data;
+    size_t n = mode < 3 ? size - 1 : size;
     char *buf = malloc(n + 1);
     if (n) memcpy(buf, s, n);
     buf[n] = 0;
@@ -141,6 +141,8 @@ static int mw_fuzz_tokenizer(const uint8_t *data, size_t size) {
         const char *z = memchr(buf, 0, n);
         size_t vl = z ? (size_t)(z - buf) : n;
         rc = mw_tokenizer_from_gpt2(&t, buf, vl, z ? z + 1 : "", z ? n - vl - 1 : 0, "fuzz.json");
+    } else if (mode == 2) {
+        rc = mw_tokenizer_from_spm(&t, buf, n, "fuzz.json");
     } else {
         rc = mw_tokenizer_from_json(&t, buf, n, "fuzz.json");
     }
@@ -155,6 +157,7 @@ static int mw_fuzz_tokenizer(const uint8_t *data, size_t size) {
             for (size_t i = 0; i < m; i++)
                 if (ids[i] < 0 || ids[i] >= V) rc = 1;
             if (mw_tokenizer_decode(&out, &len, t, ids, m) == 0) free(out);
+            else rc = 1; /* every id the encoder gives must decode */
             free(ids);
         }
         mw_tokenizer_free(t);

@@ -5,9 +5,12 @@
  *   0: a tokenizer.json text. When it loads, a few fixed strings and the input itself are encoded
  *      and the ids decoded again (any id the encoder gives must decode).
  *   1: vocab.json and merges.txt, split at the first NUL byte; then as for 0.
- *   2+: text for two built-in tokenizers over the full 256-byte alphabet with some merges and
- *      added tokens: one without normalizer, for which decode(encode(text)) == text must hold
- *      (aborts otherwise), and one with NFC (must not crash; the result must decode).
+ *   2: a SentencePiece tokenizer.model (bytes of a ModelProto); then as for 0.
+ *   3+: text for three built-in tokenizers: two over the full 256-byte alphabet with some merges
+ *      and added tokens, one without normalizer, for which decode(encode(text)) == text must hold
+ *      (aborts otherwise), and one with NFC; and fuzz/seeds/tokenizer_steps.json's kind (every
+ *      normalizer, pre-tokenizer, decoder and post-processor step, byte_fallback), which must
+ *      not crash and whose ids must decode.
  *
  * Build and run by hand (or through `make fuzz` where the Makefile has it):
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Icore fuzz/fuzz_tokenizer.c \
@@ -22,7 +25,7 @@
 #include "mw_tensor.h"
 #include "tokenizer.h"
 
-static mw_tokenizer *plain, *nfc;
+static mw_tokenizer *plain, *nfc, *steps;
 
 /* checks that every id decodes; with must_match, that the text comes back unchanged */
 static void check(mw_tokenizer *t, const uint8_t *s, size_t n, int must_match) {
@@ -74,6 +77,11 @@ static void setup(void) {
     }
     free(a);
     free(b);
+    /* the steps tokenizer: its file next to this one (fuzz/run.sh runs from the repository) */
+    if (mw_tokenizer_load_json(&steps, "fuzz/seeds/tokenizer_steps.json")) {
+        fprintf(stderr, "fuzz_tokenizer: %s\n", mw_error());
+        abort();
+    }
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
@@ -90,9 +98,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         const char *m = z ? (const char *)z + 1 : "";
         size_t ml = z ? n - vl - 1 : 0;
         if (mw_tokenizer_from_gpt2(&t, (const char *)s, vl, m, ml, "fuzz")) return 0;
+    } else if (data[0] == 2) {
+        if (mw_tokenizer_from_spm(&t, (const char *)s, n, "fuzz.model")) return 0;
     } else {
         check(plain, s, n, 1);
         check(nfc, s, n, 0);
+        check(steps, s, n, 0);
         return 0;
     }
     static const char *texts[] = {"", "hello world", "  a   b\t\n", "caf\xc3\xa9 cafe\xcc\x81",

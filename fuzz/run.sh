@@ -11,12 +11,13 @@ set -e
 cd "$(dirname "$0")/.."
 SECS=${1:-${FUZZ_SECONDS:-6}}
 CLANG=${FUZZ_CC:-clang-14}
+CLANGXX=${FUZZ_CXX:-clang++-14}
 B=build-fuzz
 command -v "$CLANG" >/dev/null || { echo "fuzz: $CLANG not found (Debian package clang-14)"; exit 1; }
 mkdir -p $B/obj $B/corpus fuzz/out
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
 CFLAGS="-O1 -g -std=gnu11 -I/usr/include/lua5.4 -I/usr/include/x86_64-linux-gnu -Icore -Ivendor -Ilua -Ifuzz $SAN"
-LIBS="-lopenblas -llapacke -lcjson -lutf8proc -lm -pthread"
+LIBS="-lopenblas -llapacke -lcjson -lutf8proc -lpcre2-8 -lsentencepiece -lstdc++ -lm -pthread"
 
 # the library and the Lua binding, instrumented for coverage
 objs=""
@@ -25,6 +26,13 @@ for src in core/*.c lua/*.c; do
   o=$B/obj/$(echo "$src" | tr / _ | sed 's/\.c$/.o/')
   if [ ! -f "$o" ] || [ "$src" -nt "$o" ]; then
     $CLANG $CFLAGS -fsanitize=fuzzer-no-link -c "$src" -o "$o"
+  fi
+  objs="$objs $o"
+done
+for src in core/*.cc; do # SentencePiece's C interface (C++)
+  o=$B/obj/$(echo "$src" | tr / _ | sed 's/\.cc$/.o/')
+  if [ ! -f "$o" ] || [ "$src" -nt "$o" ]; then
+    $CLANGXX -O1 -g -std=c++17 -Icore $SAN -fno-sanitize=vptr -fsanitize=fuzzer-no-link -c "$src" -o "$o"
   fi
   objs="$objs $o"
 done
@@ -50,6 +58,8 @@ for p in sys.argv[2:]:
 EOF
 # fuzz_tokenizer.c reads a first byte 0 as "the rest is a tokenizer.json"
 { printf '\000'; cat fuzz/seeds/tokenizer_small.json; } > $B/seeds/tokenizer/small.json
+{ printf '\000'; cat fuzz/seeds/tokenizer_steps.json; } > $B/seeds/tokenizer/steps.json
+cp fuzz/seeds/tokenizer_tiny.spm $B/seeds/tokenizer/tiny.spm
 cp tests/fixtures/hf_gpt2/config.json $B/seeds/config/hf.json
 [ -f ../shared/assets/gpt2/config.json ] && cp ../shared/assets/gpt2/config.json $B/seeds/config/gpt2.json
 printf '{"d_model": 768, "d_head": 64, "n_heads": 12, "n_layers": 2, "n_ctx": 2048, "d_vocab": 50278, "attn_only": true, "normalization_type": null}' > $B/seeds/config/tl.json

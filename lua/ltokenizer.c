@@ -1,12 +1,17 @@
 /* ltokenizer.c - byte-level BPE tokenizers in Lua (core/tokenizer.h).
  *
- *   local tok = assert(mi.load_tokenizer(path))  -- tokenizer.json, or a folder holding it or
- *                                                -- vocab.json + merges.txt; nil, msg on failure
- *   tok:encode(text)        1-D int64 tensor of ids (0-based, as in Hugging Face)
- *   tok:encode_list(text)   the same ids as a Lua list
+ *   local tok = assert(mi.load_tokenizer(path))  -- tokenizer.json, a SentencePiece tokenizer.model,
+ *                                                -- or a folder holding one of them or vocab.json +
+ *                                                -- merges.txt; nil, msg on failure
+ *   tok:encode(text [, {add_special_tokens = true}])
+ *                           1-D int64 tensor of ids (0-based, as in Hugging Face); with
+ *                           add_special_tokens (the default) the file's post-processor adds its
+ *                           tokens (BOS for Llama's files), as Hugging Face's encode does
+ *   tok:encode_list(text [, opts])   the same ids as a Lua list
  *   tok:decode(ids)         ids: a tensor (any shape, integral values, read in row-major order),
  *                           a list, or one integer -> the text (raw bytes)
- *   tok:tokens(x)           x: text, tensor or list -> list of each token's decoded text
+ *   tok:tokens(x [, opts])  x: text (opts as for encode), tensor or list -> list of each token's
+ *                           decoded text
  *                           (what TransformerLens's to_str_tokens shows)
  *   tok:id_to_token(i)      the token as written in the file ("Ġthe"), nil if none
  *   tok:token_to_id(s)      its id, nil if s is not a token
@@ -92,13 +97,30 @@ static ids_box *new_box(lua_State *L) {
     return b;
 }
 
+/* the options table at idx ({add_special_tokens = bool}, Hugging Face's name and default true) */
+static int add_special_opt(lua_State *L, int idx, const char *method) {
+    static const char *const names[] = {"add_special_tokens", NULL};
+    char op[64];
+    snprintf(op, sizeof op, "tokenizer:%s", method);
+    mwl_check_opts(L, idx, op, names);
+    if (lua_isnoneornil(L, idx)) return 1;
+    int type = lua_getfield(L, idx, "add_special_tokens");
+    if (type != LUA_TNIL && type != LUA_TBOOLEAN)
+        luaL_error(L, "%s: add_special_tokens must be true or false, got %s", op, luaL_typename(L, -1));
+    int v = type == LUA_TNIL ? 1 : lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+/* text at idx, options at idx + 1 */
 static ids_box *encode_arg(lua_State *L, mw_tokenizer *t, int idx, const char *method, size_t *n) {
     size_t len;
     if (lua_type(L, idx) != LUA_TSTRING)
         luaL_error(L, "tokenizer:%s: bad argument #1 (string expected, got %s)", method, luaL_typename(L, idx));
     const char *s = lua_tolstring(L, idx, &len);
+    int special = add_special_opt(L, idx + 1, method);
     ids_box *b = new_box(L);
-    if (mw_tokenizer_encode(&b->ids, n, t, s, len)) luaL_error(L, "tokenizer:%s: %s", method, mw_error());
+    if (mw_tokenizer_encode_ex(&b->ids, n, t, s, len, special)) luaL_error(L, "tokenizer:%s: %s", method, mw_error());
     return b;
 }
 
@@ -183,6 +205,8 @@ static int m_decode(lua_State *L) {
 static int m_tokens(lua_State *L) {
     mw_tokenizer *t = check_tok(L);
     size_t n;
+    if (lua_type(L, 2) != LUA_TSTRING && !lua_isnoneornil(L, 3))
+        return luaL_error(L, "tokenizer:tokens: options apply to text only; for ids write tok:tokens(ids)");
     ids_box *b = lua_type(L, 2) == LUA_TSTRING ? encode_arg(L, t, 2, "tokens", &n) : ids_arg(L, 2, "tokens", &n);
     lua_createtable(L, (int)(n < 1u << 30 ? n : 0), 0);
     for (size_t i = 0; i < n; i++) {

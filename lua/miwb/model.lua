@@ -416,7 +416,8 @@ function Model:to_tokens(input, opts)
   local rows, maxlen = {}, 0
   for i, s in ipairs(list) do
     if type(s) ~= "string" then error("to_tokens: expected a string or a list of strings, item " .. i .. " is a " .. type(s), 2) end
-    local ids = tok:encode_list(s)
+    -- TransformerLens's prepend_bos decides, not the tokenizer's post-processor
+    local ids = tok:encode_list(s, {add_special_tokens = false})
     if prepend then table.insert(ids, 1, bos_id(self, tok)) end
     if truncate and #ids > self.cfg.n_ctx then
       mi.utils.warn(("to_tokens: %s is %d tokens; cut to the model's n_ctx = %d (truncate = false keeps it whole)"):format(

@@ -476,10 +476,10 @@ static void test_bad_json(void) {
     expect_error("{" PRE "\"model\": {\"type\": \"WordPiece\", " VOC ", \"merges\": []}}", "model.type");
     expect_error("{" PRE "\"model\": {\"type\": \"BPE\", " VOC ", \"merges\": [], \"unk_token\": \"zz\"}}", "model.unk_token");
     expect_error("{" PRE "\"model\": {\"type\": \"BPE\", " VOC ", \"merges\": [], \"dropout\": 0.1}}", "model.dropout");
-    expect_error("{\"model\": {\"type\": \"BPE\", " VOC ", \"merges\": []}}", "pre_tokenizer");
+    expect_error("{\"pre_tokenizer\": 5, \"model\": {\"type\": \"BPE\", " VOC ", \"merges\": []}}", "pre_tokenizer");
     expect_error("{\"pre_tokenizer\": {\"type\": \"Whitespace\"}, \"model\": {\"type\": \"BPE\", " VOC ", \"merges\": []}}", "pre_tokenizer.type");
     expect_error("{\"pre_tokenizer\": {\"type\": \"ByteLevel\", \"use_regex\": 3}, \"model\": {\"type\": \"BPE\", " VOC ", \"merges\": []}}", "pre_tokenizer.use_regex");
-    expect_error("{" PRE "\"normalizer\": {\"type\": \"NFKC\"}, \"model\": {\"type\": \"BPE\", " VOC ", \"merges\": []}}", "normalizer.type");
+    expect_error("{" PRE "\"normalizer\": {\"type\": \"Lowercase\"}, \"model\": {\"type\": \"BPE\", " VOC ", \"merges\": []}}", "normalizer.type");
     expect_error("{" PRE "\"decoder\": {\"type\": \"WordPiece\"}, \"model\": {\"type\": \"BPE\", " VOC ", \"merges\": []}}", "decoder");
     expect_error("{" PRE "\"added_tokens\": [{\"id\": 3}], \"model\": {\"type\": \"BPE\", " VOC ", \"merges\": []}}", "added_tokens[0].content");
     expect_error("{" PRE "\"added_tokens\": [{\"id\": -3, \"content\": \"x\"}], \"model\": {\"type\": \"BPE\", " VOC ", \"merges\": []}}", "added_tokens[0].id");
@@ -508,7 +508,7 @@ static void test_bad_gpt2_files(void) {
     if (t) ENCODES(t, "ab", 2);
     mw_tokenizer_free(t);
     CHECK_ERR(mw_tokenizer_load(&t, "/nonexistent/tokenizer.json"), "/nonexistent/tokenizer.json");
-    CHECK_ERR(mw_tokenizer_load(&t, "/tmp"), "neither tokenizer.json nor vocab.json");
+    CHECK_ERR(mw_tokenizer_load(&t, "/tmp"), "none of tokenizer.json, tokenizer.model, vocab.json");
     CHECK_ERR(mw_tokenizer_load_gpt2(&t, "/nonexistent/vocab.json", "/nonexistent/merges.txt"), "cannot open");
 }
 
