@@ -38,13 +38,15 @@ int main(int argc, char **argv) {
         if (!strncmp(argv[i], "T=", 2)) T = atoi(argv[i] + 2);
     }
     const int d = 128, H = 8, dh = 16, HD = H * dh, L = 2, V = 4096, N = B * T;
-    mw_train_config c = {.d_model = d, .d_head = dh, .n_heads = H, .n_layers = L, .n_ctx = T, .d_vocab = V,
-                         .attn_only = 1, .norm = MW_TNORM_NONE, .shortformer = 1, .seed = 1};
-    mw_trainer *t = mw_trainer_new(&c, B, T);
+    mw_config c;
+    mw_config_default(&c);
+    c.d_model = d; c.d_head = dh; c.n_heads = H; c.n_layers = L; c.n_ctx = T; c.d_vocab = V;
+    c.attn_only = 1; c.normalization_type = MW_NORM_NONE; c.positional_embedding_type = MW_POS_SHORTFORMER; c.seed = 1;
+    mw_trainer *t = mw_trainer_new(&c);
     if (!t) { printf("bench_train: %s\n", mw_error()); return 0; }
-    int32_t *tok = malloc(sizeof *tok * (size_t)N);
+    int64_t *tok = malloc(sizeof *tok * (size_t)N);
     uint64_t s = 1;
-    for (int i = 0; i < N; i++) { s = s * 6364136223846793005ull + 1442695040888963407ull; tok[i] = (int32_t)((s >> 33) % V); }
+    for (int i = 0; i < N; i++) { s = s * 6364136223846793005ull + 1442695040888963407ull; tok[i] = (int64_t)((s >> 33) % V); }
     mw_adamw_opts o;
     mw_adamw_default(&o);
     enum { R = 5 };
@@ -60,7 +62,7 @@ int main(int argc, char **argv) {
         mw_trainer_forward(t, tok, B, T, 1, &loss);
         mw_trainer_step(t, &o, &gn);
         double t1 = now();
-        /* the same products, as train.c issues them */
+        /* the same products, as the forward and backward passes (model.c) issue them */
         for (int l = 0; l < L; l++) {
             for (int k = 0; k < 3; k++) mm(0, 0, N, HD, d, X, d, W, HD, Z, HD);          /* q, k, v */
             for (int b = 0; b < B; b++)

@@ -8,7 +8,8 @@
  */
 #include "model.h"
 
-#include <cblas.h>
+#include "kernels.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -121,25 +122,76 @@ int mw_model_param_shape(const mw_model *m, int pid, int64_t *shape) {
 
 static int is_qkv(int pid) { return pid == MW_PARAM_W_Q || pid == MW_PARAM_W_K || pid == MW_PARAM_W_V; }
 
-/* allocates one stacked parameter: storage [L, d, H, dh] + permuted header for W_Q/K/V,
- * contiguous [L, ...] for other per-block params, the plain shape for global ones */
-static int param_alloc(mw_model *m, int pid) {
-    mw_tensor *t = param_tensor(&m->w, pid);
-    int64_t shape[4];
-    int nd = 0;
+/* numel of one stacked parameter (0 when the config has no such parameter) */
+int64_t mw_model_param_numel(const mw_model *m, int pid) {
+    if (!mw_model_param_exists(m, pid)) return 0;
+    int64_t shape[3], n = param_info[pid].per_block ? m->cfg.n_layers : 1;
+    int nd = mw_model_param_shape(m, pid, shape);
+    for (int i = 0; i < nd; i++) n *= shape[i];
+    return n;
+}
+
+int64_t mw_model_param_offset(const mw_model *m, int pid) {
+    int64_t off = 0;
+    for (int i = 0; i < pid; i++) off += mw_model_param_numel(m, i);
+    return off;
+}
+
+int64_t mw_model_nparams(const mw_model *m) { return mw_model_param_offset(m, MW_PARAM_COUNT); }
+
+/* one stacked parameter as a view of s at its offset: storage [L, d, H, dh] + permuted header
+ * for W_Q/K/V, contiguous [L, ...] for other per-block params, the plain shape for global ones */
+static int param_view(mw_tensor *t, const mw_model *m, int pid, mw_storage *s, int64_t off) {
     const mw_config *c = &m->cfg;
-    if (param_info[pid].per_block) shape[nd++] = c->n_layers;
+    mw_tensor raw;
+    memset(&raw, 0, sizeof raw);
+    memset(t, 0, sizeof *t);
+    raw.storage = s;
+    raw.dtype = MW_F32;
+    raw.offset = off;
+    if (param_info[pid].per_block) raw.shape[raw.ndim++] = c->n_layers;
     if (is_qkv(pid)) {
-        int64_t st[4] = {c->n_layers, c->d_model, c->n_heads, c->d_head};
-        mw_tensor raw = {0};
-        if (mw_tensor_zeros(&raw, MW_F32, 4, st)) return -1;
-        const int perm[4] = {0, 2, 1, 3};
-        int rc = mw_tensor_permute(t, &raw, perm);
-        mw_tensor_release(&raw);
-        return rc;
+        raw.shape[raw.ndim++] = c->d_model;
+        raw.shape[raw.ndim++] = c->n_heads;
+        raw.shape[raw.ndim++] = c->d_head;
+    } else {
+        raw.ndim += mw_model_param_shape(m, pid, raw.shape + raw.ndim);
     }
-    nd += mw_model_param_shape(m, pid, shape + nd);
-    return mw_tensor_zeros(t, MW_F32, nd, shape);
+    int64_t st = 1;
+    for (int i = raw.ndim - 1; i >= 0; i--) { raw.stride[i] = st; st *= raw.shape[i]; }
+    if (!is_qkv(pid)) {
+        mw_storage_retain(s);
+        *t = raw;
+        return 0;
+    }
+    const int perm[4] = {0, 2, 1, 3};
+    return mw_tensor_permute(t, &raw, perm);
+}
+
+int mw_weights_over(mw_weights *w, const mw_model *m, mw_storage *s) {
+    memset(w, 0, sizeof *w);
+    if (s->dtype != MW_F32 || s->numel < mw_model_nparams(m))
+        return mw_seterr("weights: a buffer of %lld floats cannot hold the %lld parameters", (long long)s->numel,
+                         (long long)mw_model_nparams(m));
+    int64_t off = 0;
+    for (int pid = 0; pid < MW_PARAM_COUNT; pid++) {
+        if (!mw_model_param_exists(m, pid)) continue;
+        if (param_view(param_tensor(w, pid), m, pid, s, off)) {
+            mw_weights_release(w);
+            return -1;
+        }
+        off += mw_model_param_numel(m, pid);
+    }
+    return 0;
+}
+
+void mw_weights_release(mw_weights *w) {
+    for (int pid = 0; pid < MW_PARAM_COUNT; pid++) mw_tensor_release(param_tensor(w, pid));
+}
+
+float *mw_model_flat(const mw_model *m, int64_t *n) {
+    *n = mw_model_nparams(m);
+    return (float *)m->w.W_E.storage->data;
 }
 
 mw_model *mw_model_new(const mw_config *cfg) {
@@ -152,18 +204,23 @@ mw_model *mw_model_new(const mw_config *cfg) {
         free(m);
         return NULL;
     }
+    /* every parameter is a view of one flat buffer (llm.c's params buffer): an optimizer is one
+     * loop over it, and gradients / moments are buffers of the same layout (mw_weights_over) */
+    mw_storage *s = mw_storage_new(MW_F32, mw_model_nparams(m));
+    if (!s) { free(m); return NULL; }
+    int rc = mw_weights_over(&m->w, m, s);
+    mw_storage_release(s);
+    if (rc) { free(m); return NULL; }
     mw_rng g;
     mw_rng *gen = NULL;
     if (m->cfg.seed >= 0) { mw_rng_seed(&g, (uint64_t)m->cfg.seed); gen = &g; }
     else gen = mw_rng_default();
+    float *flat = (float *)s->data;
     for (int pid = 0; pid < MW_PARAM_COUNT; pid++) {
-        if (!mw_model_param_exists(m, pid)) continue;
-        if (param_alloc(m, pid)) { mw_model_free(m); return NULL; }
-        mw_tensor *t = param_tensor(&m->w, pid);
         /* TransformerLens init_weights: normal(std = initializer_range) for names with "W_",
          * LayerNorm weights 1, every bias 0. Filled in storage order. */
-        float *p = (float *)t->storage->data;
-        int64_t n = t->storage->numel;
+        float *p = flat + mw_model_param_offset(m, pid);
+        int64_t n = mw_model_param_numel(m, pid);
         if (param_info[pid].name[0] == 'W' || strstr(param_info[pid].name, ".W_")) {
             for (int64_t i = 0; i < n; i++) p[i] = (float)(m->cfg.initializer_range * mw_rng_normal(gen));
         } else if (pid == MW_PARAM_ln1_w || pid == MW_PARAM_ln2_w || pid == MW_PARAM_ln_final_w) {
@@ -177,7 +234,7 @@ static void run_free(mw_run *r);
 
 void mw_model_free(mw_model *m) {
     if (!m) return;
-    for (int pid = 0; pid < MW_PARAM_COUNT; pid++) mw_tensor_release(param_tensor(&m->w, pid));
+    mw_weights_release(&m->w);
     run_free(m->run);
     free(m);
 }
@@ -238,260 +295,78 @@ int mw_model_param_set(mw_model *m, const char *name, const mw_tensor *src) {
     return rc;
 }
 
-/* ================================================================ kernels
- * Free functions over raw float pointers; output first. Row-major throughout. */
-
-/* C[M,N] (row stride ldc) = alpha A[M,K] (lda) @ op(B) + beta C, op(B) = B[K,N] (ldb) or,
- * with transB, B[N,K]^T */
-static void matmul(float *C, int64_t ldc, const float *A, int64_t lda, const float *Bm, int64_t ldb,
-                   int64_t M, int64_t N, int64_t K, float alpha, float beta, int transB) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, transB ? CblasTrans : CblasNoTrans, (int)M, (int)N, (int)K,
-                alpha, A, (int)lda, Bm, (int)ldb, beta, C, (int)ldc);
-}
-
-/* out[N, ld] rows (first n columns) = bias[n] broadcast; bias NULL = 0 */
-static void fill_rows(float *out, int64_t ld, const float *bias, int64_t N, int64_t n) {
-    for (int64_t i = 0; i < N; i++) {
-        float *o = out + i * ld;
-        if (bias) memcpy(o, bias, (size_t)n * sizeof(float));
-        else memset(o, 0, (size_t)n * sizeof(float));
-    }
-}
-
-/* out [N, C] = x + y, all [N, C] (out may alias x) */
-static void add_fw(float *out, const float *x, const float *y, int64_t n) {
-    for (int64_t i = 0; i < n; i++) out[i] = x[i] + y[i];
-}
-
-/* LayerNorm, first half: out [N, C] = x - mean(x), scale [N] = sqrt(var(x) + eps) (biased var) */
-static void ln_center_fw(float *out, float *scale, const float *x, int64_t N, int64_t C, double eps) {
-    for (int64_t i = 0; i < N; i++) {
-        const float *xi = x + i * C;
-        float *oi = out + i * C;
-        double mean = 0;
-        for (int64_t j = 0; j < C; j++) mean += xi[j];
-        mean /= (double)C;
-        double var = 0;
-        for (int64_t j = 0; j < C; j++) {
-            float v = (float)(xi[j] - mean);
-            oi[j] = v;
-            var += (double)v * v;
-        }
-        scale[i] = (float)sqrt(var / (double)C + eps);
-    }
-}
-
-/* LayerNorm, second half (in place): out [N, C] = out / scale[N] * w[C] + b[C] (w, b NULL: LNPre) */
-static void ln_apply_fw(float *out, const float *scale, const float *w, const float *b, int64_t N, int64_t C) {
-    for (int64_t i = 0; i < N; i++) {
-        float *oi = out + i * C;
-        float s = scale[i];
-        if (w) for (int64_t j = 0; j < C; j++) oi[j] = oi[j] / s * w[j] + b[j];
-        else for (int64_t j = 0; j < C; j++) oi[j] = oi[j] / s;
-    }
-}
-
-/* out[i] = exp(x[i]) for n floats, 4 at a time with GCC vector extensions (SSE2 on any x86-64,
- * no libm call), relative error ~2e-7: Cody-Waite reduction x = k ln2 + r, |r| <= ln2/2,
- * exp(r) by the degree-6 polynomial of Cephes' expf, 2^k put in the exponent bits. -inf (and
- * anything below -87.3) gives exactly 0, as masked attention scores need. */
-typedef float v4f __attribute__((vector_size(16)));
-typedef int32_t v4i __attribute__((vector_size(16)));
-
-static inline v4f exp4(v4f x) {
-    const v4f hi = {88.3762626647949f, 88.3762626647949f, 88.3762626647949f, 88.3762626647949f};
-    const v4f lo = {-87.3f, -87.3f, -87.3f, -87.3f};
-    v4i under = x < lo, over = x > hi;  /* lanes: -1 where true */
-    x = (v4f)((over & (v4i)hi) | (~over & (v4i)x));
-    x = (v4f)((under & (v4i)lo) | (~under & (v4i)x));
-    const v4f magic = {12582912.0f, 12582912.0f, 12582912.0f, 12582912.0f}; /* 1.5 * 2^23: rounds */
-    v4f k = (x * 1.44269504088896341f + magic) - magic;
-    v4f r = x - k * 0.693359375f + k * 2.12194440e-4f;
-    v4f p = 1.9875691500E-4f * r + 1.3981999507E-3f;
-    p = p * r + 8.3334519073E-3f;
-    p = p * r + 4.1665795894E-2f;
-    p = p * r + 1.6666665459E-1f;
-    p = p * r + 5.0000001201E-1f;
-    p = p * r * r + r + 1.0f;
-    v4i e = (__builtin_convertvector(k, v4i) + 127) << 23;
-    v4f y = p * (v4f)e;
-    return (v4f)((v4i)y & ~under);
-}
-
-/* out[i] = exp(x[i] - shift), returns the sum (double) */
-static double exp_shift_sum(float *out, const float *x, int64_t n, float shift) {
-    double sum = 0;
-    int64_t i = 0;
-    for (; i + 4 <= n; i += 4) {
-        v4f v;
-        memcpy(&v, x + i, sizeof v);
-        v = exp4(v - shift);
-        memcpy(out + i, &v, sizeof v);
-        sum += (double)v[0] + v[1] + v[2] + v[3];
-    }
-    if (i < n) {
-        v4f v = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
-        for (int64_t j = i; j < n; j++) v[j - i] = x[j];
-        v = exp4(v - shift);
-        for (int64_t j = i; j < n; j++) { out[j] = v[j - i]; sum += v[j - i]; }
-    }
-    return sum;
-}
-
-/* sum of exp(x[i] - shift) over n floats */
-static double exp_sum(const float *x, int64_t n, float shift) {
-    double sum = 0;
-    int64_t i = 0;
-    for (; i + 4 <= n; i += 4) {
-        v4f v;
-        memcpy(&v, x + i, sizeof v);
-        v = exp4(v - shift);
-        sum += (double)v[0] + v[1] + v[2] + v[3];
-    }
-    for (; i < n; i++) sum += expf(x[i] - shift);
-    return sum;
-}
-
-/* out [n] = act(x [n]) */
-static void act_fw(float *out, const float *x, int64_t n, mw_actfn fn) {
-    const float k = 0.7978845608028654f; /* sqrt(2 / pi) */
-    switch (fn) {
-    case MW_ACT_GELU_NEW: {
-        /* 0.5 v (1 + tanh(y)) = v (1 - 1 / (exp(2y) + 1)), y = k (v + 0.044715 v^3); exp4 saturates
-         * cleanly at both ends (exp -> 0 gives 0, exp -> 3e38 gives v) */
-        int64_t i = 0;
-        for (; i + 4 <= n; i += 4) {
-            v4f v;
-            memcpy(&v, x + i, sizeof v);
-            v4f e = exp4(2.0f * k * (v + 0.044715f * v * v * v));
-            v4f o = v - v / (e + 1.0f);
-            memcpy(out + i, &o, sizeof o);
-        }
-        for (; i < n; i++) {
-            float v = x[i];
-            out[i] = 0.5f * v * (1.0f + tanhf(k * (v + 0.044715f * v * v * v)));
-        }
-        break;
-    }
-    case MW_ACT_GELU:
-        for (int64_t i = 0; i < n; i++) out[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
-        break;
-    case MW_ACT_RELU:
-        for (int64_t i = 0; i < n; i++) out[i] = x[i] > 0 ? x[i] : 0;
-        break;
-    default: /* MW_ACT_NONE: only attention-only models, which have no MLP */
-        break;
-    }
-}
-
-/* Masks one [P, P] block of scores in place (row stride ld), as TransformerLens does before
- * hook_attn_scores: keys j > i (causal) or with keymask[j] == 0 (padding) get -inf.
- * keymask NULL = no padding. */
-static void attn_mask_fw(float *s, int64_t ld, int64_t P, const uint8_t *keymask) {
-    for (int64_t i = 0; i < P; i++) {
-        float *row = s + i * ld;
-        for (int64_t j = i + 1; j < P; j++) row[j] = -INFINITY;
-        if (keymask)
-            for (int64_t j = 0; j <= i; j++)
-                if (!keymask[j]) row[j] = -INFINITY;
-    }
-}
-/* softmax over every row of s [rows, cols] (row stride ld), in place. A row whose keys are all
- * masked (-inf), or that holds a NaN (from an edit), becomes 0: torch gives NaN there and
- * TransformerLens turns NaN into 0. With causal, row i reads only keys j <= i (the others are
- * -inf before any hook could have edited them) and writes 0 past them. */
-static void softmax_rows_fw(float *s, int64_t ld, int64_t rows, int64_t cols, int causal) {
-    for (int64_t i = 0; i < rows; i++) {
-        float *row = s + i * ld;
-        int64_t n = causal && i + 1 < cols ? i + 1 : cols;
-        float mx = -INFINITY;
-        int nan = 0;
-        for (int64_t j = 0; j < n; j++) {
-            if (row[j] > mx) mx = row[j];
-            nan |= isnan(row[j]);
-        }
-        if (nan || mx == -INFINITY || mx == INFINITY) {
-            memset(row, 0, (size_t)cols * sizeof(float));
-            continue;
-        }
-        double sum = exp_shift_sum(row, row, n, mx);
-        float inv = (float)(1.0 / sum);
-        for (int64_t j = 0; j < n; j++) row[j] *= inv;
-        if (n < cols) memset(row + n, 0, (size_t)(cols - n) * sizeof(float));
-    }
-}
-
-/* out [N, d] = W_E[tok[n]] for n < N */
-static void embed_fw(float *out, const int64_t *tok, const float *W_E, int64_t N, int64_t d) {
-    for (int64_t n = 0; n < N; n++) memcpy(out + n * d, W_E + tok[n] * d, (size_t)d * sizeof(float));
-}
-
-/* out [B, P, d] = W_pos[pos_id(b, p)], with pos_id = p (no mask) or, with a padding mask,
- * cumsum(mask) - 1 clipped at 0 and the rows of padding positions set to 0 (TransformerLens's
- * PosEmbed with attention_mask) */
-static void pos_fw(float *out, const float *W_pos, const uint8_t *mask, int64_t B, int64_t P, int64_t d) {
-    for (int64_t b = 0; b < B; b++) {
-        int64_t c = 0;
-        for (int64_t p = 0; p < P; p++) {
-            float *o = out + (b * P + p) * d;
-            if (!mask) { memcpy(o, W_pos + p * d, (size_t)d * sizeof(float)); continue; }
-            c += mask[b * P + p] != 0;
-            if (!mask[b * P + p]) { memset(o, 0, (size_t)d * sizeof(float)); continue; }
-            int64_t id = c - 1 < 0 ? 0 : c - 1;
-            memcpy(o, W_pos + id * d, (size_t)d * sizeof(float));
-        }
-    }
-}
-
-/* cross-entropy over a block of rows: logits [n, V] (row r is position t0 + r of one batch row
- * with targets tgt, valid[t] = both t and t+1 unmasked). Writes nll[t] for t < P-1 and adds
- * to *sum / *count. */
-static void xent_rows(float *nll, double *sum, int64_t *count, const float *logits, int64_t V,
-                      const int64_t *tgt_next, const uint8_t *valid, int64_t n) {
-    for (int64_t r = 0; r < n; r++) {
-        const float *row = logits + r * V;
-        float mx = -INFINITY;
-        for (int64_t j = 0; j < V; j++) if (row[j] > mx) mx = row[j];
-        double s = exp_sum(row, V, mx);
-        double lp = row[tgt_next[r]] - mx - log(s);
-        if (valid && !valid[r]) { nll[r] = 0.0f; continue; }
-        nll[r] = (float)-lp;
-        *sum += -lp;
-        *count += 1;
-    }
-}
-
 /* ================================================================ activation buffers */
 typedef struct { mw_storage *s; int64_t cap; } mw_buf;
 
+/* The activations of one block. Inference reuses one set for every block (resid is resid_pre,
+ * then resid_post in place; ln2 and ln_final use the ln1 buffers). A training forward
+ * (keep_activations) keeps one set per block for the backward pass, plus one after the last
+ * block whose resid is the final residual and whose ln1_* are ln_final's. */
+typedef struct {
+    mw_buf resid;                          /* [B,P,d] resid_pre */
+    mw_buf ln1_scale, ln1_mean, ln1_out;   /* [B,P,1], [B,P], [B,P,d] */
+    mw_buf qk_in;                          /* [B,P,d] shortformer: normalized + pos, input of Q and K */
+    mw_buf q, k, v, z;                     /* [B,P,H,dh] */
+    mw_buf scores;                         /* [B,H,P,P] the pattern (training, or scores/pattern hooked) */
+    mw_buf result;                         /* [B,P,H,d] (use_attn_result) */
+    mw_buf attn_out;                       /* [B,P,d] */
+    mw_buf resid_mid;                      /* [B,P,d] */
+    mw_buf ln2_scale, ln2_mean, ln2_out;   /* as ln1 (training only) */
+    mw_buf mlp_pre, mlp_post, mlp_out;     /* [B,P,m], [B,P,m], [B,P,d] */
+    int causal;                            /* the softmax read keys <= query only (scores not hooked) */
+} mw_acts;
+
+#define ACT_BUFS(X) X(resid) X(ln1_scale) X(ln1_mean) X(ln1_out) X(qk_in) X(q) X(k) X(v) X(z) X(scores) \
+    X(result) X(attn_out) X(resid_mid) X(ln2_scale) X(ln2_mean) X(ln2_out) X(mlp_pre) X(mlp_post) X(mlp_out)
+
+/* gradients of the backward pass, each [B,P,...] like its activation, reused across blocks */
+#define GRAD_BUFS(X) X(g_resid) X(g_norm) X(g_copy) X(g_q) X(g_k) X(g_v) X(g_z) X(g_mlp) X(g_scores) X(g_block)
+
 struct mw_run {
+    mw_acts *acts;          /* [nacts]: 1 for inference, n_layers + 1 after a training forward */
+    int nacts;
     mw_buf embed, pos;      /* [B,P,d] */
-    mw_buf resid;           /* [B,P,d] resid_pre of the current block, then its resid_post */
-    mw_buf resid_mid;       /* [B,P,d] */
-    mw_buf ln_scale;        /* [B,P,1] ln1 / ln2 / ln_final (used one after the other) */
-    mw_buf ln_out;          /* [B,P,d] */
-    mw_buf qk_in;           /* [B,P,d] shortformer: normalized + pos, the input of Q and K */
-    mw_buf q, k, v, z;      /* [B,P,H,dh] */
-    mw_buf scores;          /* [B,H,P,P], only for layers whose scores or pattern is wanted */
-    mw_buf block;           /* [P,P] scratch: one (b, h) block of scores otherwise */
-    mw_buf result;          /* [B,P,H,d] (use_attn_result) */
-    mw_buf attn_out;        /* [B,P,d] */
-    mw_buf mlp_pre, mlp_post; /* [B,P,m] */
-    mw_buf mlp_out;         /* [B,P,d] */
+    mw_buf block;           /* [P,P] scratch: one (b, h) block of scores */
     mw_buf logit_rows;      /* [R,Vo] rows of logits when only the loss is wanted */
     mw_buf logits;          /* [B,P,Vo] storage of the last logits handed out (see logits_out) */
+    mw_buf head;            /* [B,P,Vo] training: the logits, then softmax(logits) once the loss ran */
+#define X(b) mw_buf b;
+    GRAD_BUFS(X)
+#undef X
     int64_t *tok;           /* [B*P] token ids (copied from any i64 view) */
     uint8_t *mask;          /* [B*P] 1 = real token */
     uint8_t *valid;         /* [B*P] next-token prediction counted in the loss */
     int64_t tok_cap;
+    /* what the last forward kept for mw_model_backward */
+    int saved;              /* 1 after a full training forward */
+    int have_probs;         /* head holds probabilities (the loss was computed) */
+    int masked;             /* an attention_mask was given */
+    int64_t B, P, count;    /* batch, positions, predictions counted in the loss */
 };
 
-#define RUN_BUFS(X) X(embed) X(pos) X(resid) X(resid_mid) X(ln_scale) X(ln_out) X(qk_in) X(q) X(k) \
-    X(v) X(z) X(scores) X(block) X(result) X(attn_out) X(mlp_pre) X(mlp_post) X(mlp_out) X(logit_rows) X(logits)
+#define RUN_BUFS(X) X(embed) X(pos) X(block) X(logit_rows) X(logits) X(head) GRAD_BUFS(X)
+
+static void buf_free(mw_buf *b) {
+    if (b->s) mw_storage_release(b->s);
+    b->s = NULL;
+    b->cap = 0;
+}
+
+static void acts_free(mw_run *r) {
+    for (int i = 0; i < r->nacts; i++) {
+#define X(b) buf_free(&r->acts[i].b);
+        ACT_BUFS(X)
+#undef X
+    }
+    free(r->acts);
+    r->acts = NULL;
+    r->nacts = 0;
+}
 
 static void run_free(mw_run *r) {
     if (!r) return;
-#define X(b) if (r->b.s) mw_storage_release(r->b.s);
+    acts_free(r);
+#define X(b) buf_free(&r->b);
     RUN_BUFS(X)
 #undef X
     free(r->tok);
@@ -502,10 +377,16 @@ static void run_free(mw_run *r) {
 
 int64_t mw_model_buffer_bytes(const mw_model *m) {
     int64_t n = 0;
-    if (!m->run) return 0;
-#define X(b) n += m->run->b.cap * 4;
+    const mw_run *r = m->run;
+    if (!r) return 0;
+#define X(b) n += r->b.cap * 4;
     RUN_BUFS(X)
 #undef X
+    for (int i = 0; i < r->nacts; i++) {
+#define X(b) n += r->acts[i].b.cap * 4;
+        ACT_BUFS(X)
+#undef X
+    }
     return n;
 }
 
@@ -517,12 +398,24 @@ void mw_model_trim(mw_model *m) {
 /* grows b to hold n floats (never shrinks: steady state allocates nothing) */
 static float *buf(mw_buf *b, int64_t n) {
     if (b->cap < n) {
-        if (b->s) mw_storage_release(b->s);
+        buf_free(b);
         b->s = mw_storage_new(MW_F32, n);
         b->cap = b->s ? n : 0;
         if (!b->s) return NULL;
     }
     return (float *)b->s->data;
+}
+
+static float *data(const mw_buf *b) { return (float *)b->s->data; }
+
+/* t = a contiguous [B, P, C] view of b (no reference taken: valid while b is) */
+static void buf_view3(mw_tensor *t, const mw_buf *b, int64_t B, int64_t P, int64_t C) {
+    memset(t, 0, sizeof *t);
+    t->storage = b->s;
+    t->dtype = MW_F32;
+    t->ndim = 3;
+    t->shape[0] = B; t->shape[1] = P; t->shape[2] = C;
+    t->stride[0] = P * C; t->stride[1] = C; t->stride[2] = 1;
 }
 
 /* out = a new [B,P,Vo] tensor for the logits. Its storage is the previous call's when the caller
@@ -531,19 +424,13 @@ static float *buf(mw_buf *b, int64_t n) {
 static int logits_out(mw_run *r, mw_tensor *out, int64_t B, int64_t P, int64_t Vo) {
     int64_t n = B * P * Vo;
     if (!r->logits.s || r->logits.s->refcount != 1 || r->logits.cap < n) {
-        if (r->logits.s) mw_storage_release(r->logits.s);
-        r->logits.cap = 0;
+        buf_free(&r->logits);
         r->logits.s = mw_storage_new(MW_F32, n);
         if (!r->logits.s) return -1;
         r->logits.cap = n;
     }
-    memset(out, 0, sizeof *out);
+    buf_view3(out, &r->logits, B, P, Vo);
     mw_storage_retain(r->logits.s);
-    out->storage = r->logits.s;
-    out->dtype = MW_F32;
-    out->ndim = 3;
-    out->shape[0] = B; out->shape[1] = P; out->shape[2] = Vo;
-    out->stride[0] = P * Vo; out->stride[1] = Vo; out->stride[2] = 1;
     return 0;
 }
 
@@ -579,19 +466,23 @@ int mw_model_hook_shape(const mw_model *m, int id, int64_t B, int64_t P, int64_t
     return 0;
 }
 
+/* one pass (forward or backward): the model, the shape, and who wants which hook point */
 typedef struct {
     mw_model *m;
-    const mw_forward_opts *o;
     int64_t B, P;
-} fwd_ctx;
+    int train;                 /* keep one mw_acts per block */
+    const uint8_t *want;
+    mw_deliver_fn deliver;
+    void *ud;
+} pass_ctx;
 
-static int wanted(const fwd_ctx *x, int id, int layer) {
-    return x->o->want && x->o->deliver && mw_model_hook_exists(x->m, id) &&
-           x->o->want[mw_hook_slot(x->m, id, layer)];
+static int wanted(const pass_ctx *x, int id, int layer) {
+    return x->want && x->deliver && mw_model_hook_exists(x->m, id) && x->want[mw_hook_slot(x->m, id, layer)];
 }
 
-/* hands the buffer b (holding hook point id of layer `layer`) to deliver() as a borrowed view */
-static int emit(const fwd_ctx *x, int id, int layer, mw_buf *b) {
+/* hands the buffer b (holding hook point id of layer `layer`, or its gradient) to deliver() as a
+ * borrowed view */
+static int emit(const pass_ctx *x, int id, int layer, mw_buf *b) {
     if (!wanted(x, id, layer)) return 0;
     mw_tensor t;
     memset(&t, 0, sizeof t);
@@ -600,8 +491,11 @@ static int emit(const fwd_ctx *x, int id, int layer, mw_buf *b) {
     t.ndim = mw_model_hook_shape(x->m, id, x->B, x->P, t.shape);
     int64_t st = 1;
     for (int i = t.ndim - 1; i >= 0; i--) { t.stride[i] = st; st *= t.shape[i]; }
-    return x->o->deliver(x->o->ud, id, hook_info[id].stage == 1 ? layer : -1, &t) ? -1 : 0;
+    return x->deliver(x->ud, id, hook_info[id].stage == 1 ? layer : -1, &t) ? -1 : 0;
 }
+
+/* the activations block l uses (l == n_layers: the slot after the last block) */
+static mw_acts *acts_of(const pass_ctx *x, int l) { return x->m->run->acts + (x->train ? l : 0); }
 
 /* ================================================================ the forward pass */
 void mw_forward_opts_default(mw_forward_opts *o, const mw_model *m) {
@@ -620,147 +514,123 @@ void mw_forward_out_release(mw_forward_out *out) {
 #define TRY(e) do { if ((e) != 0) goto fail; } while (0)
 #define NEED(p) do { if (!(p)) goto fail; } while (0)
 
-/* layer norm of the [N, d] rows of in into r->ln_out, delivering scale and normalized */
-static int layernorm(const fwd_ctx *x, const float *in, const float *w, const float *b, int id_scale,
-                     int id_norm, int layer) {
-    mw_run *r = x->m->run;
+/* pointer to layer l's slice of a stacked parameter (l < 0: a global one); NULL when absent */
+static float *pw(const mw_tensor *t, int64_t per_layer, int l) {
+    if (!t->storage) return NULL;
+    return (float *)mw_tensor_data(t) + (l >= 0 ? (int64_t)l * per_layer : 0);
+}
+
+/* LayerNorm of the [N, d] rows of in into out, delivering scale and normalized; mean is kept
+ * when mean != NULL (training) */
+static int layernorm(const pass_ctx *x, const float *in, const mw_tensor *w, const mw_tensor *b, int l,
+                     mw_buf *scale, mw_buf *mean, mw_buf *out, int id_scale, int id_norm) {
     int64_t N = x->B * x->P, d = x->m->cfg.d_model;
-    float *out = buf(&r->ln_out, N * d), *scale = buf(&r->ln_scale, N);
-    if (!out || !scale) return -1;
-    ln_center_fw(out, scale, in, N, d, x->m->cfg.eps);
-    if (emit(x, id_scale, layer, &r->ln_scale)) return -1;
-    ln_apply_fw(out, scale, w, b, N, d);
-    return emit(x, id_norm, layer, &r->ln_out);
+    float *o = buf(out, N * d), *s = buf(scale, N), *mu = mean ? buf(mean, N) : NULL;
+    if (!o || !s || (mean && !mu)) return -1;
+    mw_layernorm_center_forward(o, s, mu, in, N, d, x->m->cfg.eps);
+    if (emit(x, id_scale, l, scale)) return -1;
+    mw_layernorm_apply_forward(o, s, pw(w, d, l), pw(b, d, l), N, d);
+    return emit(x, id_norm, l, out);
 }
 
 /* one attention layer: reads its input (normalized resid, or resid) at `in`, the Q/K input at
- * qk_in (== in unless shortformer), writes r->attn_out */
-static int attention(const fwd_ctx *x, int l, const float *in, const float *qkin) {
+ * qkin (== in unless shortformer), writes a->attn_out */
+static int attention(const pass_ctx *x, int l, mw_acts *a, const float *in, const float *qkin,
+                     const uint8_t *mask) {
     mw_model *m = x->m;
     mw_run *r = m->run;
     const mw_config *c = &m->cfg;
     const mw_weights *w = &m->w;
     int64_t B = x->B, P = x->P, N = B * P, d = c->d_model, H = c->n_heads, dh = c->d_head, Hd = H * dh;
-    float *q = buf(&r->q, N * Hd), *k = buf(&r->k, N * Hd), *v = buf(&r->v, N * Hd), *z = buf(&r->z, N * Hd);
-    float *ao = buf(&r->attn_out, N * d);
+    float *q = buf(&a->q, N * Hd), *k = buf(&a->k, N * Hd), *v = buf(&a->v, N * Hd), *z = buf(&a->z, N * Hd);
+    float *ao = buf(&a->attn_out, N * d);
     if (!q || !k || !v || !z || !ao) return -1;
 
     /* q, k, v [N, H*dh] = input [N, d] @ W_l [d, H*dh] + b_l [H*dh]: one sgemm each, the
      * stacked storage of W_Q/K/V being [L, d, H, dh] */
-    const float *Wq = (const float *)w->W_Q.storage->data + (int64_t)l * d * Hd;
-    const float *Wk = (const float *)w->W_K.storage->data + (int64_t)l * d * Hd;
-    const float *Wv = (const float *)w->W_V.storage->data + (int64_t)l * d * Hd;
-    const float *bq = (const float *)mw_tensor_data(&w->b_Q) + (int64_t)l * Hd;
-    const float *bk = (const float *)mw_tensor_data(&w->b_K) + (int64_t)l * Hd;
-    const float *bv = (const float *)mw_tensor_data(&w->b_V) + (int64_t)l * Hd;
-    fill_rows(q, Hd, bq, N, Hd);
-    matmul(q, Hd, qkin, d, Wq, Hd, N, Hd, d, 1.0f, 1.0f, 0);
-    if (emit(x, MW_HOOK_Q, l, &r->q)) return -1;
-    fill_rows(k, Hd, bk, N, Hd);
-    matmul(k, Hd, qkin, d, Wk, Hd, N, Hd, d, 1.0f, 1.0f, 0);
-    if (emit(x, MW_HOOK_K, l, &r->k)) return -1;
-    fill_rows(v, Hd, bv, N, Hd);
-    matmul(v, Hd, in, d, Wv, Hd, N, Hd, d, 1.0f, 1.0f, 0);
-    if (emit(x, MW_HOOK_V, l, &r->v)) return -1;
+    mw_linear_forward(q, qkin, pw(&w->W_Q, d * Hd, l), pw(&w->b_Q, Hd, l), N, d, Hd);
+    if (emit(x, MW_HOOK_Q, l, &a->q)) return -1;
+    mw_linear_forward(k, qkin, pw(&w->W_K, d * Hd, l), pw(&w->b_K, Hd, l), N, d, Hd);
+    if (emit(x, MW_HOOK_K, l, &a->k)) return -1;
+    mw_linear_forward(v, in, pw(&w->W_V, d * Hd, l), pw(&w->b_V, Hd, l), N, d, Hd);
+    if (emit(x, MW_HOOK_V, l, &a->v)) return -1;
 
     /* scores[b,h] [P,P] = q[b,:,h] [P,dh] (row stride H*dh) @ k[b,:,h]^T / attn_scale.
-     * When a hook wants the scores or the pattern, the whole [B,H,P,P] is built and handed over
-     * (edits then feed the softmax and z); otherwise each (b, h) block lives in a [P,P]
-     * scratch only as long as it takes to make its part of z. */
-    const uint8_t *mask = x->o->attention_mask ? r->mask : NULL;
+     * When a hook wants the scores or the pattern, or training keeps the pattern, the whole
+     * [B,H,P,P] is built (edits then feed the softmax and z); otherwise each (b, h) block lives
+     * in a [P,P] scratch only as long as it takes to make its part of z. */
     float alpha = c->use_attn_scale ? (float)(1.0 / c->attn_scale) : 1.0f;
-    int full = wanted(x, MW_HOOK_ATTN_SCORES, l) || wanted(x, MW_HOOK_PATTERN, l);
-    if (full) {
-        float *S = buf(&r->scores, B * H * P * P);
+    a->causal = !wanted(x, MW_HOOK_ATTN_SCORES, l); /* edited scores may unmask keys: full rows */
+    if (x->train || wanted(x, MW_HOOK_ATTN_SCORES, l) || wanted(x, MW_HOOK_PATTERN, l)) {
+        float *S = buf(&a->scores, B * H * P * P);
         if (!S) return -1;
         for (int64_t b = 0; b < B; b++)
             for (int64_t h = 0; h < H; h++) {
                 float *s = S + (b * H + h) * P * P;
-                matmul(s, P, q + b * P * Hd + h * dh, Hd, k + b * P * Hd + h * dh, Hd, P, P, dh, alpha, 0.0f, 1);
-                attn_mask_fw(s, P, P, mask ? mask + b * P : NULL);
+                mw_sgemm(s, P, q + b * P * Hd + h * dh, Hd, 0, k + b * P * Hd + h * dh, Hd, 1, P, P, dh, alpha, 0.0f);
+                mw_attn_mask_forward(s, P, P, mask ? mask + b * P : NULL);
             }
-        if (emit(x, MW_HOOK_ATTN_SCORES, l, &r->scores)) return -1;
-        int causal = !wanted(x, MW_HOOK_ATTN_SCORES, l); /* edited scores may unmask keys: full rows */
-        for (int64_t bh = 0; bh < B * H; bh++) softmax_rows_fw(S + bh * P * P, P, P, P, causal);
-        if (emit(x, MW_HOOK_PATTERN, l, &r->scores)) return -1;
+        if (emit(x, MW_HOOK_ATTN_SCORES, l, &a->scores)) return -1;
+        for (int64_t bh = 0; bh < B * H; bh++) mw_softmax_forward(S + bh * P * P, P, P, P, a->causal);
+        if (emit(x, MW_HOOK_PATTERN, l, &a->scores)) return -1;
         /* z[b,:,h] [P,dh] = pattern[b,h] [P,P] @ v[b,:,h] [P,dh] */
         for (int64_t b = 0; b < B; b++)
             for (int64_t h = 0; h < H; h++)
-                matmul(z + b * P * Hd + h * dh, Hd, S + (b * H + h) * P * P, P, v + b * P * Hd + h * dh, Hd,
-                       P, dh, P, 1.0f, 0.0f, 0);
+                mw_sgemm(z + b * P * Hd + h * dh, Hd, S + (b * H + h) * P * P, P, 0, v + b * P * Hd + h * dh, Hd, 0,
+                         P, dh, P, 1.0f, 0.0f);
     } else {
         float *s = buf(&r->block, P * P);
         if (!s) return -1;
         for (int64_t b = 0; b < B; b++)
             for (int64_t h = 0; h < H; h++) {
-                matmul(s, P, q + b * P * Hd + h * dh, Hd, k + b * P * Hd + h * dh, Hd, P, P, dh, alpha, 0.0f, 1);
-                attn_mask_fw(s, P, P, mask ? mask + b * P : NULL);
-                softmax_rows_fw(s, P, P, P, 1);
-                matmul(z + b * P * Hd + h * dh, Hd, s, P, v + b * P * Hd + h * dh, Hd, P, dh, P, 1.0f, 0.0f, 0);
+                mw_sgemm(s, P, q + b * P * Hd + h * dh, Hd, 0, k + b * P * Hd + h * dh, Hd, 1, P, P, dh, alpha, 0.0f);
+                mw_attn_mask_forward(s, P, P, mask ? mask + b * P : NULL);
+                mw_softmax_forward(s, P, P, P, 1);
+                mw_sgemm(z + b * P * Hd + h * dh, Hd, s, P, 0, v + b * P * Hd + h * dh, Hd, 0, P, dh, P, 1.0f, 0.0f);
             }
     }
-    if (emit(x, MW_HOOK_Z, l, &r->z)) return -1;
+    if (emit(x, MW_HOOK_Z, l, &a->z)) return -1;
 
-    const float *Wo = (const float *)mw_tensor_data(&w->W_O) + (int64_t)l * Hd * d;
-    const float *bo = (const float *)mw_tensor_data(&w->b_O) + (int64_t)l * d;
+    const float *Wo = pw(&w->W_O, Hd * d, l), *bo = pw(&w->b_O, d, l);
     if (c->use_attn_result) {
         /* result[:, h] [N, d] (row stride H*d) = z[:, h] [N, dh] @ W_O[l, h] [dh, d]; no bias */
-        float *res = buf(&r->result, N * H * d);
+        float *res = buf(&a->result, N * H * d);
         if (!res) return -1;
         for (int64_t h = 0; h < H; h++)
-            matmul(res + h * d, H * d, z + h * dh, Hd, Wo + h * dh * d, d, N, d, dh, 1.0f, 0.0f, 0);
-        if (emit(x, MW_HOOK_RESULT, l, &r->result)) return -1;
+            mw_sgemm(res + h * d, H * d, z + h * dh, Hd, 0, Wo + h * dh * d, d, 0, N, d, dh, 1.0f, 0.0f);
+        if (emit(x, MW_HOOK_RESULT, l, &a->result)) return -1;
         /* attn_out [N, d] = sum_h result[:, h] + b_O */
-        for (int64_t n = 0; n < N; n++) {
-            float *o = ao + n * d;
-            memcpy(o, bo, (size_t)d * sizeof(float));
-            for (int64_t h = 0; h < H; h++) {
-                const float *rr = res + (n * H + h) * d;
-                for (int64_t j = 0; j < d; j++) o[j] += rr[j];
-            }
-        }
+        mw_fill_rows(ao, d, bo, N, d);
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t h = 0; h < H; h++) mw_add_forward(ao + n * d, ao + n * d, res + (n * H + h) * d, d);
     } else {
         /* attn_out [N, d] = z [N, H*dh] @ W_O[l] [H*dh, d] + b_O */
-        fill_rows(ao, d, bo, N, d);
-        matmul(ao, d, z, Hd, Wo, d, N, d, Hd, 1.0f, 1.0f, 0);
+        mw_linear_forward(ao, z, Wo, bo, N, Hd, d);
     }
-    return emit(x, MW_HOOK_ATTN_OUT, l, &r->attn_out);
+    return emit(x, MW_HOOK_ATTN_OUT, l, &a->attn_out);
 }
 
-/* one MLP: in [N, d] -> r->mlp_out [N, d] */
-static int mlp(const fwd_ctx *x, int l, const float *in) {
-    mw_model *m = x->m;
-    mw_run *r = m->run;
-    const mw_config *c = &m->cfg;
+/* one MLP: in [N, d] -> a->mlp_out [N, d] */
+static int mlp(const pass_ctx *x, int l, mw_acts *a, const float *in) {
+    const mw_config *c = &x->m->cfg;
+    const mw_weights *w = &x->m->w;
     int64_t N = x->B * x->P, d = c->d_model, M = c->d_mlp;
-    float *pre = buf(&r->mlp_pre, N * M), *post = buf(&r->mlp_post, N * M), *out = buf(&r->mlp_out, N * d);
+    float *pre = buf(&a->mlp_pre, N * M), *post = buf(&a->mlp_post, N * M), *out = buf(&a->mlp_out, N * d);
     if (!pre || !post || !out) return -1;
-    const float *Win = (const float *)mw_tensor_data(&m->w.W_in) + (int64_t)l * d * M;
-    const float *bin = (const float *)mw_tensor_data(&m->w.b_in) + (int64_t)l * M;
-    const float *Wout = (const float *)mw_tensor_data(&m->w.W_out) + (int64_t)l * M * d;
-    const float *bout = (const float *)mw_tensor_data(&m->w.b_out) + (int64_t)l * d;
     /* pre [N, m] = in [N, d] @ W_in [d, m] + b_in */
-    fill_rows(pre, M, bin, N, M);
-    matmul(pre, M, in, d, Win, M, N, M, d, 1.0f, 1.0f, 0);
-    if (emit(x, MW_HOOK_MLP_PRE, l, &r->mlp_pre)) return -1;
-    act_fw(post, pre, N * M, c->act_fn);
-    if (emit(x, MW_HOOK_MLP_POST, l, &r->mlp_post)) return -1;
+    mw_linear_forward(pre, in, pw(&w->W_in, d * M, l), pw(&w->b_in, M, l), N, d, M);
+    if (emit(x, MW_HOOK_MLP_PRE, l, &a->mlp_pre)) return -1;
+    mw_act_forward(post, pre, N * M, c->act_fn);
+    if (emit(x, MW_HOOK_MLP_POST, l, &a->mlp_post)) return -1;
     /* out [N, d] = post [N, m] @ W_out [m, d] + b_out */
-    fill_rows(out, d, bout, N, d);
-    matmul(out, d, post, M, Wout, d, N, d, M, 1.0f, 1.0f, 0);
-    return emit(x, MW_HOOK_MLP_OUT, l, &r->mlp_out);
-}
-
-static const float *ln_w(const mw_model *m, const mw_tensor *t, int l) {
-    if (m->cfg.normalization_type != MW_NORM_LN) return NULL;
-    return (const float *)mw_tensor_data(t) + (l >= 0 ? (int64_t)l * m->cfg.d_model : 0);
+    mw_linear_forward(out, post, pw(&w->W_out, M * d, l), pw(&w->b_out, d, l), N, M, d);
+    return emit(x, MW_HOOK_MLP_OUT, l, &a->mlp_out);
 }
 
 /* reads [B, P] tokens / mask of any dtype and layout into the run's arrays */
-static int read_inputs(fwd_ctx *x) {
+static int read_inputs(const pass_ctx *x, const mw_forward_opts *o) {
     mw_model *m = x->m;
     mw_run *r = m->run;
-    const mw_forward_opts *o = x->o;
     int64_t n = x->B * x->P;
     if (r->tok_cap < n) {
         free(r->tok); free(r->mask); free(r->valid);
@@ -777,7 +647,7 @@ static int read_inputs(fwd_ctx *x) {
             if (o->tokens) {
                 int64_t t = (int64_t)mw_tensor_get(o->tokens, idx);
                 if (t < 0 || t >= m->cfg.d_vocab)
-                    return mw_seterr("forward: token %lld at [%lld,%lld] is out of range [0, %lld)", (long long)t,
+                    return mw_seterr("forward: token %lld at [%lld,%lld] is out of range: outside the vocabulary [0, %lld)", (long long)t,
                                      (long long)idx[0], (long long)idx[1], (long long)m->cfg.d_vocab);
                 r->tok[i] = t;
             }
@@ -786,129 +656,163 @@ static int read_inputs(fwd_ctx *x) {
     return 0;
 }
 
-int mw_model_forward(mw_model *m, const mw_forward_opts *o, mw_forward_out *out) {
-    memset(out, 0, sizeof *out);
+/* checks the options against the model; fills start, stop, B, P */
+static int check_opts(const mw_model *m, const mw_forward_opts *o, int *start, int *stop, int64_t *B, int64_t *P) {
     const mw_config *c = &m->cfg;
     int L = (int)c->n_layers;
-    int start = o->start_at_layer < 0 ? o->start_at_layer + L : o->start_at_layer;
-    int stop = o->stop_at_layer < 0 ? o->stop_at_layer + L : o->stop_at_layer;
-    if (start < 0 || start > L) return mw_seterr("forward: start_at_layer %d out of range for %d layers", o->start_at_layer, L);
-    if (stop < start || stop > L)
-        return mw_seterr("forward: stop_at_layer %d out of range (start_at_layer %d, %d layers)", o->stop_at_layer, start, L);
-    int64_t B, P;
     char s1[256], s2[256];
+    *start = o->start_at_layer < 0 ? o->start_at_layer + L : o->start_at_layer;
+    *stop = o->stop_at_layer < 0 ? o->stop_at_layer + L : o->stop_at_layer;
+    if (*start < 0 || *start > L)
+        return mw_seterr("forward: start_at_layer %d out of range for %d layers", o->start_at_layer, L);
+    if (*stop < *start || *stop > L)
+        return mw_seterr("forward: stop_at_layer %d out of range (start_at_layer %d, %d layers)", o->stop_at_layer,
+                         *start, L);
+    if (o->keep_activations && (*start != 0 || *stop != L || o->return_residual))
+        return mw_seterr("forward: keep_activations (training) runs the whole model: start_at_layer 0, "
+                         "stop_at_layer n_layers, no return_residual");
     if (o->tokens) {
         if (o->tokens->ndim != 2 || o->tokens->dtype != MW_I64)
             return mw_seterr("forward: tokens must be int64 [batch, pos], got %s %s",
                              mw_dtype_name(o->tokens->dtype), mw_tensor_shape_str(s1, sizeof s1, o->tokens));
-        B = o->tokens->shape[0];
-        P = o->tokens->shape[1];
-    } else if (start > 0 && o->residual) {
-        B = o->residual->shape[0];
-        P = o->residual->shape[1];
+        *B = o->tokens->shape[0];
+        *P = o->tokens->shape[1];
+    } else if (*start > 0 && o->residual) {
+        *B = o->residual->shape[0];
+        *P = o->residual->shape[1];
     } else {
         return mw_seterr("forward: no tokens given (start_at_layer > 0 needs a residual)");
     }
-    if (start > 0) {
-        if (!o->residual) return mw_seterr("forward: start_at_layer %d needs a residual stream [batch, pos, d_model]", start);
-        if (o->residual->ndim != 3 || o->residual->shape[0] != B || o->residual->shape[1] != P ||
+    if (*start > 0) {
+        if (!o->residual)
+            return mw_seterr("forward: start_at_layer %d needs a residual stream [batch, pos, d_model]", *start);
+        if (o->residual->ndim != 3 || o->residual->shape[0] != *B || o->residual->shape[1] != *P ||
             o->residual->shape[2] != c->d_model)
             return mw_seterr("forward: residual %s does not match [%lld,%lld,%lld]",
-                             mw_tensor_shape_str(s1, sizeof s1, o->residual), (long long)B, (long long)P,
+                             mw_tensor_shape_str(s1, sizeof s1, o->residual), (long long)*B, (long long)*P,
                              (long long)c->d_model);
     }
-    if (B <= 0 || P <= 0) return mw_seterr("forward: empty input [%lld,%lld]", (long long)B, (long long)P);
-    if (P > c->n_ctx) return mw_seterr("forward: %lld positions exceed n_ctx %lld", (long long)P, (long long)c->n_ctx);
+    if (*B <= 0 || *P <= 0) return mw_seterr("forward: empty input [%lld,%lld]", (long long)*B, (long long)*P);
+    if (*P > c->n_ctx) return mw_seterr("forward: %lld positions exceed n_ctx %lld", (long long)*P, (long long)c->n_ctx);
     if (o->attention_mask) {
         const mw_tensor *am = o->attention_mask;
-        if (am->ndim != 2 || am->shape[0] != B || am->shape[1] != P)
+        if (am->ndim != 2 || am->shape[0] != *B || am->shape[1] != *P)
             return mw_seterr("forward: attention_mask %s does not match tokens [%lld,%lld]",
-                             mw_tensor_shape_str(s2, sizeof s2, am), (long long)B, (long long)P);
+                             mw_tensor_shape_str(s2, sizeof s2, am), (long long)*B, (long long)*P);
     }
+    int to_end = *stop == L && !o->return_residual;
+    if (o->want_loss && to_end && !o->tokens) return mw_seterr("forward: the loss needs tokens");
+    if (o->want_loss && to_end && *P < 2) return mw_seterr("forward: the loss needs at least 2 positions");
+    return 0;
+}
+
+/* makes room for the activation sets: 1 for inference, L + 1 for training */
+static int ensure_acts(mw_run *r, int n) {
+    if (r->nacts == n) return 0;
+    acts_free(r);
+    r->acts = calloc((size_t)n, sizeof *r->acts);
+    if (!r->acts) return mw_seterr("forward: out of memory");
+    r->nacts = n;
+    return 0;
+}
+
+int mw_model_forward(mw_model *m, const mw_forward_opts *o, mw_forward_out *out) {
+    memset(out, 0, sizeof *out);
+    const mw_config *c = &m->cfg;
+    int L = (int)c->n_layers, start, stop;
+    int64_t B = 0, P = 0;
+    if (check_opts(m, o, &start, &stop, &B, &P)) return -1;
     int to_end = stop == L && !o->return_residual;
     int want_loss = o->want_loss && to_end;
-    if (want_loss && !o->tokens) return mw_seterr("forward: the loss needs tokens");
-    if (want_loss && P < 2) return mw_seterr("forward: the loss needs at least 2 positions");
-
     if (!m->run) {
         m->run = calloc(1, sizeof *m->run);
         if (!m->run) return mw_seterr("forward: out of memory");
     }
     mw_run *r = m->run;
-    fwd_ctx xc = {m, o, B, P}, *x = &xc;
+    r->saved = 0;
+    r->have_probs = 0;
+    if (ensure_acts(r, o->keep_activations ? L + 1 : 1)) return -1;
+    pass_ctx xc = {m, B, P, o->keep_activations, o->want, o->deliver, o->ud}, *x = &xc;
     int64_t N = B * P, d = c->d_model;
     const mw_weights *w = &m->w;
     int shortformer = c->positional_embedding_type == MW_POS_SHORTFORMER;
-    TRY(read_inputs(x));
+    int norm = c->normalization_type != MW_NORM_NONE;
+    TRY(read_inputs(x, o));
+    const uint8_t *mask = o->attention_mask ? r->mask : NULL; /* after read_inputs: it may move r->mask */
 
-    float *resid = buf(&r->resid, N * d), *pos = NULL;
+    mw_acts *a0 = acts_of(x, start);
+    float *resid = buf(&a0->resid, N * d), *pos = NULL;
     NEED(resid);
     if (start == 0) {
         /* embed [N, d] = W_E[tokens]; pos [N, d] = W_pos[positions] */
         float *emb = buf(&r->embed, N * d);
         pos = buf(&r->pos, N * d);
         NEED(emb && pos);
-        embed_fw(emb, r->tok, mw_tensor_data(&w->W_E), N, d);
+        mw_embed_forward(emb, r->tok, mw_tensor_data(&w->W_E), N, d);
         TRY(emit(x, MW_HOOK_EMBED, -1, &r->embed));
-        pos_fw(pos, mw_tensor_data(&w->W_pos), o->attention_mask ? r->mask : NULL, B, P, d);
+        mw_pos_forward(pos, mw_tensor_data(&w->W_pos), mask, B, P, d);
         TRY(emit(x, MW_HOOK_POS_EMBED, -1, &r->pos));
         /* standard: the residual stream starts as embed + pos; shortformer: embed alone, pos
          * joins the Q and K inputs of every block */
         if (shortformer) memcpy(resid, emb, (size_t)(N * d) * sizeof(float));
-        else add_fw(resid, emb, pos, N * d);
+        else mw_add_forward(resid, emb, pos, N * d);
     } else {
         mw_tensor rv;
-        memset(&rv, 0, sizeof rv);
-        rv.storage = r->resid.s;
-        rv.dtype = MW_F32;
-        rv.ndim = 3;
-        rv.shape[0] = B; rv.shape[1] = P; rv.shape[2] = d;
-        rv.stride[0] = P * d; rv.stride[1] = d; rv.stride[2] = 1;
+        buf_view3(&rv, &a0->resid, B, P, d);
         TRY(mw_tensor_copy_(&rv, o->residual));
         if (shortformer) {
             /* no embedding ran: positions 0..P-1 (or from the mask) feed Q and K */
             pos = buf(&r->pos, N * d);
             NEED(pos);
-            pos_fw(pos, mw_tensor_data(&w->W_pos), o->attention_mask ? r->mask : NULL, B, P, d);
+            mw_pos_forward(pos, mw_tensor_data(&w->W_pos), mask, B, P, d);
         }
     }
 
     for (int l = start; l < stop; l++) {
-        TRY(emit(x, MW_HOOK_RESID_PRE, l, &r->resid));
+        mw_acts *a = acts_of(x, l), *next = acts_of(x, l + 1);
+        /* resid_pre is a->resid; resid_post goes to next->resid (the same buffer in inference) */
+        resid = data(&a->resid);
+        float *post = buf(&next->resid, N * d);
+        NEED(post);
+        TRY(emit(x, MW_HOOK_RESID_PRE, l, &a->resid));
         const float *in = resid;
-        if (c->normalization_type != MW_NORM_NONE) {
-            TRY(layernorm(x, resid, ln_w(m, &w->ln1_w, l), ln_w(m, &w->ln1_b, l), MW_HOOK_LN1_SCALE,
-                          MW_HOOK_LN1_NORMALIZED, l));
-            in = r->ln_out.s->data;
+        if (norm) {
+            TRY(layernorm(x, resid, &w->ln1_w, &w->ln1_b, l, &a->ln1_scale, x->train ? &a->ln1_mean : NULL,
+                          &a->ln1_out, MW_HOOK_LN1_SCALE, MW_HOOK_LN1_NORMALIZED));
+            in = data(&a->ln1_out);
         }
         const float *qkin = in;
         if (shortformer) {
-            float *qi = buf(&r->qk_in, N * d);
+            float *qi = buf(&a->qk_in, N * d);
             NEED(qi);
-            add_fw(qi, in, pos, N * d);
+            mw_add_forward(qi, in, pos, N * d);
             qkin = qi;
         }
-        TRY(attention(x, l, in, qkin));
-        const float *ao = r->attn_out.s->data;
+        TRY(attention(x, l, a, in, qkin, mask));
+        const float *ao = data(&a->attn_out);
         if (c->attn_only) {
-            add_fw(resid, resid, ao, N * d); /* resid_post, in place of resid_pre */
+            mw_add_forward(post, resid, ao, N * d);
         } else {
-            float *mid = buf(&r->resid_mid, N * d);
+            float *mid = buf(&a->resid_mid, N * d);
             NEED(mid);
-            add_fw(mid, resid, ao, N * d);
-            TRY(emit(x, MW_HOOK_RESID_MID, l, &r->resid_mid));
+            mw_add_forward(mid, resid, ao, N * d);
+            TRY(emit(x, MW_HOOK_RESID_MID, l, &a->resid_mid));
             const float *min = mid;
-            if (c->normalization_type != MW_NORM_NONE) {
-                TRY(layernorm(x, mid, ln_w(m, &w->ln2_w, l), ln_w(m, &w->ln2_b, l), MW_HOOK_LN2_SCALE,
-                              MW_HOOK_LN2_NORMALIZED, l));
-                min = r->ln_out.s->data;
+            if (norm) {
+                /* inference: ln2 reuses ln1's buffers */
+                TRY(layernorm(x, mid, &w->ln2_w, &w->ln2_b, l, x->train ? &a->ln2_scale : &a->ln1_scale,
+                              x->train ? &a->ln2_mean : NULL, x->train ? &a->ln2_out : &a->ln1_out,
+                              MW_HOOK_LN2_SCALE, MW_HOOK_LN2_NORMALIZED));
+                min = data(x->train ? &a->ln2_out : &a->ln1_out);
             }
-            TRY(mlp(x, l, min));
-            add_fw(resid, mid, r->mlp_out.s->data, N * d);
+            TRY(mlp(x, l, a, min));
+            mw_add_forward(post, mid, data(&a->mlp_out), N * d);
         }
-        TRY(emit(x, MW_HOOK_RESID_POST, l, &r->resid));
+        TRY(emit(x, MW_HOOK_RESID_POST, l, &next->resid));
     }
 
+    mw_acts *fa = acts_of(x, stop); /* final residual; its ln1_* serve ln_final */
+    resid = data(&fa->resid);
     if (!to_end) {
         int64_t sh[3] = {B, P, d};
         TRY(mw_tensor_empty(&out->residual, MW_F32, 3, sh));
@@ -916,12 +820,16 @@ int mw_model_forward(mw_model *m, const mw_forward_opts *o, mw_forward_out *out)
         return 0;
     }
     const float *fin = resid;
-    if (c->normalization_type != MW_NORM_NONE) {
-        TRY(layernorm(x, resid, ln_w(m, &w->ln_final_w, -1), ln_w(m, &w->ln_final_b, -1), MW_HOOK_LNF_SCALE,
-                      MW_HOOK_LNF_NORMALIZED, -1));
-        fin = r->ln_out.s->data;
+    if (norm) {
+        TRY(layernorm(x, resid, &w->ln_final_w, &w->ln_final_b, -1, &fa->ln1_scale, x->train ? &fa->ln1_mean : NULL,
+                      &fa->ln1_out, MW_HOOK_LNF_SCALE, MW_HOOK_LNF_NORMALIZED));
+        fin = data(&fa->ln1_out);
     }
-    if (!o->want_logits && !want_loss) return 0;
+    r->B = B;
+    r->P = P;
+    r->masked = mask != NULL;
+    r->saved = x->train;
+    if (!o->want_logits && !want_loss && !x->train) return 0;
 
     /* logits [N, Vo] = fin [N, d] @ W_U [d, Vo] + b_U */
     int64_t Vo = c->d_vocab_out;
@@ -932,7 +840,10 @@ int mw_model_forward(mw_model *m, const mw_forward_opts *o, mw_forward_out *out)
         if (c->d_vocab_out != c->d_vocab) {
             /* targets index the output vocabulary */
             for (int64_t i = 0; i < N; i++)
-                if (r->tok[i] >= Vo) { mw_seterr("forward: loss: token %lld >= d_vocab_out %lld", (long long)r->tok[i], (long long)Vo); goto fail; }
+                if (r->tok[i] >= Vo) {
+                    mw_seterr("forward: loss: token %lld >= d_vocab_out %lld", (long long)r->tok[i], (long long)Vo);
+                    goto fail;
+                }
         }
         for (int64_t b = 0; b < B; b++)
             for (int64_t t = 0; t + 1 < P; t++)
@@ -941,17 +852,30 @@ int mw_model_forward(mw_model *m, const mw_forward_opts *o, mw_forward_out *out)
     double lsum = 0;
     int64_t lcount = 0;
     float *nll = want_loss ? mw_tensor_data(&out->loss_per_token) : NULL;
-    if (o->want_logits) {
-        int64_t sh[3] = {B, P, Vo};
-        (void)sh;
+    if (x->train) {
+        /* training keeps the logits [N, Vo] whole; with the loss they become probabilities in
+         * place (what the backward pass of the cross-entropy reads) */
+        float *hd = buf(&r->head, N * Vo);
+        NEED(hd);
+        mw_linear_forward(hd, fin, WU, bU, N, d, Vo);
+        if (o->want_logits) {
+            TRY(logits_out(r, &out->logits, B, P, Vo));
+            memcpy(mw_tensor_data(&out->logits), hd, (size_t)(N * Vo) * sizeof(float));
+        }
+        if (want_loss) {
+            for (int64_t b = 0; b < B; b++)
+                mw_softmax_crossentropy_forward(hd + b * P * Vo, nll + b * (P - 1), &lsum, &lcount, Vo,
+                                                r->tok + b * P + 1, r->valid + b * P, P - 1);
+            r->have_probs = 1;
+        }
+    } else if (o->want_logits) {
         TRY(logits_out(r, &out->logits, B, P, Vo));
         float *lg = mw_tensor_data(&out->logits);
-        fill_rows(lg, Vo, bU, N, Vo);
-        matmul(lg, Vo, fin, d, WU, Vo, N, Vo, d, 1.0f, 1.0f, 0);
+        mw_linear_forward(lg, fin, WU, bU, N, d, Vo);
         if (want_loss)
             for (int64_t b = 0; b < B; b++)
-                xent_rows(nll + b * (P - 1), &lsum, &lcount, lg + b * P * Vo, Vo, r->tok + b * P + 1,
-                          r->valid + b * P, P - 1);
+                mw_crossentropy_forward(nll + b * (P - 1), &lsum, &lcount, lg + b * P * Vo, Vo, r->tok + b * P + 1,
+                                        r->valid + b * P, P - 1);
     } else {
         /* loss only: the logits go through a small reused block of rows, never [B,P,Vo] whole */
         const int64_t R = 64;
@@ -960,15 +884,208 @@ int mw_model_forward(mw_model *m, const mw_forward_opts *o, mw_forward_out *out)
         for (int64_t b = 0; b < B; b++)
             for (int64_t t0 = 0; t0 < P - 1; t0 += R) {
                 int64_t n = P - 1 - t0 < R ? P - 1 - t0 : R;
-                fill_rows(rows, Vo, bU, n, Vo);
-                matmul(rows, Vo, fin + (b * P + t0) * d, d, WU, Vo, n, Vo, d, 1.0f, 1.0f, 0);
-                xent_rows(nll + b * (P - 1) + t0, &lsum, &lcount, rows, Vo, r->tok + b * P + t0 + 1,
-                          r->valid + b * P + t0, n);
+                mw_linear_forward(rows, fin + (b * P + t0) * d, WU, bU, n, d, Vo);
+                mw_crossentropy_forward(nll + b * (P - 1) + t0, &lsum, &lcount, rows, Vo, r->tok + b * P + t0 + 1,
+                                        r->valid + b * P + t0, n);
             }
     }
     if (want_loss) out->loss = lcount ? lsum / (double)lcount : NAN;
+    r->count = lcount;
     return 0;
 fail:
+    r->saved = 0;
     mw_forward_out_release(out);
     return -1;
+}
+
+/* ================================================================ the backward pass
+ * The forward in reverse over the activations a training forward kept. g_resid carries
+ * d(output)/d(residual stream) at the current depth; each step reads the kept activation of the
+ * same name and writes the gradient of its input. Hook deliveries hand over the gradient buffer
+ * of that hook point: edits change what flows further back. */
+
+/* the gradient at hook id arrives in `g`; when a hook wants it, a copy in r->g_copy is
+ * delivered and returned instead (so that edits reach only this branch) */
+static float *emit_branch(const pass_ctx *x, int id, int layer, float *g, int64_t n) {
+    mw_run *r = x->m->run;
+    if (!wanted(x, id, layer)) return g;
+    float *c = buf(&r->g_copy, n);
+    if (!c) return NULL;
+    memcpy(c, g, (size_t)n * sizeof(float));
+    return emit(x, id, layer, &r->g_copy) ? NULL : c;
+}
+
+/* gradient pointer of layer l's slice of stacked parameter `field`, NULL when not wanted (no
+ * grads given) or absent */
+#define GW(field, per_layer, l) (g ? pw(&g->field, per_layer, l) : NULL)
+
+/* attention backward of one layer: from g_z, into g_q, g_k, g_v */
+static int attention_backward(const pass_ctx *x, int l, const mw_acts *a) {
+    mw_run *r = x->m->run;
+    const mw_config *c = &x->m->cfg;
+    int64_t B = x->B, P = x->P, H = c->n_heads, dh = c->d_head, Hd = H * dh;
+    float alpha = c->use_attn_scale ? (float)(1.0 / c->attn_scale) : 1.0f;
+    const float *A = data(&a->scores), *q = data(&a->q), *k = data(&a->k), *v = data(&a->v);
+    float *dz = data(&r->g_z), *dq = data(&r->g_q), *dk = data(&r->g_k), *dv = data(&r->g_v);
+    /* with a hook on the gradient of the pattern or scores, [B,H,P,P] is built whole */
+    int full = wanted(x, MW_HOOK_PATTERN, l) || wanted(x, MW_HOOK_ATTN_SCORES, l);
+    float *dS = full ? buf(&r->g_scores, B * H * P * P) : buf(&r->g_block, P * P);
+    if (!dS) return -1;
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t h = 0; h < H; h++) {
+            int64_t o = b * P * Hd + h * dh;
+            const float *Abh = A + (b * H + h) * P * P;
+            float *s = full ? dS + (b * H + h) * P * P : dS;
+            /* d pattern [P,P] = dz [P,dh] @ v^T; dv [P,dh] = pattern^T @ dz */
+            mw_sgemm(s, P, dz + o, Hd, 0, v + o, Hd, 1, P, P, dh, 1.0f, 0.0f);
+            mw_sgemm(dv + o, Hd, Abh, P, 1, dz + o, Hd, 0, P, dh, P, 1.0f, 0.0f);
+            if (full) continue;
+            /* d scores = softmax backward; dq = alpha dS @ k, dk = alpha dS^T @ q */
+            mw_softmax_backward(s, Abh, P, P, P, a->causal);
+            mw_sgemm(dq + o, Hd, s, P, 0, k + o, Hd, 0, P, dh, P, alpha, 0.0f);
+            mw_sgemm(dk + o, Hd, s, P, 1, q + o, Hd, 0, P, dh, P, alpha, 0.0f);
+        }
+    if (!full) return 0;
+    if (emit(x, MW_HOOK_PATTERN, l, &r->g_scores)) return -1;
+    for (int64_t bh = 0; bh < B * H; bh++) mw_softmax_backward(dS + bh * P * P, A + bh * P * P, P, P, P, a->causal);
+    if (emit(x, MW_HOOK_ATTN_SCORES, l, &r->g_scores)) return -1;
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t h = 0; h < H; h++) {
+            int64_t o = b * P * Hd + h * dh;
+            const float *s = dS + (b * H + h) * P * P;
+            mw_sgemm(dq + o, Hd, s, P, 0, k + o, Hd, 0, P, dh, P, alpha, 0.0f);
+            mw_sgemm(dk + o, Hd, s, P, 1, q + o, Hd, 0, P, dh, P, alpha, 0.0f);
+        }
+    return 0;
+}
+
+int mw_model_backward(mw_model *m, const mw_backward_opts *o) {
+    mw_run *r = m->run;
+    if (!r || !r->saved)
+        return mw_seterr("backward: needs a forward with keep_activations that ran to the logits just before");
+    const mw_config *c = &m->cfg;
+    const mw_weights *w = &m->w, *g = o->grads;
+    int L = (int)c->n_layers;
+    pass_ctx xc = {m, r->B, r->P, 1, o->want, o->deliver, o->ud}, *x = &xc;
+    int64_t B = r->B, P = r->P, N = B * P, d = c->d_model, H = c->n_heads, Hd = H * c->d_head, M = c->d_mlp;
+    int64_t Vo = c->d_vocab_out;
+    int norm = c->normalization_type != MW_NORM_NONE, shortformer = c->positional_embedding_type == MW_POS_SHORTFORMER;
+    if (o->want)
+        for (int id = 0; id < MW_HOOK_COUNT; id++) {
+            if (id != MW_HOOK_LN1_SCALE && id != MW_HOOK_LN2_SCALE && id != MW_HOOK_LNF_SCALE && id != MW_HOOK_RESULT &&
+                !(id == MW_HOOK_POS_EMBED && shortformer))
+                continue;
+            for (int l = 0; l < L; l++)
+                if (wanted(x, id, l)) {
+                    char name[128];
+                    mw_hook_name(name, sizeof name, id, l);
+                    return mw_seterr("backward: no gradient is delivered at %s (hook_scale, attn.hook_result and, "
+                                     "with shortformer positions, hook_pos_embed have none)", name);
+                }
+        }
+    float *head = data(&r->head);
+    if (o->grad_logits) {
+        const mw_tensor *gl = o->grad_logits;
+        if (gl->ndim != 3 || gl->shape[0] != B || gl->shape[1] != P || gl->shape[2] != Vo) {
+            char s1[256];
+            return mw_seterr("backward: grad_logits %s does not match the logits [%lld,%lld,%lld]",
+                             mw_tensor_shape_str(s1, sizeof s1, gl), (long long)B, (long long)P, (long long)Vo);
+        }
+        mw_tensor hv;
+        buf_view3(&hv, &r->head, B, P, Vo);
+        if (mw_tensor_copy_(&hv, gl)) return -1;
+        r->have_probs = 0;
+    } else {
+        if (!r->have_probs) return mw_seterr("backward: the forward computed no loss (and no grad_logits was given)");
+        /* d mean loss / d logits = (softmax - onehot) / count; the last position predicts nothing */
+        float dl = r->count ? (float)(1.0 / (double)r->count) : 0.0f;
+        for (int64_t b = 0; b < B; b++) {
+            mw_softmax_crossentropy_backward(head + b * P * Vo, Vo, r->tok + b * P + 1, r->valid + b * P, P - 1, dl);
+            memset(head + (b * P + P - 1) * Vo, 0, (size_t)Vo * sizeof(float));
+        }
+        r->have_probs = 0;
+    }
+    r->saved = 0; /* the head buffer now holds gradients: one backward per forward */
+    float *gr = buf(&r->g_resid, N * d), *gn = buf(&r->g_norm, N * d);
+    float *gq = buf(&r->g_q, N * Hd), *gk = buf(&r->g_k, N * Hd), *gv = buf(&r->g_v, N * Hd), *gz = buf(&r->g_z, N * Hd);
+    float *gm = M > 0 ? buf(&r->g_mlp, N * M) : NULL;
+    if (!gr || !gn || !gq || !gk || !gv || !gz || (M > 0 && !gm)) return -1;
+    const uint8_t *mask = r->masked ? r->mask : NULL;
+
+    /* unembed and ln_final */
+    mw_acts *fa = r->acts + L;
+    if (norm) {
+        mw_linear_backward(gn, 0, GW(W_U, 0, -1), GW(b_U, 0, -1), head, data(&fa->ln1_out),
+                           mw_tensor_data(&w->W_U), N, d, Vo);
+        if (emit(x, MW_HOOK_LNF_NORMALIZED, -1, &r->g_norm)) return -1;
+        memset(gr, 0, (size_t)(N * d) * sizeof(float));
+        mw_layernorm_backward(gr, GW(ln_final_w, 0, -1), GW(ln_final_b, 0, -1), gn, data(&fa->resid),
+                              data(&fa->ln1_mean), data(&fa->ln1_scale), pw(&w->ln_final_w, 0, -1), N, d);
+    } else {
+        mw_linear_backward(gr, 0, GW(W_U, 0, -1), GW(b_U, 0, -1), head, data(&fa->resid),
+                           mw_tensor_data(&w->W_U), N, d, Vo);
+    }
+
+    for (int l = L - 1; l >= 0; l--) {
+        mw_acts *a = r->acts + l;
+        if (emit(x, MW_HOOK_RESID_POST, l, &r->g_resid)) return -1;
+        if (!c->attn_only) {
+            /* gr = d resid_post: flows to resid_mid unchanged, and through the MLP */
+            const float *dmo = emit_branch(x, MW_HOOK_MLP_OUT, l, gr, N * d);
+            if (!dmo) return -1;
+            mw_linear_backward(gm, 0, GW(W_out, M * d, l), GW(b_out, d, l), dmo, data(&a->mlp_post),
+                               pw(&w->W_out, M * d, l), N, M, d);
+            if (emit(x, MW_HOOK_MLP_POST, l, &r->g_mlp)) return -1;
+            mw_act_backward(gm, gm, data(&a->mlp_pre), N * M, c->act_fn);
+            if (emit(x, MW_HOOK_MLP_PRE, l, &r->g_mlp)) return -1;
+            if (norm) {
+                mw_linear_backward(gn, 0, GW(W_in, d * M, l), GW(b_in, M, l), gm, data(&a->ln2_out),
+                                   pw(&w->W_in, d * M, l), N, d, M);
+                if (emit(x, MW_HOOK_LN2_NORMALIZED, l, &r->g_norm)) return -1;
+                mw_layernorm_backward(gr, GW(ln2_w, d, l), GW(ln2_b, d, l), gn, data(&a->resid_mid),
+                                      data(&a->ln2_mean), data(&a->ln2_scale), pw(&w->ln2_w, d, l), N, d);
+            } else {
+                mw_linear_backward(gr, 1, GW(W_in, d * M, l), GW(b_in, M, l), gm, data(&a->resid_mid),
+                                   pw(&w->W_in, d * M, l), N, d, M);
+            }
+            if (emit(x, MW_HOOK_RESID_MID, l, &r->g_resid)) return -1;
+        }
+        /* attention: gr = d resid_mid (d resid_post without an MLP) */
+        const float *dao = emit_branch(x, MW_HOOK_ATTN_OUT, l, gr, N * d);
+        if (!dao) return -1;
+        mw_linear_backward(gz, 0, GW(W_O, Hd * d, l), GW(b_O, d, l), dao, data(&a->z),
+                           pw(&w->W_O, Hd * d, l), N, Hd, d);
+        if (emit(x, MW_HOOK_Z, l, &r->g_z)) return -1;
+        if (attention_backward(x, l, a)) return -1;
+        if (emit(x, MW_HOOK_Q, l, &r->g_q) || emit(x, MW_HOOK_K, l, &r->g_k) || emit(x, MW_HOOK_V, l, &r->g_v))
+            return -1;
+        const float *in = data(norm ? &a->ln1_out : &a->resid), *qkin = shortformer ? data(&a->qk_in) : in;
+        /* gn = d(input of Q and K), then + d(input of V): with shortformer the first part is
+         * also the gradient of the positions added to the Q/K input */
+        mw_linear_backward(gn, 0, GW(W_Q, d * Hd, l), GW(b_Q, Hd, l), gq, qkin, pw(&w->W_Q, d * Hd, l),
+                           N, d, Hd);
+        mw_linear_backward(gn, 1, GW(W_K, d * Hd, l), GW(b_K, Hd, l), gk, qkin, pw(&w->W_K, d * Hd, l),
+                           N, d, Hd);
+        if (shortformer && g) mw_pos_backward(mw_tensor_data(&g->W_pos), gn, mask, B, P, d);
+        mw_linear_backward(gn, 1, GW(W_V, d * Hd, l), GW(b_V, Hd, l), gv, in, pw(&w->W_V, d * Hd, l),
+                           N, d, Hd);
+        if (norm) {
+            if (emit(x, MW_HOOK_LN1_NORMALIZED, l, &r->g_norm)) return -1;
+            mw_layernorm_backward(gr, GW(ln1_w, d, l), GW(ln1_b, d, l), gn, data(&a->resid),
+                                  data(&a->ln1_mean), data(&a->ln1_scale), pw(&w->ln1_w, d, l), N, d);
+        } else {
+            mw_add_forward(gr, gr, gn, N * d);
+        }
+        if (emit(x, MW_HOOK_RESID_PRE, l, &r->g_resid)) return -1;
+    }
+    /* embeddings: the residual stream started as embed (+ pos when standard) */
+    const float *de = emit_branch(x, MW_HOOK_EMBED, -1, gr, N * d);
+    if (!de) return -1;
+    if (g) mw_embed_backward(mw_tensor_data(&g->W_E), r->tok, de, N, d);
+    if (!shortformer) {
+        const float *dp = emit_branch(x, MW_HOOK_POS_EMBED, -1, gr, N * d);
+        if (!dp) return -1;
+        if (g) mw_pos_backward(mw_tensor_data(&g->W_pos), dp, mask, B, P, d);
+    }
+    return 0;
 }

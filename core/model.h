@@ -37,7 +37,8 @@
  * deliver stops the pass: mw_model_forward returns -1 and keeps the message deliver set.
  *
  * Activation buffers belong to the model, are sized for the largest [B, P] seen and reused:
- * a steady-state forward allocates only its outputs (logits, per-token loss, residual).
+ * a steady-state forward allocates only its outputs (logits, per-token loss, residual). A
+ * training forward (keep_activations) keeps one set per block instead, for mw_model_backward.
  * A model is therefore not reentrant: one forward at a time per model.
  */
 #ifndef MW_MODEL_H
@@ -123,6 +124,19 @@ typedef struct mw_model {
     mw_run *run;
 } mw_model;
 
+/* Every weight of a model is a view of ONE flat float buffer (llm.c's params buffer), the
+ * parameters one after the other in MW_PARAMS order, each in the storage layout above (absent
+ * ones take no room). A training optimizer is one loop over it; gradients and optimizer moments
+ * are buffers of the same size with the same views (mw_weights_over). */
+int64_t mw_model_nparams(const mw_model *m);               /* floats in the flat buffer */
+float *mw_model_flat(const mw_model *m, int64_t *n);        /* the buffer and its size */
+int64_t mw_model_param_offset(const mw_model *m, int pid);  /* where param pid starts in it */
+int64_t mw_model_param_numel(const mw_model *m, int pid);   /* its floats (0 when absent) */
+/* w = the views of the model's layout over s (F32, at least mw_model_nparams floats); each
+ * view holds a reference to s. Release with mw_weights_release. */
+int mw_weights_over(mw_weights *w, const mw_model *m, mw_storage *s);
+void mw_weights_release(mw_weights *w);
+
 /* Builds a model with initialized weights as TransformerLens's init_weights ("gpt2" mode):
  * every W_* ~ N(0, initializer_range^2) drawn in MW_PARAMS order (a generator seeded with
  * cfg.seed, else the default one), biases 0, LayerNorm w 1 and b 0.
@@ -176,6 +190,9 @@ typedef struct mw_forward_opts {
                                         even when stop_at_layer == n_layers (no ln_final) */
     int want_logits;                 /* fill out->logits [B,P,Vo] */
     int want_loss;                   /* fill out->loss and out->loss_per_token [B,P-1] */
+    int keep_activations;            /* training: keep every block's activations (one buffer per
+                                        block instead of the reused ones) for mw_model_backward;
+                                        needs the whole model (start 0, stop n_layers) */
     const uint8_t *want;             /* mw_hook_slots(m) bytes, nonzero = deliver; NULL = none */
     mw_deliver_fn deliver;
     void *ud;
@@ -195,6 +212,28 @@ void mw_forward_opts_default(mw_forward_opts *o, const mw_model *m); /* all bloc
 /* Runs the pass. out is zeroed first; on failure every output is released. */
 int mw_model_forward(mw_model *m, const mw_forward_opts *o, mw_forward_out *out);
 void mw_forward_out_release(mw_forward_out *out);
+
+/* ---------------------------------------------------------------- backward
+ * After a forward with keep_activations, mw_model_backward runs the pass in reverse (the
+ * kernels of kernels.c, each beside its forward). The gradient starts from
+ *   - grad_logits [B,P,Vo] when given (d metric / d logits, for any metric of the logits), else
+ *   - the forward's mean next-token loss (it must have had want_loss).
+ * Parameter gradients are ADDED into grads (views of the model's layout over another buffer,
+ * see mw_weights_over; the caller zeroes them); grads NULL computes none (cheaper: only the
+ * gradients at hook points). Hooks: deliver(ud, id, layer, grad) receives the gradient of the
+ * output w.r.t. hook point (id, layer) as a borrowed view, in reverse order of the forward; edits
+ * change what flows further back (an edit of attn_out's or mlp_out's gradient reaches only that
+ * branch, not the residual stream). Every hook point has a gradient except the hook_scale
+ * points, attn.hook_result and (with shortformer positions) hook_pos_embed: asking for those
+ * is an error. One backward per forward: it consumes the kept logits. */
+typedef struct mw_backward_opts {
+    mw_weights *grads;
+    const mw_tensor *grad_logits;
+    const uint8_t *want;             /* mw_hook_slots(m) bytes, nonzero = deliver; NULL = none */
+    mw_deliver_fn deliver;
+    void *ud;
+} mw_backward_opts;
+int mw_model_backward(mw_model *m, const mw_backward_opts *o);
 
 /* bytes currently held by the model's activation buffers (for the benchmark's memory report) */
 int64_t mw_model_buffer_bytes(const mw_model *m);

@@ -116,6 +116,9 @@ uint64_t mw_rng_next(mw_rng *g);
 double mw_rng_uniform(mw_rng *g);
 double mw_rng_normal(mw_rng *g);
 mw_rng *mw_rng_default(void); /* the process-wide generator used when g == NULL */
+/* one step of the splitmix64 stream at *state (also seeds mw_rng): for callers that keep a bare
+ * 64-bit state, such as a dataset's batch order */
+uint64_t mw_splitmix64(uint64_t *state);
 int mw_tensor_rand(mw_tensor *out, mw_rng *g, int ndim, const int64_t *shape);  /* U[0,1) f32 */
 int mw_tensor_randn(mw_tensor *out, mw_rng *g, int ndim, const int64_t *shape); /* N(0,1) f32 */
 int mw_tensor_randint(mw_tensor *out, mw_rng *g, int64_t lo, int64_t hi, int ndim,

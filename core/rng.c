@@ -21,7 +21,7 @@
 
 #include "mw_tensor.h"
 
-static uint64_t splitmix64(uint64_t *x)
+uint64_t mw_splitmix64(uint64_t *x)
 {
     uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
@@ -34,7 +34,7 @@ static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k
 void mw_rng_seed(mw_rng *g, uint64_t seed)
 {
     uint64_t x = seed;
-    for (int i = 0; i < 4; i++) g->s[i] = splitmix64(&x);
+    for (int i = 0; i < 4; i++) g->s[i] = mw_splitmix64(&x);
     g->has_spare = 0;
     g->spare = 0;
 }

@@ -10,6 +10,7 @@
  *   m:hook_names()               hook names that fire for this config, in firing order
  *   m:forward(opts)              -> {logits=, loss=, loss_per_token=, residual=}
  *       opts.tokens, attention_mask, residual, start_at_layer, stop_at_layer, logits, loss,
+ *       keep_activations (training: for a backward pass, see core/train.h),
  *       cache_names = {name = true}, cache = table receiving clones by full name,
  *       hooks = {name = {{fn, hookobj}, ...}}
  *   m:buffer_bytes(), m:trim()
@@ -29,7 +30,8 @@
 
 typedef struct {
     mw_model *m;
-    int busy; /* inside forward: a hook must not run this model again (shared buffers) */
+    int busy;     /* inside forward: a hook must not run this model again (shared buffers) */
+    int borrowed; /* m belongs to another object (a trainer), kept alive as user value 1 */
 } lmodel;
 
 static mw_model *checkmodel(lua_State *L, int idx) {
@@ -44,6 +46,7 @@ static int l_model_new(lua_State *L) {
     lmodel *u = lua_newuserdatauv(L, sizeof *u, 0);
     u->m = NULL;
     u->busy = 0;
+    u->borrowed = 0;
     luaL_setmetatable(L, MWL_MODEL);
     u->m = mw_model_new(&c);
     if (!u->m) return mwl_coreerror(L);
@@ -53,9 +56,20 @@ static int l_model_new(lua_State *L) {
 
 static int l_gc(lua_State *L) {
     lmodel *u = luaL_checkudata(L, 1, MWL_MODEL);
-    mw_model_free(u->m);
+    if (!u->borrowed) mw_model_free(u->m);
     u->m = NULL;
     return 0;
+}
+
+void mwl_push_model_of(lua_State *L, mw_model *m, int owner) {
+    owner = lua_absindex(L, owner);
+    lmodel *u = lua_newuserdatauv(L, sizeof *u, 1);
+    u->m = m;
+    u->busy = 0;
+    u->borrowed = 1;
+    luaL_setmetatable(L, MWL_MODEL);
+    lua_pushvalue(L, owner);
+    lua_setiuservalue(L, -2, 1);
 }
 
 static int l_config(lua_State *L) {
@@ -301,6 +315,8 @@ static int l_forward(lua_State *L) {
     o.want_logits = lua_isnil(L, -1) ? 1 : lua_toboolean(L, -1);
     lua_getfield(L, 2, "loss");
     o.want_loss = lua_toboolean(L, -1);
+    lua_getfield(L, 2, "keep_activations");
+    o.keep_activations = lua_toboolean(L, -1);
     deliver_ctx x;
     memset(&x, 0, sizeof x);
     x.L = L;

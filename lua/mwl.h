@@ -10,6 +10,7 @@
 #include <lauxlib.h>
 #include <lua.h>
 
+#include "model.h"
 #include "mw_tensor.h"
 
 #define MWL_TENSOR "miwb.Tensor"
@@ -36,6 +37,9 @@ void mwl_check_opts(lua_State *L, int idx, const char *op, const char *const *na
  *   mwl_open_tokenizer (ltokenizer.c), mwl_open_model (lmodel.c), mwl_open_train (ltrain.c),
  *   mwl_open_config (lconfig.c), mwl_open_sys (lsys.c: sha256, mi.sys). open_core (lmodule.c) calls
  *   each of them. */
+/* pushes a model userdata over m, which the value at owner owns and outlives it (lmodel.c) */
+void mwl_push_model_of(lua_State *L, mw_model *m, int owner);
+
 void mwl_open_tensor(lua_State *L);
 void mwl_open_io(lua_State *L);
 void mwl_open_tokenizer(lua_State *L);

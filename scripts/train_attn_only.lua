@@ -68,7 +68,7 @@ local train_ds, valid_ds = mi.Dataset(o.work .. "/train.tok"), mi.Dataset(o.work
 -- 4. the model: the seed notebook's config, scaled down
 local cfg = {model_name = "attn_only_2L", d_model = math.tointeger(o.d_model), d_head = math.tointeger(o.d_head),
              n_heads = math.tointeger(o.n_heads), n_layers = 2, n_ctx = math.tointeger(o.n_ctx),
-             d_vocab = train_ds.vocab, attn_only = true, normalization_type = nil, positional_embedding_type = "shortformer",
+             d_vocab = train_ds.vocab, attn_only = true, normalization_type = "None", positional_embedding_type = "shortformer",
              use_attn_result = true, seed = math.tointeger(o.seed), tokenizer_name = "tokenizer.json"}
 
 -- fixed validation batches: the same tokens at every evaluation
@@ -110,7 +110,7 @@ local function evaluate(step, trainer)
   return ind, pv, r, vl
 end
 
-local trainer = mi.Trainer(cfg, math.max(math.tointeger(o.batch), 10), cfg.n_ctx)
+local trainer = mi.Trainer(cfg)
 print(("model: %d parameters; %d training tokens"):format(trainer:nparams(), #train_ds))
 evaluate(0, trainer)
 local _, history = mi.train(trainer, train_ds, {

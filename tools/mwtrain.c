@@ -23,6 +23,7 @@
  * exists so that training does not wait on the Lua layer, and for profiling.
  */
 #include <cblas.h>
+#include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +33,8 @@
 #include <unistd.h>
 
 #include "bpe_train.h"
+#include "config.h"
+#include "dataset.h"
 #include "tokenizer.h"
 #include "mw_tensor.h"
 #include "train.h"
@@ -81,19 +84,15 @@ static char *path2(const char *dir, const char *name) {
 static int encode_file(mw_tokenizer *t, const char *txt, const char *tok) {
     int64_t *ids = NULL;
     size_t nids = 0;
-    int32_t *ids32 = NULL;
-    if (mw_tokenizer_encode_file(&ids, &nids, t, txt) || !(ids32 = malloc(sizeof *ids32 * (nids + 1)))) {
-        fprintf(stderr, "mwtrain: %s\n", ids ? "out of memory" : mw_error());
-        free(ids);
+    if (mw_tokenizer_encode_file(&ids, &nids, t, txt)) {
+        fprintf(stderr, "mwtrain: %s\n", mw_error());
         return -1;
     }
-    for (size_t k = 0; k < nids; k++) ids32[k] = (int32_t)ids[k];
-    free(ids);
-    int rc = mw_dataset_write(tok, ids32, (int64_t)nids, mw_tokenizer_vocab_size(t),
+    int rc = mw_dataset_write(tok, ids, (int64_t)nids, mw_tokenizer_vocab_size(t),
                               mw_tokenizer_special_id(t, MW_TOK_EOS));
     if (rc) fprintf(stderr, "mwtrain: %s\n", mw_error());
     else printf("mwtrain: %s: %zu tokens\n", tok, nids);
-    free(ids32);
+    free(ids);
     return rc;
 }
 
@@ -105,14 +104,14 @@ static int probe(mw_trainer *t, const mw_dataset *val, probe_t *pr, uint64_t see
     if (mw_trainer_induction(t, 50, 10, seed, pr->ind, &pr->first, &pr->second)) return -1;
     pr->gap = pr->second - pr->first;
     enum { PB = 8, PT = 128 };
-    static int32_t ptok[PB * PT];
+    static int64_t ptok[PB * PT];
     uint64_t ps = seed ^ 0x5555;
     mw_dataset_batch(val, &ps, ptok, PB, PT, 0);
     return mw_trainer_prev_token(t, ptok, PB, PT, pr->prev);
 }
 
 static double val_loss(mw_trainer *t, const mw_dataset *val, int64_t B, int64_t T, int nb) {
-    static int32_t *tok;
+    static int64_t *tok;
     tok = realloc(tok, sizeof *tok * (size_t)(B * T));
     uint64_t s = 12345; /* the same validation batches every time */
     double sum = 0, loss;
@@ -126,28 +125,32 @@ static double val_loss(mw_trainer *t, const mw_dataset *val, int64_t B, int64_t 
 
 /* the model folder: model.safetensors (TransformerLens names), config.json, tokenizer.json */
 static int export_model(mw_trainer *t, const opts_t *o, const char *tokpath) {
-    const mw_train_config *c = mw_trainer_config(t);
+    const mw_config *c = mw_trainer_config(t);
     mkdir(o->out, 0755);
     char *mp = path2(o->out, "model.safetensors");
     int rc = mw_trainer_export(t, mp);
     free(mp);
     if (rc) { fprintf(stderr, "mwtrain: %s\n", mw_error()); return -1; }
+    /* config.json: the finished config as core/config.c writes it, plus TransformerLens's string
+     * fields */
+    cJSON *js = mw_config_to_json(c);
+    if (!js) { fprintf(stderr, "mwtrain: %s\n", mw_error()); return -1; }
+    char name[64];
+    snprintf(name, sizeof name, "attn_only_%lldL", (long long)c->n_layers);
+    cJSON_AddStringToObject(js, "model_name", name);
+    cJSON_AddStringToObject(js, "attention_dir", "causal");
+    cJSON_AddStringToObject(js, "tokenizer_name", "tokenizer.json");
+    cJSON_AddBoolToObject(js, "default_prepend_bos", 1);
+    cJSON_AddStringToObject(js, "original_architecture", "miwb");
+    char *text = cJSON_Print(js);
+    cJSON_Delete(js);
     char *cp = path2(o->out, "config.json");
-    FILE *f = fopen(cp, "w");
+    FILE *f = text ? fopen(cp, "w") : NULL;
     free(cp);
-    if (!f) return -1;
-    fprintf(f, "{\n  \"model_name\": \"attn_only_%lldL\",\n  \"d_model\": %lld,\n  \"d_head\": %lld,\n  \"n_heads\": %lld,\n"
-               "  \"n_layers\": %lld,\n  \"n_ctx\": %lld,\n  \"d_vocab\": %lld,\n  \"d_vocab_out\": %lld,\n",
-            (long long)c->n_layers, (long long)c->d_model, (long long)c->d_head, (long long)c->n_heads,
-            (long long)c->n_layers, (long long)c->n_ctx, (long long)c->d_vocab, (long long)c->d_vocab);
-    if (c->attn_only) fprintf(f, "  \"d_mlp\": null,\n  \"attn_only\": true,\n");
-    else fprintf(f, "  \"d_mlp\": %lld,\n  \"attn_only\": false,\n  \"act_fn\": \"gelu_new\",\n", (long long)c->d_mlp);
-    fprintf(f, "  \"normalization_type\": %s,\n  \"positional_embedding_type\": \"%s\",\n"
-               "  \"attention_dir\": \"causal\",\n  \"use_attn_result\": true,\n  \"use_attn_scale\": true,\n"
-               "  \"eps\": 1e-05,\n  \"seed\": %ld,\n  \"tokenizer_name\": \"tokenizer.json\",\n"
-               "  \"default_prepend_bos\": true,\n  \"original_architecture\": \"miwb\"\n}\n",
-            c->norm == MW_TNORM_NONE ? "null" : c->norm == MW_TNORM_LN ? "\"LN\"" : "\"LNPre\"",
-            c->shortformer ? "shortformer" : "standard", o->seed);
+    if (!f) { free(text); return -1; }
+    fputs(text, f);
+    fputc('\n', f);
+    free(text);
     fclose(f);
     char *dst = path2(o->out, "tokenizer.json");
     FILE *in = fopen(tokpath, "rb"), *out = fopen(dst, "wb");
@@ -198,17 +201,22 @@ int main(int argc, char **argv) {
     mw_dataset tr, va;
     if (mw_dataset_open(&tr, trtok) || mw_dataset_open(&va, vatok)) { fprintf(stderr, "mwtrain: %s\n", mw_error()); return 1; }
 
-    mw_train_config c = {.d_model = o.d_model, .d_head = o.d_head, .n_heads = o.n_heads, .n_layers = o.n_layers,
-                         .n_ctx = o.n_ctx, .d_vocab = tr.vocab, .d_mlp = o.d_mlp, .attn_only = (int)o.attn_only,
-                         .norm = !strcmp(o.norm, "LN") ? MW_TNORM_LN : !strcmp(o.norm, "LNPre") ? MW_TNORM_LNPRE : MW_TNORM_NONE,
-                         .shortformer = !strcmp(o.pos, "shortformer"), .seed = (uint64_t)o.seed,
-                         .init_range = o.init};
+    mw_config c;
+    mw_config_default(&c);
+    c.d_model = o.d_model; c.d_head = o.d_head; c.n_heads = o.n_heads; c.n_layers = o.n_layers;
+    c.n_ctx = o.n_ctx; c.d_vocab = tr.vocab; c.d_mlp = o.attn_only ? -1 : o.d_mlp; c.attn_only = (int)o.attn_only;
+    if (!o.attn_only) c.act_fn = MW_ACT_GELU_NEW;
+    c.use_attn_result = 1; /* as the seed notebook's attention-only models (hook_result) */
+    c.normalization_type = !strcmp(o.norm, "LN") ? MW_NORM_LN : !strcmp(o.norm, "LNPre") ? MW_NORM_LNPRE : MW_NORM_NONE;
+    c.positional_embedding_type = !strcmp(o.pos, "shortformer") ? MW_POS_SHORTFORMER : MW_POS_STANDARD;
+    c.seed = o.seed;
+    c.initializer_range = o.init > 0 ? o.init : -1;
     int64_t B = o.batch, T = o.n_ctx;
     int64_t maxB = B > 10 ? B : 10;
     if (o.short_T > 1 && o.short_steps > 0 && B * T / o.short_T > maxB) maxB = B * T / o.short_T;
-    mw_trainer *t = mw_trainer_new(&c, maxB, T > 101 ? T : 101);
+    mw_trainer *t = mw_trainer_new(&c);
     if (!t) { fprintf(stderr, "mwtrain: %s\n", mw_error()); return 1; }
-    size_t np;
+    int64_t np;
     mw_trainer_params(t, &np);
     mw_adamw_opts ao;
     mw_adamw_default(&ao);
@@ -218,7 +226,7 @@ int main(int argc, char **argv) {
         if (mw_trainer_load(t, ckpt)) { fprintf(stderr, "mwtrain: %s\n", mw_error()); return 1; }
         printf("mwtrain: resumed at step %lld\n", (long long)mw_trainer_nsteps(t));
     }
-    printf("mwtrain: %zu parameters; %lld train tokens, %lld valid; batch %lld x %lld; %ld steps\n", np,
+    printf("mwtrain: %lld parameters; %lld train tokens, %lld valid; batch %lld x %lld; %ld steps\n", (long long)np,
            (long long)tr.n, (long long)va.n, (long long)B, (long long)T, o.steps);
     char *tlog = path2(o.work, "train_log.csv"), *elog = path2(o.work, "eval_log.csv");
     int fresh = mw_trainer_nsteps(t) == 0;
@@ -230,7 +238,7 @@ int main(int argc, char **argv) {
             for (int64_t h = 0; h < c.n_heads; h++) fprintf(fe, ",ind_%lld.%lld", (long long)l, (long long)h);
         fprintf(fe, ",best_prev,best_prev_head,first_half_logprob,second_half_logprob\n");
     }
-    int32_t *tok = malloc(sizeof *tok * (size_t)(maxB * T));
+    int64_t *tok = malloc(sizeof *tok * (size_t)(maxB * T));
     uint64_t ds = (uint64_t)o.seed * 7919 + (uint64_t)mw_trainer_nsteps(t); /* data order depends on the step */
     double t0 = now(), ema = 0;
     int64_t H = c.n_heads;

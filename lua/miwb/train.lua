@@ -3,10 +3,14 @@
 --   mi.train_tokenizer(files, {vocab_size = 4096, min_frequency = 2, out = "tokenizer.json"})
 --   mi.tokenize_dataset(tokenizer_json, files, out)     -> n tokens (a memory-mapped token file)
 --   mi.Dataset(path)                                     -> ds:batch(B, T), #ds, ds.vocab
---   mi.Trainer(cfg, batch, n_ctx)                        -> the C trainer (core/train.h)
+--   mi.Trainer(cfg)                                      -> the C trainer (core/train.h) over the
+--                                                           model's one forward/backward pass
 --   mi.train(cfg_or_trainer, dataset, opts)              -> trainer, history
 --   mi.train.induction_scores(trainer, {seq_len = 50, batch = 10, seed = 0})
 --   mi.train.save_model(trainer, dir, {tokenizer = path, cfg = cfg})  -- TransformerLens names
+--
+-- cfg is a HookedTransformerConfig table read as the model reads it (a field left out gets
+-- TransformerLens's default: normalization_type "LN"; write "None" for no normalization).
 --
 -- opts of mi.train: steps, batch (16), n_ctx (cfg.n_ctx), lr (1e-3), min_lr (lr/10), warmup (0),
 -- weight_decay (0.1), clip (1), beta1, beta2, seed (data order, 0), repeat_frac (0: fraction of
@@ -14,7 +18,9 @@
 -- ids; see mw_dataset_batch_repeat in core/train.h), log (CSV path: step, tokens,
 -- loss, lr, grad_norm, seconds), checkpoint (path), checkpoint_every (steps), resume (load the
 -- checkpoint when it exists), every + callback(step, trainer, info) (info: loss, lr, grad_norm,
--- tokens, seconds), progress (default: on a terminal; a bar with loss, tokens/s and ETA).
+-- tokens, seconds), hooks ({[hook name] = fn(act, hook)}: run during every training forward, e.g.
+-- to read blocks.0.attn.hook_pattern), progress (default: on a terminal; a bar with loss, tokens/s
+-- and ETA).
 local M = {}
 
 local function core() return require("miwb.core") end
@@ -61,17 +67,8 @@ function M.train(model, dataset, opts)
   opts = opts or {}
   local B = opts.batch or 16
   local trainer = model
-  local cfg
-  if type(model) == "table" then
-    cfg = model.cfg or model
-    local T = opts.n_ctx or cfg.n_ctx
-    -- room for the induction probe ([10, 101]) when the context allows it
-    local maxB = math.max(B, 10)
-    local maxT = math.min(cfg.n_ctx, math.max(T, 101))
-    trainer = core().Trainer(cfg, maxB, maxT)
-  end
-  local T = opts.n_ctx or (cfg and cfg.n_ctx)
-  assert(T, "mi.train: opts.n_ctx is needed with a Trainer")
+  if type(model) == "table" then trainer = core().Trainer(model.cfg or model) end
+  local T = opts.n_ctx or trainer:config().n_ctx
   if type(dataset) == "string" then dataset = core().Dataset(dataset) end
   local steps = assert(opts.steps, "mi.train: opts.steps is needed")
   local adam = {lr = opts.lr or 1e-3, min_lr = opts.min_lr, warmup = opts.warmup or 0, steps = steps,
@@ -95,7 +92,7 @@ function M.train(model, dataset, opts)
   for s = start, steps - 1 do
     local tokens = dataset:batch(B, T, nil, opts.repeat_frac or 0, opts.random_frac or 0)
     local ts = now()
-    local loss = trainer:forward(tokens, true)
+    local loss = trainer:forward(tokens, true, opts.hooks and {hooks = opts.hooks} or nil)
     local gn, lr = trainer:step(adam)
     local dt = now() - ts
     local info = {step = s + 1, loss = loss, lr = lr, grad_norm = gn, tokens = (s + 1) * B * T,
@@ -127,21 +124,33 @@ function M.train(model, dataset, opts)
   return trainer, history
 end
 
--- writes dir/model.safetensors (TransformerLens names), dir/config.json (HookedTransformerConfig
--- fields) and copies the tokenizer to dir/tokenizer.json
+-- writes dir/model.safetensors (TransformerLens names), dir/config.json (the trainer's finished
+-- HookedTransformerConfig; opts.cfg may add fields the core does not keep, such as model_name)
+-- and copies the tokenizer to dir/tokenizer.json
 function M.save_model(trainer, dir, opts)
   opts = opts or {}
-  os.execute(("mkdir -p '%s'"):format(dir))
+  -- the path is quoted for the shell (single quotes, embedded ones escaped)
+  if not os.execute("mkdir -p '" .. tostring(dir):gsub("'", "'\\''") .. "'") then
+    error("save_model: cannot create " .. tostring(dir), 2)
+  end
   trainer:export(dir .. "/model.safetensors")
-  local cfg = assert(opts.cfg, "save_model: opts.cfg (the config the trainer was built from) is needed")
+  local cfg = trainer:config()
+  if opts.cfg then
+    -- only the fields the core does not keep (model_name, tokenizer_name, ...): the numeric ones
+    -- are the trainer's (a None there is a nil that must stay nil)
+    local _, core_names = core().config_finish(opts.cfg)
+    local owned = {}
+    for _, n in ipairs(core_names) do owned[n] = true end
+    for k, v in pairs(opts.cfg) do
+      if not owned[k] then cfg[k] = v end
+    end
+  end
   local fields = {"model_name", "d_model", "d_head", "n_heads", "n_layers", "n_ctx", "d_vocab", "d_vocab_out",
                   "d_mlp", "attn_only", "act_fn", "normalization_type", "positional_embedding_type",
                   "attention_dir", "use_attn_result", "use_attn_scale", "eps", "seed", "tokenizer_name",
                   "default_prepend_bos", "original_architecture"}
-  local full = {d_vocab_out = cfg.d_vocab, attention_dir = "causal", use_attn_result = true,
-                use_attn_scale = true, eps = 1e-5, tokenizer_name = "tokenizer.json", default_prepend_bos = true,
-                original_architecture = "miwb", act_fn = (not cfg.attn_only) and "gelu_new" or nil,
-                positional_embedding_type = "standard"}
+  local full = {attention_dir = "causal", tokenizer_name = "tokenizer.json", default_prepend_bos = true,
+                original_architecture = "miwb"}
   for k, v in pairs(cfg) do full[k] = v end
   local parts = {}
   for _, k in ipairs(fields) do

@@ -407,19 +407,24 @@ static void test_init(void) {
     if (!m) return;
     CHECK(m->cfg.n_heads == 4 && m->cfg.d_mlp == 256 && m->cfg.d_vocab_out == 100);
     CHECK_NEAR(m->cfg.initializer_range, 0.1, 1e-12);
-    const float *p = m->w.W_in.storage->data;
-    int64_t n = m->w.W_in.storage->numel;
+    /* every weight is a view of the model's one flat buffer: W_in's storage order at its offset */
+    const float *p = mw_tensor_data(&m->w.W_in);
+    int64_t n = mw_tensor_numel(&m->w.W_in);
     double s = 0, s2 = 0;
     for (int64_t i = 0; i < n; i++) { s += p[i]; s2 += p[i] * p[i]; }
     CHECK_NEAR(s / n, 0.0, 0.005);
     CHECK_NEAR(sqrt(s2 / n), 0.1, 0.005);
-    CHECK(((float *)m->w.ln1_w.storage->data)[5] == 1.0f && ((float *)m->w.b_Q.storage->data)[5] == 0.0f);
+    CHECK(((float *)mw_tensor_data(&m->w.ln1_w))[5] == 1.0f && ((float *)mw_tensor_data(&m->w.b_Q))[5] == 0.0f);
     /* the same seed gives the same weights */
     mw_model *m2 = mw_model_new(&c);
-    CHECK(memcmp(m2->w.W_E.storage->data, m->w.W_E.storage->data, 4 * (size_t)m->w.W_E.storage->numel) == 0);
+    int64_t nflat;
+    const float *flat = mw_model_flat(m, &nflat);
+    CHECK(memcmp(mw_model_flat(m2, &nflat), flat, 4 * (size_t)nflat) == 0);
+    CHECK(nflat == m->w.W_E.storage->numel && (const float *)mw_tensor_data(&m->w.W_U) ==
+          flat + mw_model_param_offset(m, MW_PARAM_W_U));
     /* W_Q is the permuted view [L,H,d,dh] of storage [L,d,H,dh]: element [l,h,i,j] */
     int64_t ix[4] = {1, 2, 5, 3};
-    float direct = ((float *)m->w.W_Q.storage->data)[((1 * 64 + 5) * 4 + 2) * 16 + 3];
+    float direct = ((float *)mw_tensor_data(&m->w.W_Q))[((1 * 64 + 5) * 4 + 2) * 16 + 3];
     CHECK(mw_tensor_get(&m->w.W_Q, ix) == direct);
     CHECK(m->w.W_Q.shape[0] == 2 && m->w.W_Q.shape[1] == 4 && m->w.W_Q.shape[2] == 64 && m->w.W_Q.shape[3] == 16);
     mw_model_free(m2);

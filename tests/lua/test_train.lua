@@ -55,7 +55,7 @@ T.test("train_tokenizer writes a tokenizer.json that core/tokenizer.c encodes th
 end)
 
 local cfg = {d_model = 32, d_head = 8, n_heads = 4, n_layers = 2, n_ctx = 24, d_vocab = 300, attn_only = true,
-             normalization_type = nil, positional_embedding_type = "shortformer", seed = 5}
+             normalization_type = "None", positional_embedding_type = "shortformer", seed = 5}
 
 T.test("mi.train learns, logs, calls back, checkpoints and resumes", function()
   local calls = {}
@@ -79,7 +79,7 @@ T.test("mi.train learns, logs, calls back, checkpoints and resumes", function()
 end)
 
 T.test("induction scores, prev-token scores and export", function()
-  local tr = mi.Trainer(cfg, 10, 24)
+  local tr = mi.Trainer(cfg)
   local r = mi.train.induction_scores(tr, {seq_len = 10, batch = 3})
   T.eq(table.concat(r.scores:shape(), ","), "2,4")
   -- at init attention is nearly uniform: each score is close to the mean of 1/(q+1) over the
@@ -115,15 +115,57 @@ end)
 
 T.test("bad configurations and arguments raise clear errors", function()
   local ok, err = pcall(mi.Trainer, {d_model = 8, d_head = 4, n_layers = 1, n_ctx = 8, d_vocab = 10,
-                                     normalization_type = "RMS"}, 2, 8)
+                                     normalization_type = "RMS"})
   T.truthy(not ok and err:find("normalization_type"), err)
-  ok, err = pcall(mi.Trainer, {d_model = 0, d_head = 4, n_layers = 1, n_ctx = 8, d_vocab = 10}, 2, 8)
+  ok, err = pcall(mi.Trainer, {d_model = 0, d_head = 4, n_layers = 1, n_ctx = 8, d_vocab = 10})
   T.truthy(not ok and err:find("d_model"), err)
-  local tr = mi.Trainer({d_model = 8, d_head = 4, n_layers = 1, n_ctx = 8, d_vocab = 10, attn_only = true}, 2, 8)
+  local tr = mi.Trainer({d_model = 8, d_head = 4, n_layers = 1, n_ctx = 8, d_vocab = 10, attn_only = true})
   ok, err = pcall(tr.forward, tr, mi.tensor({{1, 2, 30}}, "int64"), true)
   T.truthy(not ok and err:find("outside the vocabulary"), err)
   ok, err = pcall(mi.Dataset, path("nope.tok"))
   T.truthy(not ok and err:find("cannot open"), err)
+end)
+
+T.test("a training step's loss is the model's loss of the same weights; hooks fire in training", function()
+  local tr = mi.Trainer(cfg)
+  local toks = mi.Dataset(path("corpus.tok")):batch(3, 16)
+  local seen = {}
+  local loss = tr:forward(toks, true, {hooks = {["blocks.1.attn.hook_pattern"] = function(act, hook)
+    seen[#seen + 1] = hook.name
+    T.eq(table.concat(act:shape(), ","), "3,4,16,16")
+  end}})
+  T.eq(table.concat(seen, ","), "blocks.1.attn.hook_pattern")
+  T.eq(tr:forward(toks, true), loss) -- the same pass with and without hooks
+  tr:step({lr = 1e-2})
+  local after = tr:forward(toks, true)
+  -- the exported weights in a HookedTransformer: model(tokens, {return_type = "loss"})
+  mi.train.save_model(tr, path("lossmodel"), {cfg = cfg, tokenizer = path("tok.json")})
+  local model = mi.from_pretrained_no_processing(path("lossmodel"))
+  local ml = model(toks, {return_type = "loss"})
+  if type(ml) ~= "number" then ml = ml:item() end
+  T.truthy(math.abs(ml - after) <= 1e-6 * math.abs(ml), ("training loss %.9g, model loss %.9g"):format(after, ml))
+  local fc = mi.json.decode(assert(io.open(path("lossmodel/config.json"))):read("a"))
+  T.eq(fc.normalization_type, mi.json.null) -- "None" is written as JSON null, as TransformerLens does
+end)
+
+T.test("issue 20: tokens must be int64, bad arguments leak nothing, probe sizes are checked", function()
+  local tr = mi.Trainer(cfg)
+  T.raises(function() tr:forward(mi.tensor({{1.5, 2, 3}}), true) end, "tokens must be int64")
+  T.raises(function() tr:induction(2 ^ 62 // 1, 1) end, "do not fit")
+  T.raises(function() mi.Trainer(cfg, 10, 24) end, "takes only the config")
+  T.raises(function() tr:forward(mi.tensor({{1, 2, 3}}, "int64"), true, {hook = {}}) end, "unknown option 'hook'")
+  local toks = mi.tensor({{1, 2, 3}}, "int64")
+  -- a bad layer raises after the tokens were read: memory in use must not grow call after call
+  local function bad() return pcall(tr.pattern_of, tr, toks, "x") end
+  local evil = setmetatable({}, {__len = function() error("no length") end})
+  local function bad_tok() return pcall(mi.train_tokenizer, evil, {out = path("never.json")}) end
+  for _ = 1, 50 do bad(); bad_tok() end
+  collectgarbage(); collectgarbage()
+  local before = collectgarbage("count")
+  for _ = 1, 2000 do bad(); bad_tok() end
+  collectgarbage(); collectgarbage()
+  T.truthy(collectgarbage("count") - before < 64, "Lua memory grew by " .. (collectgarbage("count") - before) .. " KB")
+  T.truthy(not bad() and not bad_tok())
 end)
 
 os.execute("rm -rf " .. tmp)

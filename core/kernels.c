@@ -1,0 +1,367 @@
+/* kernels.c - forward and backward kernels of the transformer (see kernels.h for the legend:
+ * N rows, C channels, k/n inner/outer sizes, P positions, V vocabulary). Each forward kernel is
+ * followed by its backward kernel; every matrix product goes to cblas_sgemm. */
+#include "kernels.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+/* ================================================================ matrix products */
+
+/* C [M,N] = alpha op(A) [M,K] @ op(B) [K,N] + beta C */
+void mw_sgemm(float *C, int64_t ldc, const float *A, int64_t lda, int ta, const float *B, int64_t ldb, int tb,
+              int64_t M, int64_t N, int64_t K, float alpha, float beta) {
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)M, (int)N,
+                (int)K, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
+}
+
+/* out [N,n] rows (row stride ld) = bias [n] */
+void mw_fill_rows(float *out, int64_t ld, const float *bias, int64_t N, int64_t n) {
+    for (int64_t i = 0; i < N; i++) {
+        float *o = out + i * ld;
+        if (bias) memcpy(o, bias, (size_t)n * sizeof(float));
+        else memset(o, 0, (size_t)n * sizeof(float));
+    }
+}
+
+/* out [N,n] = in [N,k] @ W [k,n] + b [n] */
+void mw_linear_forward(float *out, const float *in, const float *W, const float *b, int64_t N, int64_t k,
+                       int64_t n) {
+    if (b) mw_fill_rows(out, n, b, N, n);
+    mw_sgemm(out, n, in, k, 0, W, n, 0, N, n, k, 1.0f, b ? 1.0f : 0.0f);
+}
+
+/* db [n] += colsum(dout [N,n]) */
+void mw_colsum_backward(float *db, const float *dout, int64_t N, int64_t n) {
+    for (int64_t i = 0; i < N; i++) {
+        const float *r = dout + i * n;
+        for (int64_t j = 0; j < n; j++) db[j] += r[j];
+    }
+}
+
+/* dW [k,n] += in^T @ dout; db [n] += colsum(dout); din [N,k] (=/+=) dout [N,n] @ W^T */
+void mw_linear_backward(float *din, int acc, float *dW, float *db, const float *dout, const float *in,
+                        const float *W, int64_t N, int64_t k, int64_t n) {
+    if (dW) mw_sgemm(dW, n, in, k, 1, dout, n, 0, k, n, N, 1.0f, 1.0f);
+    if (db) mw_colsum_backward(db, dout, N, n);
+    if (din) mw_sgemm(din, k, dout, n, 0, W, n, 1, N, k, n, 1.0f, acc ? 1.0f : 0.0f);
+}
+
+/* out [n] = x + y */
+void mw_add_forward(float *out, const float *x, const float *y, int64_t n) {
+    for (int64_t i = 0; i < n; i++) out[i] = x[i] + y[i];
+}
+
+/* ================================================================ LayerNorm */
+
+/* out [N,C] = x - mean, scale [N] = sqrt(var + eps), mean [N] (optional) */
+void mw_layernorm_center_forward(float *out, float *scale, float *mean, const float *x, int64_t N, int64_t C,
+                                 double eps) {
+    for (int64_t i = 0; i < N; i++) {
+        const float *xi = x + i * C;
+        float *oi = out + i * C;
+        double mu = 0;
+        for (int64_t j = 0; j < C; j++) mu += xi[j];
+        mu /= (double)C;
+        double var = 0;
+        for (int64_t j = 0; j < C; j++) {
+            float v = (float)(xi[j] - mu);
+            oi[j] = v;
+            var += (double)v * v;
+        }
+        scale[i] = (float)sqrt(var / (double)C + eps);
+        if (mean) mean[i] = (float)mu;
+    }
+}
+
+/* out [N,C] = out / scale [N] * w [C] + b [C] in place */
+void mw_layernorm_apply_forward(float *out, const float *scale, const float *w, const float *b, int64_t N,
+                                int64_t C) {
+    for (int64_t i = 0; i < N; i++) {
+        float *oi = out + i * C;
+        float s = scale[i];
+        if (w) for (int64_t j = 0; j < C; j++) oi[j] = oi[j] / s * w[j] + b[j];
+        else for (int64_t j = 0; j < C; j++) oi[j] = oi[j] / s;
+    }
+}
+
+/* dx [N,C] += r (g - mean(g) - h mean(g h)), h = (x - mean) r, r = 1/scale, g = dy w;
+ * dw [C] += dy h, db [C] += dy */
+void mw_layernorm_backward(float *dx, float *dw, float *db, const float *dy, const float *x, const float *mean,
+                           const float *scale, const float *w, int64_t N, int64_t C) {
+    for (int64_t i = 0; i < N; i++) {
+        const float *xi = x + i * C, *dyi = dy + i * C;
+        float mu = mean[i], r = 1.0f / scale[i];
+        double sg = 0, sgh = 0;
+        for (int64_t j = 0; j < C; j++) {
+            float h = (xi[j] - mu) * r;
+            float g = w ? dyi[j] * w[j] : dyi[j];
+            sg += g;
+            sgh += g * h;
+            if (w && dw) {
+                dw[j] += dyi[j] * h;
+                db[j] += dyi[j];
+            }
+        }
+        float mg = (float)(sg / (double)C), mgh = (float)(sgh / (double)C);
+        float *dxi = dx + i * C;
+        for (int64_t j = 0; j < C; j++) {
+            float h = (xi[j] - mu) * r;
+            float g = w ? dyi[j] * w[j] : dyi[j];
+            dxi[j] += r * (g - mg - h * mgh);
+        }
+    }
+}
+
+/* ================================================================ exp, 4 floats at a time
+ * GCC vector extensions (SSE2 on any x86-64, no libm call), relative error ~2e-7: Cody-Waite
+ * reduction x = k ln2 + r, |r| <= ln2/2, exp(r) by the degree-6 polynomial of Cephes' expf, 2^k
+ * put in the exponent bits. -inf (and anything below -87.3) gives exactly 0, as masked attention
+ * scores need. */
+typedef float v4f __attribute__((vector_size(16)));
+typedef int32_t v4i __attribute__((vector_size(16)));
+
+static inline v4f exp4(v4f x) {
+    const v4f hi = {88.3762626647949f, 88.3762626647949f, 88.3762626647949f, 88.3762626647949f};
+    const v4f lo = {-87.3f, -87.3f, -87.3f, -87.3f};
+    v4i under = x < lo, over = x > hi; /* lanes: -1 where true */
+    x = (v4f)((over & (v4i)hi) | (~over & (v4i)x));
+    x = (v4f)((under & (v4i)lo) | (~under & (v4i)x));
+    const v4f magic = {12582912.0f, 12582912.0f, 12582912.0f, 12582912.0f}; /* 1.5 * 2^23: rounds */
+    v4f k = (x * 1.44269504088896341f + magic) - magic;
+    v4f r = x - k * 0.693359375f + k * 2.12194440e-4f;
+    v4f p = 1.9875691500E-4f * r + 1.3981999507E-3f;
+    p = p * r + 8.3334519073E-3f;
+    p = p * r + 4.1665795894E-2f;
+    p = p * r + 1.6666665459E-1f;
+    p = p * r + 5.0000001201E-1f;
+    p = p * r * r + r + 1.0f;
+    v4i e = (__builtin_convertvector(k, v4i) + 127) << 23;
+    v4f y = p * (v4f)e;
+    return (v4f)((v4i)y & ~under);
+}
+
+/* sum of exp(x[i] - shift) over n floats; out [n] receives the exps unless NULL. The sum is
+ * formed the same way with or without out, so loss-only and training passes agree bit for bit. */
+static double exp_shift_sum(float *out, const float *x, int64_t n, float shift) {
+    double sum = 0;
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        v4f v;
+        memcpy(&v, x + i, sizeof v);
+        v = exp4(v - shift);
+        if (out) memcpy(out + i, &v, sizeof v);
+        sum += (double)v[0] + v[1] + v[2] + v[3];
+    }
+    if (i < n) {
+        v4f v = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
+        for (int64_t j = i; j < n; j++) v[j - i] = x[j];
+        v = exp4(v - shift);
+        for (int64_t j = i; j < n; j++) {
+            if (out) out[j] = v[j - i];
+            sum += v[j - i];
+        }
+    }
+    return sum;
+}
+
+/* ================================================================ activations */
+#define GELU_K 0.7978845608028654f /* sqrt(2 / pi) */
+
+/* out [n] = act(x [n]) */
+void mw_act_forward(float *out, const float *x, int64_t n, mw_actfn fn) {
+    switch (fn) {
+    case MW_ACT_GELU_NEW: {
+        /* 0.5 v (1 + tanh(y)) = v (1 - 1 / (exp(2y) + 1)), y = k (v + 0.044715 v^3); exp4 saturates
+         * cleanly at both ends (exp -> 0 gives 0, exp -> 3e38 gives v) */
+        int64_t i = 0;
+        for (; i + 4 <= n; i += 4) {
+            v4f v;
+            memcpy(&v, x + i, sizeof v);
+            v4f e = exp4(2.0f * GELU_K * (v + 0.044715f * v * v * v));
+            v4f o = v - v / (e + 1.0f);
+            memcpy(out + i, &o, sizeof o);
+        }
+        for (; i < n; i++) {
+            float v = x[i];
+            out[i] = 0.5f * v * (1.0f + tanhf(GELU_K * (v + 0.044715f * v * v * v)));
+        }
+        break;
+    }
+    case MW_ACT_GELU:
+        for (int64_t i = 0; i < n; i++) out[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
+        break;
+    case MW_ACT_RELU:
+        for (int64_t i = 0; i < n; i++) out[i] = x[i] > 0 ? x[i] : 0;
+        break;
+    default: /* MW_ACT_NONE: only attention-only models, which have no MLP */
+        break;
+    }
+}
+
+/* dx [n] = dy * act'(x) */
+void mw_act_backward(float *dx, const float *dy, const float *x, int64_t n, mw_actfn fn) {
+    switch (fn) {
+    case MW_ACT_GELU_NEW:
+        for (int64_t i = 0; i < n; i++) {
+            float v = x[i];
+            float th = tanhf(GELU_K * (v + 0.044715f * v * v * v));
+            float g = 0.5f * (1.0f + th) + 0.5f * v * (1.0f - th * th) * GELU_K * (1.0f + 3.0f * 0.044715f * v * v);
+            dx[i] = dy[i] * g;
+        }
+        break;
+    case MW_ACT_GELU:
+        for (int64_t i = 0; i < n; i++) {
+            float v = x[i];
+            float g = 0.5f * (1.0f + erff(v * 0.70710678118654752f)) + v * 0.3989422804014327f * expf(-0.5f * v * v);
+            dx[i] = dy[i] * g;
+        }
+        break;
+    case MW_ACT_RELU:
+        for (int64_t i = 0; i < n; i++) dx[i] = x[i] > 0 ? dy[i] : 0.0f;
+        break;
+    default: /* MW_ACT_NONE: no MLP */
+        break;
+    }
+}
+
+/* ================================================================ attention */
+
+/* s [P,P] (row stride ld): -inf past the diagonal and at padded keys */
+void mw_attn_mask_forward(float *s, int64_t ld, int64_t P, const uint8_t *keymask) {
+    for (int64_t i = 0; i < P; i++) {
+        float *row = s + i * ld;
+        for (int64_t j = i + 1; j < P; j++) row[j] = -INFINITY;
+        if (keymask)
+            for (int64_t j = 0; j <= i; j++)
+                if (!keymask[j]) row[j] = -INFINITY;
+    }
+}
+
+/* s [rows, cols] (row stride ld) = softmax over each row, in place */
+void mw_softmax_forward(float *s, int64_t ld, int64_t rows, int64_t cols, int causal) {
+    for (int64_t i = 0; i < rows; i++) {
+        float *row = s + i * ld;
+        int64_t n = causal && i + 1 < cols ? i + 1 : cols;
+        float mx = -INFINITY;
+        int nan = 0;
+        for (int64_t j = 0; j < n; j++) {
+            if (row[j] > mx) mx = row[j];
+            nan |= isnan(row[j]);
+        }
+        if (nan || mx == -INFINITY || mx == INFINITY) {
+            memset(row, 0, (size_t)cols * sizeof(float));
+            continue;
+        }
+        double sum = exp_shift_sum(row, row, n, mx);
+        float inv = (float)(1.0 / sum);
+        for (int64_t j = 0; j < n; j++) row[j] *= inv;
+        if (n < cols) memset(row + n, 0, (size_t)(cols - n) * sizeof(float));
+    }
+}
+
+/* dp [rows, cols] (row stride ld) = p * (dp - sum_j p dp) in place */
+void mw_softmax_backward(float *dp, const float *p, int64_t ld, int64_t rows, int64_t cols, int causal) {
+    for (int64_t i = 0; i < rows; i++) {
+        float *g = dp + i * ld;
+        const float *pr = p + i * ld;
+        int64_t n = causal && i + 1 < cols ? i + 1 : cols;
+        float s = 0;
+        for (int64_t j = 0; j < n; j++) s += pr[j] * g[j];
+        for (int64_t j = 0; j < n; j++) g[j] = pr[j] * (g[j] - s);
+        if (n < cols) memset(g + n, 0, (size_t)(cols - n) * sizeof(float));
+    }
+}
+
+/* ================================================================ embeddings */
+
+/* out [N,d] = W_E[tok] */
+void mw_embed_forward(float *out, const int64_t *tok, const float *W_E, int64_t N, int64_t d) {
+    for (int64_t n = 0; n < N; n++) memcpy(out + n * d, W_E + tok[n] * d, (size_t)d * sizeof(float));
+}
+
+/* dW_E [V,d] += dout [N,d] at rows tok */
+void mw_embed_backward(float *dW_E, const int64_t *tok, const float *dout, int64_t N, int64_t d) {
+    for (int64_t n = 0; n < N; n++) mw_add_forward(dW_E + tok[n] * d, dW_E + tok[n] * d, dout + n * d, d);
+}
+
+/* position id of (b, p) for pos_forward/pos_backward; -1 for a padding position */
+static int64_t pos_id(const uint8_t *mask, int64_t P, int64_t b, int64_t p, int64_t *count) {
+    if (!mask) return p;
+    *count += mask[b * P + p] != 0;
+    if (!mask[b * P + p]) return -1;
+    return *count - 1 < 0 ? 0 : *count - 1;
+}
+
+/* out [B,P,d] = W_pos[pos_id] */
+void mw_pos_forward(float *out, const float *W_pos, const uint8_t *mask, int64_t B, int64_t P, int64_t d) {
+    for (int64_t b = 0; b < B; b++) {
+        int64_t c = 0;
+        for (int64_t p = 0; p < P; p++) {
+            float *o = out + (b * P + p) * d;
+            int64_t id = pos_id(mask, P, b, p, &c);
+            if (id < 0) memset(o, 0, (size_t)d * sizeof(float));
+            else memcpy(o, W_pos + id * d, (size_t)d * sizeof(float));
+        }
+    }
+}
+
+/* dW_pos [C,d] += dout [B,P,d] at rows pos_id */
+void mw_pos_backward(float *dW_pos, const float *dout, const uint8_t *mask, int64_t B, int64_t P, int64_t d) {
+    for (int64_t b = 0; b < B; b++) {
+        int64_t c = 0;
+        for (int64_t p = 0; p < P; p++) {
+            int64_t id = pos_id(mask, P, b, p, &c);
+            if (id >= 0) mw_add_forward(dW_pos + id * d, dW_pos + id * d, dout + (b * P + p) * d, d);
+        }
+    }
+}
+
+/* ================================================================ cross-entropy */
+
+/* nll [n] from logits [n,V] (unchanged) */
+void mw_crossentropy_forward(float *nll, double *sum, int64_t *count, const float *logits, int64_t V,
+                             const int64_t *tgt, const uint8_t *valid, int64_t n) {
+    for (int64_t r = 0; r < n; r++) {
+        const float *row = logits + r * V;
+        float mx = -INFINITY;
+        for (int64_t j = 0; j < V; j++) if (row[j] > mx) mx = row[j];
+        double s = exp_shift_sum(NULL, row, V, mx);
+        double lp = row[tgt[r]] - mx - log(s);
+        if (valid && !valid[r]) { nll[r] = 0.0f; continue; }
+        nll[r] = (float)-lp;
+        *sum += -lp;
+        *count += 1;
+    }
+}
+
+/* nll [n] as mw_crossentropy_forward; probs [n,V] = softmax(logits) in place */
+void mw_softmax_crossentropy_forward(float *probs, float *nll, double *sum, int64_t *count, int64_t V,
+                                     const int64_t *tgt, const uint8_t *valid, int64_t n) {
+    for (int64_t r = 0; r < n; r++) {
+        float *row = probs + r * V;
+        float mx = -INFINITY;
+        for (int64_t j = 0; j < V; j++) if (row[j] > mx) mx = row[j];
+        float zy = row[tgt[r]];
+        double s = exp_shift_sum(row, row, V, mx);
+        double lp = zy - mx - log(s);
+        float inv = (float)(1.0 / s);
+        for (int64_t j = 0; j < V; j++) row[j] *= inv;
+        if (valid && !valid[r]) { nll[r] = 0.0f; continue; }
+        nll[r] = (float)-lp;
+        *sum += -lp;
+        *count += 1;
+    }
+}
+
+/* dlogits [n,V] = (probs - onehot(tgt)) * dloss, in place */
+void mw_softmax_crossentropy_backward(float *probs, int64_t V, const int64_t *tgt, const uint8_t *valid,
+                                      int64_t n, float dloss) {
+    for (int64_t r = 0; r < n; r++) {
+        float *row = probs + r * V;
+        if (valid && !valid[r]) { memset(row, 0, (size_t)V * sizeof(float)); continue; }
+        for (int64_t j = 0; j < V; j++) row[j] *= dloss;
+        row[tgt[r]] -= dloss;
+    }
+}
