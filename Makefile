@@ -32,6 +32,11 @@ CFLAGS   += -std=gnu11 -Wall -Wextra -fPIC -pthread $(SANFLAGS) \
 CXXFLAGS ?= $(OPT) -g
 # -fno-sanitize=vptr: UBSan's C++ type checks need its C++ runtime, which the C linker leaves out
 CXXFLAGS += -std=c++17 -Wall -Wextra -fPIC -pthread $(SANFLAGS) -fno-sanitize=vptr -Icore
+# WERROR=1 turns warnings into errors (CI builds that way: .ci/run)
+ifeq ($(WERROR),1)
+CFLAGS   += -Werror
+CXXFLAGS += -Werror
+endif
 LDLIBS   := -lopenblas -llapacke -lcjson -lutf8proc -lcrypto -lpcre2-8 -lsentencepiece -lstdc++ -lm -pthread
 LDFLAGS  += $(SANFLAGS)
 
