@@ -301,7 +301,8 @@ typedef struct { mw_storage *s; int64_t cap; } mw_buf;
 /* The activations of one block. Inference reuses one set for every block (resid is resid_pre,
  * then resid_post in place; ln2 and ln_final use the ln1 buffers). A training forward
  * (keep_activations) keeps one set per block for the backward pass, plus one after the last
- * block whose resid is the final residual and whose ln1_* are ln_final's. */
+ * block whose resid is the final residual and whose ln1_* are ln_final's. Inference after training
+ * uses the first set (the others stay allocated until mw_model_trim). */
 typedef struct {
     mw_buf resid;                          /* [B,P,d] resid_pre */
     mw_buf ln1_scale, ln1_mean, ln1_out;   /* [B,P,1], [B,P], [B,P,d] */
@@ -706,12 +707,14 @@ static int check_opts(const mw_model *m, const mw_forward_opts *o, int *start, i
     return 0;
 }
 
-/* makes room for the activation sets: 1 for inference, L + 1 for training */
+/* makes room for n activation sets (1 for inference, L + 1 for training); never shrinks, so
+ * alternating training steps and inference probes reuse the same buffers */
 static int ensure_acts(mw_run *r, int n) {
-    if (r->nacts == n) return 0;
-    acts_free(r);
-    r->acts = calloc((size_t)n, sizeof *r->acts);
-    if (!r->acts) return mw_seterr("forward: out of memory");
+    if (r->nacts >= n) return 0;
+    mw_acts *a = realloc(r->acts, (size_t)n * sizeof *a);
+    if (!a) return mw_seterr("forward: out of memory");
+    memset(a + r->nacts, 0, (size_t)(n - r->nacts) * sizeof *a);
+    r->acts = a;
     r->nacts = n;
     return 0;
 }
