@@ -64,9 +64,11 @@ int64_t mw_trainer_nsteps(const mw_trainer *t) { return t->step; }
 /* tok = an int64 [B,T] tensor over the caller's ids (no copy; valid while they are) */
 static int wrap_tokens(mw_tensor *tok, const int64_t *tokens, int64_t B, int64_t T, const char *who) {
     memset(tok, 0, sizeof *tok);
-    if (B <= 0 || T <= 0 || B > INT64_MAX / T)
+    int64_t n;
+    if (B <= 0 || T <= 0)
         return mw_seterr("train: %s: batch [%lld,%lld] must be positive", who, (long long)B, (long long)T);
-    tok->storage = mw_storage_wrap(MW_I64, B * T, (void *)tokens, NULL, NULL);
+    if (mw_size_mul(who, B, T, &n)) return -1;
+    tok->storage = mw_storage_wrap(MW_I64, n, (void *)tokens, NULL, NULL);
     if (!tok->storage) return -1;
     tok->dtype = MW_I64;
     tok->ndim = 2;
@@ -199,11 +201,10 @@ int mw_trainer_induction(mw_trainer *t, int64_t seq_len, int64_t batch, uint64_t
     if (seq_len < 2 || batch < 1 || seq_len > (c->n_ctx - 1) / 2)
         return mw_seterr("train: induction: [%lld, 2*%lld+1] repeated tokens do not fit n_ctx %lld (seq_len >= 2, "
                          "batch >= 1)", (long long)batch, (long long)seq_len, (long long)c->n_ctx);
-    int64_t T = 2 * seq_len + 1, H = c->n_heads, L = c->n_layers;
-    if (batch > INT64_MAX / (T * (int64_t)sizeof(int64_t)))
-        return mw_seterr("train: induction: batch %lld is too large", (long long)batch);
+    int64_t T = 2 * seq_len + 1, H = c->n_heads, L = c->n_layers, bytes;
+    if (mw_size_mul("train: induction", batch, T * (int64_t)sizeof(int64_t), &bytes)) return -1;
     if (c->d_vocab < 2) return mw_seterr("train: induction: the vocabulary needs at least 2 ids");
-    int64_t *tok = malloc(sizeof *tok * (size_t)(batch * T));
+    int64_t *tok = malloc((size_t)bytes);
     if (!tok) return mw_seterr("train: induction: out of memory");
     uint64_t s = seed;
     for (int64_t b = 0; b < batch; b++) {
