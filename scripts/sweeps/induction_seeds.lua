@@ -54,7 +54,7 @@ return {
     local ds = mi.Dataset(tokfile)
     os.remove(tokfile)
     local cfg = {model_name = "attn_only_2L", d_model = a.d_model, d_head = a.d_head, n_heads = a.n_heads, n_layers = 2,
-                 n_ctx = a.n_ctx, d_vocab = ds.vocab, attn_only = true, normalization_type = nil,
+                 n_ctx = a.n_ctx, d_vocab = ds.vocab, attn_only = true, normalization_type = "None",
                  positional_embedding_type = "shortformer", use_attn_result = true, seed = seed}
     local seq_len = math.min(50, (a.n_ctx - 1) // 2)
     local H = a.n_heads
