@@ -17,7 +17,7 @@ command -v "$CLANG" >/dev/null || { echo "fuzz: $CLANG not found (Debian package
 mkdir -p $B/obj $B/corpus fuzz/out
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
 CFLAGS="-O1 -g -std=gnu11 -I/usr/include/lua5.4 -I/usr/include/x86_64-linux-gnu -Icore -Ivendor -Ilua -Ifuzz $SAN"
-LIBS="-lopenblas -llapacke -lcjson -lutf8proc -lpcre2-8 -lsentencepiece -lstdc++ -lm -pthread"
+LIBS="-lopenblas -llapacke -lcjson -lutf8proc -lcrypto -lpcre2-8 -lsentencepiece -lstdc++ -lm -pthread"
 
 # the library and the Lua binding, instrumented for coverage
 objs=""
