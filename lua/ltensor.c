@@ -1338,22 +1338,26 @@ static const char *const REDOP_NAMES[] = {"sum", "mean", "prod", "amax", "amin",
                                           "logsumexp", "var", "std"};
 
 /* x:sum(dim, keepdim) and the like; dim nil = all, a number, or a list.
- * x:var(dim, keepdim, unbiased) / x:std(...), or by name with torch's correction: the sum of
- * squares over N - correction (unbiased = true is correction 1, the default) */
+ * x:var(dim, unbiased, keepdim) / x:std(...) in torch's order (x:std(0, false) is the biased
+ * std, as in torch), or by name with torch's correction: the sum of squares over
+ * N - correction (unbiased = true is correction 1, the default) */
 static int l_reduce(lua_State *L) {
     static const char *const NAMES[] = {"dim", "keepdim", NULL},
-                             *const VAR_NAMES[] = {"dim", "keepdim", "unbiased", "correction", NULL};
+                             *const VAR_NAMES[] = {"dim", "unbiased", "keepdim", "correction", NULL};
     mw_redop op = (mw_redop)lua_tointeger(L, lua_upvalueindex(1));
     const char *name = REDOP_NAMES[op];
     int is_var = op == MW_VAR || op == MW_STD;
     kwargs(L, 2, name, is_var ? VAR_NAMES : NAMES);
     mw_tensor *a = mwl_checktensor(L, 1);
     uint32_t dims = get_dims(L, 2, a, name);
-    int keepdim = lua_toboolean(L, 3);
-    int unbiased = lua_isnoneornil(L, 4) ? 1 : lua_toboolean(L, 4);
+    int ub = is_var ? 3 : 4, kd = is_var ? 4 : 3; /* positions of unbiased and keepdim */
+    int keepdim = lua_toboolean(L, kd);
+    int unbiased = !is_var || lua_isnoneornil(L, ub) ? 1 : lua_toboolean(L, ub);
+    if (!is_var && !lua_isnoneornil(L, 4))
+        return luaL_error(L, "%s: unexpected argument #4 (%s takes dim, keepdim)", name, name);
     double correction = -1;
     if (is_var && !lua_isnoneornil(L, 5)) {
-        if (!lua_isnoneornil(L, 4)) return luaL_error(L, "%s: give unbiased or correction, not both", name);
+        if (!lua_isnoneornil(L, ub)) return luaL_error(L, "%s: give unbiased or correction, not both", name);
         correction = check_num(L, 5, name, "correction");
         if (correction == 0 || correction == 1) unbiased = correction == 1, correction = -1;
         else unbiased = 0;

@@ -88,7 +88,7 @@ end)
 T.test("keyword arguments: unknown names and a parameter given twice raise", function()
   local a = mi.ones(2, 3)
   T.raises(function() a:sum{dims = 1} end, "sum: unknown option 'dims' (options: dim, keepdim)")
-  T.raises(function() a:std{dim = 1, corection = 0} end, "std: unknown option 'corection' (options: dim, keepdim, unbiased, correction)")
+  T.raises(function() a:std{dim = 1, corection = 0} end, "std: unknown option 'corection' (options: dim, unbiased, keepdim, correction)")
   T.raises(function() a:sum(1, {dim = 0}) end, "sum: 'dim' given both by position and by name")
   T.raises(function() a:std{dim = 1, unbiased = false, correction = 0} end, "std: give unbiased or correction, not both")
   T.raises(function() a:topk{k = 1, dim = 0, larger = true} end, "topk: unknown option 'larger'")
@@ -96,6 +96,12 @@ T.test("keyword arguments: unknown names and a parameter given twice raise", fun
   T.raises(function() a:flatten(0, 1, 2) end, "flatten: 3 arguments, at most 2")
   T.raises(function() mi.cat({a, a}, {axis = 1}) end, "cat: unknown option 'axis'")
   T.raises(function() a:diagonal{offset = 1, dim = 0} end, "diagonal: unknown option 'dim'")
+  -- std/var take torch's positional order (dim, unbiased, keepdim): x:std(0, false) is biased
+  local v = mi.tensor{1, 2, 3, 4}
+  T.near(v:std(0, false):item(), math.sqrt(1.25), 1e-6, "std(0, false) biased")
+  T.near(v:var(0, true, true):item(), 5 / 3, 1e-6, "var(0, true, true) unbiased")
+  T.eq(table.concat(v:var(0, true, true):shape(), ","), "1", "keepdim third")
+  T.raises(function() a:sum(0, true, false) end, "sum: unexpected argument #4 (sum takes dim, keepdim)")
   -- a list is still a list of dims, a shape or a list of tensors, not options
   T.eq(a:sum({0, 1}):item(), 6.0)
 end)
