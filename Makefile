@@ -9,6 +9,8 @@
 #   make bench    speed benchmarks (ratios against plain cblas_sgemm / C loops, same run; the
 #                 sweep runner's overhead against its bounds)
 #   make demo     the main experiment (scripts/induction.lua) on the bundled default model
+#   make install  miwb, the Lua module, scripts, bundled model, man page under PREFIX (DESTDIR too)
+#   make uninstall  removes what make install put there
 #
 # Layout: core/ is a C library with no Lua in it; lua/*.c binds it; lua/miwb/*.lua is the
 # Lua-side library, compiled into the binary and the module; tests/ mirrors core/ and lua/.
@@ -51,7 +53,7 @@ TOOL_SRC := $(wildcard tools/*.c)
 TOOLS    := $(TOOL_SRC:tools/%.c=$(BUILD)/tools/%)
 HEADERS  := $(wildcard core/*.h core/*.def vendor/*.h lua/*.h)
 
-.PHONY: all deps fixture-deps check-deps test asan bench demo clean fuzz
+.PHONY: all deps fixture-deps check-deps test asan bench demo clean fuzz install uninstall
 all: check-deps $(BUILD)/libmwcore.a $(BUILD)/miwb.so $(BUILD)/miwb $(CTESTS) $(TOOLS)
 
 # The other targets call this: when a header is missing, install the packages.
@@ -125,6 +127,28 @@ fuzz:
 
 demo: all
 	$(BUILD)/miwb scripts/induction.lua
+
+# make install [PREFIX=/usr/local] [DESTDIR=/staging]: the program on the PATH, the module where the
+# stock lua5.4 looks ($(PREFIX)/lib/lua/5.4/?.so is on its package.cpath for /usr/local and /usr),
+# the scripts and the bundled model in $(PREFIX)/share/miwb (miwb finds them from its own path),
+# and the man page miwb(1).
+PREFIX   ?= /usr/local
+BINDIR   := $(DESTDIR)$(PREFIX)/bin
+LUACDIR  := $(DESTDIR)$(PREFIX)/lib/lua/5.4
+SHAREDIR := $(DESTDIR)$(PREFIX)/share/miwb
+MANDIR   := $(DESTDIR)$(PREFIX)/share/man/man1
+
+install: $(BUILD)/miwb $(BUILD)/miwb.so
+	install -d $(BINDIR) $(LUACDIR) $(SHAREDIR)/scripts $(SHAREDIR)/models $(MANDIR)
+	install -m 755 $(BUILD)/miwb $(BINDIR)/miwb
+	install -m 644 $(BUILD)/miwb.so $(LUACDIR)/miwb.so
+	cp -R scripts/. $(SHAREDIR)/scripts/
+	if [ -d models/attn_only_2L ]; then cp -R models/attn_only_2L $(SHAREDIR)/models/; fi
+	install -m 644 docs/miwb.1 $(MANDIR)/miwb.1
+
+uninstall:
+	rm -f $(BINDIR)/miwb $(LUACDIR)/miwb.so $(MANDIR)/miwb.1
+	rm -rf $(SHAREDIR)
 
 clean:
 	rm -rf build build-asan

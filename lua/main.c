@@ -5,6 +5,7 @@
  *   miwb -i [script.lua]        run the script (if any), then the REPL
  *   miwb -                      run standard input as a script
  *   miwb NAME [args...]         a subcommand: require("miwb").cli[NAME](args) (NAME has no ".lua")
+ *   (a script path missing from the working directory is looked up in PREFIX/share/miwb)
  *   miwb --help | --version
  *   miwb                        the REPL
  *
@@ -364,6 +365,22 @@ static int push_module(lua_State *L) {
     return docall(L, 1, 1);
 }
 
+/* The share folder of an installed miwb (make install): PREFIX/share/miwb next to PREFIX/bin/miwb,
+ * found from the executable's own path, so an install under DESTDIR or moved elsewhere works too.
+ * A script path that does not exist here (scripts/induction.lua) is looked up there, so that the
+ * scripts and the bundled model run from any working directory. Returns NULL when absent. */
+static const char *share_path(const char *rel) {
+    static char exe[4096], out[8192];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0) return NULL;
+    exe[n] = '\0';
+    char *slash = strrchr(exe, '/');
+    if (!slash) return NULL;
+    *slash = '\0'; /* the bin folder */
+    if (snprintf(out, sizeof out, "%s/../share/" PROGNAME "/%s", exe, rel) >= (int)sizeof out) return NULL;
+    return access(out, R_OK) == 0 ? out : NULL;
+}
+
 static int run_script(lua_State *L, const char *fname, int nargs_from, int argc, char **argv) {
     if (strcmp(fname, "-") == 0) fname = NULL; /* stdin */
     int status = luaL_loadfile(L, fname);
@@ -528,6 +545,10 @@ static int pmain(lua_State *L) {
         usage(stderr);
         *result = 2;
         return 0;
+    }
+    if (script && strcmp(argv[script], "-") != 0 && argv[script][0] != '/' && access(argv[script], R_OK) != 0) {
+        const char *installed = share_path(argv[script]);
+        if (installed) argv[script] = (char *)installed;
     }
     create_arg_table(L, argv, argc, script); /* no script: arg[0] = the program */
     /* second pass: run the -e code in order */
