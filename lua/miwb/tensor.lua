@@ -77,11 +77,18 @@ function M._install(mi)
   end
 
   -- x:isclose(y, rtol = 1e-5, atol = 1e-8): element-wise |x - y| <= atol + rtol * |y|
+  -- torch's closeness rule, the one place for isclose, allclose and assert_close: equal
+  -- elements (infinities too) or |x - y| <= atol + rtol * |y|; NaNs only with equal_nan
+  local function close_mask(x, y, rtol, atol, equal_nan)
+    local m = (x - y):abs():le(y:abs() * rtol + atol):logical_or(x:eq(y))
+    if equal_nan then m = m:logical_or(x:isnan():logical_and(y:isnan())) end
+    return m
+  end
+
   function T.isclose(x, ...)
-    local y, rtol, atol = kwargs("isclose", {"other", "rtol", "atol"}, ...)
-    rtol, atol = rtol or 1e-5, atol or 1e-8
+    local y, rtol, atol, equal_nan = kwargs("isclose", {"other", "rtol", "atol", "equal_nan"}, ...)
     if not mi.is_tensor(y) then y = mi.full_like(x, y) end
-    return (x - y):abs():le(y:abs() * rtol + atol)
+    return close_mask(x, y, rtol or 1e-5, atol or 1e-8, equal_nan)
   end
 
   -- x:equal(y): same shape and exactly equal elements
@@ -94,10 +101,9 @@ function M._install(mi)
 
   -- x:allclose(y, rtol = 1e-5, atol = 1e-8): |x - y| <= atol + rtol * |y| everywhere (torch's rule)
   function T.allclose(x, ...)
-    local y, rtol, atol = kwargs("allclose", {"other", "rtol", "atol"}, ...)
-    rtol, atol = rtol or 1e-5, atol or 1e-8
-    local d = (x - y):abs()
-    return d:le((y:abs() * rtol) + atol):all()
+    local y, rtol, atol, equal_nan = kwargs("allclose", {"other", "rtol", "atol", "equal_nan"}, ...)
+    if not mi.is_tensor(y) then y = mi.full_like(x, y) end
+    return close_mask(x, y, rtol or 1e-5, atol or 1e-8, equal_nan):all()
   end
 
   -- x:diag(diagonal = 0), as torch.diag: a 2-D tensor gives a copy of its diagonal `diagonal`
@@ -116,12 +122,12 @@ function M._install(mi)
 
   mi.empty = mi.zeros -- no uninitialized memory here: empty is zeros
 
-  -- mi.assert_close(actual, expected, rtol, atol, msg) or (actual, expected, {rtol =, atol =,
-  -- msg =}): raises with the largest difference and where it is unless |a - b| <= atol + rtol * |b|
+  -- mi.assert_close(actual, expected, rtol, atol, msg, equal_nan) or (actual, expected, {rtol =,
+  -- atol =, msg =, equal_nan =}): raises with the largest difference and where it is unless |a - b| <= atol + rtol * |b|
   -- everywhere, as torch.testing.assert_close, with its defaults: rtol 1.3e-6, atol 1e-5 for
   -- float32, exact (0, 0) when both are int64 or bool
   function mi.assert_close(a, b, ...)
-    local rtol, atol, msg = kwargs("assert_close", {"rtol", "atol", "msg"}, ...)
+    local rtol, atol, msg, equal_nan = kwargs("assert_close", {"rtol", "atol", "msg", "equal_nan"}, ...)
     if not mi.is_tensor(a) then a = mi.tensor(a) end
     if not mi.is_tensor(b) then b = mi.tensor(b) end
     local exact = a:dtype() ~= "float32" and b:dtype() ~= "float32"
@@ -130,7 +136,7 @@ function M._install(mi)
     if sa ~= sb then error(("%sassert_close: shapes differ: [%s] vs [%s]"):format(msg and msg .. ": " or "", sa, sb), 2) end
     a, b = a:float(), b:float()
     local diff = (a - b):abs()
-    local bad = diff:le(b:abs() * rtol + atol):logical_not() -- a NaN difference counts as bad
+    local bad = close_mask(a, b, rtol, atol, equal_nan):logical_not() -- NaN is bad unless equal_nan
     if bad:any() then
       local flat = diff:reshape(-1)
       local i = flat:argmax():item()

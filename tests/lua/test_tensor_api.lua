@@ -135,6 +135,13 @@ T.test("assert_close: torch's float32 defaults (rtol 1.3e-6, atol 1e-5), exact f
   T.raises(function() mi.assert_close(mi.tensor({1, 2}, "int64"), mi.tensor({1, 3}, "int64")) end, "1 of 2 elements differ")
   T.raises(function() mi.assert_close(a, a, {rtol = 1e-5, msg = "logits", tol = 1}) end, "assert_close: unknown option 'tol'")
   T.raises(function() mi.assert_close(a, a + 1, {msg = "logits"}) end, "logits: assert_close:")
+  -- torch's rule for special values: equal infinities are close, NaN only with equal_nan
+  local s = mi.tensor{1 / 0, -1 / 0, 0 / 0}
+  mi.assert_close(s, s, {equal_nan = true})
+  T.raises(function() mi.assert_close(s, s) end, "1 of 3 elements differ")
+  T.eq(table.concat(s:isclose(s):long():totable(), ","), "1,1,0")
+  T.eq(table.concat(s:isclose(s, {equal_nan = true}):long():totable(), ","), "1,1,1")
+  T.eq(s:allclose(s, {equal_nan = true}), true); T.eq(s:allclose(s), false)
 end)
 
 -- ================================================================ Python subscripts as strings
