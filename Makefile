@@ -3,6 +3,8 @@
 #   make          build the core library, the Lua module (build/miwb.so) and the miwb program
 #   make deps     install the Debian packages that are missing (says what it does)
 #   make fixture-deps   the same plus PyTorch, to regenerate tests/fixtures with gen_*.py
+#   make notebook-deps  the same plus Jupyter's client, nbconvert and Chromium (kernel and HTML tests)
+#   make notebook       opens notebooks/intro_mech_interp.ipynb in Jupyter with the miwb kernel
 #   make test     C unit tests + Lua tests; ends with "N passed, N failed"
 #   make asan     the whole suite under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make fuzz     libFuzzer targets (model files, pickle, config, tokenizer), a few seconds each
@@ -18,10 +20,15 @@
 DEB_PACKAGES := build-essential pkg-config lua5.4 liblua5.4-dev libopenblas-dev liblapacke-dev \
                 libcjson-dev libreadline-dev libutf8proc-dev gnuplot-nox \
                 python3-numpy python3-regex wordnet-base wamerican curl libssl-dev parallel \
-                clang-14 libclang-rt-14-dev libpcre2-dev libsentencepiece-dev
+                clang-14 libclang-rt-14-dev libpcre2-dev libsentencepiece-dev \
+                libzmq3-dev
 # Only to regenerate the committed test fixtures (tests/fixtures/gen_*.py): `make fixture-deps`.
 # (tests/fixtures/gen_tokenizers.js also needs Node and the npm package `tokenizers`: see its header.)
 FIXTURE_PACKAGES := python3-torch python3-sentencepiece
+# The Jupyter client, nbconvert and headless Chromium that the kernel, notebook and HTML-view tests
+# drive (about 700 MB with Chromium, so not in every `make deps`; CI installs them, the tests print
+# SKIP without them): `make notebook-deps`. `make notebook` also needs jupyter-notebook.
+NOTEBOOK_PACKAGES := python3-jupyter-client jupyter-nbconvert chromium
 
 BUILD    ?= build
 CC       ?= cc
@@ -39,7 +46,7 @@ ifeq ($(WERROR),1)
 CFLAGS   += -Werror
 CXXFLAGS += -Werror
 endif
-LDLIBS   := -lopenblas -llapacke -lcjson -lutf8proc -lcrypto -lpcre2-8 -lsentencepiece -lstdc++ -lm -pthread
+LDLIBS   := -lopenblas -llapacke -lcjson -lutf8proc -lzmq -lcrypto -lpcre2-8 -lsentencepiece -lstdc++ -lm -pthread
 LDFLAGS  += $(SANFLAGS)
 
 CORE_SRC := $(wildcard core/*.c)
@@ -53,7 +60,7 @@ TOOL_SRC := $(wildcard tools/*.c)
 TOOLS    := $(TOOL_SRC:tools/%.c=$(BUILD)/tools/%)
 HEADERS  := $(wildcard core/*.h core/*.def vendor/*.h lua/*.h)
 
-.PHONY: all deps fixture-deps check-deps test asan bench demo clean fuzz install uninstall
+.PHONY: all deps fixture-deps notebook-deps notebook check-deps test asan bench demo clean fuzz install uninstall
 all: check-deps $(BUILD)/libmwcore.a $(BUILD)/miwb.so $(BUILD)/miwb $(CTESTS) $(TOOLS)
 
 # The other targets call this: when a header is missing, install the packages.
@@ -61,11 +68,20 @@ check-deps:
 	@test -f /usr/include/lua5.4/lua.h -a -f /usr/include/cjson/cJSON.h \
 	   -a -f /usr/include/x86_64-linux-gnu/cblas.h -a -f /usr/include/utf8proc.h \
 	   -a -f /usr/include/readline/readline.h -a -f /usr/include/lapacke.h \
-	   -a -f /usr/include/openssl/evp.h -a -f /usr/include/pcre2.h \
+	   -a -f /usr/include/openssl/evp.h -a -f /usr/include/pcre2.h -a -f /usr/include/zmq.h \
 	   -a -f /usr/include/sentencepiece_processor.h || $(MAKE) deps
 
 fixture-deps:
 	@$(MAKE) --no-print-directory deps DEB_PACKAGES="$(DEB_PACKAGES) $(FIXTURE_PACKAGES)"
+
+notebook-deps:
+	@$(MAKE) --no-print-directory deps DEB_PACKAGES="$(DEB_PACKAGES) $(NOTEBOOK_PACKAGES)"
+
+# the kernelspec goes into build/jupyter-prefix, found through JUPYTER_PATH (nothing installed system-wide)
+notebook: all
+	@$(MAKE) --no-print-directory deps DEB_PACKAGES="$(DEB_PACKAGES) jupyter-notebook"
+	$(BUILD)/miwb kernel install --prefix $(BUILD)/jupyter-prefix
+	JUPYTER_PATH=$(abspath $(BUILD))/jupyter-prefix/share/jupyter jupyter notebook notebooks/intro_mech_interp.ipynb
 
 deps:
 	@missing=""; for p in $(DEB_PACKAGES); do \

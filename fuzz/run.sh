@@ -1,7 +1,7 @@
 #!/bin/sh
 # fuzz/run.sh [SECONDS_PER_TARGET]: builds every fuzz target (fuzz/fuzz_*.c) with clang's
 # libFuzzer + AddressSanitizer + UndefinedBehaviorSanitizer into build-fuzz/, then runs each for
-# SECONDS_PER_TARGET (default $FUZZ_SECONDS or 6; 5 targets = 30 s) with fuzz/TARGET.dict when
+# SECONDS_PER_TARGET (default $FUZZ_SECONDS or 6; 6 targets = 36 s) with fuzz/TARGET.dict when
 # there is one, starting from seeds taken from
 # the test fixtures and the kept corpus (tests/fuzz/TARGET/). A crash stops the run with status 1
 # and leaves the input in fuzz/out/TARGET-crash-*; keep it as a regression test by copying it to
@@ -17,7 +17,7 @@ command -v "$CLANG" >/dev/null || { echo "fuzz: $CLANG not found (Debian package
 mkdir -p $B/obj $B/corpus fuzz/out
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
 CFLAGS="-O1 -g -std=gnu11 -I/usr/include/lua5.4 -I/usr/include/x86_64-linux-gnu -Icore -Ivendor -Ilua -Ifuzz $SAN"
-LIBS="-lopenblas -llapacke -lcjson -lutf8proc -lcrypto -lpcre2-8 -lsentencepiece -lstdc++ -lm -pthread"
+LIBS="-lopenblas -llapacke -lcjson -lutf8proc -lzmq -lcrypto -lpcre2-8 -lsentencepiece -lstdc++ -lm -pthread"
 
 # the library and the Lua binding, instrumented for coverage
 objs=""
@@ -41,7 +41,7 @@ $CLANG $CFLAGS -c $B/lua_embed.c -o $B/obj/lua_embed.o
 objs="$objs $B/obj/lua_embed.o"
 
 # seeds: fixtures and the kept corpus
-mkdir -p $B/seeds/safetensors $B/seeds/checkpoint $B/seeds/pickle $B/seeds/tokenizer $B/seeds/config
+mkdir -p $B/seeds/safetensors $B/seeds/checkpoint $B/seeds/pickle $B/seeds/tokenizer $B/seeds/config $B/seeds/kernel
 cp tests/fixtures/ckpt/*.safetensors $B/seeds/safetensors/
 cp tests/fixtures/ckpt/*.safetensors tests/fixtures/ckpt/*.pt tests/fixtures/ckpt/*.pth $B/seeds/checkpoint/
 /usr/bin/python3 - "$B/seeds/pickle" tests/fixtures/ckpt/*.pt tests/fixtures/ckpt/*.pth <<'EOF'

@@ -75,6 +75,7 @@ static int open_core(lua_State *L) {
     mwl_open_model(L);
     mwl_open_train(L);
     mwl_open_sys(L);
+    mwl_open_kernel(L);
     return 1;
 }
 

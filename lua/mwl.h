@@ -35,8 +35,8 @@ void mwl_check_opts(lua_State *L, int idx, const char *op, const char *const *na
 /* Each binding file exports one opener that adds its functions to the module table at -1:
  *   mwl_open_tensor (ltensor.c), mwl_open_io (lio.c: safetensors, json, torch files),
  *   mwl_open_tokenizer (ltokenizer.c), mwl_open_model (lmodel.c), mwl_open_train (ltrain.c),
- *   mwl_open_config (lconfig.c), mwl_open_sys (lsys.c: sha256, mi.sys). open_core (lmodule.c) calls
- *   each of them. */
+ *   mwl_open_config (lconfig.c), mwl_open_sys (lsys.c: sha256, mi.sys), mwl_open_kernel (lkernel.c:
+ *   the Jupyter kernel's transport, mi._kernel). open_core (lmodule.c) calls each of them. */
 /* pushes a model userdata over m, which the value at owner owns and outlives it (lmodel.c) */
 void mwl_push_model_of(lua_State *L, mw_model *m, int owner);
 
@@ -47,6 +47,7 @@ void mwl_open_model(lua_State *L);
 void mwl_open_train(lua_State *L);
 void mwl_open_config(lua_State *L);
 void mwl_open_sys(lua_State *L);
+void mwl_open_kernel(lua_State *L);
 
 /* is the value at idx mi.json.null (ljson.c) */
 int mwl_isjsonnull(lua_State *L, int idx);

@@ -14,6 +14,10 @@ local PARTS = {"tensor", "json", "utils", "factored", "cache", "model", "familie
                "plot", "progress", "analysis", "train", "wordnet", "toy", "experiment", "repl",
                "metrics", "patching", "steering", "sae", "sweep"}
 
+-- the notebook parts (after plot and repl): HTML views (mi.plot.attention_html) and the Jupyter kernel
+PARTS[#PARTS + 1] = "html"
+PARTS[#PARTS + 1] = "kernel"
+
 for _, name in ipairs(PARTS) do
   local part = require("miwb." .. name)
   if type(part) == "table" then
