@@ -26,7 +26,7 @@ DEB_PACKAGES := build-essential pkg-config lua5.4 liblua5.4-dev libopenblas-dev 
 # (tests/fixtures/gen_tokenizers.js also needs Node and the npm package `tokenizers`: see its header.)
 FIXTURE_PACKAGES := python3-torch python3-sentencepiece
 # The Jupyter client, nbconvert and headless Chromium that the kernel, notebook and HTML-view tests
-# drive (about 700 MB with Chromium, so not in every `make deps`; CI installs them, the tests print
+# drive (several hundred MB with Chromium, so not in every `make deps`; CI installs them, the tests print
 # SKIP without them): `make notebook-deps`. `make notebook` also needs jupyter-notebook.
 NOTEBOOK_PACKAGES := python3-jupyter-client jupyter-nbconvert chromium
 

@@ -135,14 +135,21 @@ try:
     png = disp and base64.b64decode(disp[0]["data"].get("image/png", ""))
     check(png and png[:8] == b"\x89PNG\r\n\x1a\n" and png == open(os.path.join(tmp, "plots/kt.png"), "rb").read(),
           "a figure made in a cell is shown inline as its PNG", disp and list(disp[0]["data"]))
+    check(not of_type(outs, "execute_result"), "a figure's path is not shown again as the cell's result")
     rep, outs = run(kc, "mi.display(mi.arange(40):view(2, 20))")
     disp = of_type(outs, "display_data")
     html = disp and disp[0]["data"].get("text/html", "")
     check(html and html.count("<tr>") == 3 and ">39<" in html and ">10<" not in html and "&hellip;" in html,
           "mi.display shows a tensor as an abbreviated HTML table", html[:300] if html else disp)
+    check(not of_type(outs, "execute_result"), "mi.display returns nothing to show again")
     rep, outs = run(kc, "mi.display('<b>bold</b>')")
     disp = of_type(outs, "display_data")
     check(disp and disp[0]["data"].get("text/html") == "<b>bold</b>", "mi.display shows HTML", disp)
+    rep, outs = run(kc, "mi.plot.attention_html({'a', 'b'}, mi.tensor{{1, 0}, {0.5, 0.5}}, {name = 'kv'})")
+    disp = of_type(outs, "display_data")
+    check(disp and 'class="miwb-attn"' in disp[0]["data"].get("text/html", "")
+          and disp[0]["data"]["text/plain"] == "plots/kv.html" and not of_type(outs, "execute_result"),
+          "an attention view is shown inline, and its path is not shown again as the result", disp)
 
     # huge and invalid output
     rep, outs = run(kc, "for i = 1, 200000 do print(i) end")

@@ -135,7 +135,7 @@ end
 local function finish(op, kind, opts, title, fragment)
   local path = out_path(op, kind, opts)
   H.write_atomic(op, path, page(title, fragment))
-  if mi.kernel and mi.kernel.publish_display then mi.display(fragment, {mime = "text/html"}) end
+  if mi.kernel and mi.kernel.publish_display then mi.display(fragment, {mime = "text/html", text = path}) end
   return path
 end
 

@@ -6,13 +6,14 @@
 --   mi.display(x [, opts])  shows x in the notebook: a tensor as an HTML table (abbreviated as
 --                           print abbreviates), an image path (.png .svg .jpg .gif) as the image,
 --                           an .html path or a string starting with "<" as HTML, anything else as
---                           the REPL prints it; opts.mime forces a MIME type ("text/html", ...).
---                           Outside a kernel it prints what it would show.
+--                           the REPL prints it; opts.mime forces a MIME type ("text/html", ...) and
+--                           opts.text its plain-text stand-in. Outside a kernel it prints the text.
 --
 -- Cells share one Lua state, the REPL's: globals persist, `mi` is preloaded, top-level locals stay
 -- (mi.repl.compile), a bare expression is the cell's result (execute_result, printed as the REPL
 -- prints it). print, io.write and io.stdout:write / io.stderr:write become stream messages. A
--- figure drawn by mi.plot appears inline (mi.plot.autoshow is on, mi.plot.show displays).
+-- figure drawn by mi.plot appears inline (mi.plot.autoshow is on, mi.plot.show displays), and a
+-- cell whose value is the path of a figure it showed shows no result beside it.
 -- An error replies with the Lua message and traceback and the kernel goes on; an interrupt (SIGINT,
 -- Jupyter's default, or interrupt_request on the control channel) stops a running cell as Ctrl-C does
 -- in the REPL. A malformed or wrongly signed message is logged on stderr and dropped.
@@ -132,8 +133,8 @@ function K.bundle(x, opts)
   opts = opts or {}
   local show = mi.repl and mi.repl.show or tostring
   if opts.mime then
-    if type(x) ~= "string" then error("mi.display: opts.mime needs a string to show", 2) end
-    local data = {["text/plain"] = abbreviate(x, K.max_result)}
+    if type(x) ~= "string" then error("mi.display: opts.mime needs a string to show", 3) end
+    local data = {["text/plain"] = utf8_clean(opts.text or string.format("(%s, %d bytes)", opts.mime, #x))}
     if opts.mime:match("^image/") and opts.mime ~= "image/svg+xml" then data[opts.mime] = core._kernel.base64(x)
     else data[opts.mime] = utf8_clean(x) end
     return data
@@ -157,27 +158,30 @@ function K.bundle(x, opts)
       if text then return {["text/plain"] = utf8_clean(x), ["text/html"] = utf8_clean(text)} end
     end
     if x:match("^%s*<") then
-      return {["text/plain"] = abbreviate(x, K.max_result), ["text/html"] = utf8_clean(x)}
+      return {["text/plain"] = string.format("(HTML, %d bytes)", #x), ["text/html"] = utf8_clean(x)}
     end
     return {["text/plain"] = abbreviate(x, K.max_result)}
   end
   return {["text/plain"] = abbreviate(show(x), K.max_result)}
 end
 
--- the kernel sets this while serving: function(bundle) publishes display_data
+-- the kernel sets this while serving: function(bundle, x, opts) publishes display_data
 K.publish_display = nil
 
+-- display(x [, opts]): opts.mime ("text/html", "image/png", ...) shows the string x as that type,
+-- opts.text is then its plain-text stand-in (default: the type and size). Returns nothing.
 function K.display(x, opts)
   if opts ~= nil and type(opts) ~= "table" then
     error("mi.display(x, opts): opts must be a table such as {mime = \"text/html\"}", 2)
   end
   for k in pairs(opts or {}) do
-    if k ~= "mime" then error("mi.display: unknown option '" .. tostring(k) .. "' (known: mime)", 2) end
+    if k ~= "mime" and k ~= "text" then
+      error("mi.display: unknown option '" .. tostring(k) .. "' (known: mime, text)", 2)
+    end
   end
   local data = K.bundle(x, opts)
-  if K.publish_display then K.publish_display(data)
+  if K.publish_display then K.publish_display(data, x, opts)
   else io.stdout:write(data["text/plain"], "\n") end
-  return x
 end
 
 ---------------------------------------------------------------------------------------------------
@@ -400,6 +404,20 @@ local function run_user_expressions(exprs)
   return json.object(out)
 end
 
+-- compile_cell(code, chunkname) -> function, or nil, message. As the REPL compiles a line
+-- (mi.repl.compile: a bare expression is returned, top-level locals stay), and a cell whose last
+-- line is an expression returns it, as a notebook shows the value of a cell's last line.
+function K.compile_cell(code, chunkname)
+  local f, msg = mi.repl.compile(code, chunkname)
+  if f then return f end
+  local head, last = code:match("^(.*\n)([^\n]*%S[^\n]*)%s*$")
+  if head and not last:match("^%s*%-%-") then
+    local g = mi.repl.compile(head .. "return " .. last, chunkname)
+    if g then return g end
+  end
+  return nil, msg
+end
+
 function handlers.execute_request(self, ch, req)
   local c = req.content
   local code = type(c.code) == "string" and c.code or ""
@@ -408,8 +426,9 @@ function handlers.execute_request(self, ch, req)
   local count = self.count
   if not silent then self:publish("execute_input", {code = code, execution_count = count}, req) end
   self:reset_streams()
+  self.shown = {}
   local results, err
-  local f, msg = mi.repl.compile(code, "=In[" .. count .. "]")
+  local f, msg = K.compile_cell(code, "=In[" .. count .. "]")
   if not f and code:match("^%s*$") then
     results = {n = 0}
   elseif not f then
@@ -423,6 +442,9 @@ function handlers.execute_request(self, ch, req)
       local interrupted = type(e.msg) == "string" and e.msg:match("interrupted!$")
       err = {ename = interrupted and "Interrupted" or "LuaError", evalue = e.msg, traceback = e.traceback}
     end
+  end
+  if results and results.n > 0 and type(results[1]) == "string" and self.shown[results[1]] then
+    results.n = 0
   end
   if results and results.n > 0 and not silent then
     local ok, text = pcall(mi.repl.show, table.unpack(results, 1, results.n))
@@ -582,7 +604,7 @@ end
 -- mi._kernel.open returns (the fuzz target passes one that records what is sent)
 function K.new(sock)
   local self = setmetatable({sock = sock, session = random_hex(16), counter = 0, count = 0, last_flush = 0,
-                             done = false}, Kernel)
+                             done = false, shown = {}}, Kernel)
   self:reset_streams()
   return self
 end
@@ -604,8 +626,10 @@ function K.serve(info)
   _G.mi = mi
   if mi.repl and mi.repl.help_command and _G.help == nil then _G.help = mi.repl.help_command end
   self:capture_output()
-  K.publish_display = function(data)
+  K.publish_display = function(data, x, opts)
     self:flush()
+    -- a cell whose value is the path of what it just showed (a figure) shows no result
+    self.shown[(opts and opts.text) or x] = true
     self:publish("display_data", {data = data, metadata = json.object(), transient = json.object()}, self.parent)
   end
   if mi.plot then

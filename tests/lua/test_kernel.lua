@@ -52,6 +52,16 @@ T.test("decode: JSON parts must be objects and the header must name msg_type", f
   T.eq(why, "content is not a JSON object")
 end)
 
+T.test("a cell's last line, when an expression, is its value", function()
+  T.eq(select(2, pcall(K.compile_cell("cell_a = 2\ncell_a * 21", "=t"))), 42)
+  T.eq(select("#", K.compile_cell("cell_b = 1\ncell_b = 2", "=t")()), 0)
+  T.eq(K.compile_cell("for i = 1, 2 do\n  cell_c = i\nend", "=t")(), nil)
+  T.eq(cell_c, 2)
+  T.eq(K.compile_cell("local cell_d = 5\ncell_d", "=t")(), 5)   -- top-level locals stay (mi.repl)
+  local f, msg = K.compile_cell("x = = 1\nx", "=t")
+  T.truthy(not f and msg:find("t:1:", 1, true), msg)  -- the error of the cell as written
+end)
+
 T.test("kernelspec folders as jupyter kernelspec install chooses them", function()
   T.eq(K.kernelspec_dir{prefix = "/opt/x/"}, "/opt/x/share/jupyter/kernels/miwb")
   T.eq(K.kernelspec_dir{}, "/usr/local/share/jupyter/kernels/miwb")
