@@ -486,18 +486,6 @@ function handlers.complete_request(self, ch, req)
                                          metadata = json.object()})
 end
 
--- the value of a dotted name, read without calling anything but __index
-local function lookup(path)
-  local v = _G
-  for name in (path .. "."):gmatch("([^%.:]*)[%.:]") do
-    if not name:match("^[%a_][%w_]*$") then return nil end
-    local ok, nv = pcall(function() return v[name] end)
-    if not ok or nv == nil then return nil end
-    v = nv
-  end
-  return v
-end
-
 function K.summary(v)
   if mi.is_tensor and mi.is_tensor(v) then
     local lines = {string.format("tensor shape [%s], %s", table.concat(v:shape(), ", "), v:dtype())}
@@ -522,7 +510,7 @@ function handlers.inspect_request(self, ch, req)
   local left = code:sub(1, pos):match("[%w_%.:]*$")
   local right = code:sub(pos + 1):match("^[%w_]*")
   local name = (left .. right):gsub("[%.:]+$", "")
-  local v = name ~= "" and lookup(name)
+  local v = name ~= "" and mi.repl.lookup(name)
   local content = {status = "ok", found = false, data = json.object(), metadata = json.object()}
   if v ~= nil and v ~= false then
     local ok, text = pcall(K.summary, v)

@@ -10,6 +10,7 @@
 --                             completes globals and keywords. Methods come from the object's
 --                             metatable: its __index table, or the __methods table that
 --                             mi.utils.colon_methods records
+--   repl.lookup(path, env)    the value a dotted path names ("mi.plot"), read without calls
 --   repl.help(f)              a function's signature and the first line of its doc comment (the
 --                             comment above its definition, else its file's header line for it)
 --   repl.compile(src, chunkname, env)  -> function, or nil, message, incomplete
@@ -126,6 +127,19 @@ local function names_of(v, only_functions, out)
   end
 end
 
+-- lookup(path, env) -> the value a dotted/colon path names ("mi.plot", "model:run"), read through
+-- __index under pcall and never calling anything else; nil when a step is missing or fails
+function R.lookup(path, env)
+  local v = env or _G
+  for name in (path .. "."):gmatch("([^%.:]*)[%.:]") do
+    if not name:match("^[%a_][%w_]*$") then return nil end
+    local ok, nv = pcall(function() return v[name] end)
+    if not ok or nv == nil then return nil end
+    v = nv
+  end
+  return v
+end
+
 function R.complete(word, env)
   env = env or _G
   local out, list = {}, {}
@@ -135,13 +149,8 @@ function R.complete(word, env)
     for _, k in ipairs(KEYWORDS) do list[#list + 1] = k end
     path, sep, prefix = "", "", word
   else
-    local v = env
-    for name in (path .. "."):gmatch("([^%.:]*)[%.:]") do
-      if not name:match("^[%a_][%w_]*$") then return out end
-      local ok, nv = pcall(function() return v[name] end)
-      if not ok or nv == nil then return out end
-      v = nv
-    end
+    local v = R.lookup(path, env)
+    if v == nil then return out end
     names_of(v, sep == ":", list)
   end
   table.sort(list)

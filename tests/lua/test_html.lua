@@ -16,12 +16,7 @@ local HOSTILE = {"<b>bold</b>", "</script><script>window.pwned=1</script>", "a\2
 local SHOWN = {"<b>bold</b>", "</script><script>window.pwned=1</script>", "a\\xFFb", "&amp;", "\"'`",
                "é\\n", "<!--", " x"}
 
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read = T.read_file
 
 T.test("attention_html writes one self-contained file (no network, no external file)", function()
   local path = mi.plot.attention_html({"a", "b"}, mi.tensor{{1, 0}, {0.5, 0.5}}, {out = tmp .. "/one.html"})

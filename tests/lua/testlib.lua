@@ -82,6 +82,14 @@ function T.sh(cmd)
   return out, code
 end
 
+-- the bytes of a file (raises when it cannot be read)
+function T.read_file(path)
+  local f = assert(io.open(path, "rb"))
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
 function T.done()
   print(string.format("%d passed, %d failed", T.passed, T.failed))
   os.exit(T.failed == 0 and 0 or 1)
