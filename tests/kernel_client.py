@@ -105,6 +105,8 @@ try:
           "an error replies status error with the Lua message", rep)
     check(errs and any("In[" in line for line in errs[0]["traceback"]), "the error carries the traceback",
           errs and errs[0]["traceback"])
+    rep, outs = run(kc, "io.read('l')")
+    check(rep["status"] == "error" and "no standard input" in rep["evalue"], "io.read raises instead of blocking", rep)
     rep, outs = run(kc, "for i = 1, do end")
     check(rep["status"] == "error" and rep["ename"] == "SyntaxError", "a syntax error is an error reply", rep)
     rep, outs = run(kc, "x")

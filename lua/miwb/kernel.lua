@@ -29,8 +29,9 @@ K.html_rows = 12        -- rows and columns of a tensor's HTML table before "...
 
 -- log(fmt, ...): the kernel's own messages (dropped messages, handler bugs) on stderr, which
 -- Jupyter shows in its console
+local raw_write = getmetatable(io.stderr).__index.write   -- the file method, before capture
 function K.log(fmt, ...)
-  io.stderr:write("[miwb kernel] ", string.format(fmt, ...), "\n")
+  raw_write(io.stderr, "[miwb kernel] ", string.format(fmt, ...), "\n")
   io.stderr:flush()
 end
 local function log(...) return K.log(...) end
@@ -347,6 +348,25 @@ function Kernel:capture_output()
     return file_write(f, ...)
   end
   io.write = function(...) collect("stdout", ...) return stdout end
+  -- no standard input: Jupyter's input requests are not supported, and reading the kernel's own
+  -- stdin would block the cell where no interrupt can reach it
+  local stdin, file_read = io.stdin, methods.read
+  local function no_input() error("io.read: the miwb kernel has no standard input", 3) end
+  methods.read = function(f, ...)
+    if f == stdin then no_input() end
+    return file_read(f, ...)
+  end
+  io.read = no_input
+  local io_lines = io.lines
+  io.lines = function(name, ...)
+    if name == nil then no_input() end
+    return io_lines(name, ...)
+  end
+  local file_lines = methods.lines
+  methods.lines = function(f, ...)
+    if f == stdin then no_input() end
+    return file_lines(f, ...)
+  end
   _G.print = function(...)
     local n = select("#", ...)
     local parts = {}
@@ -626,7 +646,10 @@ function K.serve(info)
   end
   self:publish("status", {execution_state = "starting"})
   log("ready (session %s)", self.session)
-  while not self.done do self:step(-1) end
+  while not self.done do
+    local ok, err = pcall(self.step, self, -1)
+    if not ok then log("error in the message loop: %s", tostring(err)) end
+  end
   K.publish_display = nil
   self.sock:close()
   return 0
