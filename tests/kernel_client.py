@@ -105,6 +105,17 @@ try:
           "an error replies status error with the Lua message", rep)
     check(errs and any("In[" in line for line in errs[0]["traceback"]), "the error carries the traceback",
           errs and errs[0]["traceback"])
+    # a failed cell aborts the cells queued behind it (run all), not the ones sent later
+    first = kc.execute("local t0 = os.clock() while os.clock() - t0 < 0.5 do end error('stop here')")
+    second = kc.execute("queued_cell_ran = true")
+    replies = {}
+    while len(replies) < 2:
+        m = kc.get_shell_msg(timeout=30)
+        replies[m["parent_header"]["msg_id"]] = m["content"]["status"]
+    check(replies == {first: "error", second: "aborted"}, "cells queued behind an error are aborted", replies)
+    rep, outs = run(kc, "queued_cell_ran == nil")
+    check(of_type(outs, "execute_result") and of_type(outs, "execute_result")[0]["data"]["text/plain"] == "true",
+          "the aborted cell did not run, the next one does")
     rep, outs = run(kc, "io.read('l')")
     check(rep["status"] == "error" and "no standard input" in rep["evalue"], "io.read raises instead of blocking", rep)
     rep, outs = run(kc, "for i = 1, do end")

@@ -158,6 +158,8 @@ local ATTN_CSS = [[
 .miwb-attn .miwb-tok.miwb-masked{background:#e6e6e6;color:#999}
 .miwb-attn .miwb-tok.miwb-hover{outline:2px solid #d62728}
 .miwb-attn .miwb-label{font-weight:600;margin:6px 0 2px 0}
+.miwb-attn .miwb-zoomwrap{position:relative}
+.miwb-attn .miwb-band{position:absolute;display:none;pointer-events:none;background:rgba(214,39,40,0.12);outline:1px solid #d62728}
 ]]
 
 -- The script reads its data from the JSON block beside it; everything it writes into the page is
@@ -203,14 +205,18 @@ function tok(list,i){var s=document.createElement('span');s.className='miwb-tok'
 var dspans=[],sspans=[];
 for(var r=0;r<nq;r++)dspans.push(tok(dstList,off0+r));
 for(var j=0;j<nk;j++)sspans.push(tok(srcList,j));
+var band=root.querySelector('.miwb-band');
+function showBand(r,j){var w=zoom.offsetWidth,h=zoom.offsetHeight,st=band.style;st.display='block';
+  if(r!==null){st.left='0px';st.width=w+'px';st.top=(r*h/nq)+'px';st.height=Math.max(1,h/nq)+'px';}
+  else{st.top='0px';st.height=h+'px';st.left=(j*w/nk)+'px';st.width=Math.max(1,w/nk)+'px';}}
 function clear(){dspans.concat(sspans).forEach(function(s){s.style.background='';s.classList.remove('miwb-masked','miwb-hover');
-  delete s.dataset.v;});info.textContent='';}
+  delete s.dataset.v;});info.textContent='';band.style.display='none';}
 function fmt(v){return v.toFixed(3);}
-function showDst(r){clear();dspans[r].classList.add('miwb-hover');
+function showDst(r){clear();dspans[r].classList.add('miwb-hover');showBand(r,null);
   sspans.forEach(function(s,j){if(masked(r,j)){s.classList.add('miwb-masked');}
     else{var v=val(cur,r,j);s.style.background=blue(v);s.dataset.v=fmt(v);}});
   info.textContent=D.heads[cur]+': destination '+(off0+r)+' '+JSON.stringify(D.tokens[off0+r])+' attends to the source tokens below';}
-function showSrc(j){clear();sspans[j].classList.add('miwb-hover');
+function showSrc(j){clear();sspans[j].classList.add('miwb-hover');showBand(null,j);
   dspans.forEach(function(s,r){if(masked(r,j)){s.classList.add('miwb-masked');}
     else{var v=val(cur,r,j);s.style.background=blue(v);s.dataset.v=fmt(v);}});
   info.textContent=D.heads[cur]+': destinations attending to source '+j+' '+JSON.stringify(D.tokens[j]);}
@@ -317,7 +323,7 @@ function H.attention_html(str_tokens, pattern, opts)
     "<div class=\"miwb-attn\" id=\"", id, "\">\n<style>", ATTN_CSS, "</style>\n",
     "<h3>", html_escape(title), "</h3>\n",
     "<div class=\"miwb-thumbs\"></div>\n<div class=\"miwb-main\"><div><div class=\"miwb-label miwb-zoom-label\"></div>",
-    "<canvas class=\"miwb-zoom\"></canvas></div>\n<div class=\"miwb-side\"><div class=\"miwb-label\">Destination (query) tokens: ",
+    "<div class=\"miwb-zoomwrap\"><canvas class=\"miwb-zoom\"></canvas><div class=\"miwb-band\"></div></div></div>\n<div class=\"miwb-side\"><div class=\"miwb-label\">Destination (query) tokens: ",
     "hover one to see where it attends</div><div class=\"miwb-toks miwb-dst\"></div>\n",
     "<div class=\"miwb-label\">Source (key) tokens: hover one to see which destinations attend to it</div>",
     "<div class=\"miwb-toks miwb-src\"></div><div class=\"miwb-info\"></div></div></div>\n",

@@ -14,7 +14,8 @@
 -- prints it). print, io.write and io.stdout:write / io.stderr:write become stream messages. A
 -- figure drawn by mi.plot appears inline (mi.plot.autoshow is on, mi.plot.show displays), and a
 -- cell whose value is the path of a figure it showed shows no result beside it.
--- An error replies with the Lua message and traceback and the kernel goes on; an interrupt (SIGINT,
+-- An error replies with the Lua message and traceback and the kernel goes on (execute requests
+-- already queued behind it are answered "aborted", as IPython does); an interrupt (SIGINT,
 -- Jupyter's default, or interrupt_request on the control channel) stops a running cell as Ctrl-C does
 -- in the REPL. A malformed or wrongly signed message is logged on stderr and dropped.
 -- The transport (ZeroMQ, HMAC-SHA256, heartbeat and control threads) is lua/lkernel.c (mi._kernel).
@@ -478,6 +479,9 @@ function handlers.execute_request(self, ch, req)
     for i, line in ipairs(err.traceback) do err.traceback[i] = utf8_clean(line) end
     err.evalue = utf8_clean(err.evalue)
     if not silent then self:publish("error", err, req) end
+    -- as IPython: the cells queued behind a failed one ("run all") are not run; only those queued
+    -- before this reply, so that a cell sent after seeing the error runs
+    if c.stop_on_error ~= false then self:abort_queued() end
     self:reply(ch, req, "execute_reply", {status = "error", execution_count = count, ename = err.ename,
                                           evalue = err.evalue, traceback = err.traceback})
   else
@@ -591,28 +595,56 @@ function Kernel:handle(ch, msg)
   return ok
 end
 
-function Kernel:step(timeout_ms)
+-- the next valid message (channel, msg), from the messages put aside first; nil when none came
+-- within timeout_ms
+function Kernel:receive(timeout_ms)
+  if #self.pending > 0 then
+    local p = table.remove(self.pending, 1)
+    return p[1], p[2]
+  end
   local ch = self.sock:poll(timeout_ms)
-  if not ch then return false end
+  if not ch then return nil end
   local raw, why = self.sock:recv(ch)
   if not raw then
     if why ~= "no message" then log("dropped a message on %s: %s", ch, why) end
-    return true
+    return false
   end
   local msg, why2 = K.decode(raw)
   if not msg then
     log("dropped a message on %s: %s", ch, why2)
-    return true
+    return false
   end
-  self:handle(ch, msg)
-  return true
+  return ch, msg
+end
+
+function Kernel:step(timeout_ms)
+  local ch, msg = self:receive(timeout_ms)
+  if ch then self:handle(ch, msg) end
+  return ch ~= nil
+end
+
+-- answers every execute_request already queued "aborted"; other messages wait their turn
+function Kernel:abort_queued()
+  local keep = {}
+  while true do
+    local ch, msg = self:receive(0)
+    if ch == nil then break end
+    if ch == "shell" and msg.header.msg_type == "execute_request" then
+      self:publish("status", {execution_state = "busy"}, msg)
+      self:reply(ch, msg, "execute_reply", {status = "aborted", execution_count = self.count})
+      self:publish("status", {execution_state = "idle"}, msg)
+    elseif ch then
+      keep[#keep + 1] = {ch, msg}
+    end
+  end
+  self.pending = keep
 end
 
 -- new(sock) -> a kernel over a transport: an object with poll, recv, send, close as
 -- mi._kernel.open returns (the fuzz target passes one that records what is sent)
 function K.new(sock)
   local self = setmetatable({sock = sock, session = random_hex(16), counter = 0, count = 0, last_flush = 0,
-                             done = false, shown = {}}, Kernel)
+                             done = false, shown = {}, pending = {}}, Kernel)
   self:reset_streams()
   return self
 end

@@ -89,6 +89,8 @@ T.test("attention view in Chromium: thumbnails, tokens as text, hover both ways,
       return {t:x.textContent,v:x.dataset.v===undefined?null:Number(x.dataset.v),m:x.classList.contains('miwb-masked')}})}
     root.querySelectorAll('.miwb-dst .miwb-tok')[4].dispatchEvent(new MouseEvent('mouseover',{bubbles:true}));
     out.dst4=read('.miwb-src .miwb-tok');
+    var band=root.querySelector('.miwb-band'),zc=root.querySelector('canvas.miwb-zoom');
+    out.band=[band.style.display,parseFloat(band.style.top),parseFloat(band.style.height),zc.offsetHeight];
     root.querySelectorAll('.miwb-src .miwb-tok')[3].dispatchEvent(new MouseEvent('mouseover',{bubbles:true}));
     out.src3=read('.miwb-dst .miwb-tok');
     var z=root.querySelector('canvas.miwb-zoom').getContext('2d');
@@ -110,6 +112,8 @@ T.test("attention view in Chromium: thumbnails, tokens as text, hover both ways,
     if i >= 4 then T.near(r.src3[i].v, p[i][4], 6e-4, "dest " .. (i - 1) .. " -> src 3")
     else T.truthy(r.src3[i].m, "destination before the source is masked") end
   end
+  T.eq(r.band[1], "block", "the hovered destination's row is marked on the zoomed head")
+  T.near(r.band[2], 4 * r.band[4] / n, 0.01); T.near(r.band[3], r.band[4] / n, 0.01)
   T.eq(r.masked_px[1], 225, "the causal mask is grey in the zoomed head")
   T.eq(r.first_px[1], 8, "position 0 attends to itself with weight 1 (darkest blue)")
 end)
