@@ -25,8 +25,13 @@ local ok, out = sh(("%s/miwb kernel install --prefix %s"):format(BUILD, tmp))
 assert(ok, out)
 
 T.test("nbconvert --execute runs notebooks/intro_mech_interp.ipynb without an error", function()
-  local cmd = ("cd notebooks && JUPYTER_PATH=%s/share/jupyter timeout 900 jupyter nbconvert --to notebook " ..
-               "--execute --ExecutePreprocessor.timeout=600 --output-dir %s intro_mech_interp.ipynb"):format(tmp, tmp)
+  -- run from a folder of its own (the model linked in), so that its figures land there and a
+  -- second test run at the same time cannot overwrite them
+  local pwd = io.popen("pwd"):read("l")
+  assert(os.execute(("mkdir -p %s/nb && cp notebooks/intro_mech_interp.ipynb %s/nb/ && ln -s '%s/models' %s/nb/models")
+                    :format(tmp, tmp, pwd, tmp)))
+  local cmd = ("cd %s/nb && JUPYTER_PATH=%s/share/jupyter timeout 900 jupyter nbconvert --to notebook " ..
+               "--execute --ExecutePreprocessor.timeout=600 --output-dir %s intro_mech_interp.ipynb"):format(tmp, tmp, tmp)
   local ran, log = sh(cmd)
   T.truthy(ran, "nbconvert failed:\n" .. log:sub(-3000))
   local nb = assert(mi.json.read(tmp .. "/intro_mech_interp.ipynb"))
