@@ -37,8 +37,6 @@ local function script_json(v)
   return (mi.json.encode(v):gsub("<", "\\u003c"))
 end
 
-local function shq(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
-
 local counters = {}
 
 -- the path to write for a view of the given kind (opts.out a file .html or a folder, opts.name)
@@ -70,13 +68,14 @@ end
 
 function H.mkdir_p(op, dir)
   if dir:find("%z") then error(op .. ": the folder name holds a NUL byte", 0) end
-  if not os.execute("mkdir -p " .. shq(dir)) then error(op .. ": cannot create folder " .. dir, 0) end
+  local ok, err = mi.sys.mkdir(dir)
+  if not ok then error(op .. ": cannot create folder " .. dir .. ": " .. tostring(err), 0) end
 end
 
 -- write_atomic(op, path, text): through a temporary file and a rename, so that a reader never
 -- sees half a file; raises naming op and the path
 function H.write_atomic(op, path, text)
-  local tmp = path .. ".tmp"
+  local tmp = path .. ".tmp-" .. mi.sys.getpid()
   local f, err = io.open(tmp, "wb")
   if not f then error(op .. ": cannot write " .. path .. ": " .. tostring(err), 0) end
   local ok, werr = f:write(text)

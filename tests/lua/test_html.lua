@@ -8,7 +8,7 @@ local mi = require("miwb")
 
 local tmp = os.tmpname()
 os.remove(tmp)
-os.execute("mkdir -p " .. tmp)
+assert(mi.sys.mkdir(tmp))
 
 local HOSTILE = {"<b>bold</b>", "</script><script>window.pwned=1</script>", "a\255b", "&amp;", "\"'`",
                  "é\n", "<!--", " x"}
@@ -151,5 +151,5 @@ T.test("tokens view in Chromium: colours, values on hover, hostile tokens as tex
   T.truthy(r.info:find("3", 1, true) and r.info:find("token 5", 1, true), r.info)
 end)
 
-os.execute("rm -rf '" .. tmp .. "'")
+T.sh("rm -rf " .. T.shq(tmp))
 T.done()

@@ -99,9 +99,8 @@ T.test("tensor HTML table: 12 of 30 rows and columns, the corners' values", func
 end)
 
 T.test("kept fuzz inputs (tests/fuzz/kernel) go through split, decode and handle", function()
-  local p = io.popen("ls tests/fuzz/kernel")
   local n, handled = 0, 0
-  for name in p:lines() do
+  for _, name in ipairs(assert(mi.sys.listdir("tests/fuzz/kernel"))) do
     local f = assert(io.open("tests/fuzz/kernel/" .. name, "rb"))
     local data = f:read("a")
     f:close()
@@ -110,7 +109,6 @@ T.test("kept fuzz inputs (tests/fuzz/kernel) go through split, decode and handle
     n = n + 1
     if what == "handled" then handled = handled + 1 end
   end
-  p:close()
   T.truthy(n >= 6 and handled >= 6, "inputs " .. n .. ", handled " .. handled)
 end)
 

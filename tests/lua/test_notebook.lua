@@ -7,9 +7,8 @@ local mi = require("miwb")
 local BUILD = os.getenv("MIWB_BUILD") or "build"
 
 local function sh(cmd)
-  local p = io.popen(cmd .. " 2>&1")
-  local out = p:read("a")
-  return p:close(), out
+  local out, code = T.sh(cmd)
+  return code == 0, out
 end
 
 if not sh("command -v jupyter-nbconvert || jupyter nbconvert --version") or
@@ -27,9 +26,10 @@ assert(ok, out)
 T.test("nbconvert --execute runs notebooks/intro_mech_interp.ipynb without an error", function()
   -- run from a folder of its own (the model linked in), so that its figures land there and a
   -- second test run at the same time cannot overwrite them
-  local pwd = io.popen("pwd"):read("l")
-  assert(os.execute(("mkdir -p %s/nb && cp notebooks/intro_mech_interp.ipynb %s/nb/ && ln -s '%s/models' %s/nb/models")
-                    :format(tmp, tmp, pwd, tmp)))
+  local pwd = T.sh("pwd"):gsub("\n$", "")
+  local nb = T.shq(tmp .. "/nb")
+  assert(sh(("mkdir -p %s && cp notebooks/intro_mech_interp.ipynb %s/ && ln -s %s %s/models")
+            :format(nb, nb, T.shq(pwd .. "/models"), nb)))
   local cmd = ("cd %s/nb && JUPYTER_PATH=%s/share/jupyter timeout 900 jupyter nbconvert --to notebook " ..
                "--execute --ExecutePreprocessor.timeout=600 --output-dir %s intro_mech_interp.ipynb"):format(tmp, tmp, tmp)
   local ran, log = sh(cmd)
@@ -63,5 +63,5 @@ T.test("nbconvert --execute runs notebooks/intro_mech_interp.ipynb without an er
   T.truthy(all:find("induction heads (score > 0.5): 1.1, 1.4", 1, true), "the induction heads are found")
 end)
 
-os.execute("rm -rf '" .. tmp .. "'")
+T.sh("rm -rf " .. T.shq(tmp))
 T.done()
