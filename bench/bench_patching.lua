@@ -40,7 +40,7 @@ local function bench(label, model, B, P)
                       label, B, P, n, t_full, t_patch, t_patch / t_full, t_pos, t_pos / t_full))
 end
 
-local bundled = mi.from_pretrained("models/attn_only_2L")
+local bundled = mi.from_pretrained_no_processing("models/attn_only_2L")
 bench("bundled attn_only_2L", bundled, 8, 16)
 bench("bundled attn_only_2L", bundled, 1, 64)
 local seed = mi.HookedTransformer({d_model = 768, d_head = 64, n_heads = 12, n_layers = 2, n_ctx = 2048,

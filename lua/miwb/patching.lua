@@ -156,7 +156,7 @@ local function run_patches(model, tokens, clean_cache, metric, setter, act_name,
   local clean = {}
   for _, l in ipairs(layers) do
     local name = mi.utils.get_act_name(act_name, l)
-    if not model._all_names[name] then
+    if not model._has[name] then
       error(fname .. ": '" .. name .. "' is not a hook point of this model" ..
             (model.cfg.attn_only and " (it is attention-only)" or ""), 3)
     end

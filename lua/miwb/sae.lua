@@ -397,7 +397,7 @@ function M._add(model, sae, opts)
   local use_error = opts and opts.use_error_term or false
   local point = sae.cfg.hook_name
   if type(point) ~= "string" then error("add_sae: the SAE's config names no hook (hook_name)", 3) end
-  if not model._all_names[point] then error("add_sae: '" .. point .. "' is not a hook point of this model", 3) end
+  if not model._has[point] then error("add_sae: '" .. point .. "' is not a hook point of this model", 3) end
   local width, shape = point_width(model, point)
   if not width then error("add_sae: SAEs on " .. point .. " are not supported (residual, attn_out, mlp, hook_z)", 3) end
   if width ~= sae.cfg.d_in then

@@ -91,7 +91,7 @@ function M.mean_difference(model, prompts_a, prompts_b, hook_name, pos)
           type(hook_name), 2)
   end
   local name = mi.utils.get_act_name(hook_name)
-  if not model._all_names[name] then
+  if not model._has[name] then
     error("steering.mean_difference: '" .. name .. "' is not a hook point of this model", 2)
   end
   pos = pos or -1

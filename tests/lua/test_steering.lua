@@ -64,7 +64,7 @@ T.test("mean_difference: means of the cached activations at pos", function()
 end)
 
 T.test("mean_difference with strings: each prompt's own last token", function()
-  local bundled = mi.from_pretrained("models/attn_only_2L")
+  local bundled = mi.from_pretrained_no_processing("models/attn_only_2L")
   local A, B = {"In the beginning", "And God said"}, {"The computer program", "A network"}
   local got = mi.steering.mean_difference(bundled, A, B, "blocks.1.hook_resid_pre")
   local function last(s)
