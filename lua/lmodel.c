@@ -13,6 +13,8 @@
  *       keep_activations (training: for a backward pass, see core/train.h),
  *       cache_names = {name = true}, cache = table receiving clones by full name,
  *       hooks = {name = {{fn, hookobj}, ...}}
+ *   m:backward(opts)             after a forward with keep_activations: grad_logits (nil: the
+ *       mean loss), cache_names + cache (keys name .. "_grad"), hooks (backward hooks)
  *   m:buffer_bytes(), m:trim()
  *
  * Hooks run Lua code in the middle of the C forward pass. No Lua error may longjmp through
@@ -191,6 +193,7 @@ typedef struct {
     int err_ref;                         /* the Lua error of a hook, kept for re-raising */
     int id, layer;
     mw_tensor *act;
+    const char *suffix;                  /* appended to cache keys: "_grad" in the backward pass */
 } deliver_ctx;
 
 /* adds a traceback to string errors; other error values pass unchanged */
@@ -216,7 +219,13 @@ static int deliver_protected(lua_State *L) {
     if (x->cache_names && lua_getfield(L, 2, name) != LUA_TNIL && lua_toboolean(L, -1)) {
         mw_tensor *c = mwl_newtensor(L);
         if (mw_tensor_clone(c, x->act)) return mwl_coreerror(L);
-        lua_setfield(L, 3, name);
+        if (x->suffix) {
+            lua_pushfstring(L, "%s%s", name, x->suffix);
+            lua_insert(L, -2);
+            lua_settable(L, 3);
+        } else {
+            lua_setfield(L, 3, name);
+        }
         mwl_account(L);
     }
     lua_settop(L, 4);
@@ -283,7 +292,7 @@ static mw_tensor *opt_tensor(lua_State *L, int opts, const char *k) {
 }
 
 /* marks want[] from the keys of the table at idx (hook names); unknown names are errors */
-static void mark_want(lua_State *L, mw_model *m, int idx, uint8_t *want) {
+static void mark_want(lua_State *L, mw_model *m, int idx, uint8_t *want, const char *fname) {
     lua_pushnil(L);
     while (lua_next(L, idx)) {
         lua_pop(L, 1);
@@ -291,9 +300,42 @@ static void mark_want(lua_State *L, mw_model *m, int idx, uint8_t *want) {
         int id, layer;
         const char *name = lua_tostring(L, -1);
         if (mw_hook_parse(name, &id, &layer) || (layer >= m->cfg.n_layers))
-            luaL_error(L, "forward: '%s' is not a hook point of this model", name);
+            luaL_error(L, "%s: '%s' is not a hook point of this model", fname, name);
         if (mw_model_hook_exists(m, id)) want[mw_hook_slot(m, id, layer < 0 ? 0 : layer)] = 1;
     }
+}
+
+/* reads opts.cache_names, opts.cache and opts.hooks (opts at index 2) into x, pushes the want[]
+ * userdata (marked from both; collected even if something below raises) and the message
+ * handler; returns want */
+static uint8_t *hook_setup(lua_State *L, mw_model *m, deliver_ctx *x, const char *fname) {
+    memset(x, 0, sizeof *x);
+    x->L = L;
+    x->err_ref = LUA_NOREF;
+    lua_getfield(L, 2, "cache_names");
+    if (lua_istable(L, -1)) x->cache_names = lua_gettop(L);
+    lua_getfield(L, 2, "cache");
+    if (lua_istable(L, -1)) x->cache = lua_gettop(L);
+    lua_getfield(L, 2, "hooks");
+    if (lua_istable(L, -1)) x->hooks = lua_gettop(L);
+    if (x->cache_names && !x->cache) luaL_error(L, "%s: cache_names needs a cache table", fname);
+    uint8_t *want = lua_newuserdatauv(L, (size_t)mw_hook_slots(m), 0);
+    memset(want, 0, (size_t)mw_hook_slots(m));
+    if (x->cache_names) mark_want(L, m, x->cache_names, want, fname);
+    if (x->hooks) mark_want(L, m, x->hooks, want, fname);
+    lua_pushcfunction(L, msgh);
+    x->msgh = lua_gettop(L);
+    return want;
+}
+
+/* after a failed core call: the kept Lua error of a hook, else the core's message */
+static int hook_error(lua_State *L, deliver_ctx *x) {
+    if (x->err_ref != LUA_NOREF) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, x->err_ref);
+        luaL_unref(L, LUA_REGISTRYINDEX, x->err_ref);
+        return lua_error(L);
+    }
+    return mwl_coreerror(L);
 }
 
 static int l_forward(lua_State *L) {
@@ -318,23 +360,7 @@ static int l_forward(lua_State *L) {
     lua_getfield(L, 2, "keep_activations");
     o.keep_activations = lua_toboolean(L, -1);
     deliver_ctx x;
-    memset(&x, 0, sizeof x);
-    x.L = L;
-    x.err_ref = LUA_NOREF;
-    lua_getfield(L, 2, "cache_names");
-    if (lua_istable(L, -1)) x.cache_names = lua_gettop(L);
-    lua_getfield(L, 2, "cache");
-    if (lua_istable(L, -1)) x.cache = lua_gettop(L);
-    lua_getfield(L, 2, "hooks");
-    if (lua_istable(L, -1)) x.hooks = lua_gettop(L);
-    if (x.cache_names && !x.cache) return luaL_error(L, "forward: cache_names needs a cache table");
-    /* want[] is a userdata: collected even if something below raises */
-    uint8_t *want = lua_newuserdatauv(L, (size_t)mw_hook_slots(m), 0);
-    memset(want, 0, (size_t)mw_hook_slots(m));
-    if (x.cache_names) mark_want(L, m, x.cache_names, want);
-    if (x.hooks) mark_want(L, m, x.hooks, want);
-    lua_pushcfunction(L, msgh);
-    x.msgh = lua_gettop(L);
+    uint8_t *want = hook_setup(L, m, &x, "forward");
     o.want = want;
     o.deliver = deliver;
     o.ud = &x;
@@ -350,14 +376,7 @@ static int l_forward(lua_State *L) {
     u->busy = 1;
     int rc = mw_model_forward(m, &o, &out);
     u->busy = 0;
-    if (rc) {
-        if (x.err_ref != LUA_NOREF) {
-            lua_rawgeti(L, LUA_REGISTRYINDEX, x.err_ref);
-            luaL_unref(L, LUA_REGISTRYINDEX, x.err_ref);
-            return lua_error(L);
-        }
-        return mwl_coreerror(L);
-    }
+    if (rc) return hook_error(L, &x);
     *ul = out.logits;
     *ur = out.residual;
     *up = out.loss_per_token;
@@ -374,11 +393,42 @@ static int l_forward(lua_State *L) {
     return 1;
 }
 
+/* m:backward(opts): the backward pass of the last forward made with keep_activations.
+ * opts.grad_logits [B,P,Vo] (d metric / d logits; nil: the forward's mean loss), cache_names =
+ * {name = true} and cache (receiving clones as name .. "_grad"), hooks = {name = {{fn, hookobj}}}
+ * (backward hooks: fn(grad, hook) may edit the gradient or return a replacement) */
+static int l_backward(lua_State *L) {
+    mw_model *m = checkmodel(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    lua_settop(L, 2);
+    mw_backward_opts b;
+    memset(&b, 0, sizeof b);
+    lua_getfield(L, 2, "grad_logits"); /* stays on the stack: keeps the userdata alive */
+    if (!lua_isnil(L, -1)) {
+        b.grad_logits = mwl_totensor(L, -1);
+        if (!b.grad_logits) return luaL_error(L, "backward: grad_logits must be a tensor, got %s", luaL_typename(L, -1));
+    }
+    deliver_ctx x;
+    b.want = hook_setup(L, m, &x, "backward");
+    x.suffix = "_grad";
+    b.deliver = deliver;
+    b.ud = &x;
+    lmodel *u = lua_touserdata(L, 1);
+    if (u->busy) return luaL_error(L, "backward: this model is already running (called from one of its own hooks?)");
+    u->busy = 1;
+    int rc = mw_model_backward(m, &b);
+    u->busy = 0;
+    if (rc) return hook_error(L, &x);
+    mwl_account(L);
+    return 0;
+}
+
 /* ---------------------------------------------------------------- registration */
 static const luaL_Reg model_methods[] = {
     {"config", l_config},       {"param", l_param},           {"weight", l_weight},
     {"param_names", l_param_names}, {"set_param", l_set_param}, {"hook_names", l_hook_names},
-    {"forward", l_forward},     {"buffer_bytes", l_buffer_bytes}, {"trim", l_trim},
+    {"forward", l_forward},     {"backward", l_backward},     {"buffer_bytes", l_buffer_bytes},
+    {"trim", l_trim},
     {NULL, NULL}};
 static const luaL_Reg model_meta[] = {{"__gc", l_gc}, {"__close", l_gc}, {NULL, NULL}};
 

@@ -1,4 +1,5 @@
--- patching.lua: which components carry a copying task, by activation patching and path patching.
+-- patching.lua: which components carry a copying task, by activation patching, path patching and
+-- attribution patching (the gradient estimate), and where the estimate fails.
 -- The task, the form of the indirect-object task that a 2-layer attention-only model can do: each
 -- prompt is BOS, a random token sequence R, then R again up to its second-to-last token; the
 -- answer is R's last token, which only an induction circuit can recall. The corrupted prompt
@@ -33,8 +34,9 @@ local clean_ld, corrupted_ld = ld:value(clean_logits), ld:value(model(corrupted)
 print(("logit difference: clean %.3f, corrupted %.3f"):format(clean_ld, corrupted_ld))
 -- the normalized metric: 1 = clean behaviour, 0 = corrupted (it says which position it reads, so
 -- patched runs compute the logits there only)
-local metric = mi.metrics.custom(function(logits) return (ld:value(logits) - corrupted_ld) / (clean_ld - corrupted_ld) end,
-                                 {-1})
+local span = clean_ld - corrupted_ld
+local metric = mi.metrics.custom(function(logits) return (ld:value(logits) - corrupted_ld) / span end, {-1},
+                                 function(logits) return ld:grad(logits) / span end)
 
 local t0 = os.clock()
 local resid = mi.patching.get_act_patch_resid_pre(model, corrupted, clean_cache, metric)        -- [L, P]
@@ -81,6 +83,49 @@ if L >= 2 then
   for _, p in ipairs(paths) do print(("  %s -> %s: %.3f"):format(p.sender, p.receiver, p.value)) end
 end
 
+-- attribution patching: the same grids from the gradient (two forwards, one backward)
+t0 = os.clock()
+local attr = mi.patching.attribution_patch(model, clean, corrupted, metric)
+print(("attribution patching: %.3f s of CPU"):format(os.clock() - t0))
+local kinds = {{"resid_pre", resid, attr.resid_pre, function(i) return ("resid_pre %d @%d"):format(i // P, i % P) end}}
+local ev = {"out", "q", "k", "v", "pattern"}
+for i, kname in ipairs(ev) do
+  kinds[#kinds + 1] = {"head " .. kname, every[i - 1], attr["attn_head_" .. kname .. "_all_pos"],
+                       function(j) return ("%s %d.%d"):format(kname, j // H, j % H) end}
+end
+local xs, ys, labels, rows = {}, {}, {}, {}
+for _, k in ipairs(kinds) do
+  local a, b = k[2]:reshape(-1):totable(), k[3]:reshape(-1):totable()
+  for i = 1, #a do
+    xs[#xs + 1], ys[#ys + 1] = a[i], b[i]
+    rows[#rows + 1] = {what = k[4](i - 1), activation = a[i], attribution = b[i]}
+  end
+end
+table.sort(rows, function(p, q) return math.abs(p.activation - p.attribution) > math.abs(q.activation - q.attribution) end)
+local disagree = {}
+print("where attribution patching disagrees most with activation patching (normalized metric):")
+for i = 1, 6 do
+  local r = rows[i]
+  if math.abs(r.activation - r.attribution) < 0.1 then break end
+  disagree[#disagree + 1] = r
+  print(("  %-18s activation %6.3f  attribution %6.3f"):format(r.what, r.activation, r.attribution))
+end
+local worst = {}
+for _, r in ipairs(disagree) do worst[r.what] = true end
+for i, r in ipairs(rows) do labels[i] = "" end
+local lab = {}
+for i = 1, #xs do lab[i] = "" end
+do
+  local i = 0
+  for _, k in ipairs(kinds) do
+    for j = 1, k[2]:numel() do
+      i = i + 1
+      local w = k[4](j - 1)
+      if worst[w] then lab[i] = w end
+    end
+  end
+end
+
 local Hl = {}
 for h = 0, H - 1 do Hl[#Hl + 1] = tostring(h) end
 local toks = {}
@@ -91,7 +136,14 @@ local figs = {
   heads = mi.plot.imshow(heads, {title = "Activation patching: head outputs, all positions",
     xlabel = "Head", ylabel = "Layer", x = Hl, text_auto = ".2f", midpoint = 0, out = args.out .. "/act_patch_heads.png"}),
 }
+figs.attr_resid = mi.plot.imshow(attr.resid_pre, {title = "Attribution patching: resid_pre",
+  xlabel = "Position", ylabel = "Layer", x = toks, midpoint = 0, out = args.out .. "/attr_patch_resid_pre.png"})
+figs.attr_heads = mi.plot.imshow(attr.attn_head_out_all_pos, {title = "Attribution patching: head outputs, all positions",
+  xlabel = "Head", ylabel = "Layer", x = Hl, text_auto = ".2f", midpoint = 0, out = args.out .. "/attr_patch_heads.png"})
+figs.scatter = mi.plot.scatter(xs, ys, {text = lab, title = "Attribution against activation patching (every grid)",
+  xlabel = "activation patching", ylabel = "attribution patching", out = args.out .. "/attr_vs_act.png"})
 E.write_results(args.out, {model = model_name, clean_logit_diff = clean_ld, corrupted_logit_diff = corrupted_ld,
                            resid_pre = resid, heads = heads, every = every, top_heads = tops, paths = paths,
-                           figures = figs})
+                           attribution = {resid_pre = attr.resid_pre, heads = attr.attn_head_out_all_pos},
+                           disagreements = disagree, figures = figs})
 print("figures and results.json in " .. args.out)

@@ -702,9 +702,9 @@ local function with(list, ...)
   for _, k in ipairs{...} do t[#t + 1] = k end
   return t
 end
-local HOOK_OPTS = with(FORWARD_OPTS, "bwd_hooks", "reset_hooks_end", "clear_contexts")
-local CACHE_OPTS = with(FORWARD_OPTS, "names_filter", "remove_batch_dim", "incl_bwd", "reset_hooks_end",
-                        "clear_contexts")
+local HOOK_OPTS = with(FORWARD_OPTS, "bwd_hooks", "grad_output", "reset_hooks_end", "clear_contexts")
+local CACHE_OPTS = with(FORWARD_OPTS, "names_filter", "remove_batch_dim", "incl_bwd", "grad_output", "bwd_hooks",
+                        "reset_hooks_end", "clear_contexts")
 
 -- the whole call: extra = {cache_names=, cache=} for run_with_cache
 function Model:_run(input, opts, extra)
@@ -739,7 +739,10 @@ function Model:_run(input, opts, extra)
   if opts.fwd_hooks then lists[#lists + 1] = opts.fwd_hooks end
   local hooks = self:_hook_table(lists)
   if next(hooks) then o.hooks = hooks end
-  if extra then o.cache_names, o.cache = extra.cache_names, extra.cache end
+  if extra then
+    o.cache_names, o.cache = extra.cache_names, extra.cache
+    if extra.keep then o.keep_activations, o.logits = true, o.logits or extra.logits end
+  end
   -- the hooks and cache entries of spliced hook points go to the splices, not to the core
   local _ <close> = self._splices and setmetatable({}, {__close = function() self._splice_run = nil end}) or nil
   if self._splices then
@@ -770,10 +773,77 @@ function Model:forward(input, opts)
   return self:_run(input, opts)
 end
 
+-- ---------------------------------------------------------------- gradients
+-- A forward that keeps its activations, then the backward pass of a scalar: the mean loss
+-- (return_type "loss") or grad_output(logits) -> value, d value / d logits. grad_names: hook names
+-- whose gradient goes into store as name .. "_grad"; bwd: {name = {{fn, hook}}} backward hooks.
+-- Forward hooks that edit activations are not differentiated: the backward pass sees them as the
+-- identity.
+local NO_GRAD = {hook_scale = true, hook_result = true}
+
+function Model:_has_grad(name)
+  local last = name:match("([%w_]+)$")
+  if NO_GRAD[last] then return false end
+  if name == "hook_pos_embed" and self.cfg.positional_embedding_type == "shortformer" then return false end
+  return not (self._splices and name:find("hook_sae_", 1, true))
+end
+
+function Model:_run_bwd(input, opts, fname, store, fwd_names, grad_names, bwd)
+  local rt = return_type(opts)
+  local go = opts.grad_output
+  if go == nil and rt ~= "loss" then
+    error(fname .. ": a backward pass needs a scalar: return_type = 'loss' or grad_output = fn(logits) -> value, " ..
+          "grad (the '" .. rt .. "' output is not a scalar)", 3)
+  end
+  if go ~= nil and type(go) ~= "function" and not (getmetatable(go) or {}).__call then
+    error(fname .. ": grad_output must be a function of the logits returning the metric and its gradient, got " .. type(go), 3)
+  end
+  if opts.start_at_layer ~= nil or opts.stop_at_layer ~= nil then
+    error(fname .. ": a backward pass runs the whole model (no start_at_layer / stop_at_layer)", 3)
+  end
+  local fo = {}
+  for k, v in pairs(opts) do fo[k] = v end
+  fo.grad_output, fo.incl_bwd, fo.bwd_hooks = nil, nil, nil
+  if go then fo.return_type = "logits" end
+  local a, b = self:_run(input, fo, {cache_names = fwd_names, cache = store, keep = true, logits = go ~= nil})
+  local grad_logits, value
+  if go then
+    local g
+    value, g = go(a)
+    if type(value) ~= "number" and not (mi.is_tensor(value) and value:numel() == 1) then
+      error(fname .. ": grad_output returned a " .. (mi.is_tensor(value) and ("tensor [" .. table.concat(value:shape(), ",") .. "]") or type(value)) ..
+            " as the metric, expected a number", 3)
+    end
+    if not mi.is_tensor(g) or table.concat(g:shape(), ",") ~= table.concat(a:shape(), ",") then
+      error(fname .. ": grad_output's gradient is " .. (mi.is_tensor(g) and ("[" .. table.concat(g:shape(), ",") .. "]") or ("a " .. type(g))) ..
+            ", expected the logits' shape [" .. table.concat(a:shape(), ",") .. "]", 3)
+    end
+    grad_logits = g:float():contiguous()
+  end
+  local gstore = store or {}
+  self._core:backward({grad_logits = grad_logits, cache_names = grad_names, cache = gstore, hooks = bwd})
+  return a, b, value
+end
+
+-- opts.bwd_hooks as the core's {name = {{fn, hook}}}, or nil
+function Model:_bwd_table(opts, fname)
+  if not opts.bwd_hooks then return nil end
+  local bwd = self:_hook_table({opts.bwd_hooks})
+  for n in pairs(bwd) do
+    if not self:_has_grad(n) then error(fname .. ": '" .. n .. "' has no gradient (bwd_hooks)", 3) end
+  end
+  return bwd
+end
+
 function Model:run_with_hooks(input, opts)
   mi.utils.check_opts("run_with_hooks", opts, HOOK_OPTS)
   opts = opts or {}
-  if opts.bwd_hooks and #opts.bwd_hooks > 0 then error("run_with_hooks: miwb has forward hooks only (bwd_hooks)", 2) end
+  if opts.bwd_hooks then
+    local bwd = self:_bwd_table(opts, "run_with_hooks")
+    local a, b = self:_run_bwd(input, opts, "run_with_hooks", nil, nil, nil, bwd)
+    if return_type(opts) == "both" then return a, b end
+    return a
+  end
   if opts.reset_hooks_end == false and opts.fwd_hooks then
     for _, h in ipairs(opts.fwd_hooks) do self:add_hook(h[1], h[2]) end
     local o = {}
@@ -787,7 +857,6 @@ end
 function Model:run_with_cache(input, opts)
   mi.utils.check_opts("run_with_cache", opts, CACHE_OPTS)
   opts = opts or {}
-  if opts.incl_bwd then error("run_with_cache: miwb caches forward activations only (incl_bwd)", 2) end
   local f = opts.names_filter
   local names = {}
   if f == nil then
@@ -807,8 +876,23 @@ function Model:run_with_cache(input, opts)
     end
   end
   local store = {}
-  local a, b = self:_run(input, opts, {cache_names = names, cache = store})
-  local cache = mi.cache.new(store, self._names, self, true)
+  local a, b, order
+  if opts.incl_bwd then
+    -- TransformerLens's incl_bwd: beside each cached activation, its gradient as name .. "_grad"
+    local gnames = {}
+    order = {}
+    for _, n in ipairs(self._names) do order[#order + 1] = n end
+    for i = #self._names, 1, -1 do
+      local n = self._names[i]
+      if names[n] and self:_has_grad(n) then gnames[n] = true; order[#order + 1] = n .. "_grad" end
+    end
+    a, b = self:_run_bwd(input, opts, "run_with_cache", store, names, gnames, self:_bwd_table(opts, "run_with_cache"))
+  else
+    if opts.grad_output ~= nil then error("run_with_cache: grad_output needs incl_bwd = true", 2) end
+    if opts.bwd_hooks ~= nil then error("run_with_cache: bwd_hooks need incl_bwd = true", 2) end
+    a, b = self:_run(input, opts, {cache_names = names, cache = store})
+  end
+  local cache = mi.cache.new(store, order or self._names, self, true)
   if opts.remove_batch_dim then cache:remove_batch_dim() end
   if return_type(opts) == "both" then return {logits = a, loss = b}, cache end
   return a, cache

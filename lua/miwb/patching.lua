@@ -28,6 +28,8 @@
 --   layer_head_pos_pattern_patch_setter, layer_head_dest_src_pos_pattern_patch_setter.
 --
 --   mi.patching.path_patch(model, clean_tokens, corrupted_tokens, sender, receivers, metric): see below.
+--   mi.patching.attribution_patch(model, clean_tokens, corrupted_tokens, metric, {acts = ...}): the
+--     gradient estimate of the same grids from two forwards and one backward (see below).
 --
 -- How it is fast (the results are those of one full patched run per index): the corrupted run
 -- is made once, keeping the residual stream entering every block; a patch at layer l only changes
@@ -564,6 +566,90 @@ function M.path_patch(model, clean_tokens, corrupted_tokens, sender, receivers, 
   end
   local logits = model:run_with_hooks(clean, {fwd_hooks = patch})
   return metric_value(value_of(logits), fname, "metric")
+end
+
+-- ---------------------------------------------------------------- attribution patching
+-- attribution_patch(model, clean_tokens, corrupted_tokens, metric [, {acts = {...}}]) -> grids
+-- The first-order estimate of each activation patch, from one forward on each input and one
+-- backward on the corrupted one: (clean - corrupted) . d metric / d activation (at the corrupted
+-- run), summed over the batch and the dims a patch covers. metric(logits) must return the value
+-- and its gradient with respect to the logits (mi.metrics.logit_diff, ...). The grids estimate
+-- patched metric - corrupted metric and are keyed and shaped as the activation-patching
+-- functions: resid_pre, resid_mid, attn_out, mlp_out [layer, pos]; attn_head_{out,q,k,v}_by_pos
+-- [layer, pos, head]; attn_head_{out,q,k,v}_all_pos [layer, head]; attn_head_pattern_by_pos
+-- [layer, head, dest]; attn_head_pattern_dest_src_pos [layer, head, dest, src];
+-- attn_head_pattern_all_pos [layer, head]. Also clean_metric and corrupted_metric.
+-- acts: which activations ("resid_pre", "resid_mid", "attn_out", "mlp_out", "z", "q", "k", "v",
+-- "pattern"); default every one the model has.
+local HEAD_KEY = {z = "out", q = "q", k = "k", v = "v"}
+
+function M.attribution_patch(model, clean_tokens, corrupted_tokens, metric, opts)
+  local fname = "attribution_patch"
+  check_model(model, fname)
+  mi.utils.check_opts(fname, opts, {"acts"})
+  local clean = check_tokens(clean_tokens, fname, "clean_tokens")
+  local corrupted = check_tokens(corrupted_tokens, fname, "corrupted_tokens")
+  if shape_str(clean) ~= shape_str(corrupted) then
+    error(fname .. ": clean_tokens " .. shape_str(clean) .. " and corrupted_tokens " .. shape_str(corrupted) ..
+          " must have the same shape", 2)
+  end
+  check_fn(metric, fname, "metric")
+  local c = model.cfg
+  local acts = opts and opts.acts
+  if acts == nil then
+    acts = {"resid_pre", "attn_out", "z", "q", "k", "v", "pattern"}
+    if not c.attn_only then table.insert(acts, 2, "resid_mid"); table.insert(acts, 4, "mlp_out") end
+  end
+  local names, kinds, fires = {}, {}, {}
+  for _, n in ipairs(model._names) do fires[n] = true end
+  for _, a in ipairs(acts) do
+    if not ({resid_pre = 1, resid_mid = 1, attn_out = 1, mlp_out = 1, z = 1, q = 1, k = 1, v = 1, pattern = 1})[a] then
+      error(fname .. ": unknown activation '" .. tostring(a) .. "' (resid_pre, resid_mid, attn_out, mlp_out, z, q, k, v, pattern)", 2)
+    end
+    for l = 0, c.n_layers - 1 do
+      local n = mi.utils.get_act_name(a, l)
+      if not fires[n] then error(fname .. ": the model has no " .. n, 2) end
+      names[#names + 1] = n
+    end
+    kinds[#kinds + 1] = a
+  end
+  local wrapped = function(logits)
+    local v, g = metric(logits)
+    if not mi.is_tensor(g) then
+      error(fname .. ": metric must return its value and its gradient with respect to the logits " ..
+            "(as mi.metrics.logit_diff does), it returned a " .. type(g) .. " as the gradient", 0)
+    end
+    return v, g
+  end
+  local clean_logits, cc = model:run_with_cache(clean, {names_filter = names})
+  local corr_logits, xc = model:run_with_cache(corrupted, {names_filter = names, incl_bwd = true, grad_output = wrapped})
+  local out = {clean_metric = metric_value((metric(clean_logits)), fname, "metric"),
+               corrupted_metric = metric_value((metric(corr_logits)), fname, "metric")}
+  for _, a in ipairs(kinds) do
+    local per = {}
+    for l = 0, c.n_layers - 1 do
+      local n = mi.utils.get_act_name(a, l)
+      per[l + 1] = (cc[n] - xc[n]) * xc[n .. "_grad"]
+    end
+    if a == "pattern" then                                   -- [B, H, dest, src]
+      local full = {}
+      for l, t in ipairs(per) do full[l] = t:sum(0) end      -- [H, dest, src]
+      out.attn_head_pattern_dest_src_pos = mi.stack(full, 0)
+      out.attn_head_pattern_by_pos = out.attn_head_pattern_dest_src_pos:sum(-1)
+      out.attn_head_pattern_all_pos = out.attn_head_pattern_by_pos:sum(-1)
+    elseif HEAD_KEY[a] then                                  -- [B, P, H, dh]
+      local by = {}
+      for l, t in ipairs(per) do by[l] = t:sum({0, 3}) end   -- [P, H]
+      local key = "attn_head_" .. HEAD_KEY[a]
+      out[key .. "_by_pos"] = mi.stack(by, 0)
+      out[key .. "_all_pos"] = out[key .. "_by_pos"]:sum(1)
+    else                                                     -- [B, P, d]
+      local by = {}
+      for l, t in ipairs(per) do by[l] = t:sum({0, 2}) end   -- [P]
+      out[a] = mi.stack(by, 0)
+    end
+  end
+  return out
 end
 
 function M._install(m)

@@ -258,6 +258,53 @@ T.test("path_patch: bad input", function()
   T.eq(#model._persistent, 0)
 end)
 
+-- attribution patching: in an attention-only model without normalization the logits are linear
+-- in the last layer's attn_out, z, v and pattern, so there the gradient estimate is exact and must
+-- equal activation patching's change of the metric; elsewhere it is checked against the
+-- formula applied by hand to caches with gradients
+T.test("attribution_patch: exact where the model is linear, the formula elsewhere", function()
+  local model = boost(small_models().attn, 2.5)
+  local B, Pn = 2, 6
+  local clean, corrupted = inputs(model, B, Pn, 5)
+  local m = mi.metrics.logit_diff(2, 7)
+  local attr = P.attribution_patch(model, clean, corrupted, m)
+  local _, cc = model:run_with_cache(clean)
+  local base = m:value(model(corrupted))
+  T.near(attr.corrupted_metric, base, 1e-5 * math.abs(base) + 1e-5)
+  local L = model.cfg.n_layers
+  local function last(t) return t[L - 1] end
+  local function check(key, grid)
+    mi.assert_close(last(attr[key]), last(grid) - base, 1e-3, 1e-3 * math.max(1, math.abs(base)))
+    T.truthy(last(grid - base):abs():max():item() > 1e-2, key .. ": the patches move the metric")
+  end
+  check("attn_out", P.get_act_patch_attn_out(model, corrupted, cc, m))
+  check("attn_head_out_all_pos", P.get_act_patch_attn_head_out_all_pos(model, corrupted, cc, m))
+  check("attn_head_out_by_pos", P.get_act_patch_attn_head_out_by_pos(model, corrupted, cc, m))
+  check("attn_head_v_all_pos", P.get_act_patch_attn_head_v_all_pos(model, corrupted, cc, m))
+  check("attn_head_pattern_by_pos", P.get_act_patch_attn_head_pattern_by_pos(model, corrupted, cc, m))
+  -- every grid: the formula by hand, and the shapes of the activation-patching functions
+  local _, xc = model:run_with_cache(corrupted, {incl_bwd = true, grad_output = m})
+  local H = model.cfg.n_heads
+  for l = 0, L - 1 do
+    local function d(a) local n = mi.utils.get_act_name(a, l); return (cc[n] - xc[n]) * xc[n .. "_grad"] end
+    mi.assert_close(attr.resid_pre[l], d("resid_pre"):sum({0, 2}), 1e-5, 1e-6)
+    mi.assert_close(attr.attn_head_q_by_pos[l], d("q"):sum({0, 3}), 1e-5, 1e-6)
+    mi.assert_close(attr.attn_head_k_all_pos[l], d("k"):sum({0, 1, 3}), 1e-5, 1e-6)
+    mi.assert_close(attr.attn_head_pattern_dest_src_pos[l], d("pattern"):sum(0), 1e-5, 1e-6)
+  end
+  T.eq(table.concat(attr.resid_pre:shape(), ","), L .. "," .. Pn)
+  T.eq(table.concat(attr.attn_head_out_by_pos:shape(), ","), L .. "," .. Pn .. "," .. H)
+  T.eq(table.concat(attr.attn_head_pattern_all_pos:shape(), ","), L .. "," .. H)
+  T.eq(attr.mlp_out, nil)
+  -- bad input
+  T.raises(function() P.attribution_patch(model, clean, corrupted:narrow(1, 0, 5), m) end,
+           "attribution_patch: clean_tokens [2,6] and corrupted_tokens [2,5] must have the same shape")
+  T.raises(function() P.attribution_patch(model, clean, corrupted, function(l) return 1 end) end,
+           "metric must return its value and its gradient")
+  T.raises(function() P.attribution_patch(model, clean, corrupted, m, {acts = {"mlp_out"}}) end, "the model has no blocks.0.hook_mlp_out")
+  T.eq(#model._persistent, 0)
+end)
+
 -- float64 PyTorch grids (tests/fixtures/gen_patching.py) on the fixture models of gen_model.py
 local fixture_dir = "tests/fixtures/patching"
 for _, name in ipairs({"gpt2", "attn2"}) do
