@@ -17,7 +17,11 @@
 --       from a residual), fwd_hooks
 --   model:run_with_cache(input, {names_filter = name | {names} | function(name), remove_batch_dim,
 --       return_type, fwd_hooks (for this call), ...}) -> out, cache   (out is {logits=, loss=} for return_type "both")
+--   model:run_with_cache(input, {incl_bwd = true, return_type = "loss" | grad_output = fn, bwd_hooks})
+--       also caches each activation's gradient as name .. "_grad" (fn(logits) -> value, d/dlogits)
 --   model:run_with_hooks(input, {fwd_hooks = {{name_or_filter, fn}, ...}, return_type, ...})
+--       bwd_hooks = {{name_or_filter, fn(grad, hook)}} with a scalar (as incl_bwd) runs the
+--       backward pass too
 --       fn(act, hook): act may be edited in place, or fn returns a tensor of act's shape to replace
 --       it; hook.name, hook:layer(), hook.ctx. act is valid during the call; a tensor kept from
 --       it becomes a copy once the call returns.
