@@ -108,6 +108,9 @@ void mw_config_default(mw_config *c) {
     c->eps = 1e-5;
     c->initializer_range = -1.0;
     c->seed = -1;
+    c->rotary_dim = -1;
+    c->rotary_base = 10000.0;
+    c->n_key_value_heads = -1;
 }
 
 static int positive(const char *name, int64_t v) {
@@ -151,6 +154,21 @@ int mw_config_finish(mw_config *c) {
     else if (!(c->initializer_range >= 0) || !isfinite(c->initializer_range))
         return CFG_ERR("initializer_range must be a finite number >= 0 (got %g)", c->initializer_range);
     if (c->seed < -1) return CFG_ERR("seed must be >= 0 (got %lld)", (long long)c->seed);
+    if (c->positional_embedding_type == MW_POS_ROTARY) {
+        if (c->rotary_dim == -1) c->rotary_dim = c->d_head;
+        if (c->rotary_dim <= 0 || c->rotary_dim > c->d_head || c->rotary_dim % 2)
+            return CFG_ERR("rotary_dim must be even and in (0, d_head = %lld] (got %lld)", (long long)c->d_head,
+                           (long long)c->rotary_dim);
+        if (!(c->rotary_base > 0) || !isfinite(c->rotary_base))
+            return CFG_ERR("rotary_base must be a finite number > 0 (got %g)", c->rotary_base);
+    }
+    if (c->n_key_value_heads == 0) c->n_key_value_heads = -1; /* a zeroed struct: no grouping */
+    if (c->n_key_value_heads != -1 &&
+        (c->n_key_value_heads <= 0 || c->n_key_value_heads > c->n_heads || c->n_heads % c->n_key_value_heads))
+        return CFG_ERR("n_key_value_heads must divide n_heads = %lld (got %lld)", (long long)c->n_heads,
+                       (long long)c->n_key_value_heads);
+    if (c->final_rms && c->normalization_type != MW_NORM_RMS && c->normalization_type != MW_NORM_RMSPRE)
+        return CFG_ERR("final_rms is supported with RMS / RMSPre blocks only");
     return 0;
 }
 

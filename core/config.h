@@ -17,9 +17,10 @@
 
 /* Enum fields: each enum's values and their TransformerLens spellings, once.
  * X(ID, "spelling"); the first row is the value 0. */
-#define MW_NORM_LIST(X) X(NONE, "None") X(LN, "LN") X(LNPRE, "LNPre")
-#define MW_POS_LIST(X)  X(STANDARD, "standard") X(SHORTFORMER, "shortformer")
-#define MW_ACT_LIST(X)  X(NONE, "None") X(GELU_NEW, "gelu_new") X(GELU, "gelu") X(RELU, "relu")
+#define MW_NORM_LIST(X) X(NONE, "None") X(LN, "LN") X(LNPRE, "LNPre") X(RMS, "RMS") X(RMSPRE, "RMSPre")
+#define MW_POS_LIST(X)  X(STANDARD, "standard") X(SHORTFORMER, "shortformer") X(ROTARY, "rotary")
+#define MW_ACT_LIST(X)  X(NONE, "None") X(GELU_NEW, "gelu_new") X(GELU, "gelu") X(RELU, "relu") X(SILU, "silu") \
+    X(GELU_PYTORCH_TANH, "gelu_pytorch_tanh") X(GELU_FAST, "gelu_fast")
 
 typedef enum {
 #define MW_X(id, s) MW_NORM_##id,
@@ -52,6 +53,16 @@ typedef struct mw_config {
     double eps;                 /* LayerNorm epsilon, 1e-5 */
     double initializer_range;   /* std of the normal init of every W_*; -1: 0.8/sqrt(d_model) */
     int64_t seed;               /* -1: no seed given (the default generator is used) */
+    /* rotary positions: the first rotary_dim dims of each q/k head rotate (-1: d_head), by
+     * angles pos * rotary_base^(-2i/rotary_dim); pairs (i, i + rotary_dim/2) as GPT-NeoX and
+     * Llama, or adjacent pairs (2i, 2i+1) as GPT-J (rotary_adjacent_pairs) */
+    int64_t rotary_dim;
+    double rotary_base;         /* 10000 */
+    int rotary_adjacent_pairs;
+    int gated_mlp;              /* post = act(x @ W_gate) * (x @ W_in + b_in) */
+    int64_t n_key_value_heads;  /* -1: every head has its own K and V; else grouped-query attention */
+    int parallel_attn_mlp;      /* attention and MLP both read resid_pre (GPT-J, GPT-NeoX) */
+    int final_rms;              /* ln_final is RMSNorm (with RMS blocks: what they use anyway) */
 } mw_config;
 
 /* The fields, for code that walks them (the Lua binding, config files):
@@ -61,7 +72,8 @@ typedef struct mw_config {
     X(d_vocab_out, INT) X(d_mlp, INT) X(act_fn, ENUM) X(attn_only, BOOL)                        \
     X(normalization_type, ENUM) X(positional_embedding_type, ENUM) X(use_attn_result, BOOL)     \
     X(use_attn_scale, BOOL) X(attn_scale, FLOAT) X(eps, FLOAT) X(initializer_range, FLOAT)      \
-    X(seed, INT)
+    X(seed, INT) X(rotary_dim, INT) X(rotary_base, FLOAT) X(rotary_adjacent_pairs, BOOL)        \
+    X(gated_mlp, BOOL) X(n_key_value_heads, INT) X(parallel_attn_mlp, BOOL) X(final_rms, BOOL)
 
 typedef enum { MW_CF_INT, MW_CF_BOOL, MW_CF_FLOAT, MW_CF_ENUM } mw_config_kind;
 

@@ -76,6 +76,21 @@ void mw_layernorm_center_forward(float *out, float *scale, float *mean, const fl
 }
 
 /* out [N,C] = out / scale [N] * w [C] + b [C] in place */
+void mw_rmsnorm_scale_forward(float *out, float *scale, const float *x, int64_t N, int64_t C, double eps) {
+    for (int64_t i = 0; i < N; i++) {
+        const float *xi = x + i * C;
+        double ss = 0;
+        for (int64_t j = 0; j < C; j++) ss += (double)xi[j] * xi[j];
+        scale[i] = (float)sqrt(ss / (double)C + eps);
+        if (out != x) memcpy(out + i * C, xi, (size_t)C * sizeof(float));
+    }
+}
+
+void mw_scale_rows_forward(float *out, const float *w, int64_t N, int64_t C) {
+    for (int64_t i = 0; i < N; i++)
+        for (int64_t j = 0; j < C; j++) out[i * C + j] *= w[j];
+}
+
 void mw_layernorm_apply_forward(float *out, const float *scale, const float *w, const float *b, int64_t N,
                                 int64_t C) {
     for (int64_t i = 0; i < N; i++) {
@@ -172,7 +187,9 @@ static double exp_shift_sum(float *out, const float *x, int64_t n, float shift) 
 /* out [n] = act(x [n]) */
 void mw_act_forward(float *out, const float *x, int64_t n, mw_actfn fn) {
     switch (fn) {
-    case MW_ACT_GELU_NEW: {
+    case MW_ACT_GELU_NEW: case MW_ACT_GELU_PYTORCH_TANH: case MW_ACT_GELU_FAST: {
+        /* gelu_pytorch_tanh (torch's approximate="tanh") and gelu_fast (x (1 + 0.044715 x^2) inside
+         * the tanh) are the same function as gelu_new */
         /* 0.5 v (1 + tanh(y)) = v (1 - 1 / (exp(2y) + 1)), y = k (v + 0.044715 v^3); exp4 saturates
          * cleanly at both ends (exp -> 0 gives 0, exp -> 3e38 gives v) */
         int64_t i = 0;
@@ -195,8 +212,41 @@ void mw_act_forward(float *out, const float *x, int64_t n, mw_actfn fn) {
     case MW_ACT_RELU:
         for (int64_t i = 0; i < n; i++) out[i] = x[i] > 0 ? x[i] : 0;
         break;
+    case MW_ACT_SILU:
+        for (int64_t i = 0; i < n; i++) out[i] = x[i] / (1.0f + expf(-x[i]));
+        break;
     default: /* MW_ACT_NONE: only attention-only models, which have no MLP */
         break;
+    }
+}
+
+void mw_gate_forward(float *post, const float *gate, const float *lin, int64_t n, mw_actfn fn) {
+    mw_act_forward(post, gate, n, fn);
+    for (int64_t i = 0; i < n; i++) post[i] *= lin[i];
+}
+
+static int64_t pos_id(const uint8_t *mask, int64_t P, int64_t b, int64_t p, int64_t *count);
+
+void mw_rotary_forward(float *x, const uint8_t *mask, int64_t B, int64_t P, int64_t heads, int64_t dh, int64_t rd,
+                       double base, int adjacent) {
+    int64_t half = rd / 2;
+    for (int64_t b = 0; b < B; b++) {
+        int64_t cnt = 0;
+        for (int64_t p = 0; p < P; p++) {
+            int64_t pos = pos_id(mask, P, b, p, &cnt);
+            if (pos < 0) pos = 0;
+            for (int64_t i = 0; i < half; i++) {
+                double ang = (double)pos * pow(base, -2.0 * (double)i / (double)rd);
+                float cs = (float)cos(ang), sn = (float)sin(ang);
+                int64_t i1 = adjacent ? 2 * i : i, i2 = adjacent ? 2 * i + 1 : i + half;
+                for (int64_t h = 0; h < heads; h++) {
+                    float *v = x + ((b * P + p) * heads + h) * dh;
+                    float x1 = v[i1], x2 = v[i2];
+                    v[i1] = x1 * cs - x2 * sn;
+                    v[i2] = x2 * cs + x1 * sn;
+                }
+            }
+        }
     }
 }
 

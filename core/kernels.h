@@ -45,13 +45,21 @@ void mw_layernorm_center_forward(float *out, float *scale, float *mean, const fl
                                  double eps);
 void mw_layernorm_apply_forward(float *out, const float *scale, const float *w, const float *b, int64_t N,
                                 int64_t C);
+/* RMSNorm's first half: out [N,C] = x, scale [N] = sqrt(mean(x^2) + eps); then
+ * mw_layernorm_apply_forward(out, scale, NULL, NULL) divides (TransformerLens's hook_normalized is
+ * that, before the weight), and mw_scale_rows_forward multiplies by w (RMS; RMSPre has none) */
+void mw_rmsnorm_scale_forward(float *out, float *scale, const float *x, int64_t N, int64_t C, double eps);
+/* out [N,C] *= w [C] */
+void mw_scale_rows_forward(float *out, const float *w, int64_t N, int64_t C);
+
 /* dx [N,C] += d(LayerNorm)/dx of dy [N,C], from the forward's x, mean and scale;
  * dw, db [C] += (w NULL: LNPre, no parameters; dw NULL: parameter gradients skipped) */
 void mw_layernorm_backward(float *dx, float *dw, float *db, const float *dy, const float *x, const float *mean,
                            const float *scale, const float *w, int64_t N, int64_t C);
 
 /* ---------------------------------------------------------------- activations */
-/* out [n] = act(x [n]): gelu_new (tanh approximation), gelu (erf), relu */
+/* out [n] = act(x [n]): gelu_new = gelu_pytorch_tanh = gelu_fast (tanh approximation), gelu (erf),
+ * relu, silu (x sigmoid(x)) */
 void mw_act_forward(float *out, const float *x, int64_t n, mw_actfn fn);
 /* dx [n] = dy * act'(x) (dx may alias dy) */
 void mw_act_backward(float *dx, const float *dy, const float *x, int64_t n, mw_actfn fn);
@@ -67,6 +75,15 @@ void mw_softmax_forward(float *s, int64_t ld, int64_t rows, int64_t cols, int ca
 /* ds [rows, cols] = p * (dp - sum_j p dp) in place over dp (row stride ld), p the softmax
  * output [rows, cols]; causal: entries past the diagonal set to 0 */
 void mw_softmax_backward(float *dp, const float *p, int64_t ld, int64_t rows, int64_t cols, int causal);
+
+/* Rotary positions, in place on x [B,P,heads,dh] (row stride heads*dh): for each position p of
+ * row b with pos = pos_id (as mw_pos_forward; padding gets 0) and i < rd/2, the pair
+ * (x[i], x[i + rd/2]) (GPT-NeoX, Llama) or (x[2i], x[2i+1]) (adjacent, GPT-J) of every head
+ * rotates by the angle pos * base^(-2i/rd); dims past rd stay. */
+void mw_rotary_forward(float *x, const uint8_t *mask, int64_t B, int64_t P, int64_t heads, int64_t dh, int64_t rd,
+                       double base, int adjacent);
+/* gated MLP: post [n] = act(gate [n]) * lin [n] */
+void mw_gate_forward(float *post, const float *gate, const float *lin, int64_t n, mw_actfn fn);
 
 /* ---------------------------------------------------------------- embeddings */
 /* out [N,d] = W_E[tok[n]] */

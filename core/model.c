@@ -27,7 +27,7 @@ static const struct {
 };
 _Static_assert(sizeof hook_info / sizeof hook_info[0] == MW_HOOK_COUNT,
                "hook_info must have one row per hooks.def entry");
-_Static_assert(MW_HOOK_COUNT == 22, "hooks.def lists the 22 hook points of TL-CONVENTIONS.md");
+_Static_assert(MW_HOOK_COUNT == 25, "hooks.def lists 25 hook points: a new one needs its cases below");
 
 const char *mw_hook_suffix(int id) {
     return id >= 0 && id < MW_HOOK_COUNT ? hook_info[id].suffix : NULL;
@@ -77,6 +77,18 @@ _Static_assert(sizeof param_info / sizeof param_info[0] == MW_PARAM_COUNT, "one 
 const char *mw_param_name(int pid) { return pid >= 0 && pid < MW_PARAM_COUNT ? param_info[pid].name : NULL; }
 int mw_param_per_block(int pid) { return param_info[pid].per_block; }
 
+/* TransformerLens's GroupedQueryAttention keeps the key/value weights as _W_K, _W_V, _b_K, _b_V */
+const char *mw_model_param_name(const mw_model *m, int pid) {
+    if (m->cfg.n_key_value_heads > 0) switch (pid) {
+        case MW_PARAM_W_K: return "attn._W_K";
+        case MW_PARAM_W_V: return "attn._W_V";
+        case MW_PARAM_b_K: return "attn._b_K";
+        case MW_PARAM_b_V: return "attn._b_V";
+        default: break;
+        }
+    return mw_param_name(pid);
+}
+
 static mw_tensor *param_tensor(mw_weights *w, int pid) {
     switch (pid) {
 #define MW_X(field, name, per_block, d0, d1, d2) case MW_PARAM_##field: return &w->field;
@@ -88,13 +100,16 @@ static mw_tensor *param_tensor(mw_weights *w, int pid) {
 
 int mw_model_param_exists(const mw_model *m, int pid) {
     const mw_config *c = &m->cfg;
+    int ln = c->normalization_type == MW_NORM_LN, rms = c->normalization_type == MW_NORM_RMS;
     switch (pid) {
-    case MW_PARAM_ln1_w: case MW_PARAM_ln1_b: case MW_PARAM_ln_final_w: case MW_PARAM_ln_final_b:
-        return c->normalization_type == MW_NORM_LN;
-    case MW_PARAM_ln2_w: case MW_PARAM_ln2_b:
-        return c->normalization_type == MW_NORM_LN && !c->attn_only;
+    case MW_PARAM_ln1_w: case MW_PARAM_ln_final_w: return ln || rms;
+    case MW_PARAM_ln1_b: case MW_PARAM_ln_final_b: return ln;   /* RMSNorm has no bias */
+    case MW_PARAM_ln2_w: return (ln || rms) && !c->attn_only;
+    case MW_PARAM_ln2_b: return ln && !c->attn_only;
     case MW_PARAM_W_in: case MW_PARAM_b_in: case MW_PARAM_W_out: case MW_PARAM_b_out:
         return !c->attn_only;
+    case MW_PARAM_W_gate: return !c->attn_only && c->gated_mlp;
+    case MW_PARAM_W_pos: return c->positional_embedding_type != MW_POS_ROTARY;
     default:
         return pid >= 0 && pid < MW_PARAM_COUNT;
     }
@@ -109,6 +124,7 @@ static int64_t dim_size(const mw_config *c, mw_dim d) {
     case MW_DIM_V: return c->d_vocab;
     case MW_DIM_VO: return c->d_vocab_out;
     case MW_DIM_CTX: return c->n_ctx;
+    case MW_DIM_KVH: return c->n_key_value_heads > 0 ? c->n_key_value_heads : c->n_heads;
     default: return 0;
     }
 }
@@ -152,7 +168,7 @@ static int param_view(mw_tensor *t, const mw_model *m, int pid, mw_storage *s, i
     if (param_info[pid].per_block) raw.shape[raw.ndim++] = c->n_layers;
     if (is_qkv(pid)) {
         raw.shape[raw.ndim++] = c->d_model;
-        raw.shape[raw.ndim++] = c->n_heads;
+        raw.shape[raw.ndim++] = dim_size(c, param_info[pid].dims[0]);
         raw.shape[raw.ndim++] = c->d_head;
     } else {
         raw.ndim += mw_model_param_shape(m, pid, raw.shape + raw.ndim);
@@ -255,7 +271,7 @@ int mw_model_param_lookup(const mw_model *m, const char *name, int *pid, int *la
         if (strcmp(rest, "attn.mask") == 0 || strcmp(rest, "attn.IGNORE") == 0) return 1;
     }
     for (int i = 0; i < MW_PARAM_COUNT; i++) {
-        if (param_info[i].per_block != (l >= 0) || strcmp(rest, param_info[i].name) != 0) continue;
+        if (param_info[i].per_block != (l >= 0) || strcmp(rest, mw_model_param_name(m, i)) != 0) continue;
         if (!mw_model_param_exists(m, i))
             return mw_seterr("state_dict: '%s' is not a parameter of this model (%s)", name,
                              m->cfg.attn_only && strncmp(rest, "mlp.", 4) == 0 ? "attn_only"
@@ -314,11 +330,12 @@ typedef struct {
     mw_buf resid_mid;                      /* [B,P,d] */
     mw_buf ln2_scale, ln2_mean, ln2_out;   /* as ln1 (training only) */
     mw_buf mlp_pre, mlp_post, mlp_out;     /* [B,P,m], [B,P,m], [B,P,d] */
+    mw_buf mlp_lin;                        /* [B,P,m] gated MLP: pre_linear */
     int causal;                            /* the softmax read keys <= query only (scores not hooked) */
 } mw_acts;
 
 #define ACT_BUFS(X) X(resid) X(ln1_scale) X(ln1_mean) X(ln1_out) X(qk_in) X(q) X(k) X(v) X(z) X(scores) \
-    X(result) X(attn_out) X(resid_mid) X(ln2_scale) X(ln2_mean) X(ln2_out) X(mlp_pre) X(mlp_post) X(mlp_out)
+    X(result) X(attn_out) X(resid_mid) X(ln2_scale) X(ln2_mean) X(ln2_out) X(mlp_pre) X(mlp_post) X(mlp_out) X(mlp_lin)
 
 /* gradients of the backward pass, each [B,P,...] like its activation, reused across blocks */
 #define GRAD_BUFS(X) X(g_resid) X(g_norm) X(g_copy) X(g_q) X(g_k) X(g_v) X(g_z) X(g_mlp) X(g_scores) X(g_block)
@@ -445,8 +462,16 @@ int mw_model_hook_exists(const mw_model *m, int id) {
         return norm;
     case MW_HOOK_LN2_SCALE: case MW_HOOK_LN2_NORMALIZED:
         return norm && !c->attn_only;
-    case MW_HOOK_RESID_MID: case MW_HOOK_MLP_PRE: case MW_HOOK_MLP_POST: case MW_HOOK_MLP_OUT:
+    case MW_HOOK_RESID_MID:
+        return !c->attn_only && !c->parallel_attn_mlp;
+    case MW_HOOK_MLP_PRE: case MW_HOOK_MLP_POST: case MW_HOOK_MLP_OUT:
         return !c->attn_only;
+    case MW_HOOK_MLP_PRE_LINEAR:
+        return !c->attn_only && c->gated_mlp;
+    case MW_HOOK_ROT_Q: case MW_HOOK_ROT_K:
+        return c->positional_embedding_type == MW_POS_ROTARY;
+    case MW_HOOK_POS_EMBED:
+        return c->positional_embedding_type != MW_POS_ROTARY;
     case MW_HOOK_RESULT:
         return c->use_attn_result;
     default:
@@ -463,6 +488,7 @@ int mw_model_hook_shape(const mw_model *m, int id, int64_t B, int64_t P, int64_t
     case MW_HK_BHPP: s[0] = B; s[1] = c->n_heads; s[2] = P; s[3] = P; return 4;
     case MW_HK_BPHD: s[0] = B; s[1] = P; s[2] = c->n_heads; s[3] = c->d_model; return 4;
     case MW_HK_BPM: s[0] = B; s[1] = P; s[2] = c->d_mlp; return 3;
+    case MW_HK_BPGK: s[0] = B; s[1] = P; s[2] = dim_size(c, MW_DIM_KVH); s[3] = c->d_head; return 4;
     }
     return 0;
 }
@@ -526,8 +552,18 @@ static float *pw(const mw_tensor *t, int64_t per_layer, int l) {
 static int layernorm(const pass_ctx *x, const float *in, const mw_tensor *w, const mw_tensor *b, int l,
                      mw_buf *scale, mw_buf *mean, mw_buf *out, int id_scale, int id_norm) {
     int64_t N = x->B * x->P, d = x->m->cfg.d_model;
+    mw_norm kind = x->m->cfg.normalization_type;
     float *o = buf(out, N * d), *s = buf(scale, N), *mu = mean ? buf(mean, N) : NULL;
     if (!o || !s || (mean && !mu)) return -1;
+    if (kind == MW_NORM_RMS || kind == MW_NORM_RMSPRE) {
+        /* TransformerLens's RMSNorm: hook_normalized is x / scale, before the weight */
+        mw_rmsnorm_scale_forward(o, s, in, N, d, x->m->cfg.eps);
+        if (emit(x, id_scale, l, scale)) return -1;
+        mw_layernorm_apply_forward(o, s, NULL, NULL, N, d);
+        if (emit(x, id_norm, l, out)) return -1;
+        if (kind == MW_NORM_RMS) mw_scale_rows_forward(o, pw(w, d, l), N, d);
+        return 0;
+    }
     mw_layernorm_center_forward(o, s, mu, in, N, d, x->m->cfg.eps);
     if (emit(x, id_scale, l, scale)) return -1;
     mw_layernorm_apply_forward(o, s, pw(w, d, l), pw(b, d, l), N, d);
@@ -543,7 +579,9 @@ static int attention(const pass_ctx *x, int l, mw_acts *a, const float *in, cons
     const mw_config *c = &m->cfg;
     const mw_weights *w = &m->w;
     int64_t B = x->B, P = x->P, N = B * P, d = c->d_model, H = c->n_heads, dh = c->d_head, Hd = H * dh;
-    float *q = buf(&a->q, N * Hd), *k = buf(&a->k, N * Hd), *v = buf(&a->v, N * Hd), *z = buf(&a->z, N * Hd);
+    /* grouped-query attention: G key/value heads, query head h reads key/value head h / (H / G) */
+    int64_t G = c->n_key_value_heads > 0 ? c->n_key_value_heads : H, Gd = G * dh, per = H / G;
+    float *q = buf(&a->q, N * Hd), *k = buf(&a->k, N * Gd), *v = buf(&a->v, N * Gd), *z = buf(&a->z, N * Hd);
     float *ao = buf(&a->attn_out, N * d);
     if (!q || !k || !v || !z || !ao) return -1;
 
@@ -551,10 +589,17 @@ static int attention(const pass_ctx *x, int l, mw_acts *a, const float *in, cons
      * stacked storage of W_Q/K/V being [L, d, H, dh] */
     mw_linear_forward(q, qkin, pw(&w->W_Q, d * Hd, l), pw(&w->b_Q, Hd, l), N, d, Hd);
     if (emit(x, MW_HOOK_Q, l, &a->q)) return -1;
-    mw_linear_forward(k, qkin, pw(&w->W_K, d * Hd, l), pw(&w->b_K, Hd, l), N, d, Hd);
+    mw_linear_forward(k, qkin, pw(&w->W_K, d * Gd, l), pw(&w->b_K, Gd, l), N, d, Gd);
     if (emit(x, MW_HOOK_K, l, &a->k)) return -1;
-    mw_linear_forward(v, in, pw(&w->W_V, d * Hd, l), pw(&w->b_V, Hd, l), N, d, Hd);
+    mw_linear_forward(v, in, pw(&w->W_V, d * Gd, l), pw(&w->b_V, Gd, l), N, d, Gd);
     if (emit(x, MW_HOOK_V, l, &a->v)) return -1;
+    if (c->positional_embedding_type == MW_POS_ROTARY) {
+        /* in place: hook_q / hook_k saw q and k before the rotation (TransformerLens's order) */
+        mw_rotary_forward(q, mask, B, P, H, dh, c->rotary_dim, c->rotary_base, c->rotary_adjacent_pairs);
+        if (emit(x, MW_HOOK_ROT_Q, l, &a->q)) return -1;
+        mw_rotary_forward(k, mask, B, P, G, dh, c->rotary_dim, c->rotary_base, c->rotary_adjacent_pairs);
+        if (emit(x, MW_HOOK_ROT_K, l, &a->k)) return -1;
+    }
 
     /* scores[b,h] [P,P] = q[b,:,h] [P,dh] (row stride H*dh) @ k[b,:,h]^T / attn_scale.
      * When a hook wants the scores or the pattern, or training keeps the pattern, the whole
@@ -568,7 +613,7 @@ static int attention(const pass_ctx *x, int l, mw_acts *a, const float *in, cons
         for (int64_t b = 0; b < B; b++)
             for (int64_t h = 0; h < H; h++) {
                 float *s = S + (b * H + h) * P * P;
-                mw_sgemm(s, P, q + b * P * Hd + h * dh, Hd, 0, k + b * P * Hd + h * dh, Hd, 1, P, P, dh, alpha, 0.0f);
+                mw_sgemm(s, P, q + b * P * Hd + h * dh, Hd, 0, k + b * P * Gd + h / per * dh, Gd, 1, P, P, dh, alpha, 0.0f);
                 mw_attn_mask_forward(s, P, P, mask ? mask + b * P : NULL);
             }
         if (emit(x, MW_HOOK_ATTN_SCORES, l, &a->scores)) return -1;
@@ -577,17 +622,17 @@ static int attention(const pass_ctx *x, int l, mw_acts *a, const float *in, cons
         /* z[b,:,h] [P,dh] = pattern[b,h] [P,P] @ v[b,:,h] [P,dh] */
         for (int64_t b = 0; b < B; b++)
             for (int64_t h = 0; h < H; h++)
-                mw_sgemm(z + b * P * Hd + h * dh, Hd, S + (b * H + h) * P * P, P, 0, v + b * P * Hd + h * dh, Hd, 0,
+                mw_sgemm(z + b * P * Hd + h * dh, Hd, S + (b * H + h) * P * P, P, 0, v + b * P * Gd + h / per * dh, Gd, 0,
                          P, dh, P, 1.0f, 0.0f);
     } else {
         float *s = buf(&r->block, P * P);
         if (!s) return -1;
         for (int64_t b = 0; b < B; b++)
             for (int64_t h = 0; h < H; h++) {
-                mw_sgemm(s, P, q + b * P * Hd + h * dh, Hd, 0, k + b * P * Hd + h * dh, Hd, 1, P, P, dh, alpha, 0.0f);
+                mw_sgemm(s, P, q + b * P * Hd + h * dh, Hd, 0, k + b * P * Gd + h / per * dh, Gd, 1, P, P, dh, alpha, 0.0f);
                 mw_attn_mask_forward(s, P, P, mask ? mask + b * P : NULL);
                 mw_softmax_forward(s, P, P, P, 1);
-                mw_sgemm(z + b * P * Hd + h * dh, Hd, s, P, 0, v + b * P * Hd + h * dh, Hd, 0, P, dh, P, 1.0f, 0.0f);
+                mw_sgemm(z + b * P * Hd + h * dh, Hd, s, P, 0, v + b * P * Gd + h / per * dh, Gd, 0, P, dh, P, 1.0f, 0.0f);
             }
     }
     if (emit(x, MW_HOOK_Z, l, &a->z)) return -1;
@@ -618,10 +663,22 @@ static int mlp(const pass_ctx *x, int l, mw_acts *a, const float *in) {
     int64_t N = x->B * x->P, d = c->d_model, M = c->d_mlp;
     float *pre = buf(&a->mlp_pre, N * M), *post = buf(&a->mlp_post, N * M), *out = buf(&a->mlp_out, N * d);
     if (!pre || !post || !out) return -1;
-    /* pre [N, m] = in [N, d] @ W_in [d, m] + b_in */
-    mw_linear_forward(pre, in, pw(&w->W_in, d * M, l), pw(&w->b_in, M, l), N, d, M);
-    if (emit(x, MW_HOOK_MLP_PRE, l, &a->mlp_pre)) return -1;
-    mw_act_forward(post, pre, N * M, c->act_fn);
+    if (c->gated_mlp) {
+        /* pre [N, m] = in @ W_gate (no bias); pre_linear [N, m] = in @ W_in + b_in;
+         * post = act(pre) * pre_linear (TransformerLens's GatedMLP) */
+        float *lin = buf(&a->mlp_lin, N * M);
+        if (!lin) return -1;
+        mw_linear_forward(pre, in, pw(&w->W_gate, d * M, l), NULL, N, d, M);
+        if (emit(x, MW_HOOK_MLP_PRE, l, &a->mlp_pre)) return -1;
+        mw_linear_forward(lin, in, pw(&w->W_in, d * M, l), pw(&w->b_in, M, l), N, d, M);
+        if (emit(x, MW_HOOK_MLP_PRE_LINEAR, l, &a->mlp_lin)) return -1;
+        mw_gate_forward(post, pre, lin, N * M, c->act_fn);
+    } else {
+        /* pre [N, m] = in [N, d] @ W_in [d, m] + b_in */
+        mw_linear_forward(pre, in, pw(&w->W_in, d * M, l), pw(&w->b_in, M, l), N, d, M);
+        if (emit(x, MW_HOOK_MLP_PRE, l, &a->mlp_pre)) return -1;
+        mw_act_forward(post, pre, N * M, c->act_fn);
+    }
     if (emit(x, MW_HOOK_MLP_POST, l, &a->mlp_post)) return -1;
     /* out [N, d] = post [N, m] @ W_out [m, d] + b_out */
     mw_linear_forward(out, post, pw(&w->W_out, M * d, l), pw(&w->b_out, d, l), N, M, d);
@@ -739,6 +796,7 @@ int mw_model_forward(mw_model *m, const mw_forward_opts *o, mw_forward_out *out)
     int64_t N = B * P, d = c->d_model;
     const mw_weights *w = &m->w;
     int shortformer = c->positional_embedding_type == MW_POS_SHORTFORMER;
+    int rotary = c->positional_embedding_type == MW_POS_ROTARY; /* no W_pos: q and k rotate */
     int norm = c->normalization_type != MW_NORM_NONE;
     TRY(read_inputs(x, o));
     const uint8_t *mask = o->attention_mask ? r->mask : NULL; /* after read_inputs: it may move r->mask */
@@ -749,15 +807,18 @@ int mw_model_forward(mw_model *m, const mw_forward_opts *o, mw_forward_out *out)
     if (start == 0) {
         /* embed [N, d] = W_E[tokens]; pos [N, d] = W_pos[positions] */
         float *emb = buf(&r->embed, N * d);
-        pos = buf(&r->pos, N * d);
-        NEED(emb && pos);
+        NEED(emb);
         mw_embed_forward(emb, r->tok, mw_tensor_data(&w->W_E), N, d);
         TRY(emit(x, MW_HOOK_EMBED, -1, &r->embed));
-        mw_pos_forward(pos, mw_tensor_data(&w->W_pos), mask, B, P, d);
-        TRY(emit(x, MW_HOOK_POS_EMBED, -1, &r->pos));
+        if (!rotary) {
+            pos = buf(&r->pos, N * d);
+            NEED(pos);
+            mw_pos_forward(pos, mw_tensor_data(&w->W_pos), mask, B, P, d);
+            TRY(emit(x, MW_HOOK_POS_EMBED, -1, &r->pos));
+        }
         /* standard: the residual stream starts as embed + pos; shortformer: embed alone, pos
-         * joins the Q and K inputs of every block */
-        if (shortformer) memcpy(resid, emb, (size_t)(N * d) * sizeof(float));
+         * joins the Q and K inputs of every block; rotary: embed alone */
+        if (shortformer || rotary) memcpy(resid, emb, (size_t)(N * d) * sizeof(float));
         else mw_add_forward(resid, emb, pos, N * d);
     } else {
         mw_tensor rv;
@@ -795,6 +856,18 @@ int mw_model_forward(mw_model *m, const mw_forward_opts *o, mw_forward_out *out)
         const float *ao = data(&a->attn_out);
         if (c->attn_only) {
             mw_add_forward(post, resid, ao, N * d);
+        } else if (c->parallel_attn_mlp) {
+            /* GPT-J / GPT-NeoX: the MLP reads resid_pre through ln2; no resid_mid */
+            const float *min = resid;
+            if (norm) {
+                TRY(layernorm(x, resid, &w->ln2_w, &w->ln2_b, l, x->train ? &a->ln2_scale : &a->ln1_scale,
+                              x->train ? &a->ln2_mean : NULL, x->train ? &a->ln2_out : &a->ln1_out,
+                              MW_HOOK_LN2_SCALE, MW_HOOK_LN2_NORMALIZED));
+                min = data(x->train ? &a->ln2_out : &a->ln1_out);
+            }
+            TRY(mlp(x, l, a, min));
+            mw_add_forward(post, resid, ao, N * d);
+            mw_add_forward(post, post, data(&a->mlp_out), N * d);
         } else {
             float *mid = buf(&a->resid_mid, N * d);
             NEED(mid);
@@ -962,7 +1035,23 @@ static int attention_backward(const pass_ctx *x, int l, const mw_acts *a) {
     return 0;
 }
 
+int mw_model_backward_supported(const mw_config *c) {
+    const char *what = NULL;
+    if (c->normalization_type == MW_NORM_RMS || c->normalization_type == MW_NORM_RMSPRE) what = "normalization_type RMS / RMSPre";
+    else if (c->positional_embedding_type == MW_POS_ROTARY) what = "positional_embedding_type 'rotary'";
+    else if (c->gated_mlp) what = "gated_mlp";
+    else if (c->n_key_value_heads > 0) what = "n_key_value_heads (grouped-query attention)";
+    else if (c->parallel_attn_mlp) what = "parallel_attn_mlp";
+    else if (!c->attn_only && c->act_fn != MW_ACT_GELU_NEW && c->act_fn != MW_ACT_GELU && c->act_fn != MW_ACT_RELU)
+        what = "this act_fn";
+    if (!what) return 0;
+    return mw_seterr("backward: %s is not supported by the backward pass yet (it runs forward only); training and "
+                     "gradients need LN / LNPre / None, standard or shortformer positions, gelu_new / gelu / relu",
+                     what);
+}
+
 int mw_model_backward(mw_model *m, const mw_backward_opts *o) {
+    if (mw_model_backward_supported(&m->cfg)) return -1;
     mw_run *r = m->run;
     if (!r || !r->saved)
         return mw_seterr("backward: needs a forward with keep_activations that ran to the logits just before");

@@ -58,7 +58,7 @@ typedef enum {
 } mw_hook_id;
 
 /* shape kinds of hooks.def */
-typedef enum { MW_HK_BPD, MW_HK_BP1, MW_HK_BPHK, MW_HK_BHPP, MW_HK_BPHD, MW_HK_BPM } mw_hook_kind;
+typedef enum { MW_HK_BPD, MW_HK_BP1, MW_HK_BPHK, MW_HK_BHPP, MW_HK_BPHD, MW_HK_BPM, MW_HK_BPGK } mw_hook_kind;
 
 const char *mw_hook_suffix(int id);   /* "attn.hook_pattern" (NULL when id is out of range) */
 int mw_hook_stage(int id);            /* 0 before the blocks, 1 per block, 2 after */
@@ -75,7 +75,8 @@ int mw_hook_parse(const char *name, int *id, int *layer);
  *   X(field, tl_name, per_block, d0, d1, d2)  with dims as MW_DIM_* (MW_DIM_NONE ends).
  * tl_name is the state-dict name without the "blocks.L." prefix for per-block params. */
 typedef enum {
-    MW_DIM_NONE = 0, MW_DIM_D, MW_DIM_H, MW_DIM_DH, MW_DIM_M, MW_DIM_V, MW_DIM_VO, MW_DIM_CTX
+    MW_DIM_NONE = 0, MW_DIM_D, MW_DIM_H, MW_DIM_DH, MW_DIM_M, MW_DIM_V, MW_DIM_VO, MW_DIM_CTX,
+    MW_DIM_KVH   /* key/value heads: n_key_value_heads (grouped-query attention), else n_heads */
 } mw_dim;
 
 #define MW_PARAMS(X)                                                   \
@@ -86,15 +87,16 @@ typedef enum {
     X(ln2_w,      "ln2.w",           1, MW_DIM_D,  MW_DIM_NONE, MW_DIM_NONE) \
     X(ln2_b,      "ln2.b",           1, MW_DIM_D,  MW_DIM_NONE, MW_DIM_NONE) \
     X(W_Q,        "attn.W_Q",        1, MW_DIM_H,  MW_DIM_D,  MW_DIM_DH)   \
-    X(W_K,        "attn.W_K",        1, MW_DIM_H,  MW_DIM_D,  MW_DIM_DH)   \
-    X(W_V,        "attn.W_V",        1, MW_DIM_H,  MW_DIM_D,  MW_DIM_DH)   \
+    X(W_K,        "attn.W_K",        1, MW_DIM_KVH, MW_DIM_D, MW_DIM_DH)   \
+    X(W_V,        "attn.W_V",        1, MW_DIM_KVH, MW_DIM_D, MW_DIM_DH)   \
     X(W_O,        "attn.W_O",        1, MW_DIM_H,  MW_DIM_DH, MW_DIM_D)    \
     X(b_Q,        "attn.b_Q",        1, MW_DIM_H,  MW_DIM_DH, MW_DIM_NONE) \
-    X(b_K,        "attn.b_K",        1, MW_DIM_H,  MW_DIM_DH, MW_DIM_NONE) \
-    X(b_V,        "attn.b_V",        1, MW_DIM_H,  MW_DIM_DH, MW_DIM_NONE) \
+    X(b_K,        "attn.b_K",        1, MW_DIM_KVH, MW_DIM_DH, MW_DIM_NONE) \
+    X(b_V,        "attn.b_V",        1, MW_DIM_KVH, MW_DIM_DH, MW_DIM_NONE) \
     X(b_O,        "attn.b_O",        1, MW_DIM_D,  MW_DIM_NONE, MW_DIM_NONE) \
     X(W_in,       "mlp.W_in",        1, MW_DIM_D,  MW_DIM_M,  MW_DIM_NONE) \
     X(b_in,       "mlp.b_in",        1, MW_DIM_M,  MW_DIM_NONE, MW_DIM_NONE) \
+    X(W_gate,     "mlp.W_gate",      1, MW_DIM_D,  MW_DIM_M,  MW_DIM_NONE) \
     X(W_out,      "mlp.W_out",       1, MW_DIM_M,  MW_DIM_D,  MW_DIM_NONE) \
     X(b_out,      "mlp.b_out",       1, MW_DIM_D,  MW_DIM_NONE, MW_DIM_NONE) \
     X(ln_final_w, "ln_final.w",      0, MW_DIM_D,  MW_DIM_NONE, MW_DIM_NONE) \
@@ -146,7 +148,9 @@ void mw_model_free(mw_model *m);
 
 /* does this config have the param at all (e.g. no W_in when attn_only) */
 int mw_model_param_exists(const mw_model *m, int pid);
-const char *mw_param_name(int pid);     /* the TransformerLens name, without "blocks.L." */
+const char *mw_param_name(int pid);
+/* the state-dict name of this model (grouped-query attention: "attn._W_K" ...) */
+const char *mw_model_param_name(const mw_model *m, int pid);     /* the TransformerLens name, without "blocks.L." */
 int mw_param_per_block(int pid);
 /* full shape of one entry of the state dict ([H,d,dh] for blocks.L.attn.W_Q) */
 int mw_model_param_shape(const mw_model *m, int pid, int64_t *shape); /* returns ndim */
@@ -213,6 +217,9 @@ void mw_forward_opts_default(mw_forward_opts *o, const mw_model *m); /* all bloc
 int mw_model_forward(mw_model *m, const mw_forward_opts *o, mw_forward_out *out);
 void mw_forward_out_release(mw_forward_out *out);
 
+/* 0 when the backward pass covers this config, else -1 with a message naming the feature it lacks
+ * (rotary, RMSNorm, gated MLPs, grouped-query attention and parallel blocks run forward only) */
+int mw_model_backward_supported(const mw_config *c);
 /* ---------------------------------------------------------------- backward
  * After a forward with keep_activations, mw_model_backward runs the pass in reverse (the
  * kernels of kernels.c, each beside its forward). The gradient starts from

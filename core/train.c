@@ -32,6 +32,7 @@ mw_trainer *mw_trainer_new(const mw_config *cfg) {
     if (!t) { mw_seterr("train: out of memory"); return NULL; }
     t->m = mw_model_new(cfg);
     if (!t->m) { free(t); return NULL; }
+    if (mw_model_backward_supported(&t->m->cfg)) { mw_model_free(t->m); free(t); return NULL; }
     t->n = mw_model_nparams(t->m);
     t->grad_s = mw_storage_new(MW_F32, t->n);
     t->m_s = mw_storage_new(MW_F32, t->n);

@@ -128,19 +128,19 @@ static int l_param_names(lua_State *L) {
     /* TransformerLens order: embed, pos_embed, then block by block, then ln_final, unembed */
     for (int pid = 0; pid < MW_PARAM_COUNT; pid++) {
         if (mw_param_per_block(pid) || !mw_model_param_exists(m, pid) || pid >= MW_PARAM_ln_final_w) continue;
-        lua_pushstring(L, mw_param_name(pid));
+        lua_pushstring(L, mw_model_param_name(m, pid));
         lua_rawseti(L, -2, ++n);
     }
     for (int l = 0; l < m->cfg.n_layers; l++)
         for (int pid = 0; pid < MW_PARAM_COUNT; pid++) {
             if (!mw_param_per_block(pid) || !mw_model_param_exists(m, pid)) continue;
-            snprintf(buf, sizeof buf, "blocks.%d.%s", l, mw_param_name(pid));
+            snprintf(buf, sizeof buf, "blocks.%d.%s", l, mw_model_param_name(m, pid));
             lua_pushstring(L, buf);
             lua_rawseti(L, -2, ++n);
         }
     for (int pid = MW_PARAM_ln_final_w; pid < MW_PARAM_COUNT; pid++) {
         if (mw_param_per_block(pid) || !mw_model_param_exists(m, pid)) continue;
-        lua_pushstring(L, mw_param_name(pid));
+        lua_pushstring(L, mw_model_param_name(m, pid));
         lua_rawseti(L, -2, ++n);
     }
     return 1;

@@ -65,9 +65,8 @@ local ONLY = {  -- field = the one value miwb supports (TransformerLens's defaul
   init_mode = "gpt2", attention_dir = "causal", n_devices = 1, dtype = "float32", load_in_4bit = false,
   use_split_qkv_input = false, use_hook_mlp_in = false, use_attn_in = false, use_local_attn = false,
   ungroup_grouped_query_attention = false, window_size = false, attn_types = false,
-  scale_attn_by_inverse_layer_idx = false, final_rms = false, parallel_attn_mlp = false,
-  rotary_dim = false, use_hook_tokens = false, gated_mlp = false, n_key_value_heads = false,
-  post_embedding_ln = false, rotary_base = 10000, rotary_adjacent_pairs = false, num_experts = false,
+  scale_attn_by_inverse_layer_idx = false, use_hook_tokens = false,
+  post_embedding_ln = false, num_experts = false,
   experts_per_token = false, relative_attention_max_distance = false, relative_attention_num_buckets = false,
   decoder_start_token_id = false, tie_word_embeddings = false, use_normalization_before_and_after = false,
   attn_scores_soft_cap = -1.0, output_logits_soft_cap = -1.0, use_NTK_by_parts_rope = false,
@@ -147,7 +146,23 @@ local WEIGHTS = {W_E = true, W_pos = true, W_Q = true, W_K = true, W_V = true, W
 function MODEL_MT.__index(self, k)
   local m = Model[k]
   if m ~= nil then return m end
-  if WEIGHTS[k] then return rawget(self, "_core"):weight(k) end
+  if WEIGHTS[k] then
+    local w = rawget(self, "_core"):weight(k)
+    local c = rawget(self, "cfg")
+    if w and c.n_key_value_heads and (k == "W_K" or k == "W_V" or k == "b_K" or k == "b_V") then
+      -- TransformerLens's W_K / W_V of grouped-query attention: each key/value head repeated for the
+      -- n_heads / n_key_value_heads query heads that read it (a copy; _W_K is the stored weight)
+      local s = w:shape()
+      local G, per = s[2], c.n_heads // s[2]
+      local big = {s[1], G, per}
+      for i = 3, #s do big[#big + 1] = s[i] end
+      local flat = {s[1], c.n_heads}
+      for i = 3, #s do flat[#flat + 1] = s[i] end
+      return w:unsqueeze(2):expand(table.unpack(big)):reshape(table.unpack(flat))
+    end
+    return w
+  end
+  if k == "_W_K" or k == "_W_V" or k == "_b_K" or k == "_b_V" then return rawget(self, "_core"):weight(k:sub(2)) end
   if k == "QK" then
     return mi.FactoredMatrix(self.W_Q, self.W_K:transpose(-2, -1))
   elseif k == "OV" then

@@ -47,7 +47,7 @@ end)
 T.test("configs TransformerLens rejects, or miwb cannot run, raise naming the field", function()
   T.raises(function() mi.HookedTransformerConfig(cfg{d_modle = 3, attn_only = true}) end, "unknown field 'd_modle'")
   T.raises(function() mi.HookedTransformerConfig(cfg{}) end, "act_fn")
-  T.raises(function() mi.HookedTransformerConfig(cfg{act_fn = "silu"}) end, "act_fn = 'silu' is not supported")
+  T.raises(function() mi.HookedTransformerConfig(cfg{act_fn = "solu"}) end, "act_fn = 'solu' is not supported")
   T.raises(function() mi.HookedTransformerConfig{d_model = 32, d_head = 8, n_ctx = 16, attn_only = true} end, "n_layers")
   T.raises(function() mi.HookedTransformerConfig(cfg{attn_only = true, d_head = 0}) end, "d_head")
   T.raises(function() mi.HookedTransformerConfig(cfg{attn_only = true, n_ctx = 2.5}) end, "n_ctx must be an integer")
@@ -57,14 +57,19 @@ T.test("configs TransformerLens rejects, or miwb cannot run, raise naming the fi
   T.raises(function() mi.HookedTransformerConfig(cfg{attn_only = true, eps = -1e-5}) end, "eps")
   T.raises(function() mi.HookedTransformerConfig(cfg{attn_only = true, attn_scale = 0}) end, "attn_scale")
   -- features miwb does not have yet: refused unless at TransformerLens's default value
-  for k, v in pairs{gated_mlp = true, n_key_value_heads = 2, final_rms = true, parallel_attn_mlp = true,
-                    rotary_dim = 4, init_mode = "xavier_uniform", attention_dir = "bidirectional",
-                    use_local_attn = true, rotary_base = 500000} do
+  for k, v in pairs{init_mode = "xavier_uniform", attention_dir = "bidirectional", use_local_attn = true,
+                    num_experts = 4, post_embedding_ln = true} do
     T.raises(function() mi.HookedTransformerConfig(cfg{attn_only = true, [k] = v}) end, k .. " = ", k)
   end
+  -- the architecture options are checked by the core, naming the field
+  T.raises(function() mi.HookedTransformerConfig(cfg{attn_only = true, n_key_value_heads = 3}) end, "n_key_value_heads must divide")
+  T.raises(function() mi.HookedTransformerConfig(cfg{attn_only = true, positional_embedding_type = "rotary", rotary_dim = 3}) end, "rotary_dim")
+  T.raises(function() mi.HookedTransformerConfig(cfg{attn_only = true, final_rms = true}) end, "final_rms")
   local ok = mi.HookedTransformerConfig(cfg{attn_only = true, gated_mlp = false, n_key_value_heads = mi.json.null,
                                             rotary_base = 10000, dtype = "torch.float32", device = "cpu"})
-  T.eq(ok.gated_mlp, nil); T.eq(ok.rotary_base, 10000)
+  T.eq(ok.gated_mlp, false); T.eq(ok.rotary_base, 10000); T.eq(ok.n_key_value_heads, nil)
+  local r = mi.HookedTransformerConfig(cfg{attn_only = true, positional_embedding_type = "rotary"})
+  T.eq(r.rotary_dim, 8, "rotary_dim defaults to d_head")
 end)
 
 T.test("attn_scale: the forward pass divides q.k by it (TransformerLens), or by 1 without use_attn_scale", function()

@@ -126,4 +126,69 @@ T.test("sliding windows: a window shorter than n_ctx caps n_ctx (and says so); a
   os.execute(("rm -rf '%s'"):format(m))
 end)
 
+-- ---------------------------------------------------------------- the forward pass
+-- every hook activation of the fixture (TransformerLens's names and shapes) against the model's
+-- cache; -inf entries (masked scores) must match exactly, finite ones to 1e-5 of the largest
+local function same_acts(cache, exp, prefix, what)
+  local n = 0
+  for k, want in pairs(exp) do
+    local name = k:sub(#prefix + 1)
+    if k:sub(1, #prefix) == prefix and (name:find("hook_") or name == "") then
+      local got = cache[name]
+      T.truthy(got ~= nil, what .. ": the cache has no " .. name)
+      if got then
+        T.eq(table.concat(got:shape(), ","), table.concat(want:shape(), ","), what .. " " .. name)
+        local fin = want:gt(-math.huge)   -- masked scores are -inf
+        T.truthy(got:gt(-math.huge):eq(fin):all(), what .. " " .. name .. ": masked entries differ")
+        local err = rel_err(got[fin], want[fin])
+        T.truthy(err < 1e-5, ("%s %s: relative error %.2g"):format(what, name, err))
+        n = n + 1
+      end
+    end
+  end
+  T.truthy(n >= 20, what .. ": compared " .. n .. " activations")
+  local names = 0
+  for _ in pairs(cache:keys()) do names = names + 1 end
+  T.eq(names, n, what .. ": the cache holds exactly TransformerLens's hook points")
+end
+
+for _, fam in ipairs(FAMILIES) do
+  T.test(fam .. ": every hook activation, logits and loss as a float64 reference (unprocessed and processed)", function()
+    local exp = mi.load(FX .. fam .. "_expect.safetensors")
+    local toks = exp.tokens
+    local raw = mi.from_pretrained_no_processing(FX .. fam, {tokenizer = false})
+    local logits, cache = raw:run_with_cache(toks)
+    same_acts(cache, exp, "raw.", fam .. " raw")
+    T.truthy(rel_err(logits, exp["raw.logits"]) < 1e-5, fam .. ": raw logits")
+    T.near(raw(toks, {return_type = "loss"}):item(), exp["raw.loss"]:item(), 1e-5, fam .. ": loss")
+    local proc = mi.from_pretrained(FX .. fam, {tokenizer = false})
+    local plogits, pcache = proc:run_with_cache(toks)
+    same_acts(pcache, exp, "proc.", fam .. " processed")
+    T.truthy(rel_err(plogits, exp["proc.logits"]) < 1e-5, fam .. ": processed logits")
+  end)
+
+  T.test(fam .. ": left padding (positions and rotary phases restart) and greedy generation", function()
+    local exp = mi.load(FX .. fam .. "_expect.safetensors")
+    local raw = mi.from_pretrained_no_processing(FX .. fam, {tokenizer = false})
+    local lg = raw(exp.tokens, {attention_mask = exp.pad_mask})
+    local want = exp["pad.logits"]
+    local real = exp.pad_mask:bool():unsqueeze(-1):expand(want:shape())
+    T.truthy(rel_err(lg[real], want[real]) < 1e-5, fam .. ": padded logits")
+    local gen = exp["gen.tokens"]
+    local P = exp.tokens:size(1)
+    local out = raw:generate(exp.tokens[{{0, 1}}], {max_new_tokens = gen:size(1) - P, do_sample = false})
+    T.eq(table.concat(out[0]:totable(), ","), table.concat(gen[0]:totable(), ","), fam .. ": greedy tokens")
+  end)
+end
+
+T.test("grouped-query attention: hook_k has the key/value heads; model.W_K repeats them as TransformerLens's", function()
+  local m = mi.from_pretrained_no_processing(FX .. "llama", {tokenizer = false})
+  T.eq(table.concat(m._W_K:shape(), ","), "2,2,32,8")
+  T.eq(table.concat(m.W_K:shape(), ","), "2,4,32,8")
+  T.truthy(m.W_K[{0, 1}]:equal(m._W_K[{0, 0}]) and m.W_K[{0, 2}]:equal(m._W_K[{0, 1}]), "head 1 reads kv head 0, head 2 kv head 1")
+  local sd = m:state_dict()
+  T.truthy(sd["blocks.0.attn._W_K"] ~= nil and sd["blocks.0.attn.W_K"] == nil, "state dict names as TransformerLens")
+  T.raises(function() mi.train(m.cfg, "x.tok", {steps = 1}) end, "not supported by the backward pass")
+end)
+
 T.done()

@@ -84,7 +84,7 @@ T.test("HookedTransformerConfig: TransformerLens defaults and derived fields", f
   T.raises(function() mi.HookedTransformerConfig{d_model = 8, d_head = 2, n_layers = 1, n_ctx = 4, d_vocab = 5} end, "act_fn")
   T.raises(function() mi.HookedTransformerConfig{d_model = 8, d_head = 2, n_layers = 1, d_vocab = 5, act_fn = "relu"} end, "n_ctx")
   T.raises(function() mi.HookedTransformerConfig{d_model = 8, d_head = 2, n_layers = 1, n_ctx = 4, d_vocab = 5,
-    attn_only = true, normalization_type = "RMS"} end, "normalization_type")
+    attn_only = true, normalization_type = "BatchNorm"} end, "normalization_type")
 end)
 
 T.test("HookedTransformer(cfg): seeded init as TransformerLens (W_* ~ N(0, 0.8/sqrt(d)), biases 0, LN w 1)", function()

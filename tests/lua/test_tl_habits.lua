@@ -47,9 +47,9 @@ T.test("an unknown option raises, naming the key and the function (model, cache,
            "HookedTransformer: unknown option 'tokeniser'")
 end)
 
-T.test("config fields miwb does not implement raise (n_key_value_heads, rotary_dim, ...)", function()
+T.test("config fields miwb does not implement raise (use_local_attn, num_experts, ...)", function()
   local base = {d_model = 8, d_head = 2, n_layers = 1, n_ctx = 8, d_vocab = 10, attn_only = true}
-  for field, value in pairs({n_key_value_heads = 2, rotary_dim = 2, num_experts = 4, window_size = 4,
+  for field, value in pairs({use_local_attn = true, post_embedding_ln = true, num_experts = 4, window_size = 4,
                              output_logits_soft_cap = 30.0, load_in_4bit = true}) do
     local c = {}
     for k, v in pairs(base) do c[k] = v end

@@ -115,7 +115,7 @@ end)
 
 T.test("bad configurations and arguments raise clear errors", function()
   local ok, err = pcall(mi.Trainer, {d_model = 8, d_head = 4, n_layers = 1, n_ctx = 8, d_vocab = 10,
-                                     normalization_type = "RMS"})
+                                     attn_only = true, normalization_type = "RMS"})
   T.truthy(not ok and err:find("normalization_type"), err)
   ok, err = pcall(mi.Trainer, {d_model = 0, d_head = 4, n_layers = 1, n_ctx = 8, d_vocab = 10})
   T.truthy(not ok and err:find("d_model"), err)
