@@ -183,7 +183,7 @@ end
 
 -- ---------------------------------------------------------------- HF GPT-2 -> TransformerLens
 -- sd: HF names (with or without the "transformer." prefix). Returns a new table with the
--- TransformerLens names and shapes (TL-CONVENTIONS.md), the unembedding tied to wte unless an
+-- TransformerLens names and shapes (docs/tl-conventions.md), the unembedding tied to wte unless an
 -- lm_head.weight is present. Buffers (attn.bias, attn.masked_bias) are dropped.
 function M.convert_hf_gpt2(sd, cfg, where)
   where = where or "state dict"
