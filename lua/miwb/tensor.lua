@@ -367,6 +367,15 @@ function M._install(mi)
     local terms, plain = {}, not spec:find("...", 1, true)
     for term in (lhs .. ","):gmatch("([^,]*),") do
       local w = words(term)
+      local op = ops[#terms + 1]
+      if #w == 1 and #w[1] > 1 and w[1] ~= "..." and mi.is_tensor(op) and op:dim() == #w[1] and op:dim() > 1 then
+        -- torch's one-letter form: say how to write it here rather than miscount the axes
+        local function spaced(t) return (t:gsub("%s", ""):gsub("%w", "%0 "):gsub("%s+$", "")) end
+        local l = {}
+        for t in (lhs .. ","):gmatch("([^,]*),") do l[#l + 1] = spaced(t) end
+        error(("einsum: \"%s\": axis names are separated by spaces here, as in einops: \"%s -> %s\""):format(
+          spec, table.concat(l, ", "), spaced(rhs)), 2)
+      end
       local seen = {}
       for _, name in ipairs(w) do
         if seen[name] then plain = false end

@@ -193,6 +193,8 @@ T.test("einsum: ... and repeated axes, errors naming the spec", function()
   T.raises(function() mi.einsum("... i, ... i -> ...", mi.zeros(2, 3), mi.zeros(4, 3)) end,
            "the dims under ... do not broadcast")
   T.raises(function() mi.einsum("a b c ... -> a", z) end, "operand 0 has shape [2,2] but its term names 3 dims")
+  T.raises(function() mi.einsum("ij,jk->ik", z, z) end,
+           "einsum: \"ij,jk->ik\": axis names are separated by spaces here, as in einops: \"i j, j k -> i k\"")
 end)
 
 -- ================================================================ comparison operators
