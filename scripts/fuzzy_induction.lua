@@ -30,7 +30,7 @@ local words = assert(wn.load_wordlist())
 local token_of = {}
 local function single_token(w)
   if token_of[w] == nil then
-    local ids = tok:encode_list(" " .. w)
+    local ids = tok:encode_list(" " .. w, {add_special_tokens = false})
     token_of[w] = (#ids == 1) and ids[1] or false
   end
   return token_of[w]

@@ -42,7 +42,7 @@ for _, p in ipairs(files) do
   local fh = assert(io.open(p))
   local text = fh:read(2 * 1024 * 1024)
   fh:close()
-  for _, id in ipairs(model.tokenizer:encode_list(text)) do ids[#ids + 1] = id end
+  for _, id in ipairs(model.tokenizer:encode_list(text, {add_special_tokens = false})) do ids[#ids + 1] = id end
 end
 local ctx = args.ctx
 local rows = {}

@@ -52,15 +52,40 @@ M.MODELS = {
              seed = 398, use_attn_result = true, normalization_type = "None",
              positional_embedding_type = "shortformer", act_fn = "gelu_new",
              default_prepend_bos = true, original_architecture = "HookedTransformer"}},
+  -- Hugging Face folders of the families miwb converts (miwb.families); TransformerLens's names
+  -- are the hub ids, its aliases as in its MODEL_ALIASES
+  {name = "EleutherAI/pythia-14m", aliases = {"pythia-14m"}, repo = "EleutherAI/pythia-14m"},
+  {name = "EleutherAI/pythia-31m", aliases = {"pythia-31m"}, repo = "EleutherAI/pythia-31m"},
+  {name = "EleutherAI/pythia-70m", aliases = {"pythia-70m", "pythia", "EleutherAI/pythia-19m", "pythia-19m"},
+   repo = "EleutherAI/pythia-70m"},
+  {name = "EleutherAI/pythia-160m", aliases = {"pythia-160m", "EleutherAI/pythia-125m", "pythia-125m"},
+   repo = "EleutherAI/pythia-160m"},
+  {name = "EleutherAI/pythia-410m", aliases = {"pythia-410m", "EleutherAI/pythia-350m", "pythia-350m"},
+   repo = "EleutherAI/pythia-410m"},
+  {name = "EleutherAI/pythia-1b", aliases = {"pythia-1b", "EleutherAI/pythia-800m", "pythia-800m"},
+   repo = "EleutherAI/pythia-1b"},
+  {name = "Qwen/Qwen2-0.5B", repo = "Qwen/Qwen2-0.5B"},
+  {name = "TinyLlama/TinyLlama-1.1B-Chat-v1.0", repo = "TinyLlama/TinyLlama-1.1B-Chat-v1.0"},
+  {name = "HuggingFaceTB/SmolLM2-135M", repo = "HuggingFaceTB/SmolLM2-135M"},
 }
-local HF_FILES = {"config.json", "model.safetensors", "tokenizer.json"}
+local HF_FILES = {"config.json", "tokenizer.json", "model.safetensors"}
+local SHARD_INDEX = "model.safetensors.index.json"
 
--- the entry of a name or alias (case as TransformerLens: exact, then lower-case)
+-- a hub repository id "owner/name" that is in no list: its own entry (nil if name is not one)
+function M.hub_entry(name)
+  local owner, repo = tostring(name):match("^([%w][%w._-]*)/([%w][%w._-]*)$")
+  if not owner or owner:find("..", 1, true) or repo:find("..", 1, true) or #name > 96 then return nil end
+  return {name = name, repo = name}
+end
+
+-- the entry of a name or alias (case as TransformerLens: exact, then ignoring case)
 function M.resolve(name)
-  for _, try in ipairs({name, name:lower()}) do
+  for _, low in ipairs({false, true}) do
+    local try = low and name:lower() or name
+    local function is(n) return (low and n:lower() or n) == try end
     for _, m in ipairs(M.MODELS) do
-      if m.name == try then return m end
-      for _, a in ipairs(m.aliases or {}) do if a == try then return m end end
+      if is(m.name) then return m end
+      for _, a in ipairs(m.aliases or {}) do if is(a) then return m end end
     end
   end
   return nil
@@ -77,17 +102,23 @@ function M.model_dir(name)
   return M.home() .. "/models/" .. (m and m.name or name), m
 end
 
--- the files of a model: {url, dest (relative to the model folder)}
-function M.files(m)
+-- the files of a model: {url, dest (relative to the model folder), repo}. A hub repository's
+-- weights are model.safetensors, or (shards: the file names its index lists) the index and its shards.
+function M.files(m, shards)
   local hub = os.getenv("MIWB_HUB_URL") or "https://huggingface.co"
   local out = {}
+  local function add(repo, file, as)
+    out[#out + 1] = {url = ("%s/%s/resolve/main/%s"):format(hub, repo, file), dest = as or file, repo = repo}
+  end
   if m.files then
-    for _, f in ipairs(m.files) do
-      out[#out + 1] = {url = ("%s/%s/resolve/main/%s"):format(hub, f.repo, f.file), dest = f.as or f.file}
-    end
+    for _, f in ipairs(m.files) do add(f.repo, f.file, f.as) end
   else
     for _, f in ipairs(HF_FILES) do
-      out[#out + 1] = {url = ("%s/%s/resolve/main/%s"):format(hub, m.repo, f), dest = f}
+      if f ~= "model.safetensors" or not shards then add(m.repo, f) end
+    end
+    if shards then
+      add(m.repo, SHARD_INDEX)
+      for _, f in ipairs(shards) do add(m.repo, f) end
     end
   end
   return out
@@ -407,7 +438,8 @@ local WEIGHT_FILES = {"model.safetensors", "model.safetensors.index.json", "pyto
 
 -- A sharded checkpoint: the index's weight_map names, for every tensor, a file of the folder; every
 -- file is loaded once and must hold the tensors the index gives it.
-local function load_sharded(folder, ipath)
+-- A shard index file's shards: the sorted file names and, for each, its tensor names (also miwb pull's)
+function M.shard_index(ipath)
   local text, err = read_all(ipath)
   if not text then error(("%s: cannot read: %s"):format(ipath, tostring(err)), 3) end
   local ok, index = pcall(mi.json.decode, text)
@@ -417,13 +449,18 @@ local function load_sharded(folder, ipath)
   local names_of, order = {}, {}
   for name, file in pairs(index.weight_map) do
     if type(name) ~= "string" or type(file) ~= "string" then error(ipath .. ": weight_map maps names to file names", 3) end
-    if file:find("/", 1, true) or file:find("\\", 1, true) or file == ".." or file == "" then
+    if file:find("/", 1, true) or file:find("\\", 1, true) or file == ".." or file == "." or file == "" then
       error(("%s: shard '%s' of tensor '%s' is not a file of the folder"):format(ipath, file, name), 3)
     end
     if not names_of[file] then names_of[file] = {}; order[#order + 1] = file end
     table.insert(names_of[file], name)
   end
   table.sort(order)
+  return order, names_of
+end
+
+local function load_sharded(folder, ipath)
+  local order, names_of = M.shard_index(ipath)
   local sd = {}
   for _, file in ipairs(order) do
     local path = folder .. "/" .. file
@@ -595,26 +632,45 @@ local function file_size(path)
   return n
 end
 
--- the size the server announces for url (following redirects) and, when it tells (the hub's
--- X-Linked-Etag of LFS files), the content's sha256; or nil, message
-local function remote_size(url)
-  local cmd = ("curl -sS -I -L --fail --connect-timeout 10 --max-time 60 %s 2>&1"):format(shq(url))
+-- HF_TOKEN for curl: the Authorization header in a private temporary file (os.tmpname makes it
+-- with mode 0600; curl -H @FILE reads it), so the token is on no command line and in no message.
+-- Returns the curl option ("" without a token) and a function removing the file; or nil, message.
+local function auth_header()
+  local token = os.getenv("HF_TOKEN")
+  if not token or token == "" then return "", function() end end
+  if token:find("[%c%s]") then return nil, "miwb pull: HF_TOKEN holds spaces or control characters" end
+  local path = os.tmpname()
+  local f = io.open(path, "wb")
+  if not f then return nil, "miwb pull: cannot write a temporary file for HF_TOKEN" end
+  f:write("Authorization: Bearer ", token, "\n")
+  f:close()
+  return " -H @" .. shq(path), function() os.remove(path) end
+end
+
+-- HEAD of url (following redirects): the size the server announces, and when it tells (the hub's
+-- X-Linked-Etag of LFS files) the content's sha256; or nil, message, the last HTTP status (nil when
+-- no server answered) and the hub's X-Error-Code
+local function remote_size(url, auth)
+  local cmd = ("curl -sS -I -L --connect-timeout 10 --max-time 60%s %s 2>&1"):format(auth or "", shq(url))
   local p = io.popen(cmd)
   local out = p:read("a")
   local ok = p:close()
   if not ok then return nil, (out:gsub("%s+$", "")) end
   -- the last response's Content-Length; the hub also sends x-linked-size for large files
-  local size, linked, sha
+  local size, linked, sha, status, code
   for line in out:gmatch("[^\r\n]+") do
+    local st = line:match("^HTTP/%S+%s+(%d+)")
+    if st then size, status = nil, tonumber(st) end -- each redirect starts a new response
     local k, v = line:match("^([%w%-]+):%s*(.-)%s*$")
     if k then
       k = k:lower()
       if k == "content-length" then size = tonumber(v) end
       if k == "x-linked-size" then linked = tonumber(v) end
       if k == "x-linked-etag" then sha = v:match('^"?(%x+)"?$') end
+      if k == "x-error-code" then code = v end
     end
-    if line:match("^HTTP/") then size = nil end -- each redirect starts a new response
   end
+  if status ~= 200 then return nil, ("HTTP %s"):format(tostring(status)), status, code end
   if sha and #sha ~= 64 then sha = nil end
   return size or linked, sha and sha:lower()
 end
@@ -627,65 +683,108 @@ local function offline_message(m, dir, files, why)
   return table.concat(lines, "\n")
 end
 
--- Downloads a model's files into its cache folder: a progress bar (curl's), resume of partial
--- downloads (NAME.part, curl -C -), and a size check against what the server announced.
--- Returns the folder, or nil and a message. opts.quiet hides the progress bar.
-function M.pull(name, opts)
-  opts = opts or {}
-  local m = M.resolve(name)
-  if not m then
-    local names = {}
-    for _, e in ipairs(M.MODELS) do names[#names + 1] = e.name end
-    return nil, ("miwb pull: unknown model '%s' (known: %s)"):format(name, table.concat(names, ", "))
+-- the hub answered 401 / 403: a gated or private repository (or none: the hub says 401 for both)
+local function refused_message(m, repo, status, code)
+  local page = "https://huggingface.co/" .. repo
+  local lines = {("miwb pull %s: the hub refused %s (HTTP %d%s)."):format(m.name, repo, status,
+    code and (", " .. code) or "")}
+  if os.getenv("HF_TOKEN") and os.getenv("HF_TOKEN") ~= "" then
+    lines[#lines + 1] = "HF_TOKEN is set, but the hub does not accept it for this repository: check that the " ..
+      "token is valid and that its account was granted access on " .. page .. "."
+  else
+    lines[#lines + 1] = ("%s is gated or private (or does not exist) and needs a Hugging Face token:"):format(repo)
+    lines[#lines + 1] = ("  1. request access on %s (gated models such as meta-llama/... ask you to accept a licence)"):format(page)
+    lines[#lines + 1] = "  2. create a token with read access on https://huggingface.co/settings/tokens"
+    lines[#lines + 1] = ("  3. export HF_TOKEN=hf_...   and run   miwb pull %s   again"):format(m.name)
+    lines[#lines + 1] = "(miwb pull passes the token to curl as an Authorization header and never prints it)"
   end
-  local dir = M.home() .. "/models/" .. m.name
-  local files = M.files(m)
-  if not os.execute("command -v curl >/dev/null 2>&1") then
-    return nil, "miwb pull: the curl command is missing (Debian package curl)\n" ..
-      offline_message(m, dir, files, "no curl")
+  return table.concat(lines, "\n")
+end
+
+-- one file into dest: curl's progress bar, resume of dest.part (curl -C -), then the size and
+-- (when announced) sha256 checked before the rename; true, or nil and a message
+local function download(f, dest, size, sha, auth, quiet)
+  local part = dest .. ".part"
+  if not quiet then io.stderr:write(("%s -> %s (%.1f MB)\n"):format(f.url, dest, size / 1e6)) end
+  local cmd = ("curl -L --fail -C - %s --connect-timeout 20%s -o %s %s"):format(
+    quiet and "-sS" or "--progress-bar", auth, shq(part), shq(f.url))
+  local ok = os.execute(cmd)
+  local got = file_size(part)
+  if not ok and got ~= size then
+    return nil, ("miwb pull: downloading %s failed (%s of %d bytes kept in %s; run pull again to resume)"):format(
+      f.url, tostring(got or 0), size, part)
   end
-  -- one quick request first, so that an offline machine fails at once
+  if got ~= size then
+    return nil, ("miwb pull: %s has %s bytes, the server announced %d; remove it and pull again"):format(
+      part, tostring(got), size)
+  end
+  if sha then
+    local sum = mi.sha256_file(part)
+    if sum ~= sha then
+      os.remove(part)
+      return nil, ("miwb pull: %s: sha256 %s, the server announced %s; the partial file was removed, " ..
+        "pull again"):format(f.dest, tostring(sum), sha)
+    end
+  end
+  local ren_ok, ren_err = os.rename(part, dest)
+  if not ren_ok then return nil, "miwb pull: " .. tostring(ren_err) end
+  return true
+end
+
+-- why a HEAD request failed, as a message: refused (401/403), absent (404), or offline
+local function head_failure(m, dir, f, why, status, code)
+  if status == 401 or status == 403 then return refused_message(m, f.repo, status, code) end
+  if status == 404 then
+    local extra = (f.dest == "model.safetensors") and
+      " (miwb pull fetches model.safetensors, or model.safetensors.index.json and its shards; this repository has neither)" or ""
+    return ("miwb pull %s: %s is not on the hub (HTTP 404)%s"):format(m.name, f.url, extra)
+  end
+  return offline_message(m, dir, M.files(m), why or "no size announced")
+end
+
+local function pull_files(m, dir, auth, opts)
+  local mkdir = "mkdir -p " .. shq(dir)
+  -- a hub repository's weights: model.safetensors, or a shard index and every shard it names
+  -- (each shard a file of its own, resumed on its own)
+  local shards
+  if not m.files then
+    local ipath = dir .. "/" .. SHARD_INDEX
+    if not exists(dir .. "/model.safetensors") and not exists(ipath) then
+      local all = M.files(m, {})
+      local fi = all[#all]
+      local size, sha, status, code = remote_size(fi.url, auth)
+      if size then
+        if not os.execute(mkdir) then return nil, "miwb pull: cannot create " .. dir end
+        local ok, err = download(fi, ipath, size, sha, auth, opts.quiet)
+        if not ok then return nil, err end
+      elseif status ~= 404 then
+        return nil, head_failure(m, dir, fi, sha, status, code)
+      end
+    end
+    if exists(ipath) then
+      local ok, order = pcall(M.shard_index, ipath)
+      if not ok then return nil, "miwb pull: " .. tostring(order) end
+      shards = order
+    end
+  end
+  local files = M.files(m, shards)
+  -- one quick request per missing file first, so that an offline machine fails at once
   local sizes, shas = {}, {}
   for i, f in ipairs(files) do
-    local dest = dir .. "/" .. f.dest
-    if not exists(dest) then
-      local size, sha = remote_size(f.url)
-      if not size then return nil, offline_message(m, dir, files, sha or "no size announced") end
+    if not exists(dir .. "/" .. f.dest) then
+      local size, sha, status, code = remote_size(f.url, auth)
+      if not size then return nil, head_failure(m, dir, f, sha, status, code) end
       sizes[i], shas[i] = size, sha
     end
   end
-  if not os.execute("mkdir -p " .. shq(dir)) then return nil, "miwb pull: cannot create " .. dir end
+  if not os.execute(mkdir) then return nil, "miwb pull: cannot create " .. dir end
   for i, f in ipairs(files) do
     local dest = dir .. "/" .. f.dest
     if exists(dest) then
       if not opts.quiet then io.stderr:write(("%s: already there\n"):format(dest)) end
     else
-      local part = dest .. ".part"
-      if not opts.quiet then
-        io.stderr:write(("%s -> %s (%.1f MB)\n"):format(f.url, dest, sizes[i] / 1e6))
-      end
-      local cmd = ("curl -L --fail -C - %s --connect-timeout 20 -o %s %s"):format(
-        opts.quiet and "-sS" or "--progress-bar", shq(part), shq(f.url))
-      local ok = os.execute(cmd)
-      local got = file_size(part)
-      if not ok and got ~= sizes[i] then
-        return nil, ("miwb pull: downloading %s failed (%s of %d bytes kept in %s; run pull again to resume)"):format(
-          f.url, tostring(got or 0), sizes[i], part)
-      end
-      if got ~= sizes[i] then
-        return nil, ("miwb pull: %s has %s bytes, the server announced %d; remove it and pull again"):format(
-          part, tostring(got), sizes[i])
-      end
-      if shas[i] then
-        local sum = mi.sha256_file(part)
-        if sum ~= shas[i] then
-          os.remove(part)
-          return nil, ("miwb pull: %s: sha256 %s, the server announced %s; the partial file was removed, " ..
-            "pull again"):format(f.dest, tostring(sum), shas[i])
-        end
-      end
-      local ren_ok, ren_err = os.rename(part, dest)
-      if not ren_ok then return nil, "miwb pull: " .. tostring(ren_err) end
+      local ok, err = download(f, dest, sizes[i], shas[i], auth, opts.quiet)
+      if not ok then return nil, err end
     end
   end
   if m.config and not exists(dir .. "/config.json") then
@@ -696,13 +795,45 @@ function M.pull(name, opts)
   return dir
 end
 
+local function known_names()
+  local names = {}
+  for _, e in ipairs(M.MODELS) do names[#names + 1] = e.name end
+  return table.concat(names, ", ")
+end
+
+-- Downloads a model's files into its cache folder $MIWB_HOME/models/NAME: a progress bar (curl's),
+-- resume of partial downloads (FILE.part, curl -C -), a size and sha256 check against what the
+-- server announced. NAME: a TransformerLens name or alias, or any hub repository id OWNER/NAME
+-- (config.json, tokenizer.json, and model.safetensors or the shards of model.safetensors.index.json).
+-- HF_TOKEN, when set, is sent as "Authorization: Bearer" (gated repositories).
+-- Returns the folder, or nil and a message. opts.quiet hides the progress bar.
+function M.pull(name, opts)
+  opts = opts or {}
+  local m = M.resolve(name) or M.hub_entry(name)
+  if not m then
+    return nil, ("miwb pull: unknown model '%s' (known: %s; or any hub repository id OWNER/NAME)"):format(
+      name, known_names())
+  end
+  local dir = M.home() .. "/models/" .. m.name
+  if not os.execute("command -v curl >/dev/null 2>&1") then
+    return nil, "miwb pull: the curl command is missing (Debian package curl)\n" ..
+      offline_message(m, dir, M.files(m), "no curl")
+  end
+  local auth, drop = auth_header()
+  if not auth then return nil, drop end
+  local ok, got, err = pcall(pull_files, m, dir, auth, opts)
+  drop()
+  if not ok then error(got, 0) end
+  return got, err
+end
+
 -- `miwb pull NAME...`: returns the exit status
 function M.cli_pull(args)
   if #args == 0 or args[1] == "-h" or args[1] == "--help" then
-    local names = {}
-    for _, e in ipairs(M.MODELS) do names[#names + 1] = e.name end
     io.stdout:write("usage: miwb pull NAME...\n  downloads a model into " .. M.home() ..
-      "/models/NAME\n  known: " .. table.concat(names, ", ") .. "\n")
+      "/models/NAME\n  known: " .. known_names() .. " (and TransformerLens's aliases: pythia-70m, ...)\n" ..
+      "  or any hub repository id OWNER/NAME (config.json, tokenizer.json, model.safetensors or its shards)\n" ..
+      "  gated repositories (meta-llama/...): export HF_TOKEN=hf_... first\n")
     return #args == 0 and 2 or 0
   end
   for _, name in ipairs(args) do
