@@ -84,6 +84,14 @@ int64_t mw_tensor_numel(const mw_tensor *t);
 int mw_tensor_is_contiguous(const mw_tensor *t);
 void *mw_tensor_data(const mw_tensor *t);             /* pointer to element 0 (storage + offset) */
 char *mw_tensor_shape_str(char *buf, size_t n, const mw_tensor *t);
+/* How the memory of a and b overlaps, by address (two storages over one mapping count too).
+ * In-place ops read an operand that overlaps PARTIAL from a copy, as torch does. */
+typedef enum {
+    MW_OVERLAP_NONE = 0, /* disjoint (or either is empty) */
+    MW_OVERLAP_SAME,     /* the same elements in the same positions: element-wise ops are safe */
+    MW_OVERLAP_PARTIAL   /* anything else sharing memory (x and x:t(), a row and the matrix) */
+} mw_overlap;
+mw_overlap mw_tensor_overlap(const mw_tensor *a, const mw_tensor *b);
 
 /* ---------------------------------------------------------------- creation */
 int mw_tensor_empty(mw_tensor *out, mw_dtype dt, int ndim, const int64_t *shape); /* zeroed */

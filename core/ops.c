@@ -369,6 +369,12 @@ static int binary_impl(const char *name, mw_tensor *out, const mw_tensor *a, con
         if (!inplace) *out = r;
         return 0;
     }
+    /* x:add_(x:t()): b's elements would be read after the loop has overwritten them */
+    mw_tensor bcopy = {0};
+    if (inplace && mw_tensor_overlap(a, b) == MW_OVERLAP_PARTIAL) {
+        if (mw_tensor_clone(&bcopy, b)) return -1;
+        b = &bcopy;
+    }
     int64_t st[3][MW_MAXDIM];
     broadcast_strides(&r, nd, shape, st[0]);
     broadcast_strides(a, nd, shape, st[1]);
@@ -409,6 +415,7 @@ static int binary_impl(const char *name, mw_tensor *out, const mw_tensor *a, con
         }
         iter_next(&it, idx, off);
     }
+    mw_tensor_release(&bcopy);
     if (!inplace) *out = r;
     return 0;
 }

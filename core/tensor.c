@@ -249,6 +249,33 @@ char *mw_tensor_shape_str(char *buf, size_t n, const mw_tensor *t)
     return mw_shape_str(buf, n, t->ndim, t->shape);
 }
 
+/* [lo, hi) byte addresses spanned by t's elements; 0 when t has none. Valid headers only:
+ * check_in guarantees the extents fit. */
+static int byte_span(const mw_tensor *t, uintptr_t *lo, uintptr_t *hi)
+{
+    if (!t->storage || mw_tensor_numel(t) == 0) return 0;
+    int64_t es = (int64_t)mw_dtype_size(t->dtype), neg = 0, pos = 0;
+    for (int d = 0; d < t->ndim; d++) {
+        int64_t ext = (t->shape[d] - 1) * t->stride[d] * es;
+        if (ext < 0) neg += ext; else pos += ext;
+    }
+    uintptr_t base = (uintptr_t)mw_tensor_data(t);
+    *lo = base + (uintptr_t)neg; /* wraps as intended: neg <= 0 */
+    *hi = base + (uintptr_t)pos + (uintptr_t)es;
+    return 1;
+}
+
+mw_overlap mw_tensor_overlap(const mw_tensor *a, const mw_tensor *b)
+{
+    uintptr_t alo, ahi, blo, bhi;
+    if (!byte_span(a, &alo, &ahi) || !byte_span(b, &blo, &bhi)) return MW_OVERLAP_NONE;
+    if (ahi <= blo || bhi <= alo) return MW_OVERLAP_NONE;
+    int same = a->dtype == b->dtype && a->ndim == b->ndim && mw_tensor_data(a) == mw_tensor_data(b);
+    for (int d = 0; same && d < a->ndim; d++)
+        same = a->shape[d] == b->shape[d] && (a->shape[d] == 1 || a->stride[d] == b->stride[d]);
+    return same ? MW_OVERLAP_SAME : MW_OVERLAP_PARTIAL;
+}
+
 /* ---------------------------------------------------------------- internal helpers */
 
 /* Validates an input tensor header: present, with storage, sane ndim and dtype, non-negative
@@ -1195,7 +1222,9 @@ int mw_tensor_copy_(mw_tensor *dst, const mw_tensor *src)
     if (check_in("copy_", dst) || check_in("copy_", src)) return -1;
     if (broadcast_strides("copy_", src, dst->ndim, dst->shape, st)) return -1;
     if (mw_tensor_numel(dst) == 0) return 0;
-    if (src->storage == dst->storage) {
+    mw_overlap ov = mw_tensor_overlap(dst, src);
+    if (ov == MW_OVERLAP_SAME && dst->dtype == src->dtype) return 0; /* x:copy_(x) */
+    if (ov != MW_OVERLAP_NONE) {
         /* the same memory may be read and written in an overlapping order: copy src first */
         mw_tensor tmp;
         if (clone_as("copy_", &tmp, src, src->dtype)) return -1;
@@ -1425,10 +1454,18 @@ int mw_tensor_scatter_add_(mw_tensor *a, int dim, const mw_tensor *idx, const mw
         int64_t v = iv[mindex_off(&m, idx, -1)];
         if (norm_index(op, &v, size, dim, a)) return -1;
     }
-    mw_tensor s = *src, tmp = {0};
-    if (src->storage == a->storage) { /* src read while self is written */
+    mw_tensor s = *src, tmp = {0}, itmp = {0};
+    if (mw_tensor_overlap(a, src)) { /* src read while self is written */
         if (clone_as(op, &tmp, src, src->dtype)) return -1;
         s = tmp;
+    }
+    if (mw_tensor_overlap(a, idx)) { /* an int64 self may share memory with the index too */
+        if (clone_as(op, &itmp, idx, MW_I64)) {
+            mw_tensor_release(&tmp);
+            return -1;
+        }
+        idx = &itmp;
+        iv = itmp.storage->data;
     }
     memset(m.pos, 0, sizeof m.pos);
     for (int64_t k = 0; k < n; k++, mindex_next(&m)) {
@@ -1442,6 +1479,7 @@ int mw_tensor_scatter_add_(mw_tensor *a, int dim, const mw_tensor *idx, const mw
                                                           (uint64_t)((const int64_t *)s.storage->data)[so]);
     }
     mw_tensor_release(&tmp);
+    mw_tensor_release(&itmp);
     return 0;
 }
 
@@ -1537,7 +1575,7 @@ int mw_tensor_masked_fill_(mw_tensor *a, const mw_tensor *mask, double value)
     if (broadcast_strides(op, mask, a->ndim, a->shape, st[1])) return -1;
     if (check_fits(op, a->dtype, value)) return -1;
     mw_tensor m = *mask, tmp = {0};
-    if (mask->storage == a->storage) { /* the mask is read while self is written */
+    if (mw_tensor_overlap(a, mask)) { /* the mask is read while self is written */
         if (clone_as(op, &tmp, mask, MW_BOOL)) return -1;
         m = tmp;
         broadcast_strides(op, &m, a->ndim, a->shape, st[1]);

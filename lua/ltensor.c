@@ -1951,6 +1951,15 @@ static int m_newindex(lua_State *L) {
     mwl_checktensor(L, 1);
     if (!mwl_totensor(L, 3) && lua_type(L, 3) != LUA_TNUMBER && lua_type(L, 3) != LUA_TBOOLEAN)
         return luaL_error(L, "index assignment: value must be a number or a tensor, got %s", luaL_typename(L, 3));
+    /* x[k] = x:t(), x[x] = v: a value or key sharing memory with x is read from a copy (torch) */
+    for (int i = 3; i >= 2; i--) {
+        mw_tensor *v = mwl_totensor(L, i);
+        if (v && v->storage && mw_tensor_overlap(mwl_checktensor(L, 1), v)) {
+            mw_tensor *c = mwl_newtensor(L);
+            CHECK(mw_tensor_clone(c, v));
+            lua_replace(L, i);
+        }
+    }
     int tdim;
     int cur = apply_items(L, 1, 2, 1, &tdim);
     if (tdim == -2) assign_masked(L, cur, 2, 3);

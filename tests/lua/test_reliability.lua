@@ -33,4 +33,42 @@ T.test("sizes: a huge range step gives one item, no overflow", function()
   T.eq(x[{{5, 5, 2^62}}]:numel(), 0)
 end)
 
+-- in-place ops reading memory they write: results worked out by hand
+T.test("overlap: every in-place binary op reads an overlapping operand from a copy", function()
+  local function m() return mi.tensor{{1, 2}, {3, 4}} end
+  local x = m(); x:add_(x:t())
+  T.near_table(x:totable(), {{2, 5}, {5, 8}})
+  x = m(); x:mul_(x:t())
+  T.near_table(x:totable(), {{1, 6}, {6, 16}})
+  x = m(); x:sub_(x:t())
+  T.near_table(x:totable(), {{0, -1}, {1, 0}})
+  x = m(); x:div_(x:t())
+  T.near_table(x:totable(), {{1, 2 / 3}, {1.5, 1}}, 1e-6)
+  x = m(); x:add_(x[0])                  -- row 0 broadcast over both rows
+  T.near_table(x:totable(), {{2, 4}, {4, 6}})
+  local v = mi.arange(5):float(); v[{{1}}]:add_(v[{{0, 4}}])  -- shifted window
+  T.near_table(v:totable(), {0, 1, 3, 5, 7})
+  x = m(); x:add_(x)                     -- the same view: no copy needed, still right
+  T.near_table(x:totable(), {{2, 4}, {6, 8}})
+  local i = mi.tensor{{1, 2}, {3, 4}}:long(); i:mul_(i:t())
+  T.near_table(i:totable(), {{1, 6}, {6, 16}})
+end)
+
+T.test("overlap: assignment through views and copy_ read the source first", function()
+  local x = mi.tensor{{1, 2}, {3, 4}}
+  x[{{}, {}}] = x:t()
+  T.near_table(x:totable(), {{1, 3}, {2, 4}})
+  x = mi.arange(5):float()
+  x[{{1}}] = x[{{0, 4}}]
+  T.near_table(x:totable(), {0, 0, 1, 2, 3})
+  x = mi.tensor{{1, 2}, {3, 4}}
+  x[mi.tensor{1, 0}:long()] = x          -- index rows swapped from the old values
+  T.near_table(x:totable(), {{3, 4}, {1, 2}})
+  x = mi.tensor{{1, 2}, {3, 4}}; x:copy_(x:t())
+  T.near_table(x:totable(), {{1, 3}, {2, 4}})
+  local b = mi.tensor{{true, false}, {true, true}}
+  b:masked_fill_(b:t(), false)            -- mask = b:t() before the fill: {{1,1},{0,1}}
+  T.eq(b:long():sum():item(), 0 + 0 + 1 + 0)
+end)
+
 T.done()
