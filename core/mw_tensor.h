@@ -21,6 +21,7 @@
 #ifndef MW_TENSOR_H
 #define MW_TENSOR_H
 
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -44,6 +45,15 @@ char *mw_shape_str(char *buf, size_t n, int ndim, const int64_t *shape);
  * not NULL, set "op: size arithmetic overflows (a * b)"; *r is then left unchanged. */
 int mw_size_mul(const char *op, int64_t a, int64_t b, int64_t *r);
 int mw_size_add(const char *op, int64_t a, int64_t b, int64_t *r);
+
+/* ---------------------------------------------------------------- interrupts
+ * A SIGINT handler calls mw_interrupt() (async-signal-safe); the long loops of the core poll
+ * mw_interrupted() and fail with "op: interrupted" (results are then discarded). The flag stays
+ * set until mw_interrupt_clear(), which whoever runs a new computation calls first. */
+extern volatile sig_atomic_t mw_interrupt_flag;
+static inline void mw_interrupt(void) { mw_interrupt_flag = 1; }
+static inline int mw_interrupted(void) { return mw_interrupt_flag != 0; }
+static inline void mw_interrupt_clear(void) { mw_interrupt_flag = 0; }
 
 /* ---------------------------------------------------------------- storage */
 typedef struct mw_storage mw_storage;

@@ -51,6 +51,7 @@ typedef struct {
     int ndim, nop;
     int64_t shape[MW_MAXDIM];
     int64_t stride[MAXOP][MW_MAXDIM];
+    int64_t rep; /* reductions: each element stands for rep copies (stride-0 dims left out) */
 } iter;
 
 /* shape/stride: ndim entries each; drops size-1 dims, merges dims that are contiguous for every
@@ -60,6 +61,7 @@ static void iter_init(iter *it, int nop, int ndim, const int64_t *shape,
 {
     it->nop = nop;
     it->ndim = 0;
+    it->rep = 1;
     for (int d = 0; d < ndim; d++) {
         if (shape[d] == 1) continue;
         int n = it->ndim;
@@ -387,7 +389,7 @@ static int binary_impl(const char *name, mw_tensor *out, const mw_tensor *a, con
     int64_t so = it.stride[0][it.ndim - 1], sa = it.stride[1][it.ndim - 1], sb = it.stride[2][it.ndim - 1];
     int64_t idx[MW_MAXDIM] = {0}, off[3] = {0, 0, 0};
     int fast = a->dtype == MW_F32 && b->dtype == MW_F32;
-    for (int64_t row = 0; row < rows; row++) {
+    for (int64_t row = 0; row < rows && !mw_interrupted(); row++) {
         if (fast && rt == MW_F32) {
             f32_binary_row(op, (float *)po + off[0], (const float *)pa + off[1],
                            (const float *)pb + off[2], n, so, sa, sb);
@@ -416,6 +418,10 @@ static int binary_impl(const char *name, mw_tensor *out, const mw_tensor *a, con
         iter_next(&it, idx, off);
     }
     mw_tensor_release(&bcopy);
+    if (mw_interrupted()) {
+        if (!inplace) mw_tensor_release(&r);
+        return mw_seterr("%s: interrupted", name);
+    }
     if (!inplace) *out = r;
     return 0;
 }
@@ -576,7 +582,7 @@ static int unary_impl(mw_tensor *out, const mw_tensor *a, mw_unop op, int inplac
     int64_t so = it.stride[0][it.ndim - 1], sa = it.stride[1][it.ndim - 1];
     int64_t idx[MW_MAXDIM] = {0}, off[2] = {0, 0};
     int idom = a->dtype != MW_F32 && rt != MW_F32;
-    for (int64_t row = 0; row < rows; row++) {
+    for (int64_t row = 0; row < rows && !mw_interrupted(); row++) {
         if (a->dtype == MW_F32 && rt == MW_F32)
             f32_unary_row(op, (float *)po + off[0], (const float *)pa + off[1], n, so, sa);
         else if (idom)
@@ -586,6 +592,10 @@ static int unary_impl(mw_tensor *out, const mw_tensor *a, mw_unop op, int inplac
             for (int64_t i = 0; i < n; i++)
                 stf(po, rt, off[0] + i * so, fun(op, ldf(pa, a->dtype, off[1] + i * sa)));
         iter_next(&it, idx, off);
+    }
+    if (mw_interrupted()) {
+        if (!inplace) mw_tensor_release(&r);
+        return mw_seterr("%s: interrupted", name);
     }
     if (!inplace) *out = r;
     return 0;
@@ -700,6 +710,31 @@ int mw_where(mw_tensor *out, const mw_tensor *cond, const mw_tensor *a, const mw
 /* What one walk over the reduced elements computes. */
 typedef enum { R_SUM, R_SUMSQ, R_PROD, R_MAX, R_MIN, R_SUMEXP, R_SUMSQDEV } rkind;
 
+/* A walk's result over elements that each stand for rep equal copies (the reduced dims of
+ * stride 0, i.e. expanded, are not walked): sums grow rep times, products take the rep-th
+ * power, extrema stay. mi.ones(1):expand(2^40):sum() is one multiplication. */
+static double scale_rep(double acc, rkind k, int64_t rep)
+{
+    if (rep == 1) return acc;
+    switch (k) {
+    case R_SUM: case R_SUMSQ: case R_SUMEXP: case R_SUMSQDEV: return acc * (double)rep;
+    case R_PROD: return pow(acc, (double)rep);
+    case R_MAX: case R_MIN: break;
+    }
+    return acc;
+}
+
+/* the same in int64 arithmetic, wrapping as the element-wise loop would */
+static uint64_t scale_rep_i(uint64_t acc, rkind k, int64_t rep)
+{
+    if (k == R_SUM) return acc * (uint64_t)rep;
+    if (k != R_PROD) return acc;
+    uint64_t r = 1;
+    for (uint64_t e = (uint64_t)rep; e; e >>= 1, acc *= acc)
+        if (e & 1) r *= acc;
+    return r;
+}
+
 /* Walks the reduced region of one output element: rows of it->shape[last] elements.
  * aux: the max for R_SUMEXP, the mean for R_SUMSQDEV. Float work is in double. */
 static double reduce_region(const char *base, mw_dtype dt, const iter *it, rkind k, double aux)
@@ -708,7 +743,7 @@ static double reduce_region(const char *base, mw_dtype dt, const iter *it, rkind
     int64_t idx[MW_MAXDIM] = {0}, off[1] = {0};
     double acc = (k == R_PROD) ? 1.0 : (k == R_MAX) ? -INFINITY : (k == R_MIN) ? INFINITY : 0.0;
     int seen_nan = 0;
-    for (int64_t row = 0; row < rows; row++) {
+    for (int64_t row = 0; row < rows && !mw_interrupted(); row++) {
         if (dt == MW_F32 && s == 1 && (k == R_SUM || k == R_SUMSQ || k == R_SUMSQDEV)) {
             /* contiguous row: four accumulators break the add dependency chain */
             const float *x = (const float *)base + off[0];
@@ -742,7 +777,7 @@ static double reduce_region(const char *base, mw_dtype dt, const iter *it, rkind
         }
         iter_next(it, idx, off);
     }
-    return seen_nan ? NAN : acc;
+    return seen_nan ? NAN : scale_rep(acc, k, it->rep);
 }
 
 /* the same in int64 for SUM, PROD, MAX, MIN over I64/BOOL input */
@@ -752,7 +787,7 @@ static int64_t reduce_region_i(const char *base, mw_dtype dt, const iter *it, rk
     int64_t idx[MW_MAXDIM] = {0}, off[1] = {0};
     uint64_t acc = k == R_PROD ? 1 : 0;
     int64_t m = k == R_MAX ? INT64_MIN : INT64_MAX;
-    for (int64_t row = 0; row < rows; row++) {
+    for (int64_t row = 0; row < rows && !mw_interrupted(); row++) {
         for (int64_t i = 0; i < n; i++) {
             int64_t x = ldi(base, dt, off[0] + i * s);
             switch (k) {
@@ -765,7 +800,7 @@ static int64_t reduce_region_i(const char *base, mw_dtype dt, const iter *it, rk
         }
         iter_next(it, idx, off);
     }
-    return (k == R_MAX || k == R_MIN) ? m : (int64_t)acc;
+    return (k == R_MAX || k == R_MIN) ? m : (int64_t)scale_rep_i(acc, k, it->rep);
 }
 
 /* Splits a's dims into kept (outer) and reduced (inner) ones.
@@ -830,7 +865,7 @@ static void outer_pass(const mw_tensor *a, const int64_t *ost, double *acc, cons
     int64_t rows = iter_rows(&it), n = it.shape[it.ndim - 1];
     int64_t sa = it.stride[0][it.ndim - 1], so = it.stride[1][it.ndim - 1];
     int64_t idx[MW_MAXDIM] = {0}, off[2] = {0, 0};
-    for (int64_t r = 0; r < rows; r++) {
+    for (int64_t r = 0; r < rows && !mw_interrupted(); r++) {
         const float *x = pa + off[0];
         double *c = acc + off[1];
         const double *m = aux ? aux + off[1] : NULL;
@@ -855,9 +890,15 @@ static void outer_pass(const mw_tensor *a, const int64_t *ost, double *acc, cons
 
 static void fill_d(double *v, int64_t n, double x) { for (int64_t i = 0; i < n; i++) v[i] = x; }
 
-/* float32 a, last dim kept: out (F32, nout elements, contiguous) = the reduction */
+static void scale_rep_all(double *v, int64_t n, rkind k, int64_t rep)
+{
+    for (int64_t j = 0; j < n && rep != 1; j++) v[j] = scale_rep(v[j], k, rep);
+}
+
+/* float32 a, last dim kept: out (F32, nout elements, contiguous) = the reduction; each element
+ * of a stands for rep copies (see scale_rep) */
 static int reduce_outer(float *out, int64_t nout, const mw_tensor *a, mw_redop op, uint32_t mask,
-                        int64_t count, int unbiased)
+                        int64_t count, int64_t rep, int unbiased)
 {
     int64_t ost[MW_MAXDIM];
     kept_strides(a, mask, ost);
@@ -865,23 +906,32 @@ static int reduce_outer(float *out, int64_t nout, const mw_tensor *a, mw_redop o
     double *acc = malloc((size_t)(two ? 2 : 1) * (size_t)nout * sizeof *acc), *aux = acc + nout;
     if (!acc) return mw_seterr("%s: out of memory", redop_name[op]);
     switch (op) {
-    case MW_SUM: case MW_MEAN: fill_d(acc, nout, 0); outer_pass(a, ost, acc, NULL, R_SUM); break;
-    case MW_PROD: fill_d(acc, nout, 1); outer_pass(a, ost, acc, NULL, R_PROD); break;
+    case MW_SUM: case MW_MEAN:
+        fill_d(acc, nout, 0); outer_pass(a, ost, acc, NULL, R_SUM); scale_rep_all(acc, nout, R_SUM, rep);
+        break;
+    case MW_PROD:
+        fill_d(acc, nout, 1); outer_pass(a, ost, acc, NULL, R_PROD); scale_rep_all(acc, nout, R_PROD, rep);
+        break;
     case MW_AMAX: fill_d(acc, nout, -INFINITY); outer_pass(a, ost, acc, NULL, R_MAX); break;
     case MW_AMIN: fill_d(acc, nout, INFINITY); outer_pass(a, ost, acc, NULL, R_MIN); break;
-    case MW_NORM2: fill_d(acc, nout, 0); outer_pass(a, ost, acc, NULL, R_SUMSQ); break;
+    case MW_NORM2:
+        fill_d(acc, nout, 0); outer_pass(a, ost, acc, NULL, R_SUMSQ); scale_rep_all(acc, nout, R_SUMSQ, rep);
+        break;
     case MW_LOGSUMEXP:
         fill_d(aux, nout, -INFINITY);
         outer_pass(a, ost, aux, NULL, R_MAX);
         fill_d(acc, nout, 0);
         outer_pass(a, ost, acc, aux, R_SUMEXP);
+        scale_rep_all(acc, nout, R_SUMEXP, rep);
         break;
     case MW_VAR: case MW_STD:
         fill_d(aux, nout, 0);
         outer_pass(a, ost, aux, NULL, R_SUM);
+        scale_rep_all(aux, nout, R_SUM, rep);
         for (int64_t j = 0; j < nout; j++) aux[j] /= (double)count;
         fill_d(acc, nout, 0);
         outer_pass(a, ost, acc, aux, R_SUMSQDEV);
+        scale_rep_all(acc, nout, R_SUMSQDEV, rep);
         break;
     }
     for (int64_t j = 0; j < nout; j++) {
@@ -925,11 +975,36 @@ int mw_reduce(mw_tensor *out, const mw_tensor *a, mw_redop op, uint32_t dims, in
     if (mw_tensor_empty(&r, rt, ond, oshape)) return -1;
     int64_t nout = mw_tensor_numel(&r);
     if (nout == 0) { *out = r; return 0; }
+    if (count == 0) { /* a reduction over nothing, at once (mi.zeros(2^40, 0):sum()), as torch */
+        double v = op == MW_PROD ? 1 : op == MW_LOGSUMEXP ? -INFINITY
+                 : (op == MW_MEAN || op == MW_VAR || op == MW_STD) ? NAN : 0;
+        if (mw_tensor_fill_(&r, v)) { mw_tensor_release(&r); return -1; }
+        *out = r;
+        return 0;
+    }
     uint32_t mask = dims ? dims : (uint32_t)((1u << a->ndim) - 1);
+    /* reduced dims of stride 0 (expanded) are not walked: each element stands for rep copies */
+    mw_tensor a1 = *a;
+    int64_t rep = 1;
+    for (int d = 0; d < a->ndim; d++)
+        if ((mask & (1u << d)) && a->stride[d] == 0 && a->shape[d] > 1) {
+            rep *= a->shape[d]; /* <= count, which fits */
+            a1.shape[d] = 1;
+        }
+    if (rep > 1) {
+        int64_t c1;
+        a = &a1;
+        reduce_setup(name, a, mask, keepdim, &ond, oshape, &nk, kshape, kst, &rit, &c1);
+        rit.rep = rep;
+    }
     if (a->dtype == MW_F32 && a->ndim >= 2 && !(mask & (1u << (a->ndim - 1))) && a->shape[a->ndim - 1] > 1) {
-        if (reduce_outer(mw_tensor_data(&r), nout, a, op, mask, count, unbiased)) {
+        if (reduce_outer(mw_tensor_data(&r), nout, a, op, mask, count, rep, unbiased)) {
             mw_tensor_release(&r);
             return -1;
+        }
+        if (mw_interrupted()) {
+            mw_tensor_release(&r);
+            return mw_seterr("%s: interrupted", name);
         }
         *out = r;
         return 0;
@@ -940,7 +1015,7 @@ int mw_reduce(mw_tensor *out, const mw_tensor *a, mw_redop op, uint32_t dims, in
     char *po = mw_tensor_data(&r);
     size_t esz = mw_dtype_size(a->dtype);
     int64_t aoff = 0;
-    for (int64_t j = 0; j < nout; j++) {
+    for (int64_t j = 0; j < nout && !mw_interrupted(); j++) {
         const char *base = pa + aoff * (int64_t)esz;
         if (ipath) {
             rkind k = op == MW_SUM ? R_SUM : op == MW_PROD ? R_PROD : op == MW_AMAX ? R_MAX : R_MIN;
@@ -977,6 +1052,10 @@ int mw_reduce(mw_tensor *out, const mw_tensor *a, mw_redop op, uint32_t dims, in
             aoff -= kst[d] * kshape[d];
             kidx[d] = 0;
         }
+    }
+    if (mw_interrupted()) {
+        mw_tensor_release(&r);
+        return mw_seterr("%s: interrupted", name);
     }
     *out = r;
     return 0;

@@ -23,6 +23,8 @@
 
 static _Thread_local char err_buf[1024];
 
+volatile sig_atomic_t mw_interrupt_flag = 0;
+
 const char *mw_error(void) { return err_buf; }
 
 int mw_seterr(const char *fmt, ...)

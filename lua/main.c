@@ -31,6 +31,8 @@
 #include <lua.h>
 #include <lualib.h>
 
+#include "mw_tensor.h"
+
 int luaopen_miwb(lua_State *L);
 
 #define PROGNAME "miwb"
@@ -71,6 +73,7 @@ static void laction(int sig) {
     int flag = LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE | LUA_MASKCOUNT;
     signal(sig, SIG_DFL); /* a second Ctrl-C kills the process */
     lua_sethook(globalL, lstop, flag, 1);
+    mw_interrupt(); /* and the tensor core's long loops stop with "op: interrupted" */
 }
 
 static int msghandler(lua_State *L) {
@@ -90,7 +93,9 @@ static int docall(lua_State *L, int narg, int nres) {
     lua_insert(L, base);
     globalL = L;
     void (*prev)(int) = signal(SIGINT, laction);
+    mw_interrupt_clear();
     int status = lua_pcall(L, narg, nres, base);
+    mw_interrupt_clear();
     signal(SIGINT, prev == SIG_ERR ? SIG_DFL : prev);
     lua_sethook(L, NULL, 0, 0); /* an interrupt that came too late must not fire later */
     lua_remove(L, base);

@@ -71,4 +71,46 @@ T.test("overlap: assignment through views and copy_ read the source first", func
   T.eq(b:long():sum():item(), 0 + 0 + 1 + 0)
 end)
 
+-- reductions: closed forms (empty: torch's values; expanded: n copies of each element)
+T.test("reductions over no elements return at once with torch's values", function()
+  local e = mi.zeros(2^40, 0)              -- used to loop 2^40 times per reduction
+  T.eq(e:sum():item(), 0); T.eq(e:prod():item(), 1); T.eq(e:norm():item(), 0)
+  local m = e:mean():item(); T.truthy(m ~= m, "mean of nothing is nan")
+  local s = e:std():item(); T.truthy(s ~= s, "std of nothing is nan")
+  T.eq(mi.zeros(3, 0):logsumexp(1):totable()[2], -math.huge)
+  T.eq(mi.zeros(3, 0):sum(1):totable()[3], 0)
+  T.eq(mi.zeros(3, 0):long():sum(1):totable()[1], 0)
+end)
+
+T.test("reductions over expanded (stride-0) dims are arithmetic", function()
+  T.eq(mi.ones(1):expand(2^40):sum():item(), 2^40)
+  T.eq(mi.ones(1):long():expand(2^40):sum():item(), 2^40)
+  T.eq(mi.full({1}, 2):long():expand(62):prod():item(), 2^62)
+  local x = mi.tensor{1, 2, 3}:unsqueeze(0):expand(4, 3)   -- 4 copies of {1, 2, 3}
+  T.near_table(x:sum(0):totable(), {4, 8, 12})
+  T.near_table(x:var(0):totable(), {0, 0, 0})
+  T.near(x:var():item(), 8 / 11, 1e-6)                       -- mean 2, squares 4 * 2, n - 1 = 11
+  T.near(x:std(nil, false, false):item(), math.sqrt(8 / 12), 1e-6)
+  T.near(x:mean():item(), 2, 1e-6)
+  T.near(x:norm():item(), math.sqrt(4 * 14), 1e-5)
+  T.near(x:prod():item(), 6 ^ 4, 1e-3)
+  T.near(mi.zeros(1):expand(4):logsumexp(0):item(), math.log(4), 1e-6)
+  T.near_table(x:amax(0):totable(), {1, 2, 3})
+  local y = mi.tensor{1, 2, 3}:unsqueeze(1):expand(3, 5)     -- rows of five equal values
+  T.near_table(y:sum(1):totable(), {5, 10, 15})
+  T.near_table(y:sum(1, true):totable(), {{5}, {10}, {15}})
+  T.near_table(y:std(1):totable(), {0, 0, 0})
+end)
+
+T.test("a long reduction stops on Ctrl-C (SIGINT) with 'interrupted'", function()
+  local BUILD = os.getenv("MIWB_BUILD") or "build"
+  if os.execute("command -v timeout >/dev/null 2>&1") ~= true then print("SKIP - no timeout(1)"); return end
+  -- 2^20 outputs each summing 2^20 values: minutes of work; SIGINT after 1 s, KILL after 60 s
+  local code = "x = mi.arange(2^20):float():unsqueeze(0):expand(2^20, 2^20); print(x:sum(1))"
+  local f = io.popen("timeout -k 60 -s INT 1 " .. BUILD .. "/miwb -e '" .. code .. "' 2>&1; echo rc=$?")
+  local out = f:read("a"); f:close()
+  T.truthy(out:find("interrupted", 1, true), "output says interrupted: " .. out)
+  T.truthy(not out:find("rc=137", 1, true), "not killed: " .. out)
+end)
+
 T.done()
