@@ -1,7 +1,10 @@
-/* ljson.c - mi.json: JSON text <-> Lua values, through cJSON.
+/* ljson.c - mi.json: JSON text <-> Lua values. Parsing goes through cJSON (the one JSON parser
+ * of miwb, also used by the core); writing is done here, straight into a byte buffer.
  *
  *   mi.json.decode(str)            objects -> tables, arrays -> 1-based lists, null -> mi.json.null,
- *                                  integral numbers within 2^53 -> Lua integers
+ *                                  integral numbers -> Lua integers (exact up to int64; an integer
+ *                                  literal beyond int64 is an error), strings keep every byte
+ *                                  ("p\u0000q" decodes to 3 bytes)
  *   mi.json.encode(v [, opts])     opts.indent = true (2 spaces) or a number of spaces;
  *                                  object keys come out sorted, so the text is reproducible
  *   mi.json.null                   the value standing for JSON null
@@ -9,23 +12,31 @@
  *
  * A Lua table is an array when its keys are exactly 1..n (an empty table is []), otherwise an
  * object whose keys must be strings or integers (integers become their decimal text). Anything
- * with a `totable` method (tensors) is encoded as what totable() returns. NaN and infinities,
- * strings holding a zero byte, functions and cycles are errors that say where: "$.a[2]".
- * Invalid JSON text is an error giving line and column.
+ * with a `totable` method (tensors) is encoded as what totable() returns. Zero bytes and other
+ * control characters in strings are written as \u00XX escapes. NaN and infinities, strings that
+ * are not valid UTF-8, functions and cycles are errors that say where: "$.a[2]". Invalid JSON
+ * text (also anything after the value, a zero byte included) is an error giving line and column.
  *
- * The cJSON trees live in a userdata with __gc, so a Lua error in the middle frees them.
+ * cJSON's strings are C strings, so before parsing, the text is rewritten where cJSON would
+ * lose something (json_prepare): inside strings the escapes \u0000 and \u0001 become
+ * \u0001 followed by '0' or '1', and integer literals too long for a double become the string
+ * "\u0001I<digits>"; push_json undoes both. The cJSON tree lives in a userdata with __gc, so a
+ * Lua error in the middle frees it.
  */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <cjson/cJSON.h>
+#include <utf8proc.h>
 
 #include "mwl.h"
 
 #define JSON_MAXDEPTH 500
 #define JSON_BOX "miwb.json.box"
+#define JSON_BUF "miwb.json.buf"
 
 static const char NULL_KEY = 'n';   /* registry: the json.null sentinel */
 static const char OBJECT_KEY = 'o'; /* registry: the metatable marking "encode as object" */
@@ -46,7 +57,132 @@ static json_box *new_box(lua_State *L) {
     return b;
 }
 
+/* A growable byte buffer in a userdata (freed by __gc, so a Lua error cannot leak it; Lua's
+ * luaL_Buffer cannot be used across the recursive stack work of the encoder). */
+typedef struct { char *s; size_t len, cap; } json_buf;
+
+static int buf_gc(lua_State *L) {
+    json_buf *b = (json_buf *)luaL_checkudata(L, 1, JSON_BUF);
+    free(b->s);
+    b->s = NULL;
+    b->len = b->cap = 0;
+    return 0;
+}
+
+static json_buf *new_buf(lua_State *L) {
+    json_buf *b = (json_buf *)lua_newuserdatauv(L, sizeof *b, 0);
+    memset(b, 0, sizeof *b);
+    luaL_setmetatable(L, JSON_BUF);
+    return b;
+}
+
+static void buf_add(lua_State *L, json_buf *b, const char *s, size_t n) {
+    if (n > b->cap - b->len) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap - b->len < n) {
+            if (cap > ((size_t)-1) / 2) luaL_error(L, "json: text too large");
+            cap *= 2;
+        }
+        char *p = (char *)realloc(b->s, cap);
+        if (p == NULL) luaL_error(L, "json: out of memory");
+        b->s = p;
+        b->cap = cap;
+    }
+    memcpy(b->s + b->len, s, n);
+    b->len += n;
+}
+static void buf_str(lua_State *L, json_buf *b, const char *s) { buf_add(L, b, s, strlen(s)); }
+static void buf_char(lua_State *L, json_buf *b, char c) { buf_add(L, b, &c, 1); }
+
 /* ------------------------------------------------------------ decode */
+
+/* line and column (1-based) of byte pos of s */
+static void line_col(const char *s, size_t pos, int *line, int *col) {
+    *line = 1;
+    *col = 1;
+    for (size_t i = 0; i < pos; i++) {
+        if (s[i] == '\n') { (*line)++; *col = 1; }
+        else (*col)++;
+    }
+}
+
+/* The text handed to cJSON (see the top of the file) into b; returns 0, or raises for an integer
+ * literal beyond int64. Leaves everything else alone: cJSON judges the syntax. */
+static void json_prepare(lua_State *L, json_buf *b, const char *s, size_t len) {
+    size_t i = 0;
+    int in_str = 0;
+    while (i < len) {
+        char c = s[i];
+        if (in_str) {
+            if (c == '"') {
+                in_str = 0;
+            } else if (c == '\\' && i + 1 < len && s[i + 1] == 'u' && i + 6 <= len &&
+                       (memcmp(s + i + 2, "0000", 4) == 0 || memcmp(s + i + 2, "0001", 4) == 0)) {
+                buf_str(L, b, s[i + 5] == '0' ? "\\u00010" : "\\u00011");
+                i += 6;
+                continue;
+            } else if (c == '\\' && i + 1 < len) {
+                buf_add(L, b, s + i, 2);
+                i += 2;
+                continue;
+            } else if (c == '\0' || c == '\1') {
+                buf_str(L, b, c ? "\\u00011" : "\\u00010");
+                i++;
+                continue;
+            }
+            buf_char(L, b, c);
+            i++;
+            continue;
+        }
+        if (c == '"') {
+            in_str = 1;
+        } else if (c == '-' || (c >= '0' && c <= '9')) {
+            size_t j = i + (c == '-'), digits = 0;
+            while (j < len && s[j] >= '0' && s[j] <= '9') { j++; digits++; }
+            int integral = !(j < len && (s[j] == '.' || s[j] == 'e' || s[j] == 'E'));
+            if (integral && digits > 15) { /* a double could round it: keep the digits */
+                char num[64];
+                size_t n = j - i;
+                if (n >= sizeof num || (errno = 0, strtoll((memcpy(num, s + i, n), num[n] = 0, num), NULL, 10),
+                                        errno == ERANGE)) {
+                    int line, col;
+                    line_col(s, i, &line, &col);
+                    luaL_error(L, "json.decode: integer at line %d, column %d does not fit int64 "
+                                  "(JSON numbers are kept exactly up to 2^63-1)", line, col);
+                }
+                buf_str(L, b, "\"\\u0001I");
+                buf_add(L, b, num, n);
+                buf_char(L, b, '"');
+                i = j;
+                continue;
+            }
+            buf_add(L, b, s + i, j - i);
+            i = j;
+            continue;
+        }
+        buf_char(L, b, c);
+        i++;
+    }
+}
+
+/* pushes the bytes of a string from the prepared text with the \x01 escapes undone */
+static void push_unstuffed(lua_State *L, const char *s) {
+    if (strchr(s, '\1') == NULL) {
+        lua_pushstring(L, s);
+        return;
+    }
+    luaL_Buffer B;
+    luaL_buffinit(L, &B);
+    for (; *s; s++) {
+        if (*s == '\1' && (s[1] == '0' || s[1] == '1')) {
+            luaL_addchar(&B, s[1] == '0' ? '\0' : '\1');
+            s++;
+        } else {
+            luaL_addchar(&B, *s);
+        }
+    }
+    luaL_pushresult(&B);
+}
 
 static void push_json(lua_State *L, const cJSON *j, int depth) {
     luaL_checkstack(L, 4, "json.decode: nesting too deep");
@@ -61,7 +197,9 @@ static void push_json(lua_State *L, const cJSON *j, int depth) {
         if (d == floor(d) && fabs(d) <= 9007199254740992.0) lua_pushinteger(L, (lua_Integer)d);
         else lua_pushnumber(L, d);
     } else if (cJSON_IsString(j)) {
-        lua_pushstring(L, j->valuestring);
+        const char *v = j->valuestring;
+        if (v[0] == '\1' && v[1] == 'I') lua_pushinteger(L, (lua_Integer)strtoll(v + 2, NULL, 10));
+        else push_unstuffed(L, v);
     } else if (cJSON_IsArray(j)) {
         lua_createtable(L, cJSON_GetArraySize(j), 0);
         lua_Integer i = 1;
@@ -72,7 +210,7 @@ static void push_json(lua_State *L, const cJSON *j, int depth) {
     } else if (cJSON_IsObject(j)) {
         lua_createtable(L, 0, cJSON_GetArraySize(j));
         for (const cJSON *c = j->child; c; c = c->next) {
-            lua_pushstring(L, c->string);
+            push_unstuffed(L, c->string);
             push_json(L, c, depth + 1);
             lua_rawset(L, -3);
         }
@@ -85,41 +223,54 @@ static void push_json(lua_State *L, const cJSON *j, int depth) {
     }
 }
 
-static int json_decode(lua_State *L) {
-    size_t len;
-    const char *s = luaL_checklstring(L, 1, &len);
-    json_box *b = new_box(L);
+/* Parses s[len] with cJSON into b->root; on failure raises with the line and column in s.
+ * Anything after the value but white space is an error too (a zero byte included). */
+static void parse_or_raise(lua_State *L, json_box *b, const char *s, size_t len) {
     const char *end = NULL;
     b->root = cJSON_ParseWithLengthOpts(s, len, &end, 0);
+    int line, col;
     if (b->root == NULL) {
         /* end points at (or near) the offending character */
         size_t pos = (end && end >= s && end <= s + len) ? (size_t)(end - s) : 0;
-        int line = 1, col = 1;
-        for (size_t i = 0; i < pos; i++) {
-            if (s[i] == '\n') { line++; col = 1; }
-            else col++;
-        }
-        if (len == 0) return luaL_error(L, "json.decode: empty input");
+        if (len == 0) luaL_error(L, "json.decode: empty input");
+        line_col(s, pos, &line, &col);
         char near[24];
         size_t n = len - pos < 16 ? len - pos : 16;
         memcpy(near, s + pos, n);
         near[n] = '\0';
         for (size_t i = 0; i < n; i++)
-            if (near[i] == '\n' || near[i] == '\r' || near[i] == '\t') near[i] = ' ';
-        return luaL_error(L, "json.decode: invalid JSON at line %d, column %d (byte %d) near '%s'",
-                          line, col, (int)pos + 1, near);
+            if (near[i] == '\n' || near[i] == '\r' || near[i] == '\t' || near[i] == '\0') near[i] = ' ';
+        luaL_error(L, "json.decode: invalid JSON at line %d, column %d (byte %d) near '%s'",
+                   line, col, (int)pos + 1, near);
     }
-    /* trailing text after the value (other than white space) is an error too */
     const char *p = end;
     while (p < s + len && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')) p++;
-    if (p < s + len && *p != '\0') {
-        int line = 1, col = 1;
-        for (const char *q = s; q < p; q++) {
-            if (*q == '\n') { line++; col = 1; }
-            else col++;
-        }
-        return luaL_error(L, "json.decode: unexpected text after the value at line %d, column %d",
-                          line, col);
+    if (p < s + len) {
+        line_col(s, (size_t)(p - s), &line, &col);
+        luaL_error(L, "json.decode: unexpected %s after the value at line %d, column %d",
+                   *p ? "text" : "zero byte", line, col);
+    }
+}
+
+static int json_decode(lua_State *L) {
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    json_buf *pre = new_buf(L);
+    json_prepare(L, pre, s, len);
+    json_box *b = new_box(L);
+    const char *end = NULL;
+    b->root = cJSON_ParseWithLengthOpts(pre->s ? pre->s : "", pre->len, &end, 0);
+    int bad = b->root == NULL;
+    if (!bad) {
+        const char *p = end, *e = pre->s + pre->len;
+        while (p < e && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')) p++;
+        bad = p < e;
+    }
+    if (bad) { /* the message, with positions, comes from the original text */
+        cJSON_Delete(b->root);
+        b->root = NULL;
+        parse_or_raise(L, b, s, len);
+        return luaL_error(L, "json.decode: invalid JSON");
     }
     push_json(L, b->root, 0);
     cJSON_Delete(b->root);
@@ -137,10 +288,16 @@ typedef struct {
 
 static void path_push(json_path *p, lua_State *L, int key_idx) {
     char part[96];
-    if (lua_type(L, key_idx) == LUA_TNUMBER)
+    if (lua_type(L, key_idx) == LUA_TNUMBER) {
         snprintf(part, sizeof part, "[%lld]", (long long)lua_tointeger(L, key_idx));
-    else
-        snprintf(part, sizeof part, ".%.80s", lua_tostring(L, key_idx));
+    } else { /* a key may hold any byte: show it with control bytes as '?' */
+        size_t n;
+        const char *k = lua_tolstring(L, key_idx, &n);
+        size_t m = n < 80 ? n : 80;
+        part[0] = '.';
+        for (size_t i = 0; i < m; i++) part[i + 1] = (unsigned char)k[i] < 0x20 ? '?' : k[i];
+        part[m + 1] = '\0';
+    }
     size_t n = strlen(part);
     if (p->len + n < sizeof p->buf) {
         memcpy(p->buf + p->len, part, n + 1);
@@ -166,26 +323,63 @@ static int is_object_marked(lua_State *L, int idx) {
     return r;
 }
 
-typedef struct { const char *name; lua_Integer i; } json_key;
+/* a JSON string literal for s[n]: ", \ and control bytes escaped (\u0000 too); s must be UTF-8 */
+static void write_string(lua_State *L, json_buf *b, const char *s, size_t n, json_path *path) {
+    for (size_t i = 0; i < n;) { /* validate first: nothing is written for an invalid string */
+        utf8proc_int32_t cp;
+        utf8proc_ssize_t r = utf8proc_iterate((const utf8proc_uint8_t *)s + i,
+                                              (utf8proc_ssize_t)(n - i), &cp);
+        if (r <= 0) {
+            const char *what = lua_pushfstring(L, "string is not valid UTF-8 (byte %d)", (int)i + 1);
+            encode_error(L, path, what);
+        }
+        i += (size_t)r;
+    }
+    buf_char(L, b, '"');
+    size_t run = 0; /* bytes copied as they are, flushed before each escape */
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        const char *esc = NULL;
+        char u[8];
+        switch (c) {
+        case '"': esc = "\\\""; break;
+        case '\\': esc = "\\\\"; break;
+        case '\b': esc = "\\b"; break;
+        case '\f': esc = "\\f"; break;
+        case '\n': esc = "\\n"; break;
+        case '\r': esc = "\\r"; break;
+        case '\t': esc = "\\t"; break;
+        default:
+            if (c < 0x20) {
+                snprintf(u, sizeof u, "\\u%04x", c);
+                esc = u;
+            }
+        }
+        if (!esc) continue;
+        buf_add(L, b, s + run, i - run);
+        buf_str(L, b, esc);
+        run = i + 1;
+    }
+    buf_add(L, b, s + run, n - run);
+    buf_char(L, b, '"');
+}
+
+static void write_indent(lua_State *L, json_buf *b, int indent, int depth) {
+    buf_char(L, b, '\n');
+    for (int i = 0; i < indent * depth; i++) buf_char(L, b, ' ');
+}
+
+typedef struct { const char *name; size_t len; lua_Integer i; } json_key;
 
 static int cmp_keys(const void *a, const void *b) {
-    return strcmp(((const json_key *)a)->name, ((const json_key *)b)->name);
+    const json_key *x = (const json_key *)a, *y = (const json_key *)b;
+    int c = memcmp(x->name, y->name, x->len < y->len ? x->len : y->len);
+    return c ? c : (x->len > y->len) - (x->len < y->len);
 }
 
-static cJSON *to_json(lua_State *L, int idx, json_path *path, int depth);
+static void to_json(lua_State *L, json_buf *b, int idx, json_path *path, int depth, int indent);
 
-/* attaches child to parent, or frees it and raises (no leak: parent hangs from the box) */
-static void attach(lua_State *L, cJSON *parent, const char *key, cJSON *child) {
-    if (child == NULL) luaL_error(L, "json.encode: out of memory");
-    cJSON_bool ok = key ? cJSON_AddItemToObject(parent, key, child)
-                        : cJSON_AddItemToArray(parent, child);
-    if (!ok) {
-        cJSON_Delete(child);
-        luaL_error(L, "json.encode: out of memory");
-    }
-}
-
-static cJSON *table_to_json(lua_State *L, int idx, json_path *path, int depth) {
+static void table_to_json(lua_State *L, json_buf *b, int idx, json_path *path, int depth, int indent) {
     /* count keys and see whether they are exactly 1..n */
     lua_Integer n = 0, maxint = 0;
     int only_ints = 1;
@@ -209,26 +403,21 @@ static cJSON *table_to_json(lua_State *L, int idx, json_path *path, int depth) {
     int as_array = only_ints && maxint == n && !is_object_marked(L, idx);
     size_t saved = path->len;
     if (as_array) {
-        cJSON *arr = cJSON_CreateArray();
-        if (arr == NULL) luaL_error(L, "json.encode: out of memory");
-        /* arr is linked into its parent only when complete: keep it in a box meanwhile */
-        json_box *b = new_box(L);
-        b->root = arr;
+        buf_char(L, b, '[');
         for (lua_Integer i = 1; i <= n; i++) {
+            if (i > 1) buf_str(L, b, indent ? ", " : ",");
             lua_rawgeti(L, idx, i);
             lua_pushinteger(L, i - 1); /* paths use 0-based positions as JSON tools do */
             path_push(path, L, -1);
             lua_pop(L, 1);
-            cJSON *c = to_json(L, lua_gettop(L), path, depth + 1);
+            to_json(L, b, lua_gettop(L), path, depth + 1, indent);
             path_pop(path, saved);
-            attach(L, arr, NULL, c);
             lua_pop(L, 1);
         }
-        b->root = NULL;
-        lua_pop(L, 1);
-        return arr;
+        buf_char(L, b, ']');
+        return;
     }
-    /* an object: the keys as strings, sorted, encoded in that order */
+    /* an object: the keys as strings, sorted, written in that order */
     lua_createtable(L, (int)n, 0); /* i -> the original key */
     int keys = lua_gettop(L);
     json_key *names = (json_key *)lua_newuserdatauv(L, sizeof(json_key) * (size_t)(n ? n : 1), 0);
@@ -243,79 +432,80 @@ static cJSON *table_to_json(lua_State *L, int idx, json_path *path, int depth) {
         lua_rawseti(L, keys, k);
         if (lua_isinteger(L, -1)) lua_pushfstring(L, "%I", lua_tointeger(L, -1));
         else lua_pushvalue(L, -1);
-        size_t len;
-        names[k - 1].name = lua_tolstring(L, -1, &len);
+        names[k - 1].name = lua_tolstring(L, -1, &names[k - 1].len);
         names[k - 1].i = k;
         lua_rawseti(L, texts, k);
-        if (strlen(names[k - 1].name) != len) encode_error(L, path, "key holding a zero byte");
     }
     qsort(names, (size_t)n, sizeof *names, cmp_keys);
     for (lua_Integer i = 1; i < n; i++)
-        if (strcmp(names[i - 1].name, names[i].name) == 0) {
-            lua_pushstring(L, names[i].name);
+        if (cmp_keys(&names[i - 1], &names[i]) == 0) {
+            lua_pushlstring(L, names[i].name, names[i].len);
             path_push(path, L, -1);
             encode_error(L, path, "two keys (an integer and a string) with the same text");
         }
-    cJSON *obj = cJSON_CreateObject();
-    if (obj == NULL) luaL_error(L, "json.encode: out of memory");
-    json_box *b = new_box(L);
-    b->root = obj;
+    buf_char(L, b, '{');
     for (lua_Integer i = 0; i < n; i++) {
-        lua_pushstring(L, names[i].name);
+        if (i > 0) buf_char(L, b, ',');
+        if (indent) write_indent(L, b, indent, depth + 1);
+        lua_pushlstring(L, names[i].name, names[i].len);
         path_push(path, L, -1);
         lua_pop(L, 1);
+        write_string(L, b, names[i].name, names[i].len, path);
+        buf_str(L, b, indent ? ": " : ":");
         lua_rawgeti(L, keys, names[i].i);
         lua_rawget(L, idx);
-        cJSON *c = to_json(L, lua_gettop(L), path, depth + 1);
+        to_json(L, b, lua_gettop(L), path, depth + 1, indent);
         path_pop(path, saved);
-        attach(L, obj, names[i].name, c);
         lua_pop(L, 1);
     }
-    b->root = NULL;
-    lua_pop(L, 4); /* box, texts, names, keys */
-    return obj;
+    if (indent && n > 0) write_indent(L, b, indent, depth);
+    buf_char(L, b, '}');
+    lua_pop(L, 3); /* texts, names, keys */
 }
 
-static cJSON *to_json(lua_State *L, int idx, json_path *path, int depth) {
+static void to_json(lua_State *L, json_buf *b, int idx, json_path *path, int depth, int indent) {
     if (depth > JSON_MAXDEPTH) encode_error(L, path, "nesting deeper than 500 (a cycle?)");
     luaL_checkstack(L, 8, "json.encode: nesting too deep");
+    char num[64];
     switch (lua_type(L, idx)) {
     case LUA_TNIL:
-        return cJSON_CreateNull();
+        buf_str(L, b, "null");
+        return;
     case LUA_TBOOLEAN:
-        return cJSON_CreateBool(lua_toboolean(L, idx));
+        buf_str(L, b, lua_toboolean(L, idx) ? "true" : "false");
+        return;
     case LUA_TNUMBER:
-        if (lua_isinteger(L, idx)) {
-            /* raw text keeps 64-bit integers exact (a double would round past 2^53) */
-            char num[32];
+        if (lua_isinteger(L, idx)) { /* exact, all 64 bits */
             snprintf(num, sizeof num, "%lld", (long long)lua_tointeger(L, idx));
-            return cJSON_CreateRaw(num);
         } else {
             double d = lua_tonumber(L, idx);
             if (isnan(d)) encode_error(L, path, "cannot encode NaN (JSON has no NaN)");
             if (isinf(d)) encode_error(L, path, "cannot encode an infinity (JSON has none)");
-            /* the shortest of 15, 16, 17 digits that reads back as the same double (cJSON's own
-             * printer accepts a 15-digit text within an epsilon, which loses the last bits) */
-            char num[32];
+            /* the shortest of 15, 16, 17 digits that reads back as the same double */
             for (int prec = 15; prec <= 17; prec++) {
                 snprintf(num, sizeof num, "%.*g", prec, d);
                 if (strtod(num, NULL) == d) break;
             }
-            return cJSON_CreateRaw(num);
         }
+        buf_str(L, b, num);
+        return;
     case LUA_TSTRING: {
         size_t len;
         const char *s = lua_tolstring(L, idx, &len);
-        if (strlen(s) != len) encode_error(L, path, "string holding a zero byte");
-        return cJSON_CreateString(s);
+        write_string(L, b, s, len, path);
+        return;
     }
     case LUA_TTABLE:
-        return table_to_json(L, idx, path, depth);
+        table_to_json(L, b, idx, path, depth, indent);
+        return;
     case LUA_TUSERDATA: {
         lua_rawgetp(L, LUA_REGISTRYINDEX, &NULL_KEY);
         int isnull = lua_rawequal(L, -1, idx);
         lua_pop(L, 1);
-        if (isnull) return cJSON_CreateNull();
+        if (isnull) {
+            buf_str(L, b, "null");
+            return;
+        }
         /* tensors and anything else with a totable method (indexing a userdata without
          * __index would raise, so look first) */
         if (luaL_getmetafield(L, idx, "__index") != LUA_TNIL) lua_pop(L, 1);
@@ -323,9 +513,9 @@ static cJSON *to_json(lua_State *L, int idx, json_path *path, int depth) {
         if (lua_getfield(L, idx, "totable") == LUA_TFUNCTION) {
             lua_pushvalue(L, idx);
             lua_call(L, 1, 1);
-            cJSON *r = to_json(L, lua_gettop(L), path, depth + 1);
+            to_json(L, b, lua_gettop(L), path, depth + 1, indent);
             lua_pop(L, 1);
-            return r;
+            return;
         }
         lua_pop(L, 1);
         break;
@@ -335,7 +525,6 @@ static cJSON *to_json(lua_State *L, int idx, json_path *path, int depth) {
     }
     const char *what = lua_pushfstring(L, "cannot encode a value of type %s", luaL_typename(L, idx));
     encode_error(L, path, what);
-    return NULL;
 }
 
 static int json_encode(lua_State *L) {
@@ -351,33 +540,9 @@ static int json_encode(lua_State *L) {
     }
     lua_settop(L, 1);
     json_path path = {"$", 1};
-    json_box *b = new_box(L); /* index 2 */
-    b->root = to_json(L, 1, &path, 0);
-    if (b->root == NULL) return luaL_error(L, "json.encode: out of memory");
-    char *text = indent ? cJSON_Print(b->root) : cJSON_PrintUnformatted(b->root);
-    cJSON_Delete(b->root);
-    b->root = NULL;
-    if (text == NULL) return luaL_error(L, "json.encode: out of memory");
-    if (!indent) {
-        lua_pushstring(L, text);
-        free(text);
-        return 1;
-    }
-    /* cJSON indents with tabs; a tab inside a string is escaped as \t, so every raw tab is
-     * indentation and can become `indent` spaces. cJSON also writes "key":<tab>value. */
-    luaL_Buffer out;
-    luaL_buffinit(L, &out);
-    for (const char *p = text; *p; p++) {
-        if (*p != '\t') {
-            luaL_addchar(&out, *p);
-        } else if (p > text && p[-1] == ':') {
-            luaL_addchar(&out, ' ');
-        } else {
-            for (int i = 0; i < indent; i++) luaL_addchar(&out, ' ');
-        }
-    }
-    free(text); /* no Lua error can happen between the print and here except memory errors */
-    luaL_pushresult(&out);
+    json_buf *b = new_buf(L); /* index 2 */
+    to_json(L, b, 1, &path, 0, indent);
+    lua_pushlstring(L, b->s ? b->s : "", b->len);
     return 1;
 }
 
@@ -407,6 +572,11 @@ static int null_tostring(lua_State *L) {
 void mwl_open_json(lua_State *L) {
     if (luaL_newmetatable(L, JSON_BOX)) {
         lua_pushcfunction(L, box_gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_pop(L, 1);
+    if (luaL_newmetatable(L, JSON_BUF)) {
+        lua_pushcfunction(L, buf_gc);
         lua_setfield(L, -2, "__gc");
     }
     lua_pop(L, 1);
