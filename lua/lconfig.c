@@ -50,7 +50,7 @@ static void read_field(lua_State *L, int t, const mw_config_field *f, mw_config 
         int v = -1;
         if (ty == LUA_TBOOLEAN) v = lua_toboolean(L, -1);
         else if (ty == LUA_TSTRING) {
-            const char *s = lua_tostring(L, -1);
+            const char *s = mwl_checkname(L, -1, "HookedTransformerConfig", f->name);
             if (!strcmp(s, "True") || !strcmp(s, "true")) v = 1;
             else if (!strcmp(s, "False") || !strcmp(s, "false")) v = 0;
         }

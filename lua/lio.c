@@ -9,13 +9,26 @@
  *       table of strings (numbers are converted). Returns true; raises on bad arguments or when
  *       the file cannot be written.
  *   mi.load_safetensors, mi.save_safetensors: the same functions.
+ *   mi.load(path, {copy = true})   reads every tensor into private memory and unmaps the file
  *
- * Loaded float32/int64 tensors view the mapped file; it stays mapped until the last of them is
- * collected. The C state dict lives in a userdata with __gc while the result table is built, so
- * a Lua error (out of memory) part way frees what is left.
+ * Loaded float32/int64 tensors view the mapped file (copy-on-write, MAP_PRIVATE); it stays mapped
+ * until the last of them is collected. The contract (README "Files"): while they live, the file
+ * must not change; one truncated underneath kills the process with SIGBUS when a tensor is
+ * touched, one rewritten in place changes the tensors. {copy = true} avoids both. The C state
+ * dict lives in a userdata with __gc while the result table is built, so a Lua error (out of
+ * memory) part way frees what is left.
+ *
+ * File helpers for the Lua library (mi.utils.write_file, mkdir_p, file_exists, check_name):
+ * no path ever goes through a shell, and every path or name with a zero byte is refused
+ * (mwl_checkname) instead of reaching C cut short.
  */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "checkpoint.h"
 #include "mwl.h"
@@ -28,8 +41,106 @@ static int sd_gc(lua_State *L) {
     return 0;
 }
 
+const char *mwl_checkname(lua_State *L, int idx, const char *fname, const char *what) {
+    size_t n;
+    const char *s = luaL_checklstring(L, idx, &n);
+    if (strlen(s) != n) {
+        luaL_error(L, "%s: %s holds a zero byte (at byte %d)", fname, what, (int)strlen(s) + 1);
+    }
+    return s;
+}
+
+/* mi.utils.check_name(fname, what, s): mwl_checkname from Lua; returns s */
+static int io_check_name(lua_State *L) {
+    const char *fname = luaL_checkstring(L, 1), *what = luaL_checkstring(L, 2);
+    mwl_checkname(L, 3, fname, what);
+    lua_settop(L, 3);
+    return 1;
+}
+
+/* nil, "what path: strerror" with errno saved by the caller */
+static int io_fail(lua_State *L, const char *what, const char *path, int err) {
+    luaL_pushfail(L);
+    lua_pushfstring(L, "%s %s: %s", what, path, strerror(err));
+    return 2;
+}
+
+/* mi.utils.write_file(path, data): atomic: data goes to a new temporary file in path's directory
+ * (a unique name from mkstemp), is flushed to the disk (fsync) and renamed over path. Returns
+ * true, or nil + a message naming the step that failed (a full disk shows at write, fsync or
+ * close); path is then unchanged and no temporary is left. */
+static int io_write_file(lua_State *L) {
+    const char *path = mwl_checkname(L, 1, "write_file", "path");
+    size_t n;
+    const char *data = luaL_checklstring(L, 2, &n);
+    const char *tmp = lua_pushfstring(L, "%s.tmpXXXXXX", path);
+    char *name = (char *)lua_newuserdatauv(L, strlen(tmp) + 1, 0); /* mkstemp writes into it */
+    memcpy(name, tmp, strlen(tmp) + 1);
+    int fd = mkstemp(name);
+    if (fd < 0) return io_fail(L, "cannot create a temporary file for", path, errno);
+    mode_t mask = umask(0);
+    umask(mask);
+    const char *step = NULL;
+    int err = 0;
+    if (fchmod(fd, 0666 & ~mask) != 0) step = "cannot set the mode of";
+    for (size_t done = 0; !step && done < n;) {
+        ssize_t w = write(fd, data + done, n - done);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) step = "cannot write";
+        else done += (size_t)w;
+    }
+    if (!step && fsync(fd) != 0) step = "cannot flush";
+    if (step) err = errno;
+    if (close(fd) != 0 && !step) { step = "cannot close"; err = errno; }
+    if (!step && rename(name, path) != 0) { step = "cannot rename the temporary file to"; err = errno; }
+    if (step) {
+        unlink(name);
+        return io_fail(L, step, path, err ? err : EIO);
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* mi.utils.mkdir_p(path): creates path and its missing parents (as mkdir -p, without a shell);
+ * true, or nil + message */
+static int io_mkdir_p(lua_State *L) {
+    const char *path = mwl_checkname(L, 1, "mkdir_p", "path");
+    size_t n = strlen(path);
+    if (n == 0) return luaL_error(L, "mkdir_p: empty path");
+    char *buf = (char *)lua_newuserdatauv(L, n + 1, 0);
+    memcpy(buf, path, n + 1);
+    for (size_t i = 1; i <= n; i++) {
+        if (buf[i] != '/' && buf[i] != '\0') continue;
+        char c = buf[i];
+        buf[i] = '\0';
+        if (mkdir(buf, 0777) != 0 && errno != EEXIST) return io_fail(L, "cannot create directory", buf, errno);
+        struct stat st;
+        if (stat(buf, &st) != 0 || !S_ISDIR(st.st_mode)) return io_fail(L, "cannot create directory", buf, ENOTDIR);
+        buf[i] = c;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* mi.utils.file_exists(path): whether path names an existing file or directory */
+static int io_file_exists(lua_State *L) {
+    const char *path = mwl_checkname(L, 1, "file_exists", "path");
+    struct stat st;
+    lua_pushboolean(L, stat(path, &st) == 0);
+    return 1;
+}
+
 static int io_load(lua_State *L) {
-    const char *path = luaL_checkstring(L, 1);
+    const char *path = mwl_checkname(L, 1, "mi.load", "path");
+    static const char *const opts[] = {"copy", NULL};
+    mwl_check_opts(L, 2, "mi.load", opts);
+    int copy = 0;
+    if (lua_istable(L, 2)) {
+        lua_getfield(L, 2, "copy");
+        copy = lua_toboolean(L, -1);
+        lua_pop(L, 1);
+    }
+    lua_settop(L, 1);
     mw_state_dict *sd = (mw_state_dict *)lua_newuserdatauv(L, sizeof *sd, 0);
     memset(sd, 0, sizeof *sd);
     if (luaL_newmetatable(L, SD_BOX)) {
@@ -47,8 +158,13 @@ static int io_load(lua_State *L) {
     lua_createtable(L, 0, sd->n);
     for (int i = 0; i < sd->n; i++) {
         mw_tensor *t = mwl_newtensor(L);
-        *t = sd->items[i].t; /* the userdata takes over the reference */
-        memset(&sd->items[i].t, 0, sizeof sd->items[i].t);
+        if (copy) { /* private memory: the map goes when the state dict is freed below */
+            if (mw_tensor_clone(t, &sd->items[i].t)) return luaL_error(L, "mi.load: %s", mw_error());
+            mw_tensor_release(&sd->items[i].t);
+        } else {
+            *t = sd->items[i].t; /* the userdata takes over the reference */
+            memset(&sd->items[i].t, 0, sizeof sd->items[i].t);
+        }
         lua_setfield(L, -2, sd->items[i].name);
     }
     lua_createtable(L, 0, sd->n_meta);
@@ -62,7 +178,7 @@ static int io_load(lua_State *L) {
 }
 
 static int io_save(lua_State *L) {
-    const char *path = luaL_checkstring(L, 1);
+    const char *path = mwl_checkname(L, 1, "mi.save", "path");
     luaL_checktype(L, 2, LUA_TTABLE);
     int has_meta = !lua_isnoneornil(L, 3);
     if (has_meta) luaL_checktype(L, 3, LUA_TTABLE);
@@ -86,7 +202,9 @@ static int io_save(lua_State *L) {
     lua_pushnil(L);
     while (lua_next(L, 2)) {
         /* the key strings and tensor userdata stay referenced by the table during the write */
-        names[i] = lua_tostring(L, -2);
+        lua_pushvalue(L, -2);
+        names[i] = mwl_checkname(L, -1, "mi.save", "a tensor name"); /* safetensors names are C strings */
+        lua_pop(L, 1);
         ts[i] = mwl_totensor(L, -1);
         i++;
         lua_pop(L, 1);
@@ -107,10 +225,11 @@ static int io_save(lua_State *L) {
             if (lua_type(L, -2) != LUA_TSTRING || (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER))
                 return luaL_error(L, "mi.save: %s: metadata must map strings to strings", path);
             lua_pushvalue(L, -2);
-            mk[j] = lua_tostring(L, -1);
+            mk[j] = mwl_checkname(L, -1, "mi.save", "a metadata key");
             lua_rawseti(L, keep, 2 * j + 1);
             lua_pushvalue(L, -1);
-            mv[j] = lua_tostring(L, -1); /* a number becomes its text here, in the copy */
+            lua_tostring(L, -1); /* a number becomes its text here, in the copy */
+            mv[j] = mwl_checkname(L, -1, "mi.save", "a metadata value");
             lua_rawseti(L, keep, 2 * j + 2);
             j++;
             lua_pop(L, 1);
@@ -127,6 +246,10 @@ void mwl_open_io(lua_State *L) {
         {"save", io_save},
         {"load_safetensors", io_load},
         {"save_safetensors", io_save},
+        {"_check_name", io_check_name},
+        {"_write_file", io_write_file},
+        {"_mkdir_p", io_mkdir_p},
+        {"_file_exists", io_file_exists},
         {NULL, NULL},
     };
     luaL_setfuncs(L, fns, 0);

@@ -140,6 +140,10 @@ static void json_prepare(lua_State *L, json_buf *b, const char *s, size_t len) {
             size_t j = i + (c == '-'), digits = 0;
             while (j < len && s[j] >= '0' && s[j] <= '9') { j++; digits++; }
             int integral = !(j < len && (s[j] == '.' || s[j] == 'e' || s[j] == 'E'));
+            /* the rest of the token (fraction, exponent) goes along unchanged */
+            while (!integral && j < len && ((s[j] >= '0' && s[j] <= '9') || s[j] == '.' || s[j] == 'e' ||
+                                            s[j] == 'E' || s[j] == '+' || s[j] == '-'))
+                j++;
             if (integral && digits > 15) { /* a double could round it: keep the digits */
                 char num[64];
                 size_t n = j - i;

@@ -81,7 +81,7 @@ static int l_config(lua_State *L) {
 
 static int l_param(lua_State *L) {
     mw_model *m = checkmodel(L, 1);
-    const char *name = luaL_checkstring(L, 2);
+    const char *name = mwl_checkname(L, 2, "param", "parameter name");
     int pid, layer;
     int rc = mw_model_param_lookup(m, name, &pid, &layer);
     if (rc < 0) return mwl_coreerror(L);
@@ -93,7 +93,7 @@ static int l_param(lua_State *L) {
 
 static int l_weight(lua_State *L) {
     mw_model *m = checkmodel(L, 1);
-    const char *f = luaL_checkstring(L, 2);
+    const char *f = mwl_checkname(L, 2, "weight", "weight name");
     for (int pid = 0; pid < MW_PARAM_COUNT; pid++) {
         const char *n = mw_param_name(pid), *dot = strrchr(n, '.');
         const char *field = dot ? dot + 1 : n;
@@ -148,7 +148,7 @@ static int l_param_names(lua_State *L) {
 
 static int l_set_param(lua_State *L) {
     mw_model *m = checkmodel(L, 1);
-    const char *name = luaL_checkstring(L, 2);
+    const char *name = mwl_checkname(L, 2, "set_param", "parameter name");
     mw_tensor *t = mwl_checktensor(L, 3);
     int pid, layer;
     int rc = mw_model_param_lookup(m, name, &pid, &layer);
@@ -298,7 +298,7 @@ static void mark_want(lua_State *L, mw_model *m, int idx, uint8_t *want, const c
         lua_pop(L, 1);
         if (lua_type(L, -1) != LUA_TSTRING) continue;
         int id, layer;
-        const char *name = lua_tostring(L, -1);
+        const char *name = mwl_checkname(L, -1, "forward", "hook name");
         if (mw_hook_parse(name, &id, &layer) || (layer >= m->cfg.n_layers))
             luaL_error(L, "%s: '%s' is not a hook point of this model", fname, name);
         if (mw_model_hook_exists(m, id)) want[mw_hook_slot(m, id, layer < 0 ? 0 : layer)] = 1;

@@ -130,7 +130,7 @@ static int parse_dtype(const char *s, mw_dtype *dt) {
 }
 
 static mw_dtype check_dtype(lua_State *L, int idx, const char *op) {
-    const char *s = luaL_checkstring(L, idx);
+    const char *s = mwl_checkname(L, idx, op, "dtype name");
     mw_dtype dt = MW_F32;
     if (!parse_dtype(s, &dt))
         luaL_error(L, "%s: unknown dtype '%s' (float32, int64 or bool)", op, s);
@@ -1989,7 +1989,7 @@ static int l_outer(lua_State *L) {
 
 /* mi.einsum(spec, t1, t2, ...) or mi.einsum(spec, {t1, t2, ...}) */
 static int l_einsum(lua_State *L) {
-    const char *spec = luaL_checkstring(L, 1);
+    const char *spec = mwl_checkname(L, 1, "einsum", "pattern");
     int n;
     const mw_tensor **ts;
     if (lua_type(L, 2) == LUA_TTABLE && !mwl_totensor(L, 2)) {

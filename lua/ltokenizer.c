@@ -38,7 +38,7 @@ static mw_tokenizer *check_tok(lua_State *L) {
 }
 
 static int l_load_tokenizer(lua_State *L) {
-    const char *path = luaL_checkstring(L, 1);
+    const char *path = mwl_checkname(L, 1, "load_tokenizer", "path");
     /* the userdata first: an error afterwards leaves an empty, collectable box */
     tok_box *b = (tok_box *)lua_newuserdatauv(L, sizeof *b, 1);
     b->t = NULL;

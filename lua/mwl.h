@@ -31,6 +31,10 @@ void mwl_account(lua_State *L);
  * raises, and every key must be one of names (NULL-terminated), else
  * "op: unknown option 'sed' (options: dtype, generator, seed)". */
 void mwl_check_opts(lua_State *L, int idx, const char *op, const char *const *names);
+/* The one check of a string argument that names something (a path, a tensor or hook name, a
+ * dtype, a key): C would see it cut at a zero byte, so one raises
+ * "fname: what holds a zero byte (at byte N)". Returns the string (lio.c). */
+const char *mwl_checkname(lua_State *L, int idx, const char *fname, const char *what);
 
 /* Each binding file exports one opener that adds its functions to the module table at -1:
  *   mwl_open_tensor (ltensor.c), mwl_open_io (lio.c: safetensors, json, torch files),

@@ -101,7 +101,10 @@ function M.parse_args(argv, name, defaults, help, opts)
     i = i + 2
   end
   args.name = name
-  if standard then os.execute("mkdir -p '" .. args.out:gsub("'", "'\\''") .. "'") end
+  if standard then
+    local ok, err = require("miwb.utils").mkdir_p(args.out) -- no shell: any folder name is safe
+    if not ok then error(name .. ": " .. err, 0) end
+  end
   return args
 end
 

@@ -1,7 +1,8 @@
 -- miwb.json: file helpers over the C codec (lua/ljson.c provides mi.json.decode/encode/null).
 --   mi.json.read(path)                 -> value, or nil + message when the file cannot be read;
 --                                         invalid JSON raises, naming the file, line and column
---   mi.json.write(path, value [, opts]) -> true, or nil + message when the file cannot be written;
+--   mi.json.write(path, value [, opts]) -> true, or nil + message when the file cannot be written
+--                                         (atomic: the old file stays whole on any failure);
 --                                         values JSON cannot hold raise (as encode does)
 local M = {}
 
@@ -10,6 +11,7 @@ function M._install(mi)
   if not json then return end
 
   function json.read(path)
+    mi._check_name("json.read", "path", path)
     local f, err = io.open(path, "rb")
     if not f then return nil, err end
     local text = f:read("a")
@@ -22,13 +24,10 @@ function M._install(mi)
   end
 
   function json.write(path, value, opts)
+    mi._check_name("json.write", "path", path)
     local text = json.encode(value, opts) -- raises before the file is touched
-    local f, err = io.open(path, "wb")
-    if not f then return nil, err end
-    local ok, werr = f:write(text, "\n")
-    f:close()
-    if not ok then return nil, werr end
-    return true
+    -- atomic: a temporary file renamed over path; a full disk gives nil + message, path unchanged
+    return mi._write_file(path, text .. "\n")
   end
 end
 

@@ -29,6 +29,7 @@
 --
 -- gnuplot missing or failing raises a Lua error with gnuplot's own message; a figure is never skipped.
 local P = {}
+local U = require("miwb.utils") -- files without a shell (write_file, mkdir_p, shell_quote)
 
 P.gnuplot = os.getenv("MIWB_GNUPLOT") or "gnuplot" -- the program run on each script
 P.dir = "plots"                                    -- default output folder (relative to the cwd)
@@ -57,6 +58,9 @@ local function table_shape(t, op, what)
   local shape = {}
   local x = t
   while type(x) == "table" do
+    if #shape >= 32 then -- a deeper table is a mistake (or a cycle): say so before walking it
+      error(string.format("%s: %s: nested table more than 32 levels deep", op, what), 0)
+    end
     shape[#shape + 1] = #x
     if #x == 0 then break end
     x = x[1]
@@ -200,7 +204,7 @@ local function q(s) return P.gp_quote(P.label_text(s)) end
 -- files, paths and running gnuplot
 ---------------------------------------------------------------------------------------------------
 
-local function shq(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+local function shq(s) return U.shell_quote(s) end
 
 local function slug(s)
   s = P.label_text(s):lower():gsub("[^%w%.%-]+", "_"):gsub("^_+", ""):gsub("_+$", "")
@@ -253,15 +257,18 @@ local function resolve_out(kind, opts)
 end
 
 local function mkdir_p(op, dir)
-  local ok = os.execute("mkdir -p " .. shq(dir))
-  if not ok then error(op .. ": cannot create folder " .. dir, 0) end
+  local ok, err = U.mkdir_p(dir)
+  if not ok then error(op .. ": " .. err, 0) end
 end
 
-local function write_file(op, path, text)
-  local fh, err = io.open(path, "wb")
-  if not fh then error(op .. ": cannot write " .. path .. ": " .. tostring(err), 0) end
-  fh:write(text)
-  fh:close()
+-- atomic; on failure (a full disk) the files of this figure written so far (list `written`) go too
+local function write_file(op, path, text, written)
+  local ok, err = U.write_file(path, text)
+  if not ok then
+    for _, f in ipairs(written) do os.remove(f) end
+    error(op .. ": " .. err, 0)
+  end
+  written[#written + 1] = path
 end
 
 local function fmtnum(x)
@@ -318,9 +325,10 @@ local function render(fig)
   mkdir_p(op, dir)
   local image = base .. "." .. fmt
   local info = {data = {}}
+  local written = {}
   for _, d in ipairs(fig.data) do
     local name = base .. d[1]
-    write_file(op, dir .. "/" .. name, type(d[2]) == "table" and table.concat(d[2]) or d[2])
+    write_file(op, dir .. "/" .. name, type(d[2]) == "table" and table.concat(d[2]) or d[2], written)
     info.data[#info.data + 1] = dir .. "/" .. name
   end
   if type(fig.width) ~= "number" or type(fig.height) ~= "number" then
@@ -339,7 +347,7 @@ local function render(fig)
     "set output " .. P.gp_quote(image),
   }
   local script = table.concat(head, "\n") .. "\n" .. table.concat(fig.body(base), "\n") .. "\n"
-  write_file(op, dir .. "/" .. base .. ".gp", script)
+  write_file(op, dir .. "/" .. base .. ".gp", script, written)
   os.remove(dir .. "/" .. image)
   info.log = run_gnuplot(op, dir, base .. ".gp", image)
   info.image = dir .. "/" .. image

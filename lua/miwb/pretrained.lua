@@ -125,11 +125,7 @@ function M.files(m, shards)
 end
 
 -- ---------------------------------------------------------------- small helpers
-local function exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() return true end
-  return false
-end
+local function exists(path) return mi.utils.file_exists(path) end
 
 local function read_all(path)
   local f, err = io.open(path, "rb")
@@ -597,9 +593,8 @@ function M.save_pretrained(what, folder, opts)
   if type(sd) ~= "table" or type(cfg) ~= "table" then
     error("save_pretrained: needs a model, or a state dict and opts.cfg", 2)
   end
-  if not os.execute("mkdir -p " .. ("'" .. folder:gsub("'", "'\\''") .. "'")) then
-    error("save_pretrained: cannot create " .. folder, 2)
-  end
+  local made, merr = mi.utils.mkdir_p(folder)
+  if not made then error("save_pretrained: " .. merr, 2) end
   local conf = {}
   for k, v in pairs(cfg) do
     local t = type(v)
@@ -622,7 +617,7 @@ function M.save_pretrained(what, folder, opts)
 end
 
 -- ---------------------------------------------------------------- downloads (`miwb pull`)
-local function shq(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local function shq(s) return mi.utils.shell_quote(s) end
 
 local function file_size(path)
   local f = io.open(path, "rb")
@@ -743,7 +738,7 @@ local function head_failure(m, dir, f, why, status, code)
 end
 
 local function pull_files(m, dir, auth, opts)
-  local mkdir = "mkdir -p " .. shq(dir)
+  local function mkdir() return mi.utils.mkdir_p(dir) end -- no shell
   -- a hub repository's weights: model.safetensors, or a shard index and every shard it names
   -- (each shard a file of its own, resumed on its own)
   local shards
@@ -754,7 +749,8 @@ local function pull_files(m, dir, auth, opts)
       local fi = all[#all]
       local size, sha, status, code = remote_size(fi.url, auth)
       if size then
-        if not os.execute(mkdir) then return nil, "miwb pull: cannot create " .. dir end
+        local made, merr = mkdir()
+        if not made then return nil, "miwb pull: " .. merr end
         local ok, err = download(fi, ipath, size, sha, auth, opts.quiet)
         if not ok then return nil, err end
       elseif status ~= 404 then
@@ -777,7 +773,8 @@ local function pull_files(m, dir, auth, opts)
       sizes[i], shas[i] = size, sha
     end
   end
-  if not os.execute(mkdir) then return nil, "miwb pull: cannot create " .. dir end
+  local made, merr = mi.utils.mkdir_p(dir)
+  if not made then return nil, "miwb pull: " .. merr end
   for i, f in ipairs(files) do
     local dest = dir .. "/" .. f.dest
     if exists(dest) then

@@ -19,6 +19,13 @@
 --   utils.check_opts(fname, opts, allowed)   the one options-table check of the API: raises
 --       "fname: unknown option 'sed' (options: dtype, seed)" for a key not in allowed (a list
 --       of names or a set {name = true}); nil passes; returns opts
+--   utils.write_file(path, data)   atomic (temporary file + rename); true, or nil + message naming
+--       the step that failed (a full disk included); path unchanged then
+--   utils.mkdir_p(path)   mkdir -p without a shell; true, or nil + message
+--   utils.file_exists(path)   whether path names an existing file or directory
+--   utils.check_name(fname, what, s)   raises "fname: what holds a zero byte" for a path or name
+--       with a NUL (C and the OS would see it cut); returns s
+--   utils.shell_quote(s)   s as one POSIX shell word ('...'), for the few commands that need a shell
 local U = {}
 
 local mi
@@ -391,9 +398,20 @@ function U.init_xavier_normal_(p, ...) return xavier("init_xavier_normal_", fill
 function U.init_kaiming_uniform_(p, ...) return kaiming("init_kaiming_uniform_", fill_uniform, 3, p, ...) end
 function U.init_kaiming_normal_(p, ...) return kaiming("init_kaiming_normal_", fill_normal, 1, p, ...) end
 
+-- The one quoting function for the few commands that need a shell (gnuplot, curl, a viewer):
+-- s as one POSIX shell word. Inside '...' nothing is special but ' itself, written '\''.
+-- A zero byte would cut the command short, so it is refused.
+function U.shell_quote(s)
+  s = tostring(s)
+  if s:find("\0", 1, true) then error("shell_quote: string holds a zero byte", 2) end
+  return "'" .. s:gsub("'", "'\\''") .. "'"
+end
+
 function U._install(m)
   mi = m
   U.check_opts = m._check_opts -- written in C (lua/ltensor.c), shared with the C bindings
+  -- files without a shell, written in C (lua/lio.c): see the top of this file
+  U.check_name, U.write_file, U.mkdir_p, U.file_exists = m._check_name, m._write_file, m._mkdir_p, m._file_exists
   -- the tokenizer's methods are C functions in its metatable's __index table
   local mt = debug.getregistry()["miwb.Tokenizer"]
   if type(mt) == "table" and type(mt.__index) == "table" then

@@ -98,6 +98,8 @@ T.test("decode: integers beyond 2^53 stay exact, beyond int64 are refused", func
   T.eq(J.decode("[-9223372036854775808]")[1], math.mininteger)
   T.eq(J.decode('{"a": 9223372036854775807}').a, math.maxinteger)
   T.eq(J.decode("12345678901234567.5"), 12345678901234567.5, "a fraction stays a float")
+  T.eq(J.decode("[-1.6038367748260498e-05]")[1], -1.6038367748260498e-05, "long fractions stay floats")
+  T.eq(J.decode("[2.5E+1234567890123456789]")[1], math.huge, "a long exponent is not an integer")
   T.eq(math.type(J.decode("1e300")), "float")
   T.raises(function() J.decode("[1, 9223372036854775808]") end, "integer at line 1, column 5 does not fit int64")
   T.eq(J.decode('"12345678901234567890"'), "12345678901234567890", "digits in a string are a string")

@@ -113,4 +113,104 @@ T.test("a long reduction stops on Ctrl-C (SIGINT) with 'interrupted'", function(
   T.truthy(not out:find("rc=137", 1, true), "not killed: " .. out)
 end)
 
+-- NUL bytes: paths and names are refused, data keeps every byte
+local function tmpdir()
+  local d = os.tmpname(); os.remove(d)
+  assert(mi.utils.mkdir_p(d))
+  return d
+end
+
+T.test("NUL: paths and names with a zero byte are refused, naming the function", function()
+  local d = tmpdir()
+  local sd = {a = mi.ones(2)}
+  T.raises(function() mi.save(d .. "/m\0x.safetensors", sd) end, "mi.save: path holds a zero byte")
+  T.eq(mi.utils.file_exists(d .. "/m"), false, "no file cut at the NUL")
+  T.raises(function() mi.save(d .. "/m.safetensors", {["a\0x"] = mi.ones(1)}) end, "tensor name holds a zero byte")
+  T.raises(function() mi.save(d .. "/m.safetensors", sd, {["k\0x"] = "v"}) end, "metadata key holds a zero byte")
+  T.raises(function() mi.save(d .. "/m.safetensors", sd, {k = "v\0y"}) end, "metadata value holds a zero byte")
+  T.raises(function() mi.load(d .. "/m\0x.safetensors") end, "mi.load: path holds a zero byte")
+  T.raises(function() mi.load_tokenizer("models/attn_only_2L/tokenizer.json\0x") end, "load_tokenizer: path holds a zero byte")
+  T.raises(function() mi.json.write(d .. "/j\0x.json", {1}) end, "json.write: path holds a zero byte")
+  T.raises(function() mi.json.read(d .. "/j\0x.json") end, "json.read: path holds a zero byte")
+  T.raises(function() mi.zeros(2, "float32\0x") end, "dtype name holds a zero byte")
+  T.raises(function() mi.ones(2):to("int64\0junk") end, "zero byte")
+  T.raises(function() mi.einsum("i,i->\0i", mi.ones(2), mi.ones(2)) end, "einsum: pattern holds a zero byte")
+  T.raises(function() mi.utils.mkdir_p(d .. "/x\0y") end, "mkdir_p: path holds a zero byte")
+  T.raises(function() mi.utils.shell_quote("a\0b") end, "zero byte")
+  T.raises(function() mi.HookedTransformerConfig{n_layers = 1, d_model = 4, n_ctx = 4, d_head = 2, d_vocab = 5,
+                                                  act_fn = "relu\0x"} end, "NUL")
+  os.execute("rm -rf " .. mi.utils.shell_quote(d))
+end)
+
+T.test("NUL: a model refuses hook and parameter names holding a zero byte", function()
+  local model = mi.from_pretrained_no_processing("models/attn_only_2L")
+  T.raises(function() model:run_with_cache(mi.tensor{{1, 2}}:long(), {names_filter = {"blocks.0.hook_resid_pre\0x"}}) end, "run_with_cache")
+  T.raises(function() model:run_with_hooks(mi.tensor{{1, 2}}:long(), {fwd_hooks = {{"hook_embed\0x", function() end}}}) end)
+end)
+
+T.test("files: mi.load{copy = true} reads into private memory; the mapped load is the default", function()
+  local d = tmpdir()
+  local p = d .. "/w.safetensors"
+  mi.save(p, {w = mi.arange(6):float():view(2, 3)})
+  local sd = mi.load(p, {copy = true})
+  local f = assert(io.open(p, "r+b")); f:write(string.rep("\0", 200)); f:close() -- overwrite in place
+  os.remove(p)
+  T.near_table(sd.w:totable(), {{0, 1, 2}, {3, 4, 5}}, 0, "the copy does not see the file change")
+  T.raises(function() mi.load(p, {cpy = true}) end, "mi.load: unknown option 'cpy'")
+  os.execute("rm -rf " .. mi.utils.shell_quote(d))
+end)
+
+T.test("files: json.write is atomic and reports a full disk (file size limit)", function()
+  local d = tmpdir()
+  local p = d .. "/v.json"
+  assert(mi.json.write(p, {keep = "me"}))
+  local ok, err = mi.json.write(d .. "/no/such/dir.json", {1})
+  T.eq(ok, nil); T.truthy(err:find("No such file", 1, true), err)
+  -- a 4 KB file size limit stands in for a full disk: the big write must fail and keep the old file
+  local BUILD = os.getenv("MIWB_BUILD") or "build"
+  local code = ("local ok, err = mi.json.write(%q, {string.rep('x', 100000)}); print(ok, err)"):format(p)
+  local cmd = "ulimit -f 4; trap '' XFSZ; " .. BUILD .. "/miwb -e " .. mi.utils.shell_quote(code) .. " 2>&1"
+  local h = io.popen("sh -c " .. mi.utils.shell_quote(cmd)); local out = h:read("a"); h:close()
+  T.truthy(out:find("nil", 1, true) and out:find("cannot write " .. p, 1, true), "reported: " .. out)
+  T.eq(mi.json.read(p).keep, "me", "the old file is whole")
+  local h2 = io.popen("ls -a " .. mi.utils.shell_quote(d)); local names = h2:read("a"); h2:close()
+  T.truthy(not names:find("tmp", 1, true), "no temporary left: " .. names)
+  os.execute("rm -rf " .. mi.utils.shell_quote(d))
+end)
+
+T.test("files: a plot that cannot be written says what failed and leaves no files", function()
+  local d = tmpdir()
+  local BUILD = os.getenv("MIWB_BUILD") or "build"
+  local code = ("local ok, err = pcall(mi.plot.imshow, mi.randn(200, 200), {out = %q}); print(ok, err)"):format(d)
+  local cmd = "ulimit -f 4; trap '' XFSZ; " .. BUILD .. "/miwb -e " .. mi.utils.shell_quote(code) .. " 2>&1"
+  local h = io.popen("sh -c " .. mi.utils.shell_quote(cmd)); local out = h:read("a"); h:close()
+  T.truthy(out:find("false", 1, true) and out:find("cannot write", 1, true), "reported: " .. out)
+  local h2 = io.popen("ls -A " .. mi.utils.shell_quote(d)); local names = h2:read("a"); h2:close()
+  T.eq(names, "", "nothing half-written")
+  os.execute("rm -rf " .. mi.utils.shell_quote(d))
+end)
+
+T.test("shell: paths with quotes and $() reach no shell", function()
+  local d = tmpdir()
+  local evil = d .. "/a'b $(touch " .. d .. "/pwned) \"c"
+  T.eq(mi.utils.mkdir_p(evil .. "/sub"), true)
+  T.eq(mi.utils.file_exists(evil .. "/sub"), true)
+  T.eq(mi.utils.file_exists(d .. "/pwned"), false)
+  T.eq(mi.utils.shell_quote("it's"), "'it'\\''s'")
+  local h = io.popen("printf %s " .. mi.utils.shell_quote(evil)); T.eq(h:read("a"), evil); h:close()
+  local img = mi.plot.imshow(mi.eye(3), {out = evil, title = "q'uote"})
+  T.truthy(mi.utils.file_exists(img), "the plot went into the odd folder")
+  T.eq(mi.utils.file_exists(d .. "/pwned"), false)
+  local f = assert(io.open(d .. "/plain", "w")); f:close()
+  local ok, err = mi.utils.mkdir_p(d .. "/plain/x")
+  T.eq(ok, nil); T.truthy(err:find("cannot create directory", 1, true), err)
+  os.execute("rm -rf " .. mi.utils.shell_quote(d))
+end)
+
+T.test("limits: nested tables deeper than 32 levels raise at once", function()
+  local t = {1}
+  for _ = 1, 200000 do t = {t} end
+  T.raises(function() mi.plot.logit_attribution({"a"}, t) end, "more than 32 levels deep")
+end)
+
 T.done()
