@@ -9,8 +9,8 @@
  *
  * dtype rules (the header's, plus what it leaves open):
  *   arithmetic  F32 if either operand is F32, else I64 (BOOL counts as I64); DIV always F32.
- *               I64 add/sub/mul wrap around on overflow; I64 pow with a negative exponent gives
- *               1 / base**|e| truncated toward zero (1, -1 or 0), as integer division would.
+ *               I64 add/sub/mul wrap around on overflow; I64 pow with a negative exponent is an
+ *               error, as in torch ("integers to negative integer powers are not allowed").
  *   compare, AND, OR   MW_BOOL, computed in float32 when either operand is F32, else in int64.
  *   scalar forms       the scalar is I64 when the tensor is I64/BOOL and the scalar is integral
  *               (so x + 1 stays I64 as in torch), else F32.
@@ -336,6 +336,25 @@ static int has_internal_overlap(const mw_tensor *a)
     return 0;
 }
 
+/* the first negative element of an I64/BOOL tensor b, if any (*v gets it) */
+static int find_negative(const mw_tensor *b, int64_t *v)
+{
+    if (b->dtype != MW_I64 || mw_tensor_numel(b) == 0) return 0;
+    int64_t st[1][MW_MAXDIM];
+    memcpy(st[0], b->stride, sizeof st[0]);
+    iter it;
+    iter_init(&it, 1, b->ndim, b->shape, st);
+    const int64_t *p = mw_tensor_data(b);
+    int64_t rows = iter_rows(&it), n = it.shape[it.ndim - 1], s = it.stride[0][it.ndim - 1];
+    int64_t idx[MW_MAXDIM] = {0}, off[1] = {0};
+    for (int64_t r = 0; r < rows; r++) {
+        for (int64_t i = 0; i < n; i++)
+            if (p[off[0] + i * s] < 0) { *v = p[off[0] + i * s]; return 1; }
+        iter_next(&it, idx, off);
+    }
+    return 0;
+}
+
 /* out = a op b (inplace: into a). name is the op's name for messages. */
 static int binary_impl(const char *name, mw_tensor *out, const mw_tensor *a, const mw_tensor *b,
                        mw_binop op, int inplace)
@@ -348,6 +367,10 @@ static int binary_impl(const char *name, mw_tensor *out, const mw_tensor *a, con
     mw_dtype rt = binary_dtype(op, a->dtype, b->dtype);
     /* float domain: any F32 operand, or DIV */
     int fdom = a->dtype == MW_F32 || b->dtype == MW_F32 || op == MW_DIV;
+    int64_t neg;
+    if (op == MW_POW && !fdom && find_negative(b, &neg))
+        return mw_seterr("pow: integers to negative integer powers are not allowed (exponent %lld); "
+                         "use a float tensor (x:float())", (long long)neg);
     mw_tensor r;
     if (inplace) {
         char sa[SHAPE_BUF], sb[SHAPE_BUF];

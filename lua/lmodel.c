@@ -58,6 +58,8 @@ static int l_model_new(lua_State *L) {
 
 static int l_gc(lua_State *L) {
     lmodel *u = luaL_checkudata(L, 1, MWL_MODEL);
+    /* only __close can come here mid-pass (a hook closing its model): the pass owns the buffers */
+    if (u->busy) return luaL_error(L, "close: not while a forward pass is running (called from a hook?)");
     if (!u->borrowed) mw_model_free(u->m);
     u->m = NULL;
     return 0;
@@ -181,8 +183,12 @@ static int l_buffer_bytes(lua_State *L) {
     lua_pushinteger(L, mw_model_buffer_bytes(checkmodel(L, 1)));
     return 1;
 }
+/* a running pass (a hook calling this) owns the buffers: freeing them would pull them from under it */
 static int l_trim(lua_State *L) {
-    mw_model_trim(checkmodel(L, 1));
+    mw_model *m = checkmodel(L, 1);
+    if (((lmodel *)lua_touserdata(L, 1))->busy)
+        return luaL_error(L, "trim_buffers: not while a forward pass is running (called from a hook?)");
+    mw_model_trim(m);
     return 0;
 }
 
@@ -231,9 +237,11 @@ static int deliver_protected(lua_State *L) {
     lua_settop(L, 4);
     if (!x->hooks || lua_getfield(L, 4, name) != LUA_TTABLE) return 0;
     int list = lua_gettop(L);
-    /* act: a userdata sharing the activation buffer, so in-place edits reach the pass */
+    /* act: a fresh copy of the activation. In-place edits and returned tensors go into it and are
+     * copied back into the pass's buffer after the last hook, so that nothing a hook keeps (act
+     * itself, act[0], act:view(-1)) aliases the buffer, which the next pass reuses. */
     mw_tensor *a = mwl_newtensor(L);
-    mw_tensor_share(a, x->act);
+    if (mw_tensor_clone(a, x->act)) return mwl_coreerror(L);
     int ua = lua_gettop(L);
     lua_Integer n = luaL_len(L, list);
     for (lua_Integer i = 1; i <= n; i++) {
@@ -250,17 +258,15 @@ static int deliver_protected(lua_State *L) {
                 return luaL_error(L, "hook on %s returned a tensor of shape %s, expected %s", name,
                                   mw_tensor_shape_str(s1, sizeof s1, r), mw_tensor_shape_str(s2, sizeof s2, x->act));
             }
-            if (r->storage != x->act->storage || r->offset != x->act->offset)
-                if (mw_tensor_copy_(x->act, r)) return mwl_coreerror(L);
+            /* a view of act with other strides (a transpose, an expand) is a new value too:
+             * copy_ reads an overlapping source from a copy */
+            if (mw_tensor_overlap(r, a) != MW_OVERLAP_SAME)
+                if (mw_tensor_copy_(a, r)) return mwl_coreerror(L);
         }
         lua_pop(L, 2);
     }
-    /* The buffer is reused after this call: the act userdata the hook may have kept becomes a
-     * copy of what it held, as a tensor kept from a TransformerLens hook would be. */
-    mw_tensor keep;
-    if (mw_tensor_clone(&keep, a)) return mwl_coreerror(L);
-    mw_tensor_release(a);
-    *a = keep;
+    if (mw_tensor_copy_(x->act, a)) return mwl_coreerror(L);
+    mwl_account(L);
     return 0;
 }
 

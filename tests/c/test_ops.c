@@ -186,15 +186,16 @@ static void test_binary_scalar(void)
     CHECK_OK(mw_binary_scalar(&r, fx("in_X"), 0.0, MW_GT, 0));
     close_to("gt_X_0", &r, fx("gt_X_0"), 0, 0);
     mw_tensor_release(&r);
-    /* integer power: 3^4 = 81, (-2)^3 = -8, 2^-1 truncates to 0 */
-    int64_t v[3] = {3, -2, 2}, e[3] = {4, 3, -1}, shape[1] = {3};
+    /* integer power: 3^4 = 81, (-2)^3 = -8, 2^0 = 1; a negative exponent is an error (torch) */
+    int64_t v[3] = {3, -2, 2}, e[3] = {4, 3, 0}, shape[1] = {3};
     mw_tensor tv, te;
     CHECK_OK(mw_tensor_from_data(&tv, MW_I64, 1, shape, v));
     CHECK_OK(mw_tensor_from_data(&te, MW_I64, 1, shape, e));
     CHECK_OK(mw_binary(&r, &tv, &te, MW_POW));
     CHECK(r.dtype == MW_I64);
-    CHECK(at1(&r, 0) == 81 && at1(&r, 1) == -8 && at1(&r, 2) == 0);
+    CHECK(at1(&r, 0) == 81 && at1(&r, 1) == -8 && at1(&r, 2) == 1);
     mw_tensor_release(&r);
+    CHECK_ERR(mw_binary_scalar(&r, &tv, -1.0, MW_POW, 0), "integers to negative integer powers");
     mw_tensor_release(&tv);
     mw_tensor_release(&te);
 }

@@ -113,6 +113,85 @@ T.test("a long reduction stops on Ctrl-C (SIGINT) with 'interrupted'", function(
   T.truthy(not out:find("rc=137", 1, true), "not killed: " .. out)
 end)
 
+-- hooks: what a hook keeps is compared with copies taken inside the hook
+T.test("hooks: views kept from an activation never change after the pass, at every hook point", function()
+  local model = mi.from_pretrained_no_processing("models/attn_only_2L")
+  local t1, t2 = mi.tensor{{1, 2, 3, 4, 5}}:long(), mi.tensor{{9, 8, 7, 6, 5}}:long()
+  local names = model:hook_names()
+  T.truthy(#names >= 20, "hook points: " .. #names)
+  local kept = {}
+  local hooks = {}
+  for _, name in ipairs(names) do
+    hooks[#hooks + 1] = {name, function(act)
+      kept[name] = {act = act, row = act[0], flat = act:reshape(-1), t = act:transpose(0, -1),
+                    want = act:clone()}
+    end}
+  end
+  model:run_with_hooks(t1, {fwd_hooks = hooks})
+  model:run_with_hooks(t2, {fwd_hooks = {{names[1], function() end}}})  -- the buffers are reused
+  model(t2)
+  for _, name in ipairs(names) do
+    local k = kept[name]
+    T.truthy(k.act:equal(k.want), name .. ": act changed")
+    T.truthy(k.row:equal(k.want[0]), name .. ": act[0] changed")
+    T.truthy(k.flat:equal(k.want:reshape(-1)), name .. ": act:reshape(-1) changed")
+    T.truthy(k.t:equal(k.want:transpose(0, -1)), name .. ": act:transpose changed")
+  end
+end)
+
+T.test("hooks: a returned transpose or expand of act is used, at every hook point", function()
+  local model = mi.from_pretrained_no_processing("models/attn_only_2L")
+  local toks = mi.tensor{{1, 2, 3, 4, 5}}:long()
+  for _, name in ipairs(model:hook_names()) do
+    -- the value the hook means: the last dim's first entry repeated (an expand), written out
+    local function expand_first(act)
+      local first = act:narrow(-1, 0, 1)
+      return first:expand(act:shape())
+    end
+    local want = model:run_with_hooks(toks, {fwd_hooks = {{name, function(act)
+      local v = expand_first(act):clone(); act:copy_(v) end}}})
+    local got = model:run_with_hooks(toks, {fwd_hooks = {{name, function(act) return expand_first(act) end}}})
+    T.truthy(got:equal(want), name .. ": returned expand ignored")
+    local plain = model(toks)
+    local sq = false
+    model:run_with_hooks(toks, {fwd_hooks = {{name, function(act)
+      sq = act:dim() >= 2 and act:size(-1) == act:size(-2) end}}})
+    if sq then
+      local want_t = model:run_with_hooks(toks, {fwd_hooks = {{name, function(act)
+        act:copy_(act:transpose(-1, -2):clone()) end}}})
+      local got_t = model:run_with_hooks(toks, {fwd_hooks = {{name, function(act) return act:transpose(-1, -2) end}}})
+      T.truthy(got_t:equal(want_t), name .. ": returned transpose ignored")
+      T.truthy(not got_t:equal(plain) or name:find("hook_pattern", 1, true) == nil, name .. ": transpose had no effect")
+    end
+  end
+end)
+
+T.test("hooks: trim_buffers and close inside a hook raise instead of freeing the running pass's buffers", function()
+  local model = mi.from_pretrained_no_processing("models/attn_only_2L")
+  local toks = mi.tensor{{1, 2, 3}}:long()
+  T.raises(function() model:run_with_hooks(toks, {fwd_hooks = {{"blocks.0.hook_resid_pre", function()
+    model:trim_buffers() end}}}) end, "trim_buffers: not while a forward pass is running")
+  local before = model(toks)
+  model:trim_buffers()                                   -- outside a pass: fine
+  T.truthy(model(toks):equal(before), "the model still works")
+end)
+
+T.test("int64 to a negative power raises, as torch", function()
+  local x = mi.tensor{1, 2, 3}:long()
+  T.raises(function() return x ^ -1 end, "negative")
+  T.raises(function() return x:pow(mi.tensor{1, -2, 1}:long()) end, "negative")
+  T.near_table((x ^ 2):totable(), {1, 4, 9})
+  T.near_table((x:float() ^ -1):totable(), {1, 0.5, 1 / 3}, 1e-6)
+end)
+
+T.test("repeat_axes: a negative or fractional axis size raises", function()
+  local x = mi.tensor{1, 2}
+  T.raises(function() mi.repeat_axes(x, "d -> n d", {n = -1}) end, "axis size n = -1 must be a non-negative integer")
+  T.raises(function() mi.repeat_axes(x, "d -> n d", {n = 1.5}) end, "non-negative integer")
+  T.eq(mi.repeat_axes(x, "d -> n d", {n = 3}):size(0), 3)
+  T.eq(mi.repeat_axes(x, "d -> n d", {n = 0}):size(0), 0)
+end)
+
 -- NUL bytes: paths and names are refused, data keeps every byte
 local function tmpdir()
   local d = os.tmpname(); os.remove(d)
