@@ -18,7 +18,8 @@
  * dict lives in a userdata with __gc while the result table is built, so a Lua error (out of
  * memory) part way frees what is left.
  *
- * File helpers for the Lua library (mi.utils.write_file, mkdir_p, file_exists, check_name):
+ * File helpers for the Lua library (mi.utils.write_file, file_exists, check_name; mkdir_p is
+ * mi.sys.mkdir in lsys.c):
  * no path ever goes through a shell, and every path or name with a zero byte is refused
  * (mwl_checkname) instead of reaching C cut short.
  */
@@ -96,27 +97,6 @@ static int io_write_file(lua_State *L) {
     if (step) {
         unlink(name);
         return io_fail(L, step, path, err ? err : EIO);
-    }
-    lua_pushboolean(L, 1);
-    return 1;
-}
-
-/* mi.utils.mkdir_p(path): creates path and its missing parents (as mkdir -p, without a shell);
- * true, or nil + message */
-static int io_mkdir_p(lua_State *L) {
-    const char *path = mwl_checkname(L, 1, "mkdir_p", "path");
-    size_t n = strlen(path);
-    if (n == 0) return luaL_error(L, "mkdir_p: empty path");
-    char *buf = (char *)lua_newuserdatauv(L, n + 1, 0);
-    memcpy(buf, path, n + 1);
-    for (size_t i = 1; i <= n; i++) {
-        if (buf[i] != '/' && buf[i] != '\0') continue;
-        char c = buf[i];
-        buf[i] = '\0';
-        if (mkdir(buf, 0777) != 0 && errno != EEXIST) return io_fail(L, "cannot create directory", buf, errno);
-        struct stat st;
-        if (stat(buf, &st) != 0 || !S_ISDIR(st.st_mode)) return io_fail(L, "cannot create directory", buf, ENOTDIR);
-        buf[i] = c;
     }
     lua_pushboolean(L, 1);
     return 1;
@@ -248,7 +228,6 @@ void mwl_open_io(lua_State *L) {
         {"save_safetensors", io_save},
         {"_check_name", io_check_name},
         {"_write_file", io_write_file},
-        {"_mkdir_p", io_mkdir_p},
         {"_file_exists", io_file_exists},
         {NULL, NULL},
     };

@@ -26,10 +26,8 @@
 #include "mwl.h"
 
 static const char *check_path(lua_State *L, int idx, const char *fn) {
-    size_t len;
-    const char *p = luaL_checklstring(L, idx, &len);
-    if (strlen(p) != len) luaL_error(L, "%s: the path holds a zero byte", fn);
-    if (len == 0) luaL_error(L, "%s: empty path", fn);
+    const char *p = mwl_checkname(L, idx, fn, "path");
+    if (*p == '\0') luaL_error(L, "%s: empty path", fn);
     return p;
 }
 

@@ -38,25 +38,12 @@ local FORMAT = 1 -- the layout version of the output folder
 
 ------------------------------------------------------------------ small helpers
 
-local function exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() return true end
-  return false
-end
+local function exists(path) return mi.utils.file_exists(path) end
 
--- writes text to path whole: a temporary file in the same folder, then rename
+-- writes text to path whole: a temporary file in the same folder, then rename (mi.utils.write_file)
 local function write_atomic(path, text)
-  local tmp = ("%s.tmp-%s-%d"):format(path, mi.sys.hostname(), mi.sys.getpid())
-  local f, err = io.open(tmp, "wb")
-  if not f then error("sweep: cannot write " .. tostring(err), 0) end
-  local ok, werr = f:write(text)
-  local cok, cerr = f:close()
-  if not ok or not cok then
-    os.remove(tmp)
-    error(("sweep: cannot write %s: %s"):format(tmp, tostring(werr or cerr)), 0)
-  end
-  local rok, rerr = os.rename(tmp, path)
-  if not rok then os.remove(tmp); error("sweep: " .. tostring(rerr), 0) end
+  local ok, err = mi.utils.write_file(path, text)
+  if not ok then error("sweep: " .. err, 0) end
 end
 
 local function read_json(path)

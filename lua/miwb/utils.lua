@@ -411,7 +411,8 @@ function U._install(m)
   mi = m
   U.check_opts = m._check_opts -- written in C (lua/ltensor.c), shared with the C bindings
   -- files without a shell, written in C (lua/lio.c): see the top of this file
-  U.check_name, U.write_file, U.mkdir_p, U.file_exists = m._check_name, m._write_file, m._mkdir_p, m._file_exists
+  U.check_name, U.write_file, U.file_exists = m._check_name, m._write_file, m._file_exists
+  U.mkdir_p = m.sys.mkdir -- lua/lsys.c
   -- the tokenizer's methods are C functions in its metatable's __index table
   local mt = debug.getregistry()["miwb.Tokenizer"]
   if type(mt) == "table" and type(mt.__index) == "table" then
