@@ -13,13 +13,14 @@
  * A Lua table is an array when its keys are exactly 1..n (an empty table is []), otherwise an
  * object whose keys must be strings or integers (integers become their decimal text). Anything
  * with a `totable` method (tensors) is encoded as what totable() returns. Zero bytes and other
- * control characters in strings are written as \u00XX escapes. NaN and infinities, strings that
- * are not valid UTF-8, functions and cycles are errors that say where: "$.a[2]". Invalid JSON
- * text (also anything after the value, a zero byte included) is an error giving line and column.
+ * control characters in strings are written as \u00XX escapes, bytes that are not UTF-8 as
+ * \udcXX (see write_string): every Lua string round-trips. NaN and infinities, functions and
+ * cycles are errors that say where: "$.a[2]". Invalid JSON text (also anything after the value,
+ * a zero byte included) is an error giving line and column.
  *
  * cJSON's strings are C strings, so before parsing, the text is rewritten where cJSON would
  * lose something (json_prepare): inside strings the escapes \u0000 and \u0001 become
- * \u0001 followed by '0' or '1', and integer literals too long for a double become the string
+ * \u0001 followed by '0' or '1', a lone \udcXX becomes \u0001 'B' XX, and integer literals too long for a double become the string
  * "\u0001I<digits>"; push_json undoes both. The cJSON tree lives in a userdata with __gc, so a
  * Lua error in the middle frees it.
  */
@@ -110,10 +111,25 @@ static void line_col(const char *s, size_t pos, int *line, int *col) {
  * literal beyond int64. Leaves everything else alone: cJSON judges the syntax. */
 static void json_prepare(lua_State *L, json_buf *b, const char *s, size_t len) {
     size_t i = 0;
-    int in_str = 0;
+    int in_str = 0, high = 0; /* high: the last escape was a high surrogate \ud800-\udbff */
     while (i < len) {
         char c = s[i];
         if (in_str) {
+            int was_high = high;
+            high = 0;
+            if (c == '\\' && i + 6 <= len && s[i + 1] == 'u') {
+                char h[5] = {s[i + 2], s[i + 3], s[i + 4], s[i + 5], 0};
+                char *e;
+                long v = strtol(h, &e, 16);
+                if (e == h + 4 && v >= 0xd800 && v <= 0xdbff) high = 1;
+                if (e == h + 4 && v >= 0xdc80 && v <= 0xdcff && !was_high) {
+                    /* a lone low surrogate from write_string: the raw byte it stands for */
+                    buf_str(L, b, "\\u0001B");
+                    buf_add(L, b, s + i + 4, 2);
+                    i += 6;
+                    continue;
+                }
+            }
             if (c == '"') {
                 in_str = 0;
             } else if (c == '\\' && i + 1 < len && s[i + 1] == 'u' && i + 6 <= len &&
@@ -181,6 +197,10 @@ static void push_unstuffed(lua_State *L, const char *s) {
         if (*s == '\1' && (s[1] == '0' || s[1] == '1')) {
             luaL_addchar(&B, s[1] == '0' ? '\0' : '\1');
             s++;
+        } else if (*s == '\1' && s[1] == 'B' && s[2] && s[3]) {
+            char h[3] = {s[2], s[3], 0};
+            luaL_addchar(&B, (char)strtol(h, NULL, 16));
+            s += 3;
         } else {
             luaL_addchar(&B, *s);
         }
@@ -327,24 +347,18 @@ static int is_object_marked(lua_State *L, int idx) {
     return r;
 }
 
-/* a JSON string literal for s[n]: ", \ and control bytes escaped (\u0000 too); s must be UTF-8 */
-static void write_string(lua_State *L, json_buf *b, const char *s, size_t n, json_path *path) {
-    for (size_t i = 0; i < n;) { /* validate first: nothing is written for an invalid string */
-        utf8proc_int32_t cp;
-        utf8proc_ssize_t r = utf8proc_iterate((const utf8proc_uint8_t *)s + i,
-                                              (utf8proc_ssize_t)(n - i), &cp);
-        if (r <= 0) {
-            const char *what = lua_pushfstring(L, "string is not valid UTF-8 (byte %d)", (int)i + 1);
-            encode_error(L, path, what);
-        }
-        i += (size_t)r;
-    }
+/* A JSON string literal for s[n]: ", \ and control bytes escaped (\u0000 too). A byte that is
+ * not part of valid UTF-8 (a token string holding half a character, say) is written as the lone
+ * surrogate \udcXX, Python's "surrogateescape" convention; decode turns it back into the byte, so
+ * any Lua string round-trips. */
+static void write_string(lua_State *L, json_buf *b, const char *s, size_t n) {
     buf_char(L, b, '"');
     size_t run = 0; /* bytes copied as they are, flushed before each escape */
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < n;) {
         unsigned char c = (unsigned char)s[i];
         const char *esc = NULL;
         char u[8];
+        size_t step = 1;
         switch (c) {
         case '"': esc = "\\\""; break;
         case '\\': esc = "\\\\"; break;
@@ -357,12 +371,23 @@ static void write_string(lua_State *L, json_buf *b, const char *s, size_t n, jso
             if (c < 0x20) {
                 snprintf(u, sizeof u, "\\u%04x", c);
                 esc = u;
+            } else if (c >= 0x80) {
+                utf8proc_int32_t cp;
+                utf8proc_ssize_t r = utf8proc_iterate((const utf8proc_uint8_t *)s + i,
+                                                      (utf8proc_ssize_t)(n - i), &cp);
+                if (r > 0) step = (size_t)r;
+                else {
+                    snprintf(u, sizeof u, "\\udc%02x", c);
+                    esc = u;
+                }
             }
         }
-        if (!esc) continue;
-        buf_add(L, b, s + run, i - run);
-        buf_str(L, b, esc);
-        run = i + 1;
+        if (esc) {
+            buf_add(L, b, s + run, i - run);
+            buf_str(L, b, esc);
+            run = i + 1;
+        }
+        i += step;
     }
     buf_add(L, b, s + run, n - run);
     buf_char(L, b, '"');
@@ -454,7 +479,7 @@ static void table_to_json(lua_State *L, json_buf *b, int idx, json_path *path, i
         lua_pushlstring(L, names[i].name, names[i].len);
         path_push(path, L, -1);
         lua_pop(L, 1);
-        write_string(L, b, names[i].name, names[i].len, path);
+        write_string(L, b, names[i].name, names[i].len);
         buf_str(L, b, indent ? ": " : ":");
         lua_rawgeti(L, keys, names[i].i);
         lua_rawget(L, idx);
@@ -496,7 +521,7 @@ static void to_json(lua_State *L, json_buf *b, int idx, json_path *path, int dep
     case LUA_TSTRING: {
         size_t len;
         const char *s = lua_tolstring(L, idx, &len);
-        write_string(L, b, s, len, path);
+        write_string(L, b, s, len);
         return;
     }
     case LUA_TTABLE:
