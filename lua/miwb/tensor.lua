@@ -36,15 +36,24 @@ function M._install(mi)
   -- x:chunk(n, dim = 0): n pieces of ceil(size / n) along dim (the last may be shorter)
   function T.chunk(x, ...)
     local n, dim = kwargs("chunk", {"chunks", "dim"}, ...)
+    if math.type(n) ~= "integer" or n < 1 then
+      error(("chunk: chunks must be a positive integer, got %s"):format(tostring(n)), 2)
+    end
     dim = dim or 0
     local size = x:size(dim)
     return x:split(math.max(1, (size + n - 1) // n), dim)
   end
 
-  function T.expand_as(x, other) return x:expand(other:shape()) end
-  function T.view_as(x, other) return x:view(other:shape()) end
-  function T.reshape_as(x, other) return x:reshape(other:shape()) end
-  function T.type_as(x, other) return x:to(other:dtype()) end
+  local function other_tensor(fname, other)
+    if not mi.is_tensor(other) then
+      error(("%s: other must be a tensor, got %s"):format(fname, type(other)), 3)
+    end
+    return other
+  end
+  function T.expand_as(x, other) return x:expand(other_tensor("expand_as", other):shape()) end
+  function T.view_as(x, other) return x:view(other_tensor("view_as", other):shape()) end
+  function T.reshape_as(x, other) return x:reshape(other_tensor("reshape_as", other):shape()) end
+  function T.type_as(x, other) return x:to(other_tensor("type_as", other):dtype()) end
   function T.tolist(x) return x:totable() end
   function T.square(x) return x * x end
   function T.argsort(x, ...)
@@ -490,11 +499,36 @@ function M._install(mi)
     "permute", "reshape", "unsqueeze", "squeeze", "diagonal", "split", "chunk", "flatten",
     "clone", "allclose", "equal", "square", "isnan", "all", "any", "diag", "tile", "isclose",
   }
-  for _, name in ipairs(FUNCTIONAL) do
-    if mi[name] == nil then
-      local method = T[name]
-      mi[name] = function(x, ...) return method(x, ...) end
+  -- Errors name the function the user called. The methods written in Lua above call other
+  -- methods (argsort calls sort, allclose calls sub): an error inside one is re-raised at the
+  -- user's call with the method's name in front and the library's file position taken off, so
+  -- x:argsort("q") says "argsort: sort: dim must be an integer" and not "tensor.lua:51: sort: ...".
+  local set_target = require("miwb.utils").set_colon_target
+  local function named(name, f)
+    local w
+    w = function(...)
+      local r = table.pack(pcall(f, ...))
+      if r[1] then return table.unpack(r, 2, r.n) end
+      local e = r[2]
+      if type(e) == "string" then
+        e = e:gsub("^[^\n:]*lua/miwb/[%w_]+%.lua:%d+: ", "")
+        if e:sub(1, #name + 1) ~= name .. ":" then e = name .. ": " .. e end
+      end
+      error(e, 2)
     end
+    set_target(w, f)
+    return w
+  end
+  for name, f in pairs(T) do
+    if type(f) == "function" and type(name) == "string" and name:sub(1, 1) ~= "_"
+       and debug.getinfo(f, "S").what == "Lua" then
+      T[name] = named(name, f)
+    end
+  end
+  -- the functional forms are the methods themselves (a wrapper would show up in argument
+  -- errors as "bad argument #1 to 'method'")
+  for _, name in ipairs(FUNCTIONAL) do
+    if mi[name] == nil then mi[name] = T[name] end
   end
 
   -- mi.zeros_like(x [, dtype | {dtype = ...}]): x's shape, and x's dtype unless one is given

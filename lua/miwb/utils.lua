@@ -334,6 +334,8 @@ function U.colon_methods(methods, is_instance, var)
 end
 
 function U.colon_target(f) return colon_target[f] end
+-- records that wrapper calls f (tensor.lua's error-naming wrappers), so help(wrapper) shows f
+function U.set_colon_target(wrapper, f) colon_target[wrapper] = f end
 
 -- ------------------------------------------------------------------ tensor utils
 

@@ -192,6 +192,23 @@ T.test("repeat_axes: a negative or fractional axis size raises", function()
   T.eq(mi.repeat_axes(x, "d -> n d", {n = 0}):size(0), 0)
 end)
 
+T.test("errors name the function the user called, not an internal one", function()
+  local x = mi.ones(2)
+  local function err(f) local ok, e = pcall(f); assert(not ok, "no error"); return tostring(e) end
+  local e = err(function() return x:chunk(0) end)
+  T.truthy(e:find("chunk: chunks must be a positive integer", 1, true), e)
+  e = err(function() return x:argsort("q") end)
+  T.truthy(e:find("^argsort: ") and not e:find("tensor.lua", 1, true), e)
+  e = err(function() return x:allclose("z") end)
+  T.truthy(e:find("^allclose: "), e)
+  e = err(function() return x:expand_as(3) end)
+  T.truthy(e:find("expand_as: other must be a tensor", 1, true), e)
+  e = err(function() return mi.exp("a") end)
+  T.truthy(e:find("'exp'", 1, true) and not e:find("'method'", 1, true), e)
+  e = err(function() local y = x:isclose({}) return y end)
+  T.truthy(e:find("isclose: ", 1, true) and not e:find("tensor.lua:", 1, true), e)
+end)
+
 -- NUL bytes: paths and names are refused, data keeps every byte
 local function tmpdir()
   local d = os.tmpname(); os.remove(d)
