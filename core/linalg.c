@@ -501,6 +501,20 @@ static int check_matrices(const char *op, const mw_tensor *a)
     return 0;
 }
 
+/* Bytes sgesdd ('S') allocates for an [m, n] matrix: its workspace as a query reports it, the
+ * integer workspace (8 min(m, n)) and, row-major, the transposed copies LAPACKE makes. */
+static double svd_work_bytes(int64_t m, int64_t n)
+{
+    int64_t k = m < n ? m : n;
+    float q = 0, dummy = 0;
+    lapack_int iw = 0;
+    double lwork = 0;
+    if (LAPACKE_sgesdd_work(LAPACK_COL_MAJOR, 'S', (lapack_int)m, (lapack_int)n, &dummy, (lapack_int)m,
+                            &dummy, &dummy, (lapack_int)m, &dummy, (lapack_int)k, &q, -1, &iw) == 0)
+        lwork = q;
+    return (lwork + 8.0 * (double)k + (double)(m * n + m * k + k * n)) * 4.0;
+}
+
 int mw_svd(mw_tensor *U, mw_tensor *S, mw_tensor *Vh, const mw_tensor *a)
 {
     memset(U, 0, sizeof *U);
@@ -528,6 +542,15 @@ int mw_svd(mw_tensor *U, mw_tensor *S, mw_tensor *Vh, const mw_tensor *a)
             lapack_int info = LAPACKE_sgesdd(LAPACK_ROW_MAJOR, 'S', (lapack_int)m, (lapack_int)n, buf,
                                              (lapack_int)n, ps + t * k, pu + t * m * k, (lapack_int)k,
                                              pv + t * k * n, (lapack_int)n);
+            if (info == LAPACK_WORK_MEMORY_ERROR || info == LAPACK_TRANSPOSE_MEMORY_ERROR) {
+                char b[SHAPE_BUF];
+                free(buf);
+                mw_seterr("svd: %s: out of memory: LAPACK's sgesdd needs about %.0f MB of workspace "
+                          "beyond the %.0f MB of the input copy and results",
+                          mw_tensor_shape_str(b, sizeof b, a), svd_work_bytes(m, n) / 1e6,
+                          (double)(m * n + m * k + k + k * n) * 4 / 1e6);
+                goto fail;
+            }
             if (info != 0) {
                 char b[SHAPE_BUF];
                 free(buf);

@@ -209,6 +209,17 @@ T.test("errors name the function the user called, not an internal one", function
   T.truthy(e:find("isclose: ", 1, true) and not e:find("tensor.lua:", 1, true), e)
 end)
 
+T.test("svd out of memory says so and how much it needed", function()
+  local BUILD = os.getenv("MIWB_BUILD") or "build"
+  if os.getenv("MIWB_ASAN") or BUILD:find("asan", 1, true) then print("SKIP - address-space limit under ASan"); return end
+  -- 1.3 GB of address space: the input and results fit, sgesdd's workspace does not
+  local code = "local ok, e = pcall(mi.svd, mi.ones(6000, 6000)); print(ok, e)"
+  local h = io.popen("sh -c " .. mi.utils.shell_quote("ulimit -v 1300000; " .. BUILD .. "/miwb -e " ..
+                                                       mi.utils.shell_quote(code) .. " 2>&1"))
+  local out = h:read("a"); h:close()
+  T.truthy(out:find("svd: [6000,6000]: out of memory", 1, true) and out:find("MB of workspace", 1, true), out)
+end)
+
 -- NUL bytes: paths and names are refused, data keeps every byte
 local function tmpdir()
   local d = os.tmpname(); os.remove(d)
