@@ -995,8 +995,12 @@ function Model:generate(input, opts)
   local stop_at_eos = opts.stop_at_eos ~= false and eos ~= nil
   local B = tokens:size(0)
   local done = {}
-  for _ = 1, max_new do
-    if tokens:size(1) >= self.cfg.n_ctx then break end
+  for step = 1, max_new do
+    if tokens:size(1) >= self.cfg.n_ctx then -- say so: the caller asked for more
+      io.stderr:write(("warning: generate: stopped at n_ctx = %d tokens after %d of the %.0f new tokens asked for\n")
+                      :format(self.cfg.n_ctx, step - 1, max_new))
+      break
+    end
     local logits = self:_run(tokens, {return_type = "logits", fwd_hooks = opts.fwd_hooks})
     local last = logits:select(1, -1):totable()                 -- B rows of d_vocab_out
     local rows = o.freq_penalty ~= 0 and tokens:totable() or nil

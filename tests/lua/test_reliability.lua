@@ -220,6 +220,19 @@ T.test("svd out of memory says so and how much it needed", function()
   T.truthy(out:find("svd: [6000,6000]: out of memory", 1, true) and out:find("MB of workspace", 1, true), out)
 end)
 
+T.test("generate stopping at n_ctx says so on stderr", function()
+  local BUILD = os.getenv("MIWB_BUILD") or "build"
+  local code = [[local m = mi.from_pretrained_no_processing("models/attn_only_2L")
+    local out = m:generate(mi.tensor{{1, 2, 3}}:long(), {max_new_tokens = 1e9, do_sample = false, stop_at_eos = false})
+    print("len", out:size(1))]]
+  local h = io.popen(BUILD .. "/miwb -e " .. mi.utils.shell_quote(code) .. " 2>&1")
+  local out = h:read("a"); h:close()
+  local n_ctx = mi.from_pretrained_no_processing("models/attn_only_2L").cfg.n_ctx
+  T.truthy(out:find("len\t" .. n_ctx, 1, true), out)
+  T.truthy(out:find(("warning: generate: stopped at n_ctx = %d tokens after %d of the 1000000000 new tokens asked for")
+                    :format(n_ctx, n_ctx - 3), 1, true), out)
+end)
+
 -- NUL bytes: paths and names are refused, data keeps every byte
 local function tmpdir()
   local d = os.tmpname(); os.remove(d)
