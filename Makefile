@@ -8,6 +8,7 @@
 #   make test     C unit tests + Lua tests; ends with "N passed, N failed"
 #   make asan     the whole suite under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make fuzz     libFuzzer targets (model files, pickle, config, tokenizer), a few seconds each
+#   make fuzz-api random misuse of the whole Lua API under ASan + UBSan (FUZZ_API_CALLS, _SEEDS)
 #   make bench    speed benchmarks (ratios against plain cblas_sgemm / C loops, same run; the
 #                 sweep runner's overhead against its bounds)
 #   make demo     the main experiment (scripts/induction.lua) on the bundled default model
@@ -140,6 +141,12 @@ bench: all
 # libFuzzer targets (fuzz/fuzz_*.c), each run FUZZ_SECONDS (default 6); see fuzz/run.sh
 fuzz:
 	@sh fuzz/run.sh
+
+# fuzz/api.lua through fuzz/api.sh on the sanitizer build; findings live in tests/fuzz/api/
+.PHONY: fuzz-api
+fuzz-api:
+	@$(MAKE) --no-print-directory BUILD=build-asan OPT=-O1 SANFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" all
+	@BUILD=build-asan sh fuzz/api.sh
 
 demo: all
 	$(BUILD)/miwb scripts/induction.lua

@@ -313,6 +313,17 @@ static int check_in(const char *op, const mw_tensor *a)
     return 0;
 }
 
+/* In-place writes need every element at its own address: an expanded view (stride 0 on a dim
+ * of size > 1) would be written many times over (and, 2^36 times expanded, for minutes). */
+static int check_writable(const char *op, const mw_tensor *a)
+{
+    for (int d = 0; d < a->ndim; d++)
+        if (a->stride[d] == 0 && a->shape[d] > 1)
+            return mw_seterr("%s: %s is an expanded view (stride 0 in dim %d): its elements share "
+                             "memory; clone it first", op, shp(a), d);
+    return 0;
+}
+
 /* Normalizes dim (negative from the end) against a tensor of ndim dims. */
 static int norm_dim(const char *op, int *dim, int ndim, const int64_t *shape)
 {
@@ -1221,7 +1232,7 @@ int mw_tensor_to_dtype(mw_tensor *out, const mw_tensor *a, mw_dtype dt)
 int mw_tensor_copy_(mw_tensor *dst, const mw_tensor *src)
 {
     int64_t st[MW_MAXDIM];
-    if (check_in("copy_", dst) || check_in("copy_", src)) return -1;
+    if (check_in("copy_", dst) || check_in("copy_", src) || check_writable("copy_", dst)) return -1;
     if (broadcast_strides("copy_", src, dst->ndim, dst->shape, st)) return -1;
     if (mw_tensor_numel(dst) == 0) return 0;
     mw_overlap ov = mw_tensor_overlap(dst, src);
@@ -1270,7 +1281,8 @@ static void fill_strided(mw_tensor *dst, double value)
 
 int mw_tensor_fill_(mw_tensor *dst, double value)
 {
-    if (check_in("fill_", dst) || check_fits("fill_", dst->dtype, value)) return -1;
+    if (check_in("fill_", dst) || check_writable("fill_", dst) || check_fits("fill_", dst->dtype, value))
+        return -1;
     fill_strided(dst, value);
     return 0;
 }
@@ -1436,7 +1448,7 @@ int mw_tensor_gather(mw_tensor *out, const mw_tensor *a, int dim, const mw_tenso
 int mw_tensor_scatter_add_(mw_tensor *a, int dim, const mw_tensor *idx, const mw_tensor *src)
 {
     const char *op = "scatter_add_";
-    if (check_in(op, a) || check_index_tensor(op, idx) || check_in(op, src)) return -1;
+    if (check_in(op, a) || check_writable(op, a) || check_index_tensor(op, idx) || check_in(op, src)) return -1;
     if (a->dtype == MW_BOOL) return mw_seterr("%s: bool tensor %s cannot be added to", op, shp(a));
     if (src->dtype != a->dtype)
         return mw_seterr("%s: src is %s, self is %s", op, mw_dtype_name(src->dtype), mw_dtype_name(a->dtype));
@@ -1573,7 +1585,7 @@ int mw_tensor_masked_fill_(mw_tensor *a, const mw_tensor *mask, double value)
 {
     const char *op = "masked_fill_";
     int64_t st[2][MW_MAXDIM];
-    if (check_in(op, a) || check_mask(op, mask)) return -1;
+    if (check_in(op, a) || check_writable(op, a) || check_mask(op, mask)) return -1;
     if (broadcast_strides(op, mask, a->ndim, a->shape, st[1])) return -1;
     if (check_fits(op, a->dtype, value)) return -1;
     mw_tensor m = *mask, tmp = {0};

@@ -333,4 +333,18 @@ T.test("limits: nested tables deeper than 32 levels raise at once", function()
   T.raises(function() mi.plot.logit_attribution({"a"}, t) end, "more than 32 levels deep")
 end)
 
+-- the random-API fuzzer's findings (tests/fuzz/api/*.lua): each snippet must finish
+T.test("fuzz-api findings stay fixed", function()
+  local BUILD = os.getenv("MIWB_BUILD") or "build"
+  local h = io.popen("ls tests/fuzz/api/*.lua 2>/dev/null"); local list = h:read("a"); h:close()
+  local n = 0
+  for f in list:gmatch("[^\n]+") do
+    local p = io.popen("timeout -k 10 120 " .. BUILD .. "/miwb " .. mi.utils.shell_quote(f) .. " 2>&1; echo rc=$?")
+    local out = p:read("a"); p:close()
+    T.truthy(out:find("rc=0\n", 1, true), f .. ": " .. out)
+    n = n + 1
+  end
+  T.truthy(n >= 1, "findings found")
+end)
+
 T.done()
