@@ -27,7 +27,7 @@ for seed in $SEEDS; do
     echo "replay: (cd \$(mktemp -d) && $ROOT/$B/miwb $ROOT/fuzz/api.lua $seed $CALLS log)"
     status=1
   else
-    cat "$dir/out"
+    tail -1 "$dir/out"
   fi
   rm -rf "$dir"
 done
