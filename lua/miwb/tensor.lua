@@ -205,13 +205,7 @@ function M._install(mi)
       error(("%s: '%s' names %d dims, the tensor has shape %s"):format(what, pattern, #lhs, shape_s(x)), 3)
     end
     local size = {}
-    for k, v in pairs(sizes or {}) do
-      if math.type(v) == "float" and v == math.floor(v) then v = math.tointeger(v) or v end
-      if math.type(v) ~= "integer" or v < 0 then -- -1 would reach expand as "keep the size"
-        error(("%s: axis size %s = %s must be a non-negative integer ('%s')"):format(what, tostring(k), tostring(v), pattern), 3)
-      end
-      size[k] = v
-    end
+    for k, v in pairs(sizes or {}) do size[k] = v end
     for _, g in ipairs(lhs) do
       for _, a in ipairs(g) do if a.literal then size[a.name] = a.size end end
     end
