@@ -912,9 +912,13 @@ static int reduce_truth(lua_State *L, int want_all) {
         CHECK(mw_binary_scalar(out, count, 0, want_all ? MW_EQ : MW_GT, 0));
         return ret(L, 1);
     }
-    int64_t n = mw_tensor_numel(t);
+    /* an expanded dim (stride 0) repeats the same elements: look at them once */
+    mw_tensor u = *t;
+    for (int d = 0; d < u.ndim; d++)
+        if (u.stride[d] == 0 && u.shape[d] > 1) u.shape[d] = 1;
+    int64_t n = mw_tensor_numel(t) == 0 ? 0 : mw_tensor_numel(&u);
     for (int64_t k = 0; k < n; k++) {
-        int b = elem_true(t->dtype, elem_ptr(t, k));
+        int b = elem_true(u.dtype, elem_ptr(&u, k));
         if (want_all && !b) { lua_pushboolean(L, 0); return 1; }
         if (!want_all && b) { lua_pushboolean(L, 1); return 1; }
     }
