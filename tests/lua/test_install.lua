@@ -40,11 +40,15 @@ end)
 T.test("the stock lua5.4 finds the module where it was installed (on its package.cpath)", function()
   local cpath = T.sh("lua5.4 -e 'io.write(package.cpath)'")
   T.truthy(cpath:find(prefix .. "/lib/lua/5.4/?.so", 1, true), "lua5.4's package.cpath: " .. cpath)
-  local cmd = ("cd %s && LUA_CPATH=%s lua5.4 -e %s"):format(T.shq(elsewhere),
-    T.shq(dest .. prefix .. "/lib/lua/5.4/?.so"), T.shq('local mi = require "miwb"; io.write(mi.version)'))
-  local text, rc = T.sh(cmd)
+  -- env: variables for lua5.4 itself (after the cd, so that they reach it)
+  local function run(env)
+    return T.sh(("cd %s && %s LUA_CPATH=%s lua5.4 -e %s"):format(T.shq(elsewhere), env,
+      T.shq(dest .. prefix .. "/lib/lua/5.4/?.so"), T.shq('local mi = require "miwb"; io.write(mi.version)')))
+  end
+  local text, rc = run("")
   if text:find("ASan runtime does not come first", 1, true) then
-    text, rc = T.sh("LD_PRELOAD=$(cc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0 " .. cmd)
+    -- the sanitizer build's module in a stock interpreter: its runtime must be loaded first
+    text, rc = run("LD_PRELOAD=$(cc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0")
   end
   T.eq(rc, 0, text)
   T.eq(text, require("miwb").version)
