@@ -5,6 +5,7 @@
  *   mi.sha256_file(path)       -> hex digest of the file's bytes, or nil, message when it cannot be read
  *   mi.sys.getpid()            -> this process's id
  *   mi.sys.hostname()          -> the host's name
+ *   mi.sys.alive(pid)          -> whether a process with this id exists on this host (kill(pid, 0))
  *   mi.sys.mkdir(path)         -> true; creates path and its missing parents (mkdir -p), or nil, message
  *   mi.sys.listdir(path)       -> a sorted list of the names in a folder (no "." / ".."), or nil, message
  *   mi.sys.link(old, new)      -> true, or nil, message, exists: a hard link; fails when new exists, so
@@ -18,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -108,6 +110,13 @@ static int l_sha256_file(lua_State *L) {
 
 static int l_getpid(lua_State *L) {
     lua_pushinteger(L, (lua_Integer)getpid());
+    return 1;
+}
+
+static int l_alive(lua_State *L) {
+    lua_Integer pid = luaL_checkinteger(L, 1);
+    if (pid <= 0 || pid != (lua_Integer)(pid_t)pid) return luaL_error(L, "mi.sys.alive: %d is not a process id", (int)pid);
+    lua_pushboolean(L, kill((pid_t)pid, 0) == 0 || errno == EPERM);
     return 1;
 }
 
@@ -207,7 +216,7 @@ static int l_link(lua_State *L) {
 void mwl_open_sys(lua_State *L) {
     static const luaL_Reg fns[] = {{"sha256", l_sha256}, {"sha256_file", l_sha256_file}, {NULL, NULL}};
     luaL_setfuncs(L, fns, 0);
-    static const luaL_Reg sys[] = {{"getpid", l_getpid}, {"hostname", l_hostname}, {"mkdir", l_mkdir},
+    static const luaL_Reg sys[] = {{"getpid", l_getpid}, {"hostname", l_hostname}, {"alive", l_alive}, {"mkdir", l_mkdir},
                                    {"listdir", l_listdir}, {"link", l_link}, {NULL, NULL}};
     luaL_newlib(L, sys);
     lua_setfield(L, -2, "sys");

@@ -468,7 +468,13 @@ local function bar_line(st, n)
   local width = 24
   local fill = math.floor(frac * width)
   local w = st.worker
-  local who = w and ("%s on %s (pid %d)"):format(w.state, w.host, w.pid) or "not started"
+  local who = "not started"
+  if w then
+    local state = w.state
+    -- a worker of this host that is gone without finishing was killed
+    if state == "running" and w.host == mi.sys.hostname() and not mi.sys.alive(w.pid) then state = "killed" end
+    who = ("%s on %s (pid %d)"):format(state, w.host, w.pid)
+  end
   return ("shard %-3d [%s%s] %5.1f%%  %d done, %d failed, %d missing%s  %s"):format(st.shard,
     ("#"):rep(fill), ("."):rep(width - fill), 100 * frac, done, #st.failed, #st.missing,
     #st.wrong > 0 and (", " .. #st.wrong .. " from another sweep") or "", who)

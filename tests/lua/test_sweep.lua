@@ -102,7 +102,7 @@ T.test("GNU parallel, 3 shards, a worker killed mid-way, --resume-failed, merge:
   T.truthy(code ~= 0, "parallel reports the killed job")
   -- the killed shard kept items 1 and 4, lost 7 and never reached 10
   local status = sweep("status " .. q(dir))
-  T.truthy(status:find("shard 1 .- 2 done, 0 failed, 2 missing"), status)
+  T.truthy(status:find("shard 1 .- 2 done, 0 failed, 2 missing  killed on "), status)
   T.truthy(status:find("shard 0 .- 4 done, 0 failed, 0 missing"), status)
   local out, mcode = sweep("merge " .. q(dir))
   T.eq(mcode, 1, "merge refuses while items are missing")
