@@ -289,5 +289,37 @@ T.test("induction_seeds: one seed per item, the same numbers whichever shard ran
   T.eq(slurp(tmp .. "/seeds/items/000001.safetensors"), slurp(tmp .. "/seeds2/items/000001.safetensors"))
 end)
 
+T.test("max_activating --unit mlp: each neuron's top values are the largest of all positions", function()
+  if not exists("models/attn_only_2L/tokenizer.json") then
+    print("SKIP - max_activating mlp: the bundled tokenizer is absent")
+    return
+  end
+  -- a model with an MLP, saved as a folder with the bundled tokenizer
+  local cfg = mi.HookedTransformerConfig{d_model = 32, d_head = 8, n_heads = 4, n_layers = 1, n_ctx = 32,
+    d_vocab = 1024, d_mlp = 48, act_fn = "gelu_new", normalization_type = "LN", seed = 3}
+  local model = mi.HookedTransformer(cfg, {tokenizer = "models/attn_only_2L/tokenizer.json"})
+  mi.save_pretrained(model, tmp .. "/mlpmodel", {tokenizer = "models/attn_only_2L/tokenizer.json"})
+  local dir = tmp .. "/maxmlp2"
+  local args = " --out " .. q(dir) .. " --args --model " .. q(tmp .. "/mlpmodel") ..
+    " --unit mlp --layer 0 --text README.md --batch 2 --n_ctx 32 --max_items 3 --k 4 --figures 1"
+  for s = 0, 2 do
+    local out, code = sweep("scripts/sweeps/max_activating.lua --shard " .. s .. "/3" .. args)
+    T.eq(code, 0, out)
+  end
+  local out, code = sweep("merge " .. q(dir))
+  T.eq(code, 0, out)
+  local m = mi.sweep.load(dir)
+  -- all 6 rows at once: BOS + 31 ids each, the README's tokens in order
+  local loaded = mi.experiment.load_model(tmp .. "/mlpmodel")
+  local ids = loaded.tokenizer:encode(slurp("README.md")):narrow(0, 0, 6 * 31):view(6, 31)
+  local tokens = mi.cat({mi.full({6, 1}, loaded.tokenizer:bos_token_id(), {dtype = "int64"}), ids}, 1)
+  local _, cache = loaded:run_with_cache(tokens, {names_filter = function(n) return n == "blocks.0.mlp.hook_post" end})
+  local post = cache["blocks.0.mlp.hook_post"]:narrow(1, 1, 31):reshape(6 * 31, 48)   -- not BOS
+  local top = post:transpose(0, 1):sort(1, true):narrow(1, 0, 4)                     -- [48, 4]
+  T.eq(#m.units, 48)
+  T.eq(m.units[1], "mlp0.0")
+  T.near_table(m.values:totable(), top:totable(), 1e-5, "top values")
+end)
+
 os.execute("rm -rf " .. q(tmp))
 T.done()
