@@ -361,6 +361,7 @@ end
 -- runs shard I of N; returns the number of failed items
 function M.run(file, opts)
   opts = opts or {}
+  mi.utils.check_opts("sweep.run", opts, {"out", "shard", "shards", "args"})
   local dir = assert(opts.out, "sweep: --out DIR is needed")
   local I, N = M.resolve_shard(opts)
   local t_start = mi.monotonic()
@@ -506,6 +507,7 @@ end
 -- elsewhere only when it changed) until no item is missing. Returns whether every item is done.
 function M.status(dir, opts)
   opts = opts or {}
+  mi.utils.check_opts("sweep.status", opts, {"watch"})
   local tty = mi.isatty(1)
   local shown, last = 0, nil
   while true do
@@ -527,6 +529,7 @@ end
 
 function M.merge(dir, opts)
   opts = opts or {}
+  mi.utils.check_opts("sweep.merge", opts, {"sweep", "args"})
   local old = read_json(dir .. "/manifest.json")
   local file = opts.sweep or old.sweep_file
   if not exists(file) then
@@ -664,7 +667,7 @@ function M.cli(argv)
       o.shards = math.tointeger(tonumber(o.shards))
       if not o.shards or o.shards < 1 then error("sweep: --shards wants a positive integer", 0) end
     end
-    local nfailed, N = M.run(o.positional[1], o)
+    local nfailed, N = M.run(o.positional[1], {out = o.out, shard = o.shard, shards = o.shards, args = o.args})
     if nfailed > 0 then return 1 end
     if N == 1 then M.merge(o.out, {sweep = o.positional[1], args = o.args}) end
     return 0
