@@ -269,9 +269,8 @@ function SAE:save(folder)
   if type(folder) ~= "string" or folder:find("\0", 1, true) then
     error("SAE:save: folder must be a path without NUL bytes", 2)
   end
-  if not os.execute("mkdir -p '" .. folder:gsub("'", "'\\''") .. "'") then
-    error("SAE:save: cannot create " .. folder, 2)
-  end
+  local ok, err = mi.sys.mkdir(folder)
+  if not ok then error("SAE:save: cannot create " .. folder .. ": " .. tostring(err), 2) end
   local c = self.cfg
   local meta = {}
   for k, v in pairs(c.metadata or {}) do meta[k] = v end
