@@ -76,6 +76,17 @@ local function metric_value(v, fname, argname)
 end
 M._metric_value = metric_value
 
+-- clean and corrupted tokens: each [batch, pos] int64, the same shape
+local function check_pair(clean_tokens, corrupted_tokens, fname)
+  local clean = check_tokens(clean_tokens, fname, "clean_tokens")
+  local corrupted = check_tokens(corrupted_tokens, fname, "corrupted_tokens")
+  if shape_str(clean) ~= shape_str(corrupted) then
+    error(fname .. ": clean_tokens " .. shape_str(clean) .. " and corrupted_tokens " .. shape_str(corrupted) ..
+          " must have the same shape", 3)
+  end
+  return clean, corrupted
+end
+
 local function check_fn(f, fname, argname)
   if type(f) ~= "function" and not (getmetatable(f) or {}).__call then
     error(fname .. ": " .. argname .. " must be a function, got " .. type(f), 3)
@@ -501,12 +512,7 @@ function M.path_patch(model, clean_tokens, corrupted_tokens, sender, receivers, 
   if opts ~= nil and (type(opts) ~= "table" or next(opts) ~= nil) then
     error(fname .. ": takes no options (got " .. type(opts) .. ")", 2)
   end
-  local clean = check_tokens(clean_tokens, fname, "clean_tokens")
-  local corrupted = check_tokens(corrupted_tokens, fname, "corrupted_tokens")
-  if shape_str(clean) ~= shape_str(corrupted) then
-    error(fname .. ": clean_tokens " .. shape_str(clean) .. " and corrupted_tokens " .. shape_str(corrupted) ..
-          " must have the same shape", 2)
-  end
+  local clean, corrupted = check_pair(clean_tokens, corrupted_tokens, fname)
   check_fn(metric, fname, "metric")
   local senders = head_list(sender, model, fname, "sender")
   local to_logits = receivers == "logits" or receivers == "resid_final"
@@ -587,12 +593,7 @@ function M.attribution_patch(model, clean_tokens, corrupted_tokens, metric, opts
   local fname = "attribution_patch"
   check_model(model, fname)
   mi.utils.check_opts(fname, opts, {"acts"})
-  local clean = check_tokens(clean_tokens, fname, "clean_tokens")
-  local corrupted = check_tokens(corrupted_tokens, fname, "corrupted_tokens")
-  if shape_str(clean) ~= shape_str(corrupted) then
-    error(fname .. ": clean_tokens " .. shape_str(clean) .. " and corrupted_tokens " .. shape_str(corrupted) ..
-          " must have the same shape", 2)
-  end
+  local clean, corrupted = check_pair(clean_tokens, corrupted_tokens, fname)
   check_fn(metric, fname, "metric")
   local c = model.cfg
   local acts = opts and opts.acts

@@ -5,14 +5,7 @@ local T = require("testlib")
 local mi = require("miwb")
 
 local function fixture(name)
-  local sd, meta = mi.load("tests/fixtures/model/" .. name .. ".safetensors")
-  local model = mi.HookedTransformer(mi.json.decode(meta.config))
-  local params = {}
-  for k, v in pairs(sd) do
-    local n = k:match("^param%.(.*)$")
-    if n then params[n] = v end
-  end
-  model:load_state_dict(params)
+  local model, sd = T.fixture_model(name)
   return model, sd.tokens
 end
 

@@ -310,15 +310,7 @@ local fixture_dir = "tests/fixtures/patching"
 for _, name in ipairs({"gpt2", "attn2"}) do
   T.test("PyTorch float64 grids on fixture model " .. name, function()
     local ref = mi.json.read(fixture_dir .. "/" .. name .. ".json")
-    local sd, meta = mi.load("tests/fixtures/model/" .. name .. ".safetensors")
-    local cfg = mi.json.decode(meta.config)
-    local model = mi.HookedTransformer(cfg)
-    local params = {}
-    for k, v in pairs(sd) do
-      local n = k:match("^param%.(.*)$")
-      if n then params[n] = v end
-    end
-    model:load_state_dict(params)
+    local model = T.fixture_model(name)
     local clean = mi.tensor(ref.clean_tokens, "int64")
     local corrupted = mi.tensor(ref.corrupted_tokens, "int64")
     local _, clean_cache = model:run_with_cache(clean)

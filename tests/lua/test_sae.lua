@@ -9,14 +9,7 @@ local FIX = "tests/fixtures/sae/"
 local CASES = {"standard_v6", "jumprelu_norm", "topk_layernorm", "hook_z_old", "topk_old"}
 
 local function fixture_model()
-  local sd, meta = mi.load("tests/fixtures/model/gpt2.safetensors")
-  local model = mi.HookedTransformer(mi.json.decode(meta.config))
-  local params = {}
-  for k, v in pairs(sd) do
-    local n = k:match("^param%.(.*)$")
-    if n then params[n] = v end
-  end
-  model:load_state_dict(params)
+  local model, sd = T.fixture_model("gpt2")
   return model, sd.tokens
 end
 

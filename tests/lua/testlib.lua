@@ -90,6 +90,21 @@ function T.read_file(path)
   return s
 end
 
+-- a fixture model of tests/fixtures/gen_model.py (NAME.safetensors: its config in the metadata,
+-- its weights as param.<state-dict name>) -> model, the file's tensors
+function T.fixture_model(name)
+  local mi = require("miwb")
+  local sd, meta = mi.load("tests/fixtures/model/" .. name .. ".safetensors")
+  local model = mi.HookedTransformer(mi.json.decode(meta.config))
+  local params = {}
+  for k, v in pairs(sd) do
+    local n = k:match("^param%.(.*)$")
+    if n then params[n] = v end
+  end
+  model:load_state_dict(params)
+  return model, sd
+end
+
 function T.done()
   print(string.format("%d passed, %d failed", T.passed, T.failed))
   os.exit(T.failed == 0 and 0 or 1)
