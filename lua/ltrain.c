@@ -59,7 +59,7 @@ static lua_Integer path_list(lua_State *L, int idx, const char *who) {
 static int l_train_tokenizer(lua_State *L) {
     int vocab = (int)luaL_checkinteger(L, 2);
     lua_Integer minf = luaL_optinteger(L, 3, 2);
-    const char *out = luaL_checkstring(L, 4);
+    const char *out = mwl_checkname(L, 4, "train_tokenizer", "the output path");
     lua_Integer n = path_list(L, 1, "train_tokenizer");
     int files = lua_gettop(L);
     mw_bpe_trainer *t = mw_bpe_trainer_new();
@@ -82,9 +82,9 @@ static int l_train_tokenizer(lua_State *L) {
 }
 
 static int l_encode_dataset(lua_State *L) {
-    const char *tok = luaL_checkstring(L, 1);
+    const char *tok = mwl_checkname(L, 1, "encode_dataset", "the tokenizer path");
     luaL_checktype(L, 2, LUA_TTABLE);
-    const char *out = luaL_checkstring(L, 3);
+    const char *out = mwl_checkname(L, 3, "encode_dataset", "the output path");
     mw_tokenizer *t = NULL;
     if (mw_tokenizer_load(&t, tok)) return mwl_coreerror(L);
     int64_t *all = NULL;
@@ -125,7 +125,7 @@ static ud_dataset *check_ds(lua_State *L, int i) {
 }
 
 static int l_dataset(lua_State *L) {
-    const char *path = luaL_checkstring(L, 1);
+    const char *path = mwl_checkname(L, 1, "Dataset", "the path");
     ud_dataset *u = lua_newuserdatauv(L, sizeof *u, 0);
     memset(u, 0, sizeof *u);
     luaL_setmetatable(L, MWL_DATASET);
@@ -377,15 +377,15 @@ static int tr_config(lua_State *L) {
 }
 
 static int tr_save(lua_State *L) {
-    if (mw_trainer_save(check_tr(L, 1), luaL_checkstring(L, 2))) return mwl_coreerror(L);
+    if (mw_trainer_save(check_tr(L, 1), mwl_checkname(L, 2, "save", "the path"))) return mwl_coreerror(L);
     return 0;
 }
 static int tr_load(lua_State *L) {
-    if (mw_trainer_load(check_tr(L, 1), luaL_checkstring(L, 2))) return mwl_coreerror(L);
+    if (mw_trainer_load(check_tr(L, 1), mwl_checkname(L, 2, "load", "the path"))) return mwl_coreerror(L);
     return 0;
 }
 static int tr_export(lua_State *L) {
-    if (mw_trainer_export(check_tr(L, 1), luaL_checkstring(L, 2))) return mwl_coreerror(L);
+    if (mw_trainer_export(check_tr(L, 1), mwl_checkname(L, 2, "export", "the path"))) return mwl_coreerror(L);
     return 0;
 }
 

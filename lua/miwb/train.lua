@@ -56,11 +56,6 @@ local function fmt_time(s)
   return ("%.0fs"):format(s)
 end
 
-local function file_exists(p)
-  local f = io.open(p, "rb")
-  if f then f:close() return true end
-  return false
-end
 
 function M.train(model, dataset, opts)
   local mi = require("miwb")
@@ -74,7 +69,7 @@ function M.train(model, dataset, opts)
   local adam = {lr = opts.lr or 1e-3, min_lr = opts.min_lr, warmup = opts.warmup or 0, steps = steps,
                 weight_decay = opts.weight_decay or 0.1, clip = opts.clip or 1.0,
                 beta1 = opts.beta1, beta2 = opts.beta2}
-  if opts.resume and opts.checkpoint and file_exists(opts.checkpoint) then
+  if opts.resume and opts.checkpoint and mi.utils.file_exists(opts.checkpoint) then
     trainer:load(opts.checkpoint)
   end
   local start = trainer:steps()
@@ -129,10 +124,8 @@ end
 -- and copies the tokenizer to dir/tokenizer.json
 function M.save_model(trainer, dir, opts)
   opts = opts or {}
-  -- the path is quoted for the shell (single quotes, embedded ones escaped)
-  if not os.execute("mkdir -p '" .. tostring(dir):gsub("'", "'\\''") .. "'") then
-    error("save_model: cannot create " .. tostring(dir), 2)
-  end
+  local ok, err = require("miwb").utils.mkdir_p(dir)   -- no shell
+  if not ok then error("save_model: cannot create " .. tostring(dir) .. ": " .. tostring(err), 2) end
   trainer:export(dir .. "/model.safetensors")
   local cfg = trainer:config()
   if opts.cfg then

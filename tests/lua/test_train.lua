@@ -169,4 +169,13 @@ T.test("issue 20: tokens must be int64, bad arguments leak nothing, probe sizes 
 end)
 
 os.execute("rm -rf " .. tmp)
+T.test("paths with a zero byte are refused, not cut short (save, load, export, Dataset, train_tokenizer)", function()
+  local tr = mi.Trainer({d_model = 8, d_head = 4, n_layers = 1, n_ctx = 8, d_vocab = 10, attn_only = true})
+  for _, m in ipairs{"save", "load", "export"} do
+    T.raises(function() tr[m](tr, "/tmp/miwb\0x.st") end, "holds a zero byte", m)
+  end
+  T.raises(function() mi.Dataset("/tmp/miwb\0x.tok") end, "holds a zero byte")
+  T.raises(function() mi.train_tokenizer({"x"}, {vocab_size = 300, out = "/tmp/t\0k.json"}) end, "holds a zero byte")
+end)
+
 T.done()
