@@ -72,34 +72,16 @@ function H.mkdir_p(op, dir)
   if not ok then error(op .. ": cannot create folder " .. dir .. ": " .. tostring(err), 0) end
 end
 
--- write_atomic(op, path, text): through a temporary file and a rename, so that a reader never
--- sees half a file; raises naming op and the path
+-- write_atomic(op, path, text): through mi.utils.write_file (a temporary file and a rename, so that a
+-- reader never sees half a file); raises naming op and the step that failed
 function H.write_atomic(op, path, text)
-  local tmp = path .. ".tmp-" .. mi.sys.getpid()
-  local f, err = io.open(tmp, "wb")
-  if not f then error(op .. ": cannot write " .. path .. ": " .. tostring(err), 0) end
-  local ok, werr = f:write(text)
-  local cok, cerr = f:close()
-  if not ok or not cok then
-    os.remove(tmp)
-    error(op .. ": cannot write " .. path .. ": " .. tostring(werr or cerr), 0)
-  end
-  local rok, rerr = os.rename(tmp, path)
-  if not rok then os.remove(tmp) error(op .. ": cannot write " .. path .. ": " .. tostring(rerr), 0) end
+  local ok, err = mi.utils.write_file(path, text)
+  if not ok then error(op .. ": " .. tostring(err), 0) end
 end
 
+-- the API's one options check (mi.utils.check_opts); nil gives an empty table
 local function check_opts(op, opts, known)
-  if opts == nil then return {} end
-  if type(opts) ~= "table" then error(op .. ": opts must be a table", 0) end
-  for k in pairs(opts) do
-    if not known[k] then
-      local names = {}
-      for n in pairs(known) do names[#names + 1] = n end
-      table.sort(names)
-      error(string.format("%s: unknown option '%s' (known: %s)", op, tostring(k), table.concat(names, ", ")), 0)
-    end
-  end
-  return opts
+  return mi.utils.check_opts(op, opts, known) or {}
 end
 
 local function token_list(op, str_tokens)
