@@ -12,10 +12,8 @@ function M._install(mi)
 
   function json.read(path)
     mi._check_name("json.read", "path", path)
-    local f, err = io.open(path, "rb")
-    if not f then return nil, err end
-    local text = f:read("a")
-    f:close()
+    local text, err = mi.utils.read_file(path)
+    if not text then return nil, err end
     local ok, v = pcall(json.decode, text)
     if not ok then
       error(path .. ": " .. tostring(v):gsub("^.-(json%.decode:)", "%1"), 2)

@@ -68,13 +68,7 @@ K.abbreviate = abbreviate
 local html = require("miwb.html")
 local html_escape = html.html_escape
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local function read_file(path) return (mi.utils.read_file(path)) end
 
 local IMAGE_TYPES = {png = "image/png", jpg = "image/jpeg", jpeg = "image/jpeg", gif = "image/gif",
                      svg = "image/svg+xml"}

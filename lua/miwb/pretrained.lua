@@ -127,13 +127,7 @@ end
 -- ---------------------------------------------------------------- small helpers
 local function exists(path) return mi.utils.file_exists(path) end
 
-local function read_all(path)
-  local f, err = io.open(path, "rb")
-  if not f then return nil, err end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local function read_all(path) return mi.utils.read_file(path) end
 
 local function is_dir(path) return exists(path .. "/.") or exists(path .. "/config.json") end
 

@@ -23,6 +23,7 @@
 --       the step that failed (a full disk included); path unchanged then
 --   utils.mkdir_p(path)   mkdir -p without a shell; true, or nil + message
 --   utils.file_exists(path)   whether path names an existing file or directory
+--   utils.read_file(path)   the whole file, or nil + message
 --   utils.check_name(fname, what, s)   raises "fname: what holds a zero byte" for a path or name
 --       with a NUL (C and the OS would see it cut); returns s
 --   utils.shell_quote(s)   s as one POSIX shell word ('...'), for the few commands that need a shell
@@ -399,6 +400,17 @@ function U.init_xavier_uniform_(p, ...) return xavier("init_xavier_uniform_", fi
 function U.init_xavier_normal_(p, ...) return xavier("init_xavier_normal_", fill_normal, 2, p, ...) end
 function U.init_kaiming_uniform_(p, ...) return kaiming("init_kaiming_uniform_", fill_uniform, 3, p, ...) end
 function U.init_kaiming_normal_(p, ...) return kaiming("init_kaiming_normal_", fill_normal, 1, p, ...) end
+
+-- the whole file at path (bytes as they are), or nil + the system's message
+function U.read_file(path)
+  U.check_name("read_file", "path", path)
+  local f, err = io.open(path, "rb")
+  if not f then return nil, err end
+  local s, rerr = f:read("a")
+  f:close()
+  if not s then return nil, path .. ": " .. tostring(rerr) end
+  return s
+end
 
 -- The one quoting function for the few commands that need a shell (gnuplot, curl, a viewer):
 -- s as one POSIX shell word. Inside '...' nothing is special but ' itself, written '\''.

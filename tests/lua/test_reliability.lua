@@ -105,9 +105,10 @@ end)
 T.test("a long reduction stops on Ctrl-C (SIGINT) with 'interrupted'", function()
   local BUILD = os.getenv("MIWB_BUILD") or "build"
   if os.execute("command -v timeout >/dev/null 2>&1") ~= true then print("SKIP - no timeout(1)"); return end
-  -- 2^20 outputs each summing 2^20 values: minutes of work; SIGINT after 1 s, KILL after 60 s
+  -- 2^20 outputs each summing 2^20 values: minutes of work; SIGINT after 3 s (start-up done even on a
+  -- loaded machine), KILL after 60 s
   local code = "x = mi.arange(2^20):float():unsqueeze(0):expand(2^20, 2^20); print(x:sum(1))"
-  local f = io.popen("timeout -k 60 -s INT 1 " .. BUILD .. "/miwb -e '" .. code .. "' 2>&1; echo rc=$?")
+  local f = io.popen("timeout -k 60 -s INT 3 " .. BUILD .. "/miwb -e '" .. code .. "' 2>&1; echo rc=$?")
   local out = f:read("a"); f:close()
   T.truthy(out:find("interrupted", 1, true), "output says interrupted: " .. out)
   T.truthy(not out:find("rc=137", 1, true), "not killed: " .. out)
