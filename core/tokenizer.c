@@ -57,6 +57,9 @@ static int oom(const char *name) { return tok_err(name, "out of memory"); }
 
 /* Growable byte buffer. */
 typedef struct { char *p; size_t n, cap; } buf_t;
+/* the bytes at off in a piece list's text; a list of empty pieces has no text buffer at all, and
+ * offsetting a null pointer is undefined, so it gives "" */
+static const char *piece_at(const buf_t *text, size_t off) { return text->p ? text->p + off : ""; }
 
 static int buf_reserve(buf_t *b, size_t extra) {
     if (b->n + extra <= b->cap) return 0;
@@ -796,7 +799,7 @@ static int emit_segs(mw_tokenizer *t, plist *out, const unsigned char *s, size_t
  * follows (a ByteLevel step then leaves the bytes as they are: BPE reads them directly). */
 static int pre_step(mw_tokenizer *t, const step *st, int last, const plist *in, plist *out) {
     for (size_t k = 0; k < in->n; k++) {
-        const unsigned char *s = (const unsigned char *)in->text.p + in->off[k];
+        const unsigned char *s = (const unsigned char *)piece_at(&in->text, in->off[k]);
         size_t n = in->len[k];
         size_t lead = in->lead[k];
         switch ((pre_kind)st->kind) {
@@ -875,7 +878,7 @@ static int encode_generic(mw_tokenizer *t, const unsigned char *s, size_t n, ids
         o = x;
     }
     for (size_t k = 0; k < in->n; k++)
-        if (encode_word(t, (const unsigned char *)in->text.p + in->off[k], in->len[k], out)) return -1;
+        if (encode_word(t, (const unsigned char *)piece_at(&in->text, in->off[k]), in->len[k], out)) return -1;
     return 0;
 }
 
@@ -1081,7 +1084,7 @@ static int dec_step(const mw_tokenizer *t, const step *st, const slist *in, slis
     int rc = 0;
     size_t fb_start = 0, fb_n = 0; /* ByteFallback: a run of byte tokens waiting in tmp */
     for (size_t k = 0; k <= in->n && !rc; k++) {
-        const char *s = k < in->n ? in->text.p + in->off[k] : NULL;
+        const char *s = k < in->n ? piece_at(&in->text, in->off[k]) : NULL;
         size_t n = k < in->n ? in->len[k] : 0;
         switch ((dec_kind)st->kind) {
         case DEC_BYTELEVEL: /* all tokens into one: each character back to its byte */
@@ -1189,7 +1192,7 @@ static int decode_steps(const mw_tokenizer *t, buf_t *res, const int64_t *ids, s
     }
     /* no decoder: Hugging Face joins the tokens with spaces */
     for (size_t i = 0; i < a.n && !rc; i++)
-        rc = (t->ndec == 0 && i > 0 && buf_add(res, " ", 1)) || buf_add(res, a.text.p + a.off[i], a.len[i]);
+        rc = (t->ndec == 0 && i > 0 && buf_add(res, " ", 1)) || buf_add(res, piece_at(&a.text, a.off[i]), a.len[i]);
     free(a.text.p);
     free(a.off);
     free(a.len);
