@@ -210,9 +210,7 @@ local function llama_like(sd, c, where, biases)
     out[q .. "mlp.b_out"] = mi.zeros(d)
   end
   out["ln_final.w"] = need(sd, "model.norm.weight", {d}, where)
-  local head = sd["lm_head.weight"] and need(sd, "lm_head.weight", {V, d}, where) or emb
-  out["unembed.W_U"] = head:t():contiguous()
-  out["unembed.b_U"] = mi.zeros(V)
+  mi.pretrained.unembed_from(out, sd, emb, V, d, where)
   return out
 end
 

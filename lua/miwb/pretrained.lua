@@ -238,10 +238,16 @@ function M.convert_hf_gpt2(sd, cfg, where)
   end
   out["ln_final.w"] = need(hf, "ln_f.weight", {d}, where)
   out["ln_final.b"] = need(hf, "ln_f.bias", {d}, where)
-  local head = sd["lm_head.weight"] and need(sd, "lm_head.weight", {V, d}, where) or wte
+  M.unembed_from(out, sd, wte, V, d, where)
+  return out
+end
+
+-- out's unembed.W_U [d, V] from sd's lm_head.weight [V, d], or tied to the embedding emb [V, d]
+-- when there is none; b_U zeros (also miwb.families')
+function M.unembed_from(out, sd, emb, V, d, where)
+  local head = sd["lm_head.weight"] and need(sd, "lm_head.weight", {V, d}, where) or emb
   out["unembed.W_U"] = head:t():contiguous()
   out["unembed.b_U"] = mi.zeros(V)
-  return out
 end
 
 -- ---------------------------------------------------------------- weight processing
