@@ -1,6 +1,6 @@
 /* lconfig.c - HookedTransformerConfig fields between Lua tables and mw_config (core/config.h).
  *
- *   core.config_finish(t)   the finished numeric config of table t (TransformerLens's field
+ *   core._config_finish(t)  the finished numeric config of table t (TransformerLens's field
  *                           names): defaults and derived fields from mw_config_finish, the only
  *                           place that computes them. Python's None is nil in the result.
  *                           Second result: the list of the field names the core owns.
@@ -116,5 +116,5 @@ static int l_config_finish(lua_State *L) {
 
 void mwl_open_config(lua_State *L) {
     lua_pushcfunction(L, l_config_finish);
-    lua_setfield(L, -2, "config_finish");
+    lua_setfield(L, -2, "_config_finish"); /* internal: HookedTransformerConfig checks the names */
 }

@@ -52,7 +52,7 @@ function CONFIG_METHODS:is_layer_norm_activation()
 end
 
 -- TransformerLens 2.12's HookedTransformerConfig fields that are not the core's numeric ones
--- (core/config.h, finished by mi.config_finish): their defaults, and for the features miwb does
+-- (core/config.h, finished by mi._config_finish): their defaults, and for the features miwb does
 -- not have yet, the only value accepted (the default). Any other name is an error, as Python's
 -- dataclass raises for an unknown keyword.
 local LUA_FIELDS = {
@@ -87,7 +87,7 @@ end
 function M.HookedTransformerConfig(t)
   if type(t) ~= "table" then error("HookedTransformerConfig: expected a table of fields", 2) end
   if getmetatable(t) == CONFIG_MT then return t end
-  local fin, core_names = mi.config_finish(t)   -- raises naming the field
+  local fin, core_names = mi._config_finish(t)   -- raises naming the field
   local is_core = {}
   for _, k in ipairs(core_names) do is_core[k] = true end
   local c = {}

@@ -62,7 +62,7 @@ function M.train(model, dataset, opts)
   opts = opts or {}
   local B = opts.batch or 16
   local trainer = model
-  if type(model) == "table" then trainer = core().Trainer(model.cfg or model) end
+  if type(model) == "table" then trainer = M.Trainer(model.cfg or model) end
   local T = opts.n_ctx or trainer:config().n_ctx
   if type(dataset) == "string" then dataset = core().Dataset(dataset) end
   local steps = assert(opts.steps, "mi.train: opts.steps is needed")
@@ -131,7 +131,7 @@ function M.save_model(trainer, dir, opts)
   if opts.cfg then
     -- only the fields the core does not keep (model_name, tokenizer_name, ...): the numeric ones
     -- are the trainer's (a None there is a nil that must stay nil)
-    local _, core_names = core().config_finish(opts.cfg)
+    local _, core_names = core()._config_finish(opts.cfg)
     local owned = {}
     for _, n in ipairs(core_names) do owned[n] = true end
     for k, v in pairs(opts.cfg) do
@@ -169,13 +169,21 @@ function M.save_model(trainer, dir, opts)
   end
 end
 
+-- mi.Trainer(cfg, ...): the config goes through HookedTransformerConfig first, so a misspelt or
+-- unknown field raises naming it (the C reader sees only the numeric fields it knows)
+function M.Trainer(cfg, ...)
+  local mi = require("miwb")
+  if type(cfg) ~= "table" then error("Trainer: cfg must be a table of HookedTransformerConfig fields", 2) end
+  return core().Trainer(mi.model.core_config(mi.HookedTransformerConfig(cfg)), ...)
+end
+
 function M._install(mi)
   local c = core()
   if not c.Trainer then return end
   mi.train_tokenizer = M.train_tokenizer
   mi.tokenize_dataset = M.tokenize_dataset
   mi.Dataset = c.Dataset
-  mi.Trainer = c.Trainer
+  mi.Trainer = M.Trainer
   -- mi.train is both this table (mi.train.induction_scores ...) and callable as mi.train(...)
   mi.train = setmetatable(M, {__call = function(_, ...) return M.train(...) end})
 end

@@ -178,4 +178,12 @@ T.test("paths with a zero byte are refused, not cut short (save, load, export, D
   T.raises(function() mi.train_tokenizer({"x"}, {vocab_size = 300, out = "/tmp/t\0k.json"}) end, "holds a zero byte")
 end)
 
+T.test("a misspelt config field raises for the trainer as for the model (no silent default)", function()
+  T.raises(function() mi.Trainer({d_model = 8, d_head = 4, n_layers = 1, n_ctx = 8, d_vocab = 10, attn_only = true,
+                                   normalizaton_type = "None"}) end, "unknown field 'normalizaton_type'")
+  local tr = mi.Trainer({d_model = 8, d_head = 4, n_layers = 1, n_ctx = 8, d_vocab = 10, attn_only = true,
+                         normalization_type = false})
+  T.eq(tr:config().normalization_type, nil, "false is None for the trainer too")
+end)
+
 T.done()
