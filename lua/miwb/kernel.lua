@@ -488,7 +488,10 @@ end
 -- code-point position -> byte position (Jupyter counts cursor positions in code points)
 local function byte_pos(code, cursor)
   if type(cursor) ~= "number" or cursor < 0 then return #code end
-  return (utf8.offset(code, math.floor(cursor) + 1) or #code + 1) - 1
+  -- utf8.offset raises on invalid UTF-8 (a client may send any bytes): count bytes then
+  local ok, off = pcall(utf8.offset, code, math.floor(cursor) + 1)
+  if not ok then return math.min(math.floor(cursor), #code) end
+  return (off or #code + 1) - 1
 end
 
 function handlers.complete_request(self, ch, req)
