@@ -4,7 +4,7 @@
  *
  *   build/mwtrain [key=value ...]
  *     corpus=data/corpus  out=models/attn_only_2L  work=data/work  (tokenizer, token files,
- *     checkpoints and logs go to work/)
+ *     checkpoints and logs go to work/)  name=... (config.json's model_name; default attn_only_<n>L)
  *     vocab=4096 d_model=256 n_heads=8 d_head=32 n_layers=2 n_ctx=256 attn_only=1 norm=none|LN|LNPre
  *     pos=shortformer|standard d_mlp=0 seed=398
  *     batch=16 steps=4000 lr=2e-3 min_lr=2e-4 warmup=200 wd=0.1 clip=1 threads=2
@@ -48,7 +48,7 @@ static double now(void) {
 }
 
 typedef struct {
-    const char *corpus, *out, *work, *norm, *pos;
+    const char *corpus, *out, *work, *norm, *pos, *name;
     long vocab, d_model, n_heads, d_head, n_layers, n_ctx, attn_only, d_mlp, seed;
     long batch, steps, warmup, threads, log_every, eval_every, ckpt_every, resume, bench, short_T, short_steps;
     double lr, min_lr, wd, clip, init, repeat, random, short_repeat, short_random;
@@ -63,7 +63,7 @@ static int parse(opts_t *o, int argc, char **argv) {
 #define S(name) if (!strcmp(k, #name)) { o->name = v; continue; }
 #define IV(name) if (!strcmp(k, #name)) { o->name = atol(v); continue; }
 #define F(name) if (!strcmp(k, #name)) { o->name = atof(v); continue; }
-        S(corpus) S(out) S(work) S(norm) S(pos)
+        S(corpus) S(out) S(work) S(norm) S(pos) S(name)
         IV(vocab) IV(d_model) IV(n_heads) IV(d_head) IV(n_layers) IV(n_ctx) IV(attn_only) IV(d_mlp) IV(seed)
         IV(batch) IV(steps) IV(warmup) IV(threads) IV(log_every) IV(eval_every) IV(ckpt_every) IV(resume) IV(bench) IV(short_T) IV(short_steps)
         F(lr) F(min_lr) F(wd) F(clip) F(init) F(repeat) F(random) F(short_repeat) F(short_random)
@@ -123,6 +123,26 @@ static double val_loss(mw_trainer *t, const mw_dataset *val, int64_t B, int64_t 
     return sum / nb;
 }
 
+/* writes n bytes to path atomically: a temporary file beside it, then rename; 0 or -1 */
+static int write_atomic(const char *path, const char *data, size_t n) {
+    size_t lp = strlen(path);
+    char *tmp = malloc(lp + 5);
+    if (!tmp) return -1;
+    memcpy(tmp, path, lp);
+    memcpy(tmp + lp, ".tmp", 5);
+    FILE *f = fopen(tmp, "wb");
+    int bad = !f || fwrite(data, 1, n, f) != n;
+    if (f && fclose(f) != 0) bad = 1;
+    if (bad || rename(tmp, path) != 0) {
+        fprintf(stderr, "mwtrain: cannot write %s\n", path);
+        remove(tmp);
+        free(tmp);
+        return -1;
+    }
+    free(tmp);
+    return 0;
+}
+
 /* the model folder: model.safetensors (TransformerLens names), config.json, tokenizer.json */
 static int export_model(mw_trainer *t, const opts_t *o, const char *tokpath) {
     const mw_config *c = mw_trainer_config(t);
@@ -137,31 +157,43 @@ static int export_model(mw_trainer *t, const opts_t *o, const char *tokpath) {
     if (!js) { fprintf(stderr, "mwtrain: %s\n", mw_error()); return -1; }
     char name[64];
     snprintf(name, sizeof name, "attn_only_%lldL", (long long)c->n_layers);
-    cJSON_AddStringToObject(js, "model_name", name);
+    cJSON_AddStringToObject(js, "model_name", o->name ? o->name : name);
     cJSON_AddStringToObject(js, "attention_dir", "causal");
     cJSON_AddStringToObject(js, "tokenizer_name", "tokenizer.json");
     cJSON_AddBoolToObject(js, "default_prepend_bos", 1);
     cJSON_AddStringToObject(js, "original_architecture", "miwb");
     char *text = cJSON_Print(js);
     cJSON_Delete(js);
+    if (!text) return -1;
+    size_t tl = strlen(text);
+    text[tl] = '\n'; /* cJSON's buffer ends in the NUL this replaces; written with its length */
     char *cp = path2(o->out, "config.json");
-    FILE *f = text ? fopen(cp, "w") : NULL;
+    rc = write_atomic(cp, text, tl + 1);
     free(cp);
-    if (!f) { free(text); return -1; }
-    fputs(text, f);
-    fputc('\n', f);
     free(text);
-    fclose(f);
-    char *dst = path2(o->out, "tokenizer.json");
-    FILE *in = fopen(tokpath, "rb"), *out = fopen(dst, "wb");
-    free(dst);
-    if (!in || !out) { if (in) fclose(in); if (out) fclose(out); return -1; }
+    if (rc) return -1;
+    /* tokenizer.json: a copy of the work folder's */
+    FILE *in = fopen(tokpath, "rb");
+    if (!in) return -1;
+    char *data = NULL;
+    size_t n = 0, cap = 0, k;
     char buf[65536];
-    size_t k;
-    while ((k = fread(buf, 1, sizeof buf, in)) > 0) fwrite(buf, 1, k, out);
+    while ((k = fread(buf, 1, sizeof buf, in)) > 0) {
+        if (n + k > cap) {
+            cap = 2 * (n + k);
+            char *d2 = realloc(data, cap);
+            if (!d2) { free(data); fclose(in); return -1; }
+            data = d2;
+        }
+        memcpy(data + n, buf, k);
+        n += k;
+    }
     fclose(in);
-    fclose(out);
-    return 0;
+    char *dst = path2(o->out, "tokenizer.json");
+    rc = write_atomic(dst, data ? data : "", n);
+    free(dst);
+    free(data);
+    return rc;
 }
 
 int main(int argc, char **argv) {

@@ -190,15 +190,12 @@ if tf then
       positional_embedding_type = "shortformer", use_attn_result = true, seed = 1}
     local folder = tmp .. "/random-gpt2tok"
     mi.save_pretrained(mi.HookedTransformer(cfg), folder, {tokenizer = gpt2_tok})
-    local text, code, out = run("fuzzy_induction", "--model " .. folder .. " --batch 6 --n_words 10")
+    local text, code, out = run("fuzzy_induction", "--model " .. folder .. " --reps 1 --n_words 10 --max_pairs 60")
     T.eq(code, 0, text)
     local r = results(out)
-    T.truthy(r.n_pairs >= 100, "synonym pairs of single GPT-2 tokens: " .. tostring(r.n_pairs))
-    for _, cond in ipairs{"exact", "fuzzy", "control"} do
-      local c = r.conditions[cond]
-      T.truthy(c.second_half_loss > 0 and c.second_half_loss_se >= 0, cond)
-      T.eq(#c.stripe_attention, 2); T.eq(#c.stripe_attention[1], 2)
-    end
+    T.truthy(r.n_pairs_all >= 100, "synonym pairs of single GPT-2 tokens: " .. tostring(r.n_pairs_all))
+    T.eq(r.n_pairs, 60)
+    T.eq(#r.stripe_attention.exact, 2); T.eq(#r.stripe_attention.exact[1], 2)
     T.truthy(r.finding:find("does no induction", 1, true), r.finding)
     figures_ok(r)
   end)
@@ -210,19 +207,46 @@ local bundled = "models/attn_only_2L"
 local f = io.open(bundled .. "/config.json")
 if f then
   f:close()
-  T.test("fuzzy_induction.lua on the bundled model", function()
-    local text, code, out = run("fuzzy_induction", "--model " .. bundled .. " --batch 8 --n_words 10 --max_sense 0")
+  T.test("fuzzy_induction.lua on the bundled model: its log-probs and statistics recomputed", function()
+    local N = 8
+    local text, code, out = run("fuzzy_induction", "--model " .. bundled .. " --reps 2 --n_words " .. N .. " --max_sense 0")
     T.eq(code, 0, text)
     local r = results(out)
     T.truthy(r.n_pairs >= 20)
-    T.truthy(type(r.finding) == "string" and #r.finding > 20)
-    local c = r.conditions
-    T.truthy(c.exact.second_half_loss < c.control.second_half_loss - 1, "exact repeats are predicted")
-    -- the comparison is said in words, the way its sign means
-    local d = c.control.second_half_loss - c.fuzzy.second_half_loss
-    T.truthy(r.finding:find(("%.3f nats %s than on unrelated words"):format(math.abs(d), d >= 0 and "lower" or "higher"),
-             1, true), r.finding)
-    T.truthy(not r.finding:find("differs by", 1, true), r.finding)
+    -- the first sequence's log-probs, from one plain forward pass per condition
+    local model = mi.from_pretrained_no_processing(bundled)
+    local w = r.example.words
+    local function id(word) return model.tokenizer:encode_list(" " .. word, {add_special_tokens = false})[1] end
+    for _, cond in ipairs{"exact", "synonym", "shuffled", "control"} do
+      local first = cond == "exact" and w.second or cond == "synonym" and w.first or w[cond]
+      local toks = {model.tokenizer:bos_token_id()}
+      for k = 1, N do toks[#toks + 1] = id(first[k]) end
+      for k = 1, N do toks[#toks + 1] = id(w.second[k]) end
+      local lsm = model(mi.tensor({toks}, {dtype = "int64"})):log_softmax(-1)
+      for k = 2, N do
+        local pos = N + k - 1        -- 0-based position of A(k-1)* in the second half
+        T.near(r.example.log_probs[cond].target[k - 1], lsm[{0, pos, id(w.second[k])}]:item(), 1e-4, cond)
+        T.near(r.example.log_probs[cond].copy[k - 1], lsm[{0, pos, id(w.first[k])}]:item(), 1e-4, cond)
+        T.near(r.example.log_probs[cond].random[k - 1], lsm[{0, pos, id(w.random[k])}]:item(), 1e-4, cond)
+      end
+    end
+    -- effects: the mean of the per-pair table; intervals around it; exact repeats clearly predicted
+    for _, name in ipairs{"exact", "fuzzy", "copy", "random", "fuzzy_vs_random", "priming", "fuzzy_induction"} do
+      local sum, n = 0, 0
+      for _, e in ipairs(r.per_pair) do sum = sum + e[name]; n = n + 1 end
+      local e = r.effects[name]
+      T.near(e.mean, sum / n, 1e-9, name)
+      T.truthy(e.ci95[1] <= e.mean and e.mean <= e.ci95[2], name)
+      T.truthy(e.p_sign_flip > 0 and e.p_sign_flip <= 1, name)
+    end
+    for _, e in ipairs(r.per_pair) do
+      T.near(e.fuzzy_vs_random, e.fuzzy - e.random, 1e-9)
+      T.near(e.fuzzy_induction, e.fuzzy - e.priming, 1e-5)
+    end
+    T.truthy(r.effects.exact.mean > 3 and r.effects.exact.ci95[1] > 2, "exact repeats are predicted")
+    T.truthy(r.effects.exact.p_sign_flip < 0.01)
+    T.truthy(r.top_heads[1].exact > 0.5, "an induction head attends along the stripe")
+    T.truthy(r.finding:find(("%+.3f nats"):format(r.effects.fuzzy_induction.mean), 1, true), r.finding)
     figures_ok(r)
   end)
 else
