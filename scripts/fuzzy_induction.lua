@@ -41,7 +41,7 @@ local args = E.parse_args(arg, "fuzzy_induction", defaults, {
   max_sense = "keep a synonym pair only if its synset is among each word's first max_sense senses (0: any)",
   max_pairs = "use at most this many pairs (0: all), for a quick run",
   boot = "bootstrap resamples for the 95% intervals", perms = "random sign flips for the permutation test",
-  model = "a model folder, a model name in $MIWB_HOME, or 'toy' (default: models/gelu_2L_8k)"})
+  model = "a model folder, a model name in $MIWB_HOME, or 'toy' (models/gelu_2L_8k when it is there)"})
 local model, model_name = E.load_model(args.model)
 print("model: " .. model_name)
 if not model.tokenizer then
