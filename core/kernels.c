@@ -101,31 +101,47 @@ void mw_layernorm_apply_forward(float *out, const float *scale, const float *w, 
     }
 }
 
-/* dx [N,C] += r (g - mean(g) - h mean(g h)), h = (x - mean) r, r = 1/scale, g = dy w;
- * dw [C] += dy h, db [C] += dy */
-void mw_layernorm_backward(float *dx, float *dw, float *db, const float *dy, const float *x, const float *mean,
-                           const float *scale, const float *w, int64_t N, int64_t C) {
+/* dw [C] += dy h, db [C] += dy; g [N,C] = dy w */
+void mw_norm_weight_backward(float *g, float *dw, float *db, const float *dy, const float *x, const float *mean,
+                             const float *scale, const float *w, int64_t N, int64_t C) {
     for (int64_t i = 0; i < N; i++) {
-        const float *xi = x + i * C, *dyi = dy + i * C;
-        float mu = mean[i], r = 1.0f / scale[i];
-        double sg = 0, sgh = 0;
+        const float *dyi = dy + i * C, *xi = x + i * C;
+        float *gi = g + i * C;
+        float mu = mean ? mean[i] : 0.0f, r = 1.0f / scale[i];
         for (int64_t j = 0; j < C; j++) {
-            float h = (xi[j] - mu) * r;
-            float g = w ? dyi[j] * w[j] : dyi[j];
-            sg += g;
-            sgh += g * h;
-            if (w && dw) {
-                dw[j] += dyi[j] * h;
-                db[j] += dyi[j];
-            }
+            float v = dyi[j];
+            if (dw) dw[j] += v * (xi[j] - mu) * r;
+            if (db) db[j] += v;
+            gi[j] = v * w[j];
         }
-        float mg = (float)(sg / (double)C), mgh = (float)(sgh / (double)C);
+    }
+}
+
+/* dscale [N] = -sum_j g h / scale */
+void mw_norm_scale_backward(float *dscale, const float *g, const float *x, const float *mean, const float *scale,
+                            int64_t N, int64_t C) {
+    for (int64_t i = 0; i < N; i++) {
+        const float *gi = g + i * C, *xi = x + i * C;
+        float mu = mean ? mean[i] : 0.0f, r = 1.0f / scale[i];
+        double s = 0;
+        for (int64_t j = 0; j < C; j++) s += (double)gi[j] * ((xi[j] - mu) * r);
+        dscale[i] = (float)(-s * r);
+    }
+}
+
+/* dx [N,C] += c - mean(c) (mean NULL: += c), c = g / scale + dscale h / C. Through h the scale
+ * depends on x: d scale / d x_j = h_j / C, which is where dscale enters. */
+void mw_norm_input_backward(float *dx, const float *g, const float *dscale, const float *x, const float *mean,
+                            const float *scale, int64_t N, int64_t C) {
+    for (int64_t i = 0; i < N; i++) {
+        const float *gi = g + i * C, *xi = x + i * C;
         float *dxi = dx + i * C;
-        for (int64_t j = 0; j < C; j++) {
-            float h = (xi[j] - mu) * r;
-            float g = w ? dyi[j] * w[j] : dyi[j];
-            dxi[j] += r * (g - mg - h * mgh);
-        }
+        float mu = mean ? mean[i] : 0.0f, r = 1.0f / scale[i], k = dscale[i] / (float)C;
+        double sc = 0;
+        if (mean)
+            for (int64_t j = 0; j < C; j++) sc += (double)gi[j] * r + (double)k * ((xi[j] - mu) * r);
+        float mc = (float)(sc / (double)C);
+        for (int64_t j = 0; j < C; j++) dxi[j] += gi[j] * r + k * ((xi[j] - mu) * r) - mc;
     }
 }
 
@@ -220,40 +236,11 @@ void mw_act_forward(float *out, const float *x, int64_t n, mw_actfn fn) {
     }
 }
 
-void mw_gate_forward(float *post, const float *gate, const float *lin, int64_t n, mw_actfn fn) {
-    mw_act_forward(post, gate, n, fn);
-    for (int64_t i = 0; i < n; i++) post[i] *= lin[i];
-}
-
-static int64_t pos_id(const uint8_t *mask, int64_t P, int64_t b, int64_t p, int64_t *count);
-
-void mw_rotary_forward(float *x, const uint8_t *mask, int64_t B, int64_t P, int64_t heads, int64_t dh, int64_t rd,
-                       double base, int adjacent) {
-    int64_t half = rd / 2;
-    for (int64_t b = 0; b < B; b++) {
-        int64_t cnt = 0;
-        for (int64_t p = 0; p < P; p++) {
-            int64_t pos = pos_id(mask, P, b, p, &cnt);
-            if (pos < 0) pos = 0;
-            for (int64_t i = 0; i < half; i++) {
-                double ang = (double)pos * pow(base, -2.0 * (double)i / (double)rd);
-                float cs = (float)cos(ang), sn = (float)sin(ang);
-                int64_t i1 = adjacent ? 2 * i : i, i2 = adjacent ? 2 * i + 1 : i + half;
-                for (int64_t h = 0; h < heads; h++) {
-                    float *v = x + ((b * P + p) * heads + h) * dh;
-                    float x1 = v[i1], x2 = v[i2];
-                    v[i1] = x1 * cs - x2 * sn;
-                    v[i2] = x2 * cs + x1 * sn;
-                }
-            }
-        }
-    }
-}
-
 /* dx [n] = dy * act'(x) */
 void mw_act_backward(float *dx, const float *dy, const float *x, int64_t n, mw_actfn fn) {
     switch (fn) {
-    case MW_ACT_GELU_NEW:
+    case MW_ACT_GELU_NEW: case MW_ACT_GELU_PYTORCH_TANH: case MW_ACT_GELU_FAST:
+        /* one function (see mw_act_forward), one derivative */
         for (int64_t i = 0; i < n; i++) {
             float v = x[i];
             float th = tanhf(GELU_K * (v + 0.044715f * v * v * v));
@@ -271,9 +258,79 @@ void mw_act_backward(float *dx, const float *dy, const float *x, int64_t n, mw_a
     case MW_ACT_RELU:
         for (int64_t i = 0; i < n; i++) dx[i] = x[i] > 0 ? dy[i] : 0.0f;
         break;
+    case MW_ACT_SILU:
+        /* (x s(x))' = s (1 + x (1 - s)), s the sigmoid */
+        for (int64_t i = 0; i < n; i++) {
+            float sg = 1.0f / (1.0f + expf(-x[i]));
+            dx[i] = dy[i] * sg * (1.0f + x[i] * (1.0f - sg));
+        }
+        break;
     default: /* MW_ACT_NONE: no MLP */
         break;
     }
+}
+
+int mw_act_has_backward(mw_actfn fn) {
+    switch (fn) {
+    case MW_ACT_GELU_NEW: case MW_ACT_GELU_PYTORCH_TANH: case MW_ACT_GELU_FAST: case MW_ACT_GELU: case MW_ACT_RELU:
+    case MW_ACT_SILU:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+void mw_gate_forward(float *post, const float *gate, const float *lin, int64_t n, mw_actfn fn) {
+    mw_act_forward(post, gate, n, fn);
+    for (int64_t i = 0; i < n; i++) post[i] *= lin[i];
+}
+
+/* dlin = dpost act(gate) (before dgate overwrites dpost when they alias), dgate = dpost lin act'(gate) */
+void mw_gate_backward(float *dgate, float *dlin, const float *dpost, const float *gate, const float *lin, int64_t n,
+                      mw_actfn fn) {
+    mw_act_forward(dlin, gate, n, fn);
+    for (int64_t i = 0; i < n; i++) {
+        float dp = dpost[i];
+        dlin[i] *= dp;
+        dgate[i] = dp * lin[i];
+    }
+    mw_act_backward(dgate, dgate, gate, n, fn);
+}
+
+static int64_t pos_id(const uint8_t *mask, int64_t P, int64_t b, int64_t p, int64_t *count);
+
+/* rotates every pair of x [B,P,heads,dh] by sign * its angle (mw_rotary_forward's comment) */
+static void rotate(float *x, const uint8_t *mask, int64_t B, int64_t P, int64_t heads, int64_t dh, int64_t rd,
+                   double base, int adjacent, double sign) {
+    int64_t half = rd / 2;
+    for (int64_t b = 0; b < B; b++) {
+        int64_t cnt = 0;
+        for (int64_t p = 0; p < P; p++) {
+            int64_t pos = pos_id(mask, P, b, p, &cnt);
+            if (pos < 0) pos = 0;
+            for (int64_t i = 0; i < half; i++) {
+                double ang = sign * (double)pos * pow(base, -2.0 * (double)i / (double)rd);
+                float cs = (float)cos(ang), sn = (float)sin(ang);
+                int64_t i1 = adjacent ? 2 * i : i, i2 = adjacent ? 2 * i + 1 : i + half;
+                for (int64_t h = 0; h < heads; h++) {
+                    float *v = x + ((b * P + p) * heads + h) * dh;
+                    float x1 = v[i1], x2 = v[i2];
+                    v[i1] = x1 * cs - x2 * sn;
+                    v[i2] = x2 * cs + x1 * sn;
+                }
+            }
+        }
+    }
+}
+
+void mw_rotary_forward(float *x, const uint8_t *mask, int64_t B, int64_t P, int64_t heads, int64_t dh, int64_t rd,
+                       double base, int adjacent) {
+    rotate(x, mask, B, P, heads, dh, rd, base, adjacent, 1.0);
+}
+
+void mw_rotary_backward(float *dx, const uint8_t *mask, int64_t B, int64_t P, int64_t heads, int64_t dh, int64_t rd,
+                        double base, int adjacent) {
+    rotate(dx, mask, B, P, heads, dh, rd, base, adjacent, -1.0);
 }
 
 /* ================================================================ attention */

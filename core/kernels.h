@@ -52,10 +52,18 @@ void mw_rmsnorm_scale_forward(float *out, float *scale, const float *x, int64_t 
 /* out [N,C] *= w [C] */
 void mw_scale_rows_forward(float *out, const float *w, int64_t N, int64_t C);
 
-/* dx [N,C] += d(LayerNorm)/dx of dy [N,C], from the forward's x, mean and scale;
- * dw, db [C] += (w NULL: LNPre, no parameters; dw NULL: parameter gradients skipped) */
-void mw_layernorm_backward(float *dx, float *dw, float *db, const float *dy, const float *x, const float *mean,
-                           const float *scale, const float *w, int64_t N, int64_t C);
+/* The backward pass of LayerNorm / RMSNorm in TransformerLens's three steps, so that the gradients
+ * at hook_normalized and hook_scale can be delivered (and edited) between them. h = (x - mean) /
+ * scale is recomputed from the forward's x, mean and scale (mean NULL: RMSNorm, h = x / scale).
+ *   weight: dw [C] += dy h, db [C] += dy (dw, db NULL: skipped); g [N,C] = dy w (may alias dy)
+ *   scale:  dscale [N] = d/d scale of sum_j g h = -sum_j g h / scale
+ *   input:  dx [N,C] += c - mean(c) (LayerNorm; RMSNorm: += c), c = g / scale + dscale h / C */
+void mw_norm_weight_backward(float *g, float *dw, float *db, const float *dy, const float *x, const float *mean,
+                             const float *scale, const float *w, int64_t N, int64_t C);
+void mw_norm_scale_backward(float *dscale, const float *g, const float *x, const float *mean, const float *scale,
+                            int64_t N, int64_t C);
+void mw_norm_input_backward(float *dx, const float *g, const float *dscale, const float *x, const float *mean,
+                            const float *scale, int64_t N, int64_t C);
 
 /* ---------------------------------------------------------------- activations */
 /* out [n] = act(x [n]): gelu_new = gelu_pytorch_tanh = gelu_fast (tanh approximation), gelu (erf),
@@ -63,6 +71,13 @@ void mw_layernorm_backward(float *dx, float *dw, float *db, const float *dy, con
 void mw_act_forward(float *out, const float *x, int64_t n, mw_actfn fn);
 /* dx [n] = dy * act'(x) (dx may alias dy) */
 void mw_act_backward(float *dx, const float *dy, const float *x, int64_t n, mw_actfn fn);
+/* does mw_act_backward know fn's derivative (relu, gelu, the tanh gelus, silu) */
+int mw_act_has_backward(mw_actfn fn);
+/* gated MLP: post [n] = act(gate [n]) * lin [n] */
+void mw_gate_forward(float *post, const float *gate, const float *lin, int64_t n, mw_actfn fn);
+/* dlin [n] = dpost act(gate), dgate [n] = dpost lin act'(gate) (dgate may alias dpost) */
+void mw_gate_backward(float *dgate, float *dlin, const float *dpost, const float *gate, const float *lin, int64_t n,
+                      mw_actfn fn);
 
 /* ---------------------------------------------------------------- attention */
 /* s [P,P] (row stride ld) in place: keys j > i (causal) or with keymask[j] == 0 (padding) get
@@ -82,8 +97,10 @@ void mw_softmax_backward(float *dp, const float *p, int64_t ld, int64_t rows, in
  * rotates by the angle pos * base^(-2i/rd); dims past rd stay. */
 void mw_rotary_forward(float *x, const uint8_t *mask, int64_t B, int64_t P, int64_t heads, int64_t dh, int64_t rd,
                        double base, int adjacent);
-/* gated MLP: post [n] = act(gate [n]) * lin [n] */
-void mw_gate_forward(float *post, const float *gate, const float *lin, int64_t n, mw_actfn fn);
+/* its backward, in place on dx [B,P,heads,dh] (the same arguments): each pair rotates back by the
+ * same angle (a rotation's transpose is its inverse) */
+void mw_rotary_backward(float *dx, const uint8_t *mask, int64_t B, int64_t P, int64_t heads, int64_t dh, int64_t rd,
+                        double base, int adjacent);
 
 /* ---------------------------------------------------------------- embeddings */
 /* out [N,d] = W_E[tok[n]] */

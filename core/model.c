@@ -89,7 +89,7 @@ const char *mw_model_param_name(const mw_model *m, int pid) {
     return mw_param_name(pid);
 }
 
-static mw_tensor *param_tensor(mw_weights *w, int pid) {
+mw_tensor *mw_weights_param(mw_weights *w, int pid) {
     switch (pid) {
 #define MW_X(field, name, per_block, d0, d1, d2) case MW_PARAM_##field: return &w->field;
         MW_PARAMS(MW_X)
@@ -192,7 +192,7 @@ int mw_weights_over(mw_weights *w, const mw_model *m, mw_storage *s) {
     int64_t off = 0;
     for (int pid = 0; pid < MW_PARAM_COUNT; pid++) {
         if (!mw_model_param_exists(m, pid)) continue;
-        if (param_view(param_tensor(w, pid), m, pid, s, off)) {
+        if (param_view(mw_weights_param(w, pid), m, pid, s, off)) {
             mw_weights_release(w);
             return -1;
         }
@@ -202,7 +202,7 @@ int mw_weights_over(mw_weights *w, const mw_model *m, mw_storage *s) {
 }
 
 void mw_weights_release(mw_weights *w) {
-    for (int pid = 0; pid < MW_PARAM_COUNT; pid++) mw_tensor_release(param_tensor(w, pid));
+    for (int pid = 0; pid < MW_PARAM_COUNT; pid++) mw_tensor_release(mw_weights_param(w, pid));
 }
 
 float *mw_model_flat(const mw_model *m, int64_t *n) {
@@ -286,7 +286,7 @@ int mw_model_param_lookup(const mw_model *m, const char *name, int *pid, int *la
 int mw_model_param_view(mw_tensor *out, const mw_model *m, int pid, int layer) {
     memset(out, 0, sizeof *out);
     if (!mw_model_param_exists(m, pid)) return mw_seterr("param %s: not in this model", mw_param_name(pid));
-    mw_tensor *t = param_tensor((mw_weights *)&m->w, pid);
+    mw_tensor *t = mw_weights_param((mw_weights *)&m->w, pid);
     if (!param_info[pid].per_block) { mw_tensor_share(out, t); return 0; }
     return mw_tensor_select(out, t, 0, layer);
 }
@@ -338,7 +338,8 @@ typedef struct {
     X(result) X(attn_out) X(resid_mid) X(ln2_scale) X(ln2_mean) X(ln2_out) X(mlp_pre) X(mlp_post) X(mlp_out) X(mlp_lin)
 
 /* gradients of the backward pass, each [B,P,...] like its activation, reused across blocks */
-#define GRAD_BUFS(X) X(g_resid) X(g_norm) X(g_copy) X(g_q) X(g_k) X(g_v) X(g_z) X(g_mlp) X(g_scores) X(g_block)
+#define GRAD_BUFS(X) X(g_resid) X(g_norm) X(g_copy) X(g_q) X(g_k) X(g_v) X(g_z) X(g_mlp) X(g_scores) X(g_block) \
+    X(g_scale) X(g_lin) X(g_post)
 
 struct mw_run {
     mw_acts *acts;          /* [nacts]: 1 for inference, n_layers + 1 after a training forward */
@@ -995,11 +996,14 @@ static float *emit_branch(const pass_ctx *x, int id, int layer, float *g, int64_
  * grads given) or absent */
 #define GW(field, per_layer, l) (g ? pw(&g->field, per_layer, l) : NULL)
 
-/* attention backward of one layer: from g_z, into g_q, g_k, g_v */
+/* attention backward of one layer: from g_z, into g_q, g_k, g_v (d of the rotated q and k when
+ * rotary). Grouped-query attention: key/value head h / per serves query heads h .. h + per - 1,
+ * so its gradients are the sums over them (the first of a group writes, the others add). */
 static int attention_backward(const pass_ctx *x, int l, const mw_acts *a) {
     mw_run *r = x->m->run;
     const mw_config *c = &x->m->cfg;
     int64_t B = x->B, P = x->P, H = c->n_heads, dh = c->d_head, Hd = H * dh;
+    int64_t G = dim_size(c, MW_DIM_KVH), Gd = G * dh, per = H / G;
     float alpha = c->use_attn_scale ? (float)(1.0 / c->attn_scale) : 1.0f;
     const float *A = data(&a->scores), *q = data(&a->q), *k = data(&a->k), *v = data(&a->v);
     float *dz = data(&r->g_z), *dq = data(&r->g_q), *dk = data(&r->g_k), *dv = data(&r->g_v);
@@ -1009,17 +1013,18 @@ static int attention_backward(const pass_ctx *x, int l, const mw_acts *a) {
     if (!dS) return -1;
     for (int64_t b = 0; b < B; b++)
         for (int64_t h = 0; h < H; h++) {
-            int64_t o = b * P * Hd + h * dh;
+            int64_t o = b * P * Hd + h * dh, ok = b * P * Gd + h / per * dh;
+            float acc = h % per ? 1.0f : 0.0f;
             const float *Abh = A + (b * H + h) * P * P;
             float *s = full ? dS + (b * H + h) * P * P : dS;
-            /* d pattern [P,P] = dz [P,dh] @ v^T; dv [P,dh] = pattern^T @ dz */
-            mw_sgemm(s, P, dz + o, Hd, 0, v + o, Hd, 1, P, P, dh, 1.0f, 0.0f);
-            mw_sgemm(dv + o, Hd, Abh, P, 1, dz + o, Hd, 0, P, dh, P, 1.0f, 0.0f);
+            /* d pattern [P,P] = dz [P,dh] @ v^T; dv [P,dh] (+)= pattern^T @ dz */
+            mw_sgemm(s, P, dz + o, Hd, 0, v + ok, Gd, 1, P, P, dh, 1.0f, 0.0f);
+            mw_sgemm(dv + ok, Gd, Abh, P, 1, dz + o, Hd, 0, P, dh, P, 1.0f, acc);
             if (full) continue;
-            /* d scores = softmax backward; dq = alpha dS @ k, dk = alpha dS^T @ q */
+            /* d scores = softmax backward; dq = alpha dS @ k, dk (+)= alpha dS^T @ q */
             mw_softmax_backward(s, Abh, P, P, P, a->causal);
-            mw_sgemm(dq + o, Hd, s, P, 0, k + o, Hd, 0, P, dh, P, alpha, 0.0f);
-            mw_sgemm(dk + o, Hd, s, P, 1, q + o, Hd, 0, P, dh, P, alpha, 0.0f);
+            mw_sgemm(dq + o, Hd, s, P, 0, k + ok, Gd, 0, P, dh, P, alpha, 0.0f);
+            mw_sgemm(dk + ok, Gd, s, P, 1, q + o, Hd, 0, P, dh, P, alpha, acc);
         }
     if (!full) return 0;
     if (emit(x, MW_HOOK_PATTERN, l, &r->g_scores)) return -1;
@@ -1027,27 +1032,67 @@ static int attention_backward(const pass_ctx *x, int l, const mw_acts *a) {
     if (emit(x, MW_HOOK_ATTN_SCORES, l, &r->g_scores)) return -1;
     for (int64_t b = 0; b < B; b++)
         for (int64_t h = 0; h < H; h++) {
-            int64_t o = b * P * Hd + h * dh;
+            int64_t o = b * P * Hd + h * dh, ok = b * P * Gd + h / per * dh;
             const float *s = dS + (b * H + h) * P * P;
-            mw_sgemm(dq + o, Hd, s, P, 0, k + o, Hd, 0, P, dh, P, alpha, 0.0f);
-            mw_sgemm(dk + o, Hd, s, P, 1, q + o, Hd, 0, P, dh, P, alpha, 0.0f);
+            mw_sgemm(dq + o, Hd, s, P, 0, k + ok, Gd, 0, P, dh, P, alpha, 0.0f);
+            mw_sgemm(dk + ok, Gd, s, P, 1, q + o, Hd, 0, P, dh, P, alpha, h % per ? 1.0f : 0.0f);
         }
     return 0;
 }
 
+/* the backward pass of layernorm(): r->g_norm holds d(its output); d(its input `in`) is added
+ * into dx. The gradients at hook_normalized (TransformerLens's: after the weight for LayerNorm,
+ * before it for RMSNorm) and hook_scale are delivered between the steps, edits flowing on. */
+static int layernorm_backward(const pass_ctx *x, float *dx, const float *in, const mw_buf *mean, const mw_buf *scale,
+                              const float *w, float *dw, float *db, int l, int id_scale, int id_norm) {
+    mw_run *r = x->m->run;
+    int64_t N = x->B * x->P, d = x->m->cfg.d_model;
+    mw_norm kind = x->m->cfg.normalization_type;
+    const float *mu = kind == MW_NORM_LN || kind == MW_NORM_LNPRE ? data(mean) : NULL, *s = data(scale);
+    float *gn = data(&r->g_norm), *ds = buf(&r->g_scale, N);
+    if (!ds) return -1;
+    if (kind != MW_NORM_RMS && emit(x, id_norm, l, &r->g_norm)) return -1;
+    if (w) mw_norm_weight_backward(gn, dw, db, gn, in, mu, s, w, N, d);
+    if (kind == MW_NORM_RMS && emit(x, id_norm, l, &r->g_norm)) return -1;
+    mw_norm_scale_backward(ds, gn, in, mu, s, N, d);
+    if (emit(x, id_scale, l, &r->g_scale)) return -1;
+    mw_norm_input_backward(dx, gn, ds, in, mu, s, N, d);
+    return 0;
+}
+
+/* MLP backward of one layer: from dmo = d mlp_out, d(its input `in`) into din (= or, with acc,
+ * +=), parameter gradients into g */
+static int mlp_backward(const pass_ctx *x, int l, const mw_acts *a, const float *dmo, const float *in, float *din,
+                        int acc, const mw_weights *g) {
+    mw_run *r = x->m->run;
+    const mw_config *c = &x->m->cfg;
+    const mw_weights *w = &x->m->w;
+    int64_t N = x->B * x->P, d = c->d_model, M = c->d_mlp;
+    float *gm = data(&r->g_mlp);
+    mw_linear_backward(gm, 0, GW(W_out, M * d, l), GW(b_out, d, l), dmo, data(&a->mlp_post), pw(&w->W_out, M * d, l),
+                       N, M, d);
+    if (emit(x, MW_HOOK_MLP_POST, l, &r->g_mlp)) return -1;
+    if (c->gated_mlp) {
+        /* post = act(pre) * pre_linear: the gate (pre = in @ W_gate) and the linear part
+         * (pre_linear = in @ W_in + b_in) are two branches from the same input */
+        float *gl = buf(&r->g_lin, N * M);
+        if (!gl) return -1;
+        mw_gate_backward(gm, gl, gm, data(&a->mlp_pre), data(&a->mlp_lin), N * M, c->act_fn);
+        if (emit(x, MW_HOOK_MLP_PRE_LINEAR, l, &r->g_lin) || emit(x, MW_HOOK_MLP_PRE, l, &r->g_mlp)) return -1;
+        mw_linear_backward(din, acc, GW(W_in, d * M, l), GW(b_in, M, l), gl, in, pw(&w->W_in, d * M, l), N, d, M);
+        mw_linear_backward(din, 1, GW(W_gate, d * M, l), NULL, gm, in, pw(&w->W_gate, d * M, l), N, d, M);
+        return 0;
+    }
+    mw_act_backward(gm, gm, data(&a->mlp_pre), N * M, c->act_fn);
+    if (emit(x, MW_HOOK_MLP_PRE, l, &r->g_mlp)) return -1;
+    mw_linear_backward(din, acc, GW(W_in, d * M, l), GW(b_in, M, l), gm, in, pw(&w->W_in, d * M, l), N, d, M);
+    return 0;
+}
+
 int mw_model_backward_supported(const mw_config *c) {
-    const char *what = NULL;
-    if (c->normalization_type == MW_NORM_RMS || c->normalization_type == MW_NORM_RMSPRE) what = "normalization_type RMS / RMSPre";
-    else if (c->positional_embedding_type == MW_POS_ROTARY) what = "positional_embedding_type 'rotary'";
-    else if (c->gated_mlp) what = "gated_mlp";
-    else if (c->n_key_value_heads > 0) what = "n_key_value_heads (grouped-query attention)";
-    else if (c->parallel_attn_mlp) what = "parallel_attn_mlp";
-    else if (!c->attn_only && c->act_fn != MW_ACT_GELU_NEW && c->act_fn != MW_ACT_GELU && c->act_fn != MW_ACT_RELU)
-        what = "this act_fn";
-    if (!what) return 0;
-    return mw_seterr("backward: %s is not supported by the backward pass yet (it runs forward only); training and "
-                     "gradients need LN / LNPre / None, standard or shortformer positions, gelu_new / gelu / relu",
-                     what);
+    if (c->attn_only || mw_act_has_backward(c->act_fn)) return 0;
+    return mw_seterr("backward: act_fn '%s' has no backward pass (training and gradients need relu, gelu, gelu_new, "
+                     "gelu_pytorch_tanh, gelu_fast or silu)", mw_config_enum_name(mw_config_field_find("act_fn"), c->act_fn));
 }
 
 int mw_model_backward(mw_model *m, const mw_backward_opts *o) {
@@ -1059,20 +1104,19 @@ int mw_model_backward(mw_model *m, const mw_backward_opts *o) {
     const mw_weights *w = &m->w, *g = o->grads;
     int L = (int)c->n_layers;
     pass_ctx xc = {m, r->B, r->P, 1, o->want, o->deliver, o->ud}, *x = &xc;
-    int64_t B = r->B, P = r->P, N = B * P, d = c->d_model, H = c->n_heads, Hd = H * c->d_head, M = c->d_mlp;
-    int64_t Vo = c->d_vocab_out;
+    int64_t B = r->B, P = r->P, N = B * P, d = c->d_model, H = c->n_heads, dh = c->d_head, Hd = H * dh, M = c->d_mlp;
+    int64_t Gd = dim_size(c, MW_DIM_KVH) * dh, Vo = c->d_vocab_out;
     int norm = c->normalization_type != MW_NORM_NONE, shortformer = c->positional_embedding_type == MW_POS_SHORTFORMER;
+    int rotary = c->positional_embedding_type == MW_POS_ROTARY, parallel = c->parallel_attn_mlp && !c->attn_only;
     if (o->want)
         for (int id = 0; id < MW_HOOK_COUNT; id++) {
-            if (id != MW_HOOK_LN1_SCALE && id != MW_HOOK_LN2_SCALE && id != MW_HOOK_LNF_SCALE && id != MW_HOOK_RESULT &&
-                !(id == MW_HOOK_POS_EMBED && shortformer))
-                continue;
+            if (id != MW_HOOK_RESULT && !(id == MW_HOOK_POS_EMBED && shortformer)) continue;
             for (int l = 0; l < L; l++)
                 if (wanted(x, id, l)) {
                     char name[128];
                     mw_hook_name(name, sizeof name, id, l);
-                    return mw_seterr("backward: no gradient is delivered at %s (hook_scale, attn.hook_result and, "
-                                     "with shortformer positions, hook_pos_embed have none)", name);
+                    return mw_seterr("backward: no gradient is delivered at %s (attn.hook_result and, with "
+                                     "shortformer positions, hook_pos_embed have none)", name);
                 }
         }
     float *head = data(&r->head);
@@ -1098,10 +1142,10 @@ int mw_model_backward(mw_model *m, const mw_backward_opts *o) {
         r->have_probs = 0;
     }
     r->saved = 0; /* the head buffer now holds gradients: one backward per forward */
-    float *gr = buf(&r->g_resid, N * d), *gn = buf(&r->g_norm, N * d);
-    float *gq = buf(&r->g_q, N * Hd), *gk = buf(&r->g_k, N * Hd), *gv = buf(&r->g_v, N * Hd), *gz = buf(&r->g_z, N * Hd);
+    float *gr = buf(&r->g_resid, N * d), *gn = buf(&r->g_norm, N * d), *gp = parallel ? buf(&r->g_post, N * d) : NULL;
+    float *gq = buf(&r->g_q, N * Hd), *gk = buf(&r->g_k, N * Gd), *gv = buf(&r->g_v, N * Gd), *gz = buf(&r->g_z, N * Hd);
     float *gm = M > 0 ? buf(&r->g_mlp, N * M) : NULL;
-    if (!gr || !gn || !gq || !gk || !gv || !gz || (M > 0 && !gm)) return -1;
+    if (!gr || !gn || !gq || !gk || !gv || !gz || (M > 0 && !gm) || (parallel && !gp)) return -1;
     const uint8_t *mask = r->masked ? r->mask : NULL;
 
     /* unembed and ln_final */
@@ -1109,10 +1153,11 @@ int mw_model_backward(mw_model *m, const mw_backward_opts *o) {
     if (norm) {
         mw_linear_backward(gn, 0, GW(W_U, 0, -1), GW(b_U, 0, -1), head, data(&fa->ln1_out),
                            mw_tensor_data(&w->W_U), N, d, Vo);
-        if (emit(x, MW_HOOK_LNF_NORMALIZED, -1, &r->g_norm)) return -1;
         memset(gr, 0, (size_t)(N * d) * sizeof(float));
-        mw_layernorm_backward(gr, GW(ln_final_w, 0, -1), GW(ln_final_b, 0, -1), gn, data(&fa->resid),
-                              data(&fa->ln1_mean), data(&fa->ln1_scale), pw(&w->ln_final_w, 0, -1), N, d);
+        if (layernorm_backward(x, gr, data(&fa->resid), &fa->ln1_mean, &fa->ln1_scale, pw(&w->ln_final_w, 0, -1),
+                               GW(ln_final_w, 0, -1), GW(ln_final_b, 0, -1), -1, MW_HOOK_LNF_SCALE,
+                               MW_HOOK_LNF_NORMALIZED))
+            return -1;
     } else {
         mw_linear_backward(gr, 0, GW(W_U, 0, -1), GW(b_U, 0, -1), head, data(&fa->resid),
                            mw_tensor_data(&w->W_U), N, d, Vo);
@@ -1121,34 +1166,38 @@ int mw_model_backward(mw_model *m, const mw_backward_opts *o) {
     for (int l = L - 1; l >= 0; l--) {
         mw_acts *a = r->acts + l;
         if (emit(x, MW_HOOK_RESID_POST, l, &r->g_resid)) return -1;
+        /* parallel blocks: attn_out gets d resid_post as it is, before the MLP's input gradient
+         * joins the residual stream's (gr then becomes d resid_pre) */
+        if (parallel) memcpy(gp, gr, (size_t)(N * d) * sizeof(float));
         if (!c->attn_only) {
-            /* gr = d resid_post: flows to resid_mid unchanged, and through the MLP */
+            /* gr = d resid_post: flows to resid_mid (resid_pre when parallel) unchanged, and
+             * through the MLP, whose input is ln2 of that */
             const float *dmo = emit_branch(x, MW_HOOK_MLP_OUT, l, gr, N * d);
             if (!dmo) return -1;
-            mw_linear_backward(gm, 0, GW(W_out, M * d, l), GW(b_out, d, l), dmo, data(&a->mlp_post),
-                               pw(&w->W_out, M * d, l), N, M, d);
-            if (emit(x, MW_HOOK_MLP_POST, l, &r->g_mlp)) return -1;
-            mw_act_backward(gm, gm, data(&a->mlp_pre), N * M, c->act_fn);
-            if (emit(x, MW_HOOK_MLP_PRE, l, &r->g_mlp)) return -1;
+            const float *min = data(parallel ? &a->resid : &a->resid_mid);
             if (norm) {
-                mw_linear_backward(gn, 0, GW(W_in, d * M, l), GW(b_in, M, l), gm, data(&a->ln2_out),
-                                   pw(&w->W_in, d * M, l), N, d, M);
-                if (emit(x, MW_HOOK_LN2_NORMALIZED, l, &r->g_norm)) return -1;
-                mw_layernorm_backward(gr, GW(ln2_w, d, l), GW(ln2_b, d, l), gn, data(&a->resid_mid),
-                                      data(&a->ln2_mean), data(&a->ln2_scale), pw(&w->ln2_w, d, l), N, d);
-            } else {
-                mw_linear_backward(gr, 1, GW(W_in, d * M, l), GW(b_in, M, l), gm, data(&a->resid_mid),
-                                   pw(&w->W_in, d * M, l), N, d, M);
+                if (mlp_backward(x, l, a, dmo, data(&a->ln2_out), gn, 0, g) ||
+                    layernorm_backward(x, gr, min, &a->ln2_mean, &a->ln2_scale, pw(&w->ln2_w, d, l),
+                                       GW(ln2_w, d, l), GW(ln2_b, d, l), l, MW_HOOK_LN2_SCALE, MW_HOOK_LN2_NORMALIZED))
+                    return -1;
+            } else if (mlp_backward(x, l, a, dmo, min, gr, 1, g)) {
+                return -1;
             }
             if (emit(x, MW_HOOK_RESID_MID, l, &r->g_resid)) return -1;
         }
-        /* attention: gr = d resid_mid (d resid_post without an MLP) */
-        const float *dao = emit_branch(x, MW_HOOK_ATTN_OUT, l, gr, N * d);
+        /* attention: from d resid_mid (d resid_post without an MLP, or in a parallel block) */
+        const float *dao = emit_branch(x, MW_HOOK_ATTN_OUT, l, parallel ? gp : gr, N * d);
         if (!dao) return -1;
         mw_linear_backward(gz, 0, GW(W_O, Hd * d, l), GW(b_O, d, l), dao, data(&a->z),
                            pw(&w->W_O, Hd * d, l), N, Hd, d);
         if (emit(x, MW_HOOK_Z, l, &r->g_z)) return -1;
         if (attention_backward(x, l, a)) return -1;
+        if (rotary) {
+            /* g_q, g_k are d of the rotated q and k (hook_rot_q/k); rotating back gives d hook_q/k */
+            if (emit(x, MW_HOOK_ROT_K, l, &r->g_k) || emit(x, MW_HOOK_ROT_Q, l, &r->g_q)) return -1;
+            mw_rotary_backward(gq, mask, B, P, H, dh, c->rotary_dim, c->rotary_base, c->rotary_adjacent_pairs);
+            mw_rotary_backward(gk, mask, B, P, Gd / dh, dh, c->rotary_dim, c->rotary_base, c->rotary_adjacent_pairs);
+        }
         if (emit(x, MW_HOOK_Q, l, &r->g_q) || emit(x, MW_HOOK_K, l, &r->g_k) || emit(x, MW_HOOK_V, l, &r->g_v))
             return -1;
         const float *in = data(norm ? &a->ln1_out : &a->resid), *qkin = shortformer ? data(&a->qk_in) : in;
@@ -1156,15 +1205,15 @@ int mw_model_backward(mw_model *m, const mw_backward_opts *o) {
          * also the gradient of the positions added to the Q/K input */
         mw_linear_backward(gn, 0, GW(W_Q, d * Hd, l), GW(b_Q, Hd, l), gq, qkin, pw(&w->W_Q, d * Hd, l),
                            N, d, Hd);
-        mw_linear_backward(gn, 1, GW(W_K, d * Hd, l), GW(b_K, Hd, l), gk, qkin, pw(&w->W_K, d * Hd, l),
-                           N, d, Hd);
+        mw_linear_backward(gn, 1, GW(W_K, d * Gd, l), GW(b_K, Gd, l), gk, qkin, pw(&w->W_K, d * Gd, l),
+                           N, d, Gd);
         if (shortformer && g) mw_pos_backward(mw_tensor_data(&g->W_pos), gn, mask, B, P, d);
-        mw_linear_backward(gn, 1, GW(W_V, d * Hd, l), GW(b_V, Hd, l), gv, in, pw(&w->W_V, d * Hd, l),
-                           N, d, Hd);
+        mw_linear_backward(gn, 1, GW(W_V, d * Gd, l), GW(b_V, Gd, l), gv, in, pw(&w->W_V, d * Gd, l),
+                           N, d, Gd);
         if (norm) {
-            if (emit(x, MW_HOOK_LN1_NORMALIZED, l, &r->g_norm)) return -1;
-            mw_layernorm_backward(gr, GW(ln1_w, d, l), GW(ln1_b, d, l), gn, data(&a->resid),
-                                  data(&a->ln1_mean), data(&a->ln1_scale), pw(&w->ln1_w, d, l), N, d);
+            if (layernorm_backward(x, gr, data(&a->resid), &a->ln1_mean, &a->ln1_scale, pw(&w->ln1_w, d, l),
+                                   GW(ln1_w, d, l), GW(ln1_b, d, l), l, MW_HOOK_LN1_SCALE, MW_HOOK_LN1_NORMALIZED))
+                return -1;
         } else {
             mw_add_forward(gr, gr, gn, N * d);
         }
@@ -1174,7 +1223,7 @@ int mw_model_backward(mw_model *m, const mw_backward_opts *o) {
     const float *de = emit_branch(x, MW_HOOK_EMBED, -1, gr, N * d);
     if (!de) return -1;
     if (g) mw_embed_backward(mw_tensor_data(&g->W_E), r->tok, de, N, d);
-    if (!shortformer) {
+    if (!shortformer && !rotary) {
         const float *dp = emit_branch(x, MW_HOOK_POS_EMBED, -1, gr, N * d);
         if (!dp) return -1;
         if (g) mw_pos_backward(mw_tensor_data(&g->W_pos), dp, mask, B, P, d);

@@ -138,6 +138,8 @@ int64_t mw_model_param_numel(const mw_model *m, int pid);   /* its floats (0 whe
  * view holds a reference to s. Release with mw_weights_release. */
 int mw_weights_over(mw_weights *w, const mw_model *m, mw_storage *s);
 void mw_weights_release(mw_weights *w);
+/* the field of w holding parameter pid (MW_PARAM_*) */
+mw_tensor *mw_weights_param(mw_weights *w, int pid);
 
 /* Builds a model with initialized weights as TransformerLens's init_weights ("gpt2" mode):
  * every W_* ~ N(0, initializer_range^2) drawn in MW_PARAMS order (a generator seeded with
@@ -217,8 +219,8 @@ void mw_forward_opts_default(mw_forward_opts *o, const mw_model *m); /* all bloc
 int mw_model_forward(mw_model *m, const mw_forward_opts *o, mw_forward_out *out);
 void mw_forward_out_release(mw_forward_out *out);
 
-/* 0 when the backward pass covers this config, else -1 with a message naming the feature it lacks
- * (rotary, RMSNorm, gated MLPs, grouped-query attention and parallel blocks run forward only) */
+/* 0 when the backward pass covers this config, else -1 with a message naming what it lacks (an
+ * act_fn without a derivative in mw_act_backward; every norm, position and block kind has one) */
 int mw_model_backward_supported(const mw_config *c);
 /* ---------------------------------------------------------------- backward
  * After a forward with keep_activations, mw_model_backward runs the pass in reverse (the
@@ -230,9 +232,9 @@ int mw_model_backward_supported(const mw_config *c);
  * gradients at hook points). Hooks: deliver(ud, id, layer, grad) receives the gradient of the
  * output w.r.t. hook point (id, layer) as a borrowed view, in reverse order of the forward; edits
  * change what flows further back (an edit of attn_out's or mlp_out's gradient reaches only that
- * branch, not the residual stream). Every hook point has a gradient except the hook_scale
- * points, attn.hook_result and (with shortformer positions) hook_pos_embed: asking for those
- * is an error. One backward per forward: it consumes the kept logits. */
+ * branch, not the residual stream). Every hook point has a gradient except attn.hook_result
+ * and (with shortformer positions) hook_pos_embed: asking for those is an error. One backward
+ * per forward: it consumes the kept logits. */
 typedef struct mw_backward_opts {
     mw_weights *grads;
     const mw_tensor *grad_logits;

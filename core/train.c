@@ -252,7 +252,8 @@ int mw_trainer_prev_token(mw_trainer *t, const int64_t *tokens, int64_t B, int64
 
 /* the config fields kept in a checkpoint's metadata; loading checks that they match */
 #define CKPT_FIELDS(X) X(d_model) X(d_head) X(n_heads) X(n_layers) X(n_ctx) X(d_vocab) X(d_mlp) X(d_vocab_out) \
-    X(attn_only) X(normalization_type) X(positional_embedding_type) X(act_fn) X(use_attn_scale) X(use_attn_result)
+    X(attn_only) X(normalization_type) X(positional_embedding_type) X(act_fn) X(use_attn_scale) X(use_attn_result) \
+    X(gated_mlp) X(n_key_value_heads) X(parallel_attn_mlp) X(rotary_dim) X(rotary_adjacent_pairs) X(final_rms)
 
 /* writes ts [n] and the metadata pairs to path through st_write (atomic) */
 static int write_file(const char *path, const char *what, const st_write_tensor *ts, size_t n, const char *const *keys,
@@ -265,7 +266,7 @@ static int write_file(const char *path, const char *what, const st_write_tensor 
 int mw_trainer_save(const mw_trainer *t, const char *path) {
     const mw_model *m = t->m;
     const mw_config *c = &m->cfg;
-    enum { NMETA = 16 };
+    enum { NMETA = 24 };
     const char *keys[NMETA];
     char vals[NMETA][32];
     const char *vp[NMETA];
@@ -287,12 +288,15 @@ int mw_trainer_save(const mw_trainer *t, const char *path) {
         for (int pid = 0; pid < MW_PARAM_COUNT; pid++) {
             if (!mw_model_param_exists(m, pid)) continue;
             snprintf(names[n], sizeof names[n], "%s%s", kinds[k], field_name[pid]);
-            /* the stacked storage shape: [L] + the entry's shape, W_Q/K/V as [L, d, H, dh] */
+            /* the stacked storage shape: [L] + the entry's shape, W_Q/K/V as [L, d, heads, dh]
+             * (W_K/V: the key/value heads) */
             int nd = 0;
             if (mw_param_per_block(pid)) shapes[n][nd++] = c->n_layers;
             if (pid == MW_PARAM_W_Q || pid == MW_PARAM_W_K || pid == MW_PARAM_W_V) {
+                int64_t entry[3];
+                mw_model_param_shape(m, pid, entry);
                 shapes[n][nd++] = c->d_model;
-                shapes[n][nd++] = c->n_heads;
+                shapes[n][nd++] = entry[0];
                 shapes[n][nd++] = c->d_head;
             } else {
                 nd += mw_model_param_shape(m, pid, shapes[n] + nd);
@@ -374,8 +378,9 @@ int mw_trainer_export(const mw_trainer *t, const char *path) {
             int r2 = mw_tensor_contiguous(&vs[n], &v);
             mw_tensor_release(&v);
             if (r2) goto done;
-            if (per) snprintf(names[n], sizeof names[n], "blocks.%d.%s", l, mw_param_name(pid));
-            else snprintf(names[n], sizeof names[n], "%s", mw_param_name(pid));
+            /* TransformerLens's names (grouped-query attention: attn._W_K ...) */
+            if (per) snprintf(names[n], sizeof names[n], "blocks.%d.%s", l, mw_model_param_name(m, pid));
+            else snprintf(names[n], sizeof names[n], "%s", mw_model_param_name(m, pid));
             ts[n] = (st_write_tensor){names[n], ST_F32, vs[n].ndim, vs[n].shape, mw_tensor_data(&vs[n])};
             n++;
         }

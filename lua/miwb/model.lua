@@ -798,7 +798,7 @@ end
 -- whose gradient goes into store as name .. "_grad"; bwd: {name = {{fn, hook}}} backward hooks.
 -- Forward hooks that edit activations are not differentiated: the backward pass sees them as the
 -- identity.
-local NO_GRAD = {hook_scale = true, hook_result = true}
+local NO_GRAD = {hook_result = true}
 
 function Model:_has_grad(name)
   local last = name:match("([%w_]+)$")

@@ -140,8 +140,9 @@ function M.save_model(trainer, dir, opts)
   end
   local fields = {"model_name", "d_model", "d_head", "n_heads", "n_layers", "n_ctx", "d_vocab", "d_vocab_out",
                   "d_mlp", "attn_only", "act_fn", "normalization_type", "positional_embedding_type",
-                  "attention_dir", "use_attn_result", "use_attn_scale", "eps", "seed", "tokenizer_name",
-                  "default_prepend_bos", "original_architecture"}
+                  "attention_dir", "use_attn_result", "use_attn_scale", "eps", "seed", "rotary_dim", "rotary_base",
+                  "rotary_adjacent_pairs", "gated_mlp", "n_key_value_heads", "parallel_attn_mlp", "final_rms",
+                  "tokenizer_name", "default_prepend_bos", "original_architecture"}
   local full = {attention_dir = "causal", tokenizer_name = "tokenizer.json", default_prepend_bos = true,
                 original_architecture = "miwb"}
   for k, v in pairs(cfg) do full[k] = v end

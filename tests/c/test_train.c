@@ -498,7 +498,8 @@ static void test_hook_gradients_finite_differences(void) {
         {1, MW_HOOK_RESID_MID, 0, -1}, {1, MW_HOOK_MLP_POST, 0, -1}, {1, MW_HOOK_Z, 1, -1},
         {1, MW_HOOK_PATTERN, 1, -1}, {1, MW_HOOK_ATTN_SCORES, 0, -1}, {1, MW_HOOK_EMBED, -1, -1},
         {1, MW_HOOK_LN1_NORMALIZED, 1, -1}, {0, MW_HOOK_Q, 0, -1}, {0, MW_HOOK_RESID_PRE, 1, 4},
-        {2, MW_HOOK_ATTN_OUT, 0, 7}, {2, MW_HOOK_POS_EMBED, -1, -1},
+        {2, MW_HOOK_ATTN_OUT, 0, 7}, {2, MW_HOOK_POS_EMBED, -1, -1}, {1, MW_HOOK_LN1_SCALE, 1, -1},
+        {2, MW_HOOK_LN1_SCALE, 0, 5}, {1, MW_HOOK_LN2_SCALE, 0, 2}, {1, MW_HOOK_LNF_SCALE, -1, -1},
     };
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
         mw_trainer *t = fixture_trainer(cases[ci].fam);
@@ -550,8 +551,8 @@ static void test_hook_gradients_finite_differences(void) {
         mw_tensor_release(&tok);
         mw_trainer_free(t);
     }
-    /* the hook points without a gradient are refused by name */
-    mw_trainer *t = fixture_trainer(1);
+    /* the hook points without a gradient are refused by name (shortformer's hook_pos_embed) */
+    mw_trainer *t = fixture_trainer(0);
     if (!t) return;
     mw_model *m = mw_trainer_model(t);
     double loss;
@@ -565,12 +566,12 @@ static void test_hook_gradients_finite_differences(void) {
     CHECK_OK(loss_forward(m, &tok, 1, NULL, NULL, NULL, &out));
     mw_forward_out_release(&out);
     uint8_t want[MW_HOOK_COUNT * TRX_L] = {0};
-    want[mw_hook_slot(m, MW_HOOK_LN1_SCALE, 1)] = 1;
+    want[mw_hook_slot(m, MW_HOOK_POS_EMBED, 0)] = 1;
     nudge_ctx x = {0};
     bo.want = want;
     bo.deliver = keep_grad;
     bo.ud = &x;
-    CHECK_ERR(mw_model_backward(m, &bo), "blocks.1.ln1.hook_scale");
+    CHECK_ERR(mw_model_backward(m, &bo), "no gradient is delivered at hook_pos_embed");
     mw_forward_opts o;
     mw_forward_opts_default(&o, m);
     o.tokens = &tok;

@@ -39,10 +39,11 @@ for _, name in ipairs({"gpt2", "attn2", "lnpre"}) do
   end)
 end
 
-T.test("gradients against central finite differences through forward hooks", function()
-  local model = mi.HookedTransformer({d_model = 16, d_head = 4, n_heads = 3, n_layers = 2, n_ctx = 12, d_vocab = 23,
-    d_mlp = 24, act_fn = "gelu_new", normalization_type = "LN", seed = 7})
-  local tokens = mi.randint(0, 23, {2, 6}, mi.Generator(1))
+-- d metric / d every hook activation against central differences made through forward hooks
+-- (a few random elements of each)
+local function finite_differences(cfg, per_hook, min)
+  local model = mi.HookedTransformer(cfg)
+  local tokens = mi.randint(0, cfg.d_vocab, {2, 6}, mi.Generator(1))
   local _, cache = model:run_with_cache(tokens, {incl_bwd = true, grad_output = ld})
   local g = mi.Generator(4)
   local n = 0
@@ -50,7 +51,7 @@ T.test("gradients against central finite differences through forward hooks", fun
     if cache:has(h .. "_grad") then
       local act = cache[h]
       local flat = act:reshape(-1)
-      for _ = 1, 2 do
+      for _ = 1, per_hook do
         local i = mi.randint(0, flat:numel(), {1}, g)[0]:item()
         local function at(d)
           return ld:value(model:run_with_hooks(tokens, {fwd_hooks = {{h, function(a)
@@ -58,7 +59,7 @@ T.test("gradients against central finite differences through forward hooks", fun
             f[i] = f[i]:item() + d
           end}}}))
         end
-        local eps = 1e-2
+        local eps = h:find("hook_scale") and 1e-3 or 1e-2   -- a scale is small: a smaller step
         local fd = (at(eps) - at(-eps)) / (2 * eps)
         local an = cache[h .. "_grad"]:reshape(-1)[i]:item()
         T.near(an, fd, 2e-3 + 2e-2 * math.abs(fd), h .. "[" .. i .. "]")
@@ -66,7 +67,32 @@ T.test("gradients against central finite differences through forward hooks", fun
       end
     end
   end
-  T.truthy(n >= 30, n .. " elements checked")
+  T.truthy(n >= min, n .. " elements checked")
+end
+
+T.test("gradients against central finite differences through forward hooks", function()
+  finite_differences({d_model = 16, d_head = 4, n_heads = 3, n_layers = 2, n_ctx = 12, d_vocab = 23,
+    d_mlp = 24, act_fn = "gelu_new", normalization_type = "LN", seed = 7}, 2, 30)
+end)
+
+-- the features of the Hugging Face families in combinations no fixture family has: gated MLPs
+-- with the tanh gelus, RMSPre, partial rotary in adjacent pairs, a single key/value head, parallel blocks
+T.test("finite differences: gated gelu_fast / gelu_pytorch_tanh / gelu / silu, RMSPre, rotary pairs, GQA, parallel", function()
+  local base = {d_model = 16, d_head = 4, n_heads = 4, n_layers = 2, n_ctx = 12, d_vocab = 23, d_mlp = 20,
+                positional_embedding_type = "rotary", gated_mlp = true, seed = 11}
+  local variants = {
+    {act_fn = "gelu_fast", normalization_type = "RMSPre", rotary_dim = 2, rotary_adjacent_pairs = true,
+     n_key_value_heads = 1, parallel_attn_mlp = true},
+    {act_fn = "gelu_pytorch_tanh", normalization_type = "RMS", n_key_value_heads = 2},
+    {act_fn = "gelu", normalization_type = "LNPre", parallel_attn_mlp = true},
+    {act_fn = "silu", normalization_type = "LN", n_key_value_heads = 2, rotary_dim = 2},
+  }
+  for _, v in ipairs(variants) do
+    local cfg = {}
+    for k, x in pairs(base) do cfg[k] = x end
+    for k, x in pairs(v) do cfg[k] = x end
+    finite_differences(cfg, 1, 25)
+  end
 end)
 
 T.test("bwd_hooks read and edit the gradient flowing back", function()
@@ -96,8 +122,12 @@ T.test("bad gradient requests: errors naming the function and shapes; the model 
   T.raises(function() model:run_with_cache(tokens, {grad_output = ld}) end, "grad_output needs incl_bwd = true")
   T.raises(function() model:run_with_hooks(tokens, {bwd_hooks = {{"blocks.0.hook_resid_pre", function() end}}}) end,
            "run_with_hooks: a backward pass needs a scalar")
-  T.raises(function() model:run_with_hooks(tokens, {return_type = "loss", bwd_hooks = {{"blocks.0.ln1.hook_scale", function() end}}}) end,
-           "'blocks.0.ln1.hook_scale' has no gradient")
+  local attn2, tokens2 = fixture("attn2")   -- use_attn_result, shortformer
+  T.raises(function() attn2:run_with_hooks(tokens2, {return_type = "loss", bwd_hooks = {{"blocks.0.attn.hook_result", function() end}}}) end,
+           "'blocks.0.attn.hook_result' has no gradient")
+  T.raises(function() attn2:run_with_hooks(tokens2, {return_type = "loss", bwd_hooks = {{"hook_pos_embed", function() end}}}) end,
+           "'hook_pos_embed' has no gradient")
+  T.eq(#attn2._persistent, 0)
   T.raises(function() model:run_with_hooks(tokens, {return_type = "loss", bwd_hooks = {{"blocks.0.hook_resid_pre",
     function() error("boom") end}}}) end, "boom")
   T.eq(#model._persistent, 0)

@@ -113,10 +113,42 @@ T.test("induction scores, prev-token scores and export", function()
   T.eq(table.concat(sd["unembed.W_U"]:shape(), ","), "32,300")
 end)
 
+-- the Llama recipe at toy size: RMSNorm, rotary, a gated silu MLP, two key/value heads for four
+local llama = {d_model = 32, d_head = 8, n_heads = 4, n_key_value_heads = 2, n_layers = 2, n_ctx = 24,
+               d_vocab = 300, d_mlp = 64, act_fn = "silu", gated_mlp = true, normalization_type = "RMS",
+               final_rms = true, positional_embedding_type = "rotary", rotary_base = 10000, seed = 5}
+
+T.test("a Llama-style model (RMS, rotary, gated silu, grouped-query) learns; checkpoints and saved folders keep it", function()
+  local tr, hist = mi.train(llama, path("corpus.tok"), {steps = 60, batch = 8, lr = 1e-2, warmup = 5,
+    checkpoint = path("llama.safetensors"), progress = false})
+  local first, last = hist[1].loss, hist[60].loss
+  T.truthy(first > 5.0, "initial loss near ln(V), got " .. first)
+  T.truthy(last < 2.0, "loss after 60 steps below 2, got " .. last)
+  local toks = mi.Dataset(path("corpus.tok")):batch(3, 16)
+  local l = tr:forward(toks, false)
+  -- the checkpoint restores the same model (and its grouped K/V shapes)
+  local tr2 = mi.Trainer(llama)
+  tr2:load(path("llama.safetensors"))
+  T.eq(tr2:forward(toks, false), l)
+  -- the saved folder is a HookedTransformer with TransformerLens's names and the same loss
+  mi.train.save_model(tr, path("llama_model"), {cfg = llama, tokenizer = path("tok.json")})
+  local sd = mi.load(path("llama_model/model.safetensors"))
+  T.eq(table.concat(sd["blocks.0.attn._W_K"]:shape(), ","), "2,32,8")
+  T.eq(table.concat(sd["blocks.1.mlp.W_gate"]:shape(), ","), "32,64")
+  local model = mi.from_pretrained_no_processing(path("llama_model"))
+  T.eq(model.cfg.n_key_value_heads, 2)
+  T.eq(model.cfg.positional_embedding_type, "rotary")
+  local ml = model(toks, {return_type = "loss"}):item()
+  T.truthy(math.abs(ml - l) <= 1e-5 * math.abs(l), ("trainer loss %.9g, model loss %.9g"):format(l, ml))
+end)
+
 T.test("bad configurations and arguments raise clear errors", function()
   local ok, err = pcall(mi.Trainer, {d_model = 8, d_head = 4, n_layers = 1, n_ctx = 8, d_vocab = 10,
-                                     attn_only = true, normalization_type = "RMS"})
-  T.truthy(not ok and err:find("normalization_type"), err)
+                                     attn_only = true, n_key_value_heads = 3})
+  T.truthy(not ok and err:find("n_key_value_heads must divide n_heads = 2"), err)
+  ok, err = pcall(mi.Trainer, {d_model = 8, d_head = 4, n_layers = 1, n_ctx = 8, d_vocab = 10, attn_only = true,
+                               positional_embedding_type = "rotary", rotary_dim = 3})
+  T.truthy(not ok and err:find("rotary_dim must be even"), err)
   ok, err = pcall(mi.Trainer, {d_model = 0, d_head = 4, n_layers = 1, n_ctx = 8, d_vocab = 10})
   T.truthy(not ok and err:find("d_model"), err)
   local tr = mi.Trainer({d_model = 8, d_head = 4, n_layers = 1, n_ctx = 8, d_vocab = 10, attn_only = true})
