@@ -5,7 +5,7 @@
  * 2-layer shape (d_model 768, 12 heads, vocab 50278, no normalization, shortformer,
  * use_attn_result) at 10x101, and a Llama-style model of TinyLlama's layer shapes at 2 layers
  * (d_model 2048, 32 heads of 64 with 4 key/value heads, gated silu MLP of 5632, RMSNorm, rotary,
- * vocab 32000) at 1x128 and 4x128 (forward only: its backward pass is not written yet).
+ * vocab 32000) at 1x128 and 4x128, also forward + backward.
  *
  * Each time is reported as a ratio to a bound measured in the same run: the same matrix
  * products the forward pass performs (per layer: x@W_Q, x@W_K, x@W_V, per (batch, head)

@@ -7,7 +7,8 @@
 --     patch_setter(corrupted_activation, index, clean_activation) at get_act_name(activation_name,
 --     layer), and patching_metric(patched_logits [B,P,Vo]) gives one number. Returns a float32
 --     tensor shaped by the axes: "layer" n_layers, "pos"/"src_pos"/"dest_pos" the token positions,
---     "head"/"head_index" n_heads. opts (or TransformerLens's keyword names as the 7th argument):
+--     "head"/"head_index" n_heads (n_key_value_heads for k, v and rot_k under grouped-query
+--     attention: their hook points carry the key/value heads). opts (or TransformerLens's keyword names as the 7th argument):
 --       index_axis_names  the axes, as the 7th argument
 --       index_df          a list of index lists instead ({{0, 3}, {1, 2}}): the result is flat [n]
 --       return_index_df   also return the list of indices (each a Lua list, 0-based values)
@@ -336,6 +337,20 @@ local function product(ranges)
   return out
 end
 
+-- grouped-query attention: hook_k, hook_v and hook_rot_k carry n_key_value_heads heads, so a
+-- per-head grid over them has that many (n_heads without grouping)
+function M._kv_heads(model)
+  local g = model.cfg.n_key_value_heads
+  return (g and g ~= mi.json.null and g > 0) and g or model.cfg.n_heads
+end
+
+-- is activation_name ("k", "v", "rot_k", "blocks.0.attn.hook_k", ...) a key/value hook point
+local function kv_hook(activation_name)
+  local ok, n = pcall(mi.utils.get_act_name, activation_name, 0)
+  if not ok then return false end
+  return n:match("hook_k$") ~= nil or n:match("hook_v$") ~= nil or n:match("hook_rot_k$") ~= nil
+end
+
 function M.generic_activation_patch(model, corrupted_tokens, clean_cache, patching_metric, patch_setter,
                                     activation_name, index_axis_names, opts)
   local fname = "generic_activation_patch"
@@ -374,12 +389,13 @@ function M.generic_activation_patch(model, corrupted_tokens, clean_cache, patchi
       error(fname .. ": index_axis_names must be a list such as {'layer', 'pos'}", 2)
     end
     local ranges = {}
+    local heads = kv_hook(activation_name) and M._kv_heads(model) or model.cfg.n_heads
     for i, a in ipairs(index_axis_names) do
       if not AXES[a] then
         error(fname .. ": unknown axis '" .. tostring(a) .. "' (layer, pos, head_index, head, src_pos, dest_pos)", 2)
       end
       if a == "layer" then ranges[i] = model.cfg.n_layers
-      elseif a == "head" or a == "head_index" then ranges[i] = model.cfg.n_heads
+      elseif a == "head" or a == "head_index" then ranges[i] = heads
       else ranges[i] = tokens:size(1) end
     end
     if index_axis_names[1] ~= "layer" then error(fname .. ": the first axis must be 'layer'", 2) end
@@ -436,6 +452,12 @@ end
 
 local function every(fname, parts, model, corrupted_tokens, clean_cache, metric, opts)
   check_model(model, fname)
+  local G, H = M._kv_heads(model), model.cfg.n_heads
+  if G ~= H and fname ~= "get_act_patch_block_every" then
+    error(("%s: the model has grouped-query attention (n_key_value_heads %d, n_heads %d): its k and v grids " ..
+           "have %d heads and do not stack with the others' %d; call the get_act_patch_attn_head_* functions " ..
+           "one by one"):format(fname, G, H, G, H), 3)
+  end
   local out = {}
   for i, p in ipairs(parts) do
     local r = M["get_act_patch_" .. p[1]](model, corrupted_tokens, clean_cache, metric, opts)
@@ -478,6 +500,8 @@ end
 --      except the sender, which gets its corrupted output; MLPs run (they are part of the path);
 --   2. receivers {layer, head, "q"|"k"|"v"}: their q/k/v from run 1 are patched into a free clean
 --      run, whose logits the metric reads. receivers == "logits": the metric reads run 1's logits.
+--      With grouped-query attention a receiver's k or v is that of its key/value head, which the
+--      other query heads of its group read too.
 -- sender: {layer, head}, "L.H", or a list of those (patched together).
 -- {layer, head[, comp]} or "L.H[.comp]" -> layer, head, comp (the head part by analysis.parse_head)
 local function parse_head(h, model, fname, what)
@@ -566,8 +590,10 @@ function M.path_patch(model, clean_tokens, corrupted_tokens, sender, receivers, 
   model:run_with_hooks(clean, {fwd_hooks = frozen, return_type = "none", stop_at_layer = last + 1})
   -- run 2: the receivers' inputs from run 1, everything else free
   local patch = {}
+  local per = model.cfg.n_heads // M._kv_heads(model)
   for _, r in ipairs(recv) do
-    local n, h = mi.utils.get_act_name(r[3], r[1]), r[2]
+    -- grouped-query attention: a receiver's k or v is its key/value head's (shared by its group)
+    local n, h = mi.utils.get_act_name(r[3], r[1]), r[3] == "q" and r[2] or r[2] // per
     patch[#patch + 1] = {n, function(act) act[{{}, {}, h}] = store[n][{{}, {}, h}] end}
   end
   local logits = model:run_with_hooks(clean, {fwd_hooks = patch})

@@ -325,6 +325,86 @@ for _, name in ipairs({"gpt2", "attn2"}) do
   end)
 end
 
+-- grouped-query attention: the Llama fixture of gen_hf_families.py (4 query heads, 2 key/value heads)
+local FXL = "tests/fixtures/hf_families/"
+
+T.test("grouped-query attention: k/v grids have the key/value heads; each entry is its patched run", function()
+  local model = mi.from_pretrained_no_processing(FXL .. "llama", {tokenizer = false})
+  local corrupted = mi.load(FXL .. "llama_expect.safetensors").tokens
+  local clean = mi.randint(0, model.cfg.d_vocab, corrupted:shape(), mi.Generator(3))
+  local _, cc = model:run_with_cache(clean)
+  local m = mi.metrics.logit_diff(3, 5)
+  local k = P.get_act_patch_attn_head_k_all_pos(model, corrupted, cc, m)
+  local v = P.get_act_patch_attn_head_v_by_pos(model, corrupted, cc, m)
+  T.eq(table.concat(k:shape(), ","), "2,2")
+  T.eq(table.concat(v:shape(), ","), "2,7,2")
+  T.eq(table.concat(P.get_act_patch_attn_head_q_all_pos(model, corrupted, cc, m):shape(), ","), "2,4")
+  -- each entry: one run patching that key/value head by hand
+  for l = 0, 1 do
+    for g = 0, 1 do
+      local n = mi.utils.get_act_name("k", l)
+      local want = m:value(model:run_with_hooks(corrupted, {fwd_hooks = {{n, function(a)
+        a[{{}, {}, g}] = cc[n][{{}, {}, g}]
+      end}}}))
+      T.near(k[{l, g}]:item(), want, 1e-5 * math.max(1, math.abs(want)), "k " .. l .. "." .. g)
+    end
+  end
+  local n = mi.utils.get_act_name("v", 1)
+  local want = m:value(model:run_with_hooks(corrupted, {fwd_hooks = {{n, function(a)
+    a[{{}, 4, 1}] = cc[n][{{}, 4, 1}]
+  end}}}))
+  T.near(v[{1, 4, 1}]:item(), want, 1e-5 * math.max(1, math.abs(want)), "v 1, pos 4, kv head 1")
+  T.raises(function() P.get_act_patch_attn_head_all_pos_every(model, corrupted, cc, m) end,
+           "get_act_patch_attn_head_all_pos_every: the model has grouped-query attention (n_key_value_heads 2, n_heads 4)")
+  -- path patching into a receiver's k patches its key/value head: heads 2 and 3 share one
+  local a = P.path_patch(model, clean, corrupted, "0.1", {{1, 2, "k"}}, m)
+  local b = P.path_patch(model, clean, corrupted, "0.1", {{1, 3, "k"}}, m)
+  T.near(a, b, 1e-6 * math.max(1, math.abs(a)))
+  T.eq(#model._persistent, 0)
+end)
+
+T.test("attribution_patch on grouped-query attention: the formula with PyTorch's gradients (Llama fixture)", function()
+  local model = mi.from_pretrained_no_processing(FXL .. "llama", {tokenizer = false})
+  local exp = mi.load(FXL .. "llama_expect.safetensors")
+  local ref = mi.load(FXL .. "llama_grads.safetensors")
+  local corrupted = exp.tokens
+  local clean = mi.randint(0, model.cfg.d_vocab, corrupted:shape(), mi.Generator(4))
+  -- the metric: the mean next-token loss, its gradient (softmax - onehot) / count written out here
+  local B, Pn, V = corrupted:size(0), corrupted:size(1), model.cfg.d_vocab_out
+  local onehot = mi.zeros(B, Pn, V)
+  for b = 0, B - 1 do for t = 0, Pn - 2 do onehot[{b, t, corrupted[{b, t + 1}]:item()}] = 1 end end
+  local valid = mi.ones(B, Pn, 1)
+  valid[{{}, Pn - 1}] = 0
+  local count = B * (Pn - 1)
+  local function loss(logits)
+    local lp = logits:log_softmax(-1)
+    return -(lp * onehot):sum():item() / count, (logits:softmax(-1) - onehot) * valid / count
+  end
+  local r = P.attribution_patch(model, clean, corrupted, loss)
+  T.near(r.corrupted_metric, exp["raw.loss"]:item(), 1e-5)
+  local _, cc = model:run_with_cache(clean)
+  local n = 0
+  for l = 0, model.cfg.n_layers - 1 do
+    local function d(a)
+      local name = mi.utils.get_act_name(a, l)
+      return (cc[name] - exp["raw." .. name]:float()) * ref["loss." .. name]
+    end
+    local function close(got, want, what)
+      mi.assert_close(got, want, 1e-3, 1e-4 * math.max(1, want:abs():max():item()))
+      n = n + 1
+    end
+    close(r.attn_head_k_by_pos[l], d("k"):sum({0, 3}), "k")           -- [pos, kv head]
+    close(r.attn_head_v_all_pos[l], d("v"):sum({0, 1, 3}), "v")       -- [kv head]
+    close(r.attn_head_q_by_pos[l], d("q"):sum({0, 3}), "q")           -- [pos, head]
+    close(r.attn_head_out_all_pos[l], d("z"):sum({0, 1, 3}), "z")
+    close(r.attn_head_pattern_dest_src_pos[l], d("pattern"):sum(0), "pattern")
+    close(r.resid_pre[l], d("resid_pre"):sum({0, 2}), "resid_pre")
+    close(r.mlp_out[l], d("mlp_out"):sum({0, 2}), "mlp_out")
+  end
+  T.eq(table.concat(r.attn_head_k_all_pos:shape(), ","), "2,2")
+  T.eq(n, 14)
+end)
+
 T.test("scripts/patching.lua on the bundled model", function()
   local out = os.tmpname(); os.remove(out)
   local miwb = (os.getenv("MIWB_BUILD") or "build") .. "/miwb"
