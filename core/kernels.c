@@ -297,51 +297,47 @@ void mw_gate_backward(float *dgate, float *dlin, const float *dpost, const float
     mw_act_backward(dgate, dgate, gate, n, fn);
 }
 
-static int64_t pos_id(const uint8_t *mask, int64_t P, int64_t b, int64_t p, int64_t *count);
-
-/* rotates every pair of x [B,P,heads,dh] by sign * its angle (mw_rotary_forward's comment) */
-static void rotate(float *x, const uint8_t *mask, int64_t B, int64_t P, int64_t heads, int64_t dh, int64_t rd,
-                   double base, int adjacent, double sign) {
+/* rotates every pair of x [N,heads,dh] by sign * its angle (mw_rotary_forward's comment): row n
+ * by its position pos[n] (padding, -1, as 0) */
+static void rotate(float *x, const int64_t *pos, int64_t N, int64_t heads, int64_t dh, int64_t rd, double base,
+                   int adjacent, double sign) {
     int64_t half = rd / 2;
-    for (int64_t b = 0; b < B; b++) {
-        int64_t cnt = 0;
-        for (int64_t p = 0; p < P; p++) {
-            int64_t pos = pos_id(mask, P, b, p, &cnt);
-            if (pos < 0) pos = 0;
-            for (int64_t i = 0; i < half; i++) {
-                double ang = sign * (double)pos * pow(base, -2.0 * (double)i / (double)rd);
-                float cs = (float)cos(ang), sn = (float)sin(ang);
-                int64_t i1 = adjacent ? 2 * i : i, i2 = adjacent ? 2 * i + 1 : i + half;
-                for (int64_t h = 0; h < heads; h++) {
-                    float *v = x + ((b * P + p) * heads + h) * dh;
-                    float x1 = v[i1], x2 = v[i2];
-                    v[i1] = x1 * cs - x2 * sn;
-                    v[i2] = x2 * cs + x1 * sn;
-                }
+    for (int64_t n = 0; n < N; n++) {
+        int64_t at = pos[n] < 0 ? 0 : pos[n];
+        for (int64_t i = 0; i < half; i++) {
+            double ang = sign * (double)at * pow(base, -2.0 * (double)i / (double)rd);
+            float cs = (float)cos(ang), sn = (float)sin(ang);
+            int64_t i1 = adjacent ? 2 * i : i, i2 = adjacent ? 2 * i + 1 : i + half;
+            for (int64_t h = 0; h < heads; h++) {
+                float *v = x + (n * heads + h) * dh;
+                float x1 = v[i1], x2 = v[i2];
+                v[i1] = x1 * cs - x2 * sn;
+                v[i2] = x2 * cs + x1 * sn;
             }
         }
     }
 }
 
-void mw_rotary_forward(float *x, const uint8_t *mask, int64_t B, int64_t P, int64_t heads, int64_t dh, int64_t rd,
-                       double base, int adjacent) {
-    rotate(x, mask, B, P, heads, dh, rd, base, adjacent, 1.0);
+void mw_rotary_forward(float *x, const int64_t *pos, int64_t N, int64_t heads, int64_t dh, int64_t rd, double base,
+                       int adjacent) {
+    rotate(x, pos, N, heads, dh, rd, base, adjacent, 1.0);
 }
 
-void mw_rotary_backward(float *dx, const uint8_t *mask, int64_t B, int64_t P, int64_t heads, int64_t dh, int64_t rd,
-                        double base, int adjacent) {
-    rotate(dx, mask, B, P, heads, dh, rd, base, adjacent, -1.0);
+void mw_rotary_backward(float *dx, const int64_t *pos, int64_t N, int64_t heads, int64_t dh, int64_t rd, double base,
+                        int adjacent) {
+    rotate(dx, pos, N, heads, dh, rd, base, adjacent, -1.0);
 }
 
 /* ================================================================ attention */
 
-/* s [P,P] (row stride ld): -inf past the diagonal and at padded keys */
-void mw_attn_mask_forward(float *s, int64_t ld, int64_t P, const uint8_t *keymask) {
+/* s [P,Pk] (row stride ld): query i is key position Pk - P + i; -inf at later keys and at padded keys */
+void mw_attn_mask_forward(float *s, int64_t ld, int64_t P, int64_t Pk, const uint8_t *keymask) {
     for (int64_t i = 0; i < P; i++) {
         float *row = s + i * ld;
-        for (int64_t j = i + 1; j < P; j++) row[j] = -INFINITY;
+        int64_t at = Pk - P + i;
+        for (int64_t j = at + 1; j < Pk; j++) row[j] = -INFINITY;
         if (keymask)
-            for (int64_t j = 0; j <= i; j++)
+            for (int64_t j = 0; j <= at; j++)
                 if (!keymask[j]) row[j] = -INFINITY;
     }
 }
@@ -350,7 +346,7 @@ void mw_attn_mask_forward(float *s, int64_t ld, int64_t P, const uint8_t *keymas
 void mw_softmax_forward(float *s, int64_t ld, int64_t rows, int64_t cols, int causal) {
     for (int64_t i = 0; i < rows; i++) {
         float *row = s + i * ld;
-        int64_t n = causal && i + 1 < cols ? i + 1 : cols;
+        int64_t n = causal && cols - rows + i + 1 < cols ? cols - rows + i + 1 : cols;
         float mx = -INFINITY;
         int nan = 0;
         for (int64_t j = 0; j < n; j++) {
@@ -393,36 +389,19 @@ void mw_embed_backward(float *dW_E, const int64_t *tok, const float *dout, int64
     for (int64_t n = 0; n < N; n++) mw_add_forward(dW_E + tok[n] * d, dW_E + tok[n] * d, dout + n * d, d);
 }
 
-/* position id of (b, p) for pos_forward/pos_backward; -1 for a padding position */
-static int64_t pos_id(const uint8_t *mask, int64_t P, int64_t b, int64_t p, int64_t *count) {
-    if (!mask) return p;
-    *count += mask[b * P + p] != 0;
-    if (!mask[b * P + p]) return -1;
-    return *count - 1 < 0 ? 0 : *count - 1;
-}
-
-/* out [B,P,d] = W_pos[pos_id] */
-void mw_pos_forward(float *out, const float *W_pos, const uint8_t *mask, int64_t B, int64_t P, int64_t d) {
-    for (int64_t b = 0; b < B; b++) {
-        int64_t c = 0;
-        for (int64_t p = 0; p < P; p++) {
-            float *o = out + (b * P + p) * d;
-            int64_t id = pos_id(mask, P, b, p, &c);
-            if (id < 0) memset(o, 0, (size_t)d * sizeof(float));
-            else memcpy(o, W_pos + id * d, (size_t)d * sizeof(float));
-        }
+/* out [N,d] = W_pos[pos[n]], a row of 0 where pos[n] is -1 (padding) */
+void mw_pos_forward(float *out, const float *W_pos, const int64_t *pos, int64_t N, int64_t d) {
+    for (int64_t n = 0; n < N; n++) {
+        float *o = out + n * d;
+        if (pos[n] < 0) memset(o, 0, (size_t)d * sizeof(float));
+        else memcpy(o, W_pos + pos[n] * d, (size_t)d * sizeof(float));
     }
 }
 
-/* dW_pos [C,d] += dout [B,P,d] at rows pos_id */
-void mw_pos_backward(float *dW_pos, const float *dout, const uint8_t *mask, int64_t B, int64_t P, int64_t d) {
-    for (int64_t b = 0; b < B; b++) {
-        int64_t c = 0;
-        for (int64_t p = 0; p < P; p++) {
-            int64_t id = pos_id(mask, P, b, p, &c);
-            if (id >= 0) mw_add_forward(dW_pos + id * d, dW_pos + id * d, dout + (b * P + p) * d, d);
-        }
-    }
+/* dW_pos [C,d] += dout [N,d] at rows pos[n] (padding adds nothing) */
+void mw_pos_backward(float *dW_pos, const float *dout, const int64_t *pos, int64_t N, int64_t d) {
+    for (int64_t n = 0; n < N; n++)
+        if (pos[n] >= 0) mw_add_forward(dW_pos + pos[n] * d, dW_pos + pos[n] * d, dout + n * d, d);
 }
 
 /* ================================================================ cross-entropy */

@@ -80,39 +80,42 @@ void mw_gate_backward(float *dgate, float *dlin, const float *dpost, const float
                       mw_actfn fn);
 
 /* ---------------------------------------------------------------- attention */
-/* s [P,P] (row stride ld) in place: keys j > i (causal) or with keymask[j] == 0 (padding) get
- * -inf, as TransformerLens masks before hook_attn_scores. keymask NULL = no padding. */
-void mw_attn_mask_forward(float *s, int64_t ld, int64_t P, const uint8_t *keymask);
+/* s [P,Pk] (row stride ld) in place, the scores of the last P of Pk positions (P == Pk without a
+ * key/value cache; query i is key position Pk - P + i): later keys (causal) and keys with
+ * keymask[j] == 0 (padding) get -inf, as TransformerLens masks before hook_attn_scores.
+ * keymask [Pk], NULL = no padding. */
+void mw_attn_mask_forward(float *s, int64_t ld, int64_t P, int64_t Pk, const uint8_t *keymask);
 /* softmax over every row of s [rows, cols] (row stride ld), in place. A row whose keys are all
  * -inf, or that holds a NaN (from an edit), becomes 0 (TransformerLens turns torch's NaN into 0).
- * causal: row i reads keys j <= i only and writes 0 past them. */
+ * causal: row i (key position cols - rows + i, as mw_attn_mask_forward) reads keys up to
+ * that position only and writes 0 past them. */
 void mw_softmax_forward(float *s, int64_t ld, int64_t rows, int64_t cols, int causal);
 /* ds [rows, cols] = p * (dp - sum_j p dp) in place over dp (row stride ld), p the softmax
  * output [rows, cols]; causal: entries past the diagonal set to 0 */
 void mw_softmax_backward(float *dp, const float *p, int64_t ld, int64_t rows, int64_t cols, int causal);
 
-/* Rotary positions, in place on x [B,P,heads,dh] (row stride heads*dh): for each position p of
- * row b with pos = pos_id (as mw_pos_forward; padding gets 0) and i < rd/2, the pair
- * (x[i], x[i + rd/2]) (GPT-NeoX, Llama) or (x[2i], x[2i+1]) (adjacent, GPT-J) of every head
- * rotates by the angle pos * base^(-2i/rd); dims past rd stay. */
-void mw_rotary_forward(float *x, const uint8_t *mask, int64_t B, int64_t P, int64_t heads, int64_t dh, int64_t rd,
-                       double base, int adjacent);
-/* its backward, in place on dx [B,P,heads,dh] (the same arguments): each pair rotates back by the
+/* Rotary positions, in place on x [N,heads,dh] (row stride heads*dh): row n has position pos[n]
+ * (model.c's position ids; padding, -1, rotates as 0); for i < rd/2 the pair (x[i], x[i + rd/2])
+ * (GPT-NeoX, Llama) or (x[2i], x[2i+1]) (adjacent, GPT-J) of every head rotates by the angle
+ * pos * base^(-2i/rd); dims past rd stay. */
+void mw_rotary_forward(float *x, const int64_t *pos, int64_t N, int64_t heads, int64_t dh, int64_t rd, double base,
+                       int adjacent);
+/* its backward, in place on dx [N,heads,dh] (the same arguments): each pair rotates back by the
  * same angle (a rotation's transpose is its inverse) */
-void mw_rotary_backward(float *dx, const uint8_t *mask, int64_t B, int64_t P, int64_t heads, int64_t dh, int64_t rd,
-                        double base, int adjacent);
+void mw_rotary_backward(float *dx, const int64_t *pos, int64_t N, int64_t heads, int64_t dh, int64_t rd, double base,
+                        int adjacent);
 
 /* ---------------------------------------------------------------- embeddings */
 /* out [N,d] = W_E[tok[n]] */
 void mw_embed_forward(float *out, const int64_t *tok, const float *W_E, int64_t N, int64_t d);
 /* dW_E [V,d] += dout [N,d] scattered to rows tok[n] */
 void mw_embed_backward(float *dW_E, const int64_t *tok, const float *dout, int64_t N, int64_t d);
-/* out [B,P,d] = W_pos[pos_id(b, p)]: pos_id = p without a mask; with a padding mask
- * cumsum(mask) - 1 clipped at 0, and the rows of padding positions 0 (TransformerLens's
- * PosEmbed with attention_mask) */
-void mw_pos_forward(float *out, const float *W_pos, const uint8_t *mask, int64_t B, int64_t P, int64_t d);
-/* dW_pos [C,d] += dout [B,P,d] gathered by the same pos_id (padding rows add nothing) */
-void mw_pos_backward(float *dW_pos, const float *dout, const uint8_t *mask, int64_t B, int64_t P, int64_t d);
+/* out [N,d] = W_pos[pos[n]]; pos are model.c's position ids (TransformerLens's: p, or with a
+ * padding mask cumsum(mask) - 1 counted from the first position, as its PosEmbed with
+ * attention_mask), -1 for a padding position, whose row is 0 */
+void mw_pos_forward(float *out, const float *W_pos, const int64_t *pos, int64_t N, int64_t d);
+/* dW_pos [C,d] += dout [N,d] gathered by the same pos (padding rows add nothing) */
+void mw_pos_backward(float *dW_pos, const float *dout, const int64_t *pos, int64_t N, int64_t d);
 
 /* ---------------------------------------------------------------- cross-entropy
  * Next-token loss over n rows of logits [n,V] of one batch row: row r predicts tgt[r]; valid[r] = 0

@@ -354,12 +354,12 @@ struct mw_run {
 #undef X
     int64_t *tok;           /* [B*P] token ids (copied from any i64 view) */
     uint8_t *mask;          /* [B*P] 1 = real token */
+    int64_t *posid;         /* [B*P] position ids (position_ids), -1 = padding */
     uint8_t *valid;         /* [B*P] next-token prediction counted in the loss */
     int64_t tok_cap;
     /* what the last forward kept for mw_model_backward */
     int saved;              /* 1 after a full training forward */
     int have_probs;         /* head holds probabilities (the loss was computed) */
-    int masked;             /* an attention_mask was given */
     int64_t B, P, count;    /* batch, positions, predictions counted in the loss */
 };
 
@@ -390,6 +390,7 @@ static void run_free(mw_run *r) {
 #undef X
     free(r->tok);
     free(r->mask);
+    free(r->posid);
     free(r->valid);
     free(r);
 }
@@ -502,6 +503,8 @@ typedef struct {
     const uint8_t *want;
     mw_deliver_fn deliver;
     void *ud;
+    mw_kv_cache *kv;           /* generation: keys and values of earlier positions (NULL: none) */
+    int64_t Pk;                /* key positions the attention reads (P, or kv->len + P) */
 } pass_ctx;
 
 static int wanted(const pass_ctx *x, int id, int layer) {
@@ -517,6 +520,7 @@ static int emit(const pass_ctx *x, int id, int layer, mw_buf *b) {
     t.storage = b->s;
     t.dtype = MW_F32;
     t.ndim = mw_model_hook_shape(x->m, id, x->B, x->P, t.shape);
+    if (hook_info[id].kind == MW_HK_BHPP && x->Pk) t.shape[3] = x->Pk; /* [B,H,P,Pk] with a kv cache */
     int64_t st = 1;
     for (int i = t.ndim - 1; i >= 0; i--) { t.stride[i] = st; st *= t.shape[i]; }
     return x->deliver(x->ud, id, hook_info[id].stage == 1 ? layer : -1, &t) ? -1 : 0;
@@ -596,44 +600,60 @@ static int attention(const pass_ctx *x, int l, mw_acts *a, const float *in, cons
     if (emit(x, MW_HOOK_V, l, &a->v)) return -1;
     if (c->positional_embedding_type == MW_POS_ROTARY) {
         /* in place: hook_q / hook_k saw q and k before the rotation (TransformerLens's order) */
-        mw_rotary_forward(q, mask, B, P, H, dh, c->rotary_dim, c->rotary_base, c->rotary_adjacent_pairs);
+        mw_rotary_forward(q, r->posid, N, H, dh, c->rotary_dim, c->rotary_base, c->rotary_adjacent_pairs);
         if (emit(x, MW_HOOK_ROT_Q, l, &a->q)) return -1;
-        mw_rotary_forward(k, mask, B, P, G, dh, c->rotary_dim, c->rotary_base, c->rotary_adjacent_pairs);
+        mw_rotary_forward(k, r->posid, N, G, dh, c->rotary_dim, c->rotary_base, c->rotary_adjacent_pairs);
         if (emit(x, MW_HOOK_ROT_K, l, &a->k)) return -1;
     }
+    /* the keys and values attention reads: row b's are [Pk, G*dh] at K + b*kst, their padding
+     * km + b*kmst. Without a kv cache those are k and v; with one, k and v are appended to the
+     * cache first and the keys are every cached position of the row. */
+    const float *K = k, *V = v;
+    const uint8_t *km = mask;
+    int64_t Pk = P, kst = P * Gd, kmst = P;
+    if (x->kv) {
+        mw_kv_cache *kv = x->kv;
+        float *kc = kv->k + l * B * kv->cap * Gd, *vc = kv->v + l * B * kv->cap * Gd;
+        for (int64_t b = 0; b < B; b++) {
+            memcpy(kc + (b * kv->cap + kv->len) * Gd, k + b * P * Gd, (size_t)(P * Gd) * sizeof(float));
+            memcpy(vc + (b * kv->cap + kv->len) * Gd, v + b * P * Gd, (size_t)(P * Gd) * sizeof(float));
+        }
+        K = kc, V = vc, km = kv->mask;
+        Pk = kv->len + P, kst = kv->cap * Gd, kmst = kv->cap;
+    }
 
-    /* scores[b,h] [P,P] = q[b,:,h] [P,dh] (row stride H*dh) @ k[b,:,h]^T / attn_scale.
+    /* scores[b,h] [P,Pk] = q[b,:,h] [P,dh] (row stride H*dh) @ K[b,:,h]^T / attn_scale.
      * When a hook wants the scores or the pattern, or training keeps the pattern, the whole
-     * [B,H,P,P] is built (edits then feed the softmax and z); otherwise each (b, h) block lives
-     * in a [P,P] scratch only as long as it takes to make its part of z. */
+     * [B,H,P,Pk] is built (edits then feed the softmax and z); otherwise each (b, h) block lives
+     * in a [P,Pk] scratch only as long as it takes to make its part of z. */
     float alpha = c->use_attn_scale ? (float)(1.0 / c->attn_scale) : 1.0f;
     a->causal = !wanted(x, MW_HOOK_ATTN_SCORES, l); /* edited scores may unmask keys: full rows */
     if (x->train || wanted(x, MW_HOOK_ATTN_SCORES, l) || wanted(x, MW_HOOK_PATTERN, l)) {
-        float *S = buf(&a->scores, B * H * P * P);
+        float *S = buf(&a->scores, B * H * P * Pk);
         if (!S) return -1;
         for (int64_t b = 0; b < B; b++)
             for (int64_t h = 0; h < H; h++) {
-                float *s = S + (b * H + h) * P * P;
-                mw_sgemm(s, P, q + b * P * Hd + h * dh, Hd, 0, k + b * P * Gd + h / per * dh, Gd, 1, P, P, dh, alpha, 0.0f);
-                mw_attn_mask_forward(s, P, P, mask ? mask + b * P : NULL);
+                float *s = S + (b * H + h) * P * Pk;
+                mw_sgemm(s, Pk, q + b * P * Hd + h * dh, Hd, 0, K + b * kst + h / per * dh, Gd, 1, P, Pk, dh, alpha, 0.0f);
+                mw_attn_mask_forward(s, Pk, P, Pk, km ? km + b * kmst : NULL);
             }
         if (emit(x, MW_HOOK_ATTN_SCORES, l, &a->scores)) return -1;
-        for (int64_t bh = 0; bh < B * H; bh++) mw_softmax_forward(S + bh * P * P, P, P, P, a->causal);
+        for (int64_t bh = 0; bh < B * H; bh++) mw_softmax_forward(S + bh * P * Pk, Pk, P, Pk, a->causal);
         if (emit(x, MW_HOOK_PATTERN, l, &a->scores)) return -1;
-        /* z[b,:,h] [P,dh] = pattern[b,h] [P,P] @ v[b,:,h] [P,dh] */
+        /* z[b,:,h] [P,dh] = pattern[b,h] [P,Pk] @ V[b,:,h] [Pk,dh] */
         for (int64_t b = 0; b < B; b++)
             for (int64_t h = 0; h < H; h++)
-                mw_sgemm(z + b * P * Hd + h * dh, Hd, S + (b * H + h) * P * P, P, 0, v + b * P * Gd + h / per * dh, Gd, 0,
-                         P, dh, P, 1.0f, 0.0f);
+                mw_sgemm(z + b * P * Hd + h * dh, Hd, S + (b * H + h) * P * Pk, Pk, 0, V + b * kst + h / per * dh, Gd, 0,
+                         P, dh, Pk, 1.0f, 0.0f);
     } else {
-        float *s = buf(&r->block, P * P);
+        float *s = buf(&r->block, P * Pk);
         if (!s) return -1;
         for (int64_t b = 0; b < B; b++)
             for (int64_t h = 0; h < H; h++) {
-                mw_sgemm(s, P, q + b * P * Hd + h * dh, Hd, 0, k + b * P * Gd + h / per * dh, Gd, 1, P, P, dh, alpha, 0.0f);
-                mw_attn_mask_forward(s, P, P, mask ? mask + b * P : NULL);
-                mw_softmax_forward(s, P, P, P, 1);
-                mw_sgemm(z + b * P * Hd + h * dh, Hd, s, P, 0, v + b * P * Gd + h / per * dh, Gd, 0, P, dh, P, 1.0f, 0.0f);
+                mw_sgemm(s, Pk, q + b * P * Hd + h * dh, Hd, 0, K + b * kst + h / per * dh, Gd, 1, P, Pk, dh, alpha, 0.0f);
+                mw_attn_mask_forward(s, Pk, P, Pk, km ? km + b * kmst : NULL);
+                mw_softmax_forward(s, Pk, P, Pk, 1);
+                mw_sgemm(z + b * P * Hd + h * dh, Hd, s, Pk, 0, V + b * kst + h / per * dh, Gd, 0, P, dh, Pk, 1.0f, 0.0f);
             }
     }
     if (emit(x, MW_HOOK_Z, l, &a->z)) return -1;
@@ -686,17 +706,29 @@ static int mlp(const pass_ctx *x, int l, mw_acts *a, const float *in) {
     return emit(x, MW_HOOK_MLP_OUT, l, &a->mlp_out);
 }
 
-/* reads [B, P] tokens / mask of any dtype and layout into the run's arrays */
+/* TransformerLens's position ids (get_offset_position_ids): a real token's position is the number
+ * of real tokens before it in its row, cached positions included (so left padding shifts the
+ * positions and they start at 0 on the first real token); -1 for padding (PosEmbed zeroes it). */
+static void position_ids(int64_t *pos, const uint8_t *mask, const mw_kv_cache *kv, int64_t B, int64_t P) {
+    for (int64_t b = 0; b < B; b++) {
+        int64_t c = 0;
+        for (int64_t j = 0; kv && j < kv->len; j++) c += kv->mask[b * kv->cap + j];
+        for (int64_t p = 0; p < P; p++) pos[b * P + p] = mask[b * P + p] ? c++ : -1;
+    }
+}
+
+/* reads [B, P] tokens / mask of any dtype and layout into the run's arrays, and the position ids */
 static int read_inputs(const pass_ctx *x, const mw_forward_opts *o) {
     mw_model *m = x->m;
     mw_run *r = m->run;
     int64_t n = x->B * x->P;
     if (r->tok_cap < n) {
-        free(r->tok); free(r->mask); free(r->valid);
+        free(r->tok); free(r->mask); free(r->valid); free(r->posid);
         r->tok = malloc((size_t)n * sizeof(int64_t));
         r->mask = malloc((size_t)n);
         r->valid = malloc((size_t)n);
-        r->tok_cap = (r->tok && r->mask && r->valid) ? n : 0;
+        r->posid = malloc((size_t)n * sizeof(int64_t));
+        r->tok_cap = (r->tok && r->mask && r->valid && r->posid) ? n : 0;
         if (!r->tok_cap) return mw_seterr("forward: out of memory");
     }
     int64_t idx[2];
@@ -712,6 +744,10 @@ static int read_inputs(const pass_ctx *x, const mw_forward_opts *o) {
             }
             r->mask[i] = o->attention_mask ? mw_tensor_get(o->attention_mask, idx) != 0 : 1;
         }
+    position_ids(r->posid, r->mask, o->kv, x->B, x->P);
+    if (o->kv)
+        for (int64_t b = 0; b < x->B; b++)
+            memcpy(o->kv->mask + b * o->kv->cap + o->kv->len, r->mask + b * x->P, (size_t)x->P);
     return 0;
 }
 
@@ -759,6 +795,21 @@ static int check_opts(const mw_model *m, const mw_forward_opts *o, int *start, i
             return mw_seterr("forward: attention_mask %s does not match tokens [%lld,%lld]",
                              mw_tensor_shape_str(s2, sizeof s2, am), (long long)*B, (long long)*P);
     }
+    if (o->kv) {
+        const mw_kv_cache *kv = o->kv;
+        if (*start != 0 || *stop != L || o->return_residual || o->want_loss || o->keep_activations || !o->tokens)
+            return mw_seterr("forward: a key/value cache step runs the whole model from tokens to logits "
+                             "(no start_at_layer, stop_at_layer, loss or keep_activations)");
+        if (kv->B != *B || kv->G != (c->n_key_value_heads > 0 ? c->n_key_value_heads : c->n_heads) || kv->dh != c->d_head)
+            return mw_seterr("forward: the key/value cache was made for another model or batch (%lld rows, tokens have %lld)",
+                             (long long)kv->B, (long long)*B);
+        if (kv->len + *P > kv->cap)
+            return mw_seterr("forward: the key/value cache holds %lld positions: %lld cached + %lld new do not fit",
+                             (long long)kv->cap, (long long)kv->len, (long long)*P);
+        if (kv->len + *P > c->n_ctx)
+            return mw_seterr("forward: %lld positions (%lld cached) exceed n_ctx %lld", (long long)(kv->len + *P),
+                             (long long)kv->len, (long long)c->n_ctx);
+    }
     int to_end = *stop == L && !o->return_residual;
     if (o->want_loss && to_end && !o->tokens) return mw_seterr("forward: the loss needs tokens");
     if (o->want_loss && to_end && *P < 2) return mw_seterr("forward: the loss needs at least 2 positions");
@@ -793,7 +844,8 @@ int mw_model_forward(mw_model *m, const mw_forward_opts *o, mw_forward_out *out)
     r->saved = 0;
     r->have_probs = 0;
     if (ensure_acts(r, o->keep_activations ? L + 1 : 1)) return -1;
-    pass_ctx xc = {m, B, P, o->keep_activations, o->want, o->deliver, o->ud}, *x = &xc;
+    pass_ctx xc = {m, B, P, o->keep_activations, o->want, o->deliver, o->ud, o->kv, o->kv ? o->kv->len + P : P},
+             *x = &xc;
     int64_t N = B * P, d = c->d_model;
     const mw_weights *w = &m->w;
     int shortformer = c->positional_embedding_type == MW_POS_SHORTFORMER;
@@ -814,7 +866,7 @@ int mw_model_forward(mw_model *m, const mw_forward_opts *o, mw_forward_out *out)
         if (!rotary) {
             pos = buf(&r->pos, N * d);
             NEED(pos);
-            mw_pos_forward(pos, mw_tensor_data(&w->W_pos), mask, B, P, d);
+            mw_pos_forward(pos, mw_tensor_data(&w->W_pos), r->posid, N, d);
             TRY(emit(x, MW_HOOK_POS_EMBED, -1, &r->pos));
         }
         /* standard: the residual stream starts as embed + pos; shortformer: embed alone, pos
@@ -829,7 +881,7 @@ int mw_model_forward(mw_model *m, const mw_forward_opts *o, mw_forward_out *out)
             /* no embedding ran: positions 0..P-1 (or from the mask) feed Q and K */
             pos = buf(&r->pos, N * d);
             NEED(pos);
-            mw_pos_forward(pos, mw_tensor_data(&w->W_pos), mask, B, P, d);
+            mw_pos_forward(pos, mw_tensor_data(&w->W_pos), r->posid, N, d);
         }
     }
 
@@ -904,8 +956,20 @@ int mw_model_forward(mw_model *m, const mw_forward_opts *o, mw_forward_out *out)
     }
     r->B = B;
     r->P = P;
-    r->masked = mask != NULL;
     r->saved = x->train;
+    if (x->kv) {
+        if (o->want_logits) {
+            /* generation: logits [B,1,Vo] of each row's last position only. Its rows are moved to
+             * the front of fin (row b*P+P-1 to row b: never over a row still to move) */
+            for (int64_t b = 0; P > 1 && b < B; b++)
+                memmove((float *)fin + b * d, fin + (b * P + P - 1) * d, (size_t)d * sizeof(float));
+            TRY(logits_out(r, &out->logits, B, 1, c->d_vocab_out));
+            mw_linear_forward(mw_tensor_data(&out->logits), fin, mw_tensor_data(&w->W_U), mw_tensor_data(&w->b_U), B,
+                              d, c->d_vocab_out);
+        }
+        x->kv->len += P;
+        return 0;
+    }
     if (!o->want_logits && !want_loss && !x->train) return 0;
 
     /* logits [N, Vo] = fin [N, d] @ W_U [d, Vo] + b_U */
@@ -1103,7 +1167,7 @@ int mw_model_backward(mw_model *m, const mw_backward_opts *o) {
     const mw_config *c = &m->cfg;
     const mw_weights *w = &m->w, *g = o->grads;
     int L = (int)c->n_layers;
-    pass_ctx xc = {m, r->B, r->P, 1, o->want, o->deliver, o->ud}, *x = &xc;
+    pass_ctx xc = {m, r->B, r->P, 1, o->want, o->deliver, o->ud, NULL, r->P}, *x = &xc;
     int64_t B = r->B, P = r->P, N = B * P, d = c->d_model, H = c->n_heads, dh = c->d_head, Hd = H * dh, M = c->d_mlp;
     int64_t Gd = dim_size(c, MW_DIM_KVH) * dh, Vo = c->d_vocab_out;
     int norm = c->normalization_type != MW_NORM_NONE, shortformer = c->positional_embedding_type == MW_POS_SHORTFORMER;
@@ -1146,8 +1210,6 @@ int mw_model_backward(mw_model *m, const mw_backward_opts *o) {
     float *gq = buf(&r->g_q, N * Hd), *gk = buf(&r->g_k, N * Gd), *gv = buf(&r->g_v, N * Gd), *gz = buf(&r->g_z, N * Hd);
     float *gm = M > 0 ? buf(&r->g_mlp, N * M) : NULL;
     if (!gr || !gn || !gq || !gk || !gv || !gz || (M > 0 && !gm) || (parallel && !gp)) return -1;
-    const uint8_t *mask = r->masked ? r->mask : NULL;
-
     /* unembed and ln_final */
     mw_acts *fa = r->acts + L;
     if (norm) {
@@ -1195,8 +1257,8 @@ int mw_model_backward(mw_model *m, const mw_backward_opts *o) {
         if (rotary) {
             /* g_q, g_k are d of the rotated q and k (hook_rot_q/k); rotating back gives d hook_q/k */
             if (emit(x, MW_HOOK_ROT_K, l, &r->g_k) || emit(x, MW_HOOK_ROT_Q, l, &r->g_q)) return -1;
-            mw_rotary_backward(gq, mask, B, P, H, dh, c->rotary_dim, c->rotary_base, c->rotary_adjacent_pairs);
-            mw_rotary_backward(gk, mask, B, P, Gd / dh, dh, c->rotary_dim, c->rotary_base, c->rotary_adjacent_pairs);
+            mw_rotary_backward(gq, r->posid, N, H, dh, c->rotary_dim, c->rotary_base, c->rotary_adjacent_pairs);
+            mw_rotary_backward(gk, r->posid, N, Gd / dh, dh, c->rotary_dim, c->rotary_base, c->rotary_adjacent_pairs);
         }
         if (emit(x, MW_HOOK_Q, l, &r->g_q) || emit(x, MW_HOOK_K, l, &r->g_k) || emit(x, MW_HOOK_V, l, &r->g_v))
             return -1;
@@ -1207,7 +1269,7 @@ int mw_model_backward(mw_model *m, const mw_backward_opts *o) {
                            N, d, Hd);
         mw_linear_backward(gn, 1, GW(W_K, d * Gd, l), GW(b_K, Gd, l), gk, qkin, pw(&w->W_K, d * Gd, l),
                            N, d, Gd);
-        if (shortformer && g) mw_pos_backward(mw_tensor_data(&g->W_pos), gn, mask, B, P, d);
+        if (shortformer && g) mw_pos_backward(mw_tensor_data(&g->W_pos), gn, r->posid, N, d);
         mw_linear_backward(gn, 1, GW(W_V, d * Gd, l), GW(b_V, Gd, l), gv, in, pw(&w->W_V, d * Gd, l),
                            N, d, Gd);
         if (norm) {
@@ -1226,7 +1288,7 @@ int mw_model_backward(mw_model *m, const mw_backward_opts *o) {
     if (!shortformer && !rotary) {
         const float *dp = emit_branch(x, MW_HOOK_POS_EMBED, -1, gr, N * d);
         if (!dp) return -1;
-        if (g) mw_pos_backward(mw_tensor_data(&g->W_pos), dp, mask, B, P, d);
+        if (g) mw_pos_backward(mw_tensor_data(&g->W_pos), dp, r->posid, N, d);
     }
     return 0;
 }

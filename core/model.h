@@ -184,6 +184,19 @@ int mw_model_hook_shape(const mw_model *m, int id, int64_t B, int64_t P, int64_t
  * for stage 0/2 hooks. Return 0 to continue, -1 (message set) to stop the pass. */
 typedef int (*mw_deliver_fn)(void *ud, int id, int layer, mw_tensor *act);
 
+/* A key/value cache for generation (made by mw_kv_cache_new, core/generate.h): for each layer
+ * the keys (after the rotation of rotary models) and values of every position run so far, and
+ * which of those positions are real tokens. A forward given one (mw_forward_opts.kv) runs only the
+ * NEW positions of each row: their keys and values are appended, attention reads every cached
+ * position, positions continue from the cache, and only the last position is unembedded. */
+typedef struct mw_kv_cache {
+    int64_t L, B, cap;    /* layers; rows; positions it holds (prompt + new tokens, not n_ctx) */
+    int64_t len;          /* positions filled, the same for every row (left padding makes them so) */
+    int64_t G, dh;        /* key/value heads (n_key_value_heads, else n_heads), d_head */
+    float *k, *v;         /* [L, B, cap, G*dh] each */
+    uint8_t *mask;        /* [B, cap] 1 = a real token, 0 = padding */
+} mw_kv_cache;
+
 typedef struct mw_forward_opts {
     const mw_tensor *tokens;         /* i64 [B,P]; needed unless start_at_layer > 0 and no loss */
     const mw_tensor *attention_mask; /* [B,P] any dtype, nonzero = real token; NULL = no padding */
@@ -199,6 +212,11 @@ typedef struct mw_forward_opts {
     int keep_activations;            /* training: keep every block's activations (one buffer per
                                         block instead of the reused ones) for mw_model_backward;
                                         needs the whole model (start 0, stop n_layers) */
+    mw_kv_cache *kv;                 /* generation: tokens [B,P] are the next P positions of the
+                                        cached rows, attention_mask [B,P] their padding; appends
+                                        to kv; hooks see these P positions (attn_scores and
+                                        pattern [B,H,P,kv->len+P]); out->logits is [B,1,Vo], the
+                                        last position. Whole model only, no loss. */
     const uint8_t *want;             /* mw_hook_slots(m) bytes, nonzero = deliver; NULL = none */
     mw_deliver_fn deliver;
     void *ud;

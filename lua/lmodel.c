@@ -15,7 +15,13 @@
  *       hooks = {name = {{fn, hookobj}, ...}}
  *   m:backward(opts)             after a forward with keep_activations: grad_logits (nil: the
  *       mean loss), cache_names + cache (keys name .. "_grad"), hooks (backward hooks)
+ *   m:generate(opts)             -> tokens i64 [B, P + steps]: core/generate.h's loop
+ *       opts.tokens [B,P] (left padded), attention_mask, max_new_tokens, do_sample, temperature,
+ *       top_k, top_p, freq_penalty, seed (nil: the default generator), use_past_kv_cache,
+ *       stop_at_eos, eos = {ids}, eos_pad, hooks (as forward), progress = function(step, n)
  *   m:buffer_bytes(), m:trim()
+ *   core._sample_logits(logits [B,V], opts) -> i64 [B]: mw_sample on each row (do_sample,
+ *       temperature, top_k, top_p, freq_penalty, tokens [B,P] for the counts, seed)
  *
  * Hooks run Lua code in the middle of the C forward pass. No Lua error may longjmp through
  * model.c's frames, so every delivery runs in lua_pcall (deliver_protected); an error is kept in
@@ -25,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "generate.h"
 #include "model.h"
 #include "mwl.h"
 
@@ -429,12 +436,162 @@ static int l_backward(lua_State *L) {
     return 0;
 }
 
+/* ---------------------------------------------------------------- generation */
+/* the sampling options of opts (index 2) */
+static void sample_opts(lua_State *L, mw_sample_opts *so, const char *fname) {
+    lua_getfield(L, 2, "do_sample");
+    so->do_sample = lua_isnil(L, -1) ? 1 : lua_toboolean(L, -1);
+    lua_getfield(L, 2, "temperature");
+    so->temperature = luaL_optnumber(L, -1, 1.0);
+    lua_getfield(L, 2, "top_k");
+    so->top_k = luaL_optinteger(L, -1, 0);
+    lua_getfield(L, 2, "top_p");
+    so->top_p = luaL_optnumber(L, -1, 0.0);
+    lua_getfield(L, 2, "freq_penalty");
+    so->freq_penalty = luaL_optnumber(L, -1, 0.0);
+    lua_pop(L, 5);
+    if (mw_sample_check(so, fname)) mwl_coreerror(L);
+}
+
+/* a generator seeded with opts.seed into g (returns g), or NULL (the default generator) */
+static mw_rng *seed_opt(lua_State *L, mw_rng *g) {
+    lua_getfield(L, 2, "seed");
+    int has = !lua_isnil(L, -1);
+    if (has) mw_rng_seed(g, (uint64_t)luaL_checkinteger(L, -1));
+    lua_pop(L, 1);
+    return has ? g : NULL;
+}
+
+typedef struct {
+    deliver_ctx *x;
+    int fn; /* stack index of the progress function */
+} step_ctx;
+
+static int on_step(void *ud, int64_t step, int64_t n) {
+    step_ctx *s = ud;
+    lua_State *L = s->x->L;
+    lua_pushvalue(L, s->fn);
+    lua_pushinteger(L, step);
+    lua_pushinteger(L, n);
+    if (lua_pcall(L, 2, 0, s->x->msgh) != LUA_OK) {
+        s->x->err_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        return mw_seterr("progress raised an error");
+    }
+    return 0;
+}
+
+static int l_generate(lua_State *L) {
+    mw_model *m = checkmodel(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    lua_settop(L, 2);
+    mw_generate_opts g;
+    memset(&g, 0, sizeof g);
+    g.tokens = opt_tensor(L, 2, "tokens");
+    g.attention_mask = opt_tensor(L, 2, "attention_mask");
+    lua_getfield(L, 2, "max_new_tokens");
+    g.max_new_tokens = luaL_optinteger(L, -1, 10);
+    sample_opts(L, &g.sample, "generate");
+    mw_rng rng;
+    g.rng = seed_opt(L, &rng);
+    lua_getfield(L, 2, "use_past_kv_cache");
+    g.use_past_kv_cache = lua_isnil(L, -1) ? 1 : lua_toboolean(L, -1);
+    lua_getfield(L, 2, "stop_at_eos");
+    g.stop_at_eos = lua_toboolean(L, -1);
+    lua_getfield(L, 2, "eos_pad");
+    g.eos_pad = luaL_optinteger(L, -1, 0);
+    lua_getfield(L, 2, "eos");
+    if (!lua_isnil(L, -1)) {
+        luaL_checktype(L, -1, LUA_TTABLE);
+        int list = lua_gettop(L);
+        lua_Integer n = luaL_len(L, list);
+        if (n < 0 || n > 1024) return luaL_error(L, "generate: %d eos token ids (at most 1024)", (int)n);
+        int64_t *eos = lua_newuserdatauv(L, (size_t)(n > 0 ? n : 1) * sizeof(int64_t), 0); /* collected */
+        for (lua_Integer i = 1; i <= n; i++) {
+            lua_geti(L, list, i);
+            eos[i - 1] = luaL_checkinteger(L, -1);
+            lua_pop(L, 1);
+        }
+        g.eos = eos;
+        g.n_eos = (int)n;
+    }
+    deliver_ctx x;
+    g.want = hook_setup(L, m, &x, "generate");
+    g.deliver = deliver;
+    g.ud = &x;
+    step_ctx sc = {&x, 0};
+    lua_getfield(L, 2, "progress");
+    if (!lua_isnil(L, -1)) {
+        luaL_checktype(L, -1, LUA_TFUNCTION);
+        sc.fn = lua_gettop(L);
+        g.on_step = on_step;
+        g.step_ud = &sc;
+    }
+    mw_tensor *out = mwl_newtensor(L);
+    lmodel *u = lua_touserdata(L, 1);
+    if (u->busy) return luaL_error(L, "generate: this model is already running (called from one of its own hooks?)");
+    u->busy = 1;
+    int rc = mw_generate(m, &g, out);
+    u->busy = 0;
+    if (rc) return hook_error(L, &x);
+    mwl_account(L);
+    return 1;
+}
+
+/* core._sample_logits(logits [B,V], opts) -> i64 [B] (TransformerLens's utils.sample_logits) */
+static int l_sample_logits(lua_State *L) {
+    mw_tensor *lg = mwl_checktensor(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    lua_settop(L, 2);
+    char s1[256];
+    if (lg->ndim != 2 || lg->dtype != MW_F32 || lg->shape[1] <= 0)
+        return luaL_error(L, "sample_logits: final_logits must be float32 [batch, d_vocab], got %s %s",
+                          mw_dtype_name(lg->dtype), mw_tensor_shape_str(s1, sizeof s1, lg));
+    int64_t B = lg->shape[0], V = lg->shape[1];
+    mw_sample_opts so;
+    sample_opts(L, &so, "sample_logits");
+    mw_rng rng;
+    mw_rng *g = seed_opt(L, &rng);
+    if (!g) g = mw_rng_default();
+    mw_tensor *tk = opt_tensor(L, 2, "tokens");
+    if (tk && (tk->ndim != 2 || tk->dtype != MW_I64 || tk->shape[0] != B))
+        return luaL_error(L, "sample_logits: tokens must be int64 [%lld, pos], got %s", (long long)B,
+                          mw_tensor_shape_str(s1, sizeof s1, tk));
+    if (so.freq_penalty > 0 && !tk) return luaL_error(L, "sample_logits: freq_penalty needs the tokens");
+    /* Lua-owned scratch first (collected whatever happens): contiguous logits, counts, output */
+    mw_tensor *c = mwl_newtensor(L), *out = mwl_newtensor(L), *cnt = mwl_newtensor(L);
+    int64_t sh[2] = {B, V};
+    if (mw_tensor_contiguous(c, lg) || mw_tensor_zeros(out, MW_I64, 1, sh) ||
+        (tk && mw_tensor_zeros(cnt, MW_I64, 2, sh)))
+        return mwl_coreerror(L);
+    int64_t *cd = tk ? mw_tensor_data(cnt) : NULL;
+    for (int64_t idx[2] = {0, 0}; tk && idx[0] < B; idx[0]++)
+        for (idx[1] = 0; idx[1] < tk->shape[1]; idx[1]++) {
+            int64_t t = (int64_t)mw_tensor_get(tk, idx);
+            if (t >= 0 && t < V) cd[idx[0] * V + t]++;
+        }
+    mw_sampler smp;
+    if (mw_sampler_init(&smp, V)) return mwl_coreerror(L);
+    const float *ld = mw_tensor_data(c);
+    int64_t *od = mw_tensor_data(out);
+    for (int64_t b = 0; b < B; b++) {
+        od[b] = mw_sample(&smp, ld + b * V, &so, cd ? cd + b * V : NULL, g);
+        if (od[b] < 0) {
+            mw_sampler_free(&smp);
+            return mwl_coreerror(L);
+        }
+    }
+    mw_sampler_free(&smp);
+    lua_pushvalue(L, -2);
+    mwl_account(L);
+    return 1;
+}
+
 /* ---------------------------------------------------------------- registration */
 static const luaL_Reg model_methods[] = {
     {"config", l_config},       {"param", l_param},           {"weight", l_weight},
     {"param_names", l_param_names}, {"set_param", l_set_param}, {"hook_names", l_hook_names},
     {"forward", l_forward},     {"backward", l_backward},     {"buffer_bytes", l_buffer_bytes},
-    {"trim", l_trim},
+    {"trim", l_trim},           {"generate", l_generate},
     {NULL, NULL}};
 static const luaL_Reg model_meta[] = {{"__gc", l_gc}, {"__close", l_gc}, {NULL, NULL}};
 
@@ -447,4 +604,6 @@ void mwl_open_model(lua_State *L) {
     lua_pop(L, 1);
     lua_pushcfunction(L, l_model_new);
     lua_setfield(L, -2, "model_new");
+    lua_pushcfunction(L, l_sample_logits);
+    lua_setfield(L, -2, "_sample_logits");
 }

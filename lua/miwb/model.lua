@@ -34,7 +34,9 @@
 --   model:set_use_attn_result(bool) (and TransformerLens's other set_use_* switches: the ones the
 --   core lacks raise when switched on)
 --   model:generate(input, {max_new_tokens, temperature, top_k, top_p, freq_penalty, do_sample, seed,
---       stop_at_eos, eos_token_id, prepend_bos, padding_side, return_type, fwd_hooks})
+--       stop_at_eos, eos_token_id, use_past_kv_cache, prepend_bos, padding_side, return_type, verbose,
+--       fwd_hooks})   (C loop with a key/value cache: hooks see the new position only; README)
+--   mi.utils.sample_logits(final_logits [B,V], {top_k, top_p, temperature, freq_penalty, tokens, seed})
 -- Every options table rejects keys it does not know, naming the key and the function.
 --   model:to_tokens, to_str_tokens, to_string, to_single_token, tokens_to_residual_directions
 --   model:all_composition_scores("Q" | "K" | "V") -> [L, H, L, H]
@@ -725,6 +727,31 @@ local HOOK_OPTS = with(FORWARD_OPTS, "bwd_hooks", "grad_output", "reset_hooks_en
 local CACHE_OPTS = with(FORWARD_OPTS, "names_filter", "remove_batch_dim", "incl_bwd", "grad_output", "bwd_hooks",
                         "reset_hooks_end", "clear_contexts")
 
+-- o.hooks for a core call (forward, generate): the splices' hooks, the permanent ones, then
+-- fwd_hooks; the hooks and cache entries of spliced hook points go to the splices, not to the
+-- core. Returns what must be closed when the call ends (nil without splices).
+function Model:_core_hooks(o, fwd_hooks)
+  local lists = {self._persistent}
+  if self._splices then
+    local sp = {}
+    for point, s in pairs(self._splices) do sp[#sp + 1] = {point, s.fn} end
+    table.insert(lists, 1, sp)
+  end
+  if fwd_hooks then lists[#lists + 1] = fwd_hooks end
+  local hooks = self:_hook_table(lists)
+  if next(hooks) then o.hooks = hooks end
+  if not self._splices then return nil end
+  local run = {hooks = {}, cache_names = {}, cache = o.cache}
+  for _, s in pairs(self._splices) do
+    for _, sub in ipairs(s.subs) do
+      if o.hooks and o.hooks[sub] then run.hooks[sub], o.hooks[sub] = o.hooks[sub], nil end
+      if o.cache_names and o.cache_names[sub] then run.cache_names[sub], o.cache_names[sub] = true, nil end
+    end
+  end
+  self._splice_run = run
+  return setmetatable({}, {__close = function() self._splice_run = nil end})
+end
+
 -- the whole call: extra = {cache_names=, cache=} for run_with_cache
 function Model:_run(input, opts, extra)
   opts = opts or {}
@@ -749,31 +776,11 @@ function Model:_run(input, opts, extra)
   end
   o.logits = rt == "logits" or rt == "both"
   o.loss = rt == "loss" or rt == "both"
-  local lists = {self._persistent}
-  if self._splices then
-    local sp = {}
-    for point, s in pairs(self._splices) do sp[#sp + 1] = {point, s.fn} end
-    table.insert(lists, 1, sp)
-  end
-  if opts.fwd_hooks then lists[#lists + 1] = opts.fwd_hooks end
-  local hooks = self:_hook_table(lists)
-  if next(hooks) then o.hooks = hooks end
   if extra then
     o.cache_names, o.cache = extra.cache_names, extra.cache
     if extra.keep then o.keep_activations, o.logits = true, o.logits or extra.logits end
   end
-  -- the hooks and cache entries of spliced hook points go to the splices, not to the core
-  local _ <close> = self._splices and setmetatable({}, {__close = function() self._splice_run = nil end}) or nil
-  if self._splices then
-    local run = {hooks = {}, cache_names = {}, cache = o.cache}
-    for _, s in pairs(self._splices) do
-      for _, sub in ipairs(s.subs) do
-        if o.hooks and o.hooks[sub] then run.hooks[sub], o.hooks[sub] = o.hooks[sub], nil end
-        if o.cache_names and o.cache_names[sub] then run.cache_names[sub], o.cache_names[sub] = true, nil end
-      end
-    end
-    self._splice_run = run
-  end
+  local _ <close> = self:_core_hooks(o, opts.fwd_hooks)
   if opts.start_at_layer ~= nil and (o.start_at_layer or 0) == 0 and o.residual then
     error("forward: start_at_layer 0 takes tokens, not a residual stream", 3)
   end
@@ -918,121 +925,173 @@ function Model:run_with_cache(input, opts)
 end
 
 -- ---------------------------------------------------------------- generation
--- one id from a row of logits (a Lua list) as TransformerLens's sample_logits: argmax at
--- temperature 0 or without sampling; else logits / temperature, minus freq_penalty times each
--- token's count so far (counts), then top_k, or else top_p (the smallest set of most likely tokens
--- whose probability reaches top_p; the first always stays), sampled from the softmax.
-local function sample_row(row, o, counts, gen)
-  local n = #row
-  if o.temperature == 0 or gen == nil then
-    local best, bi = -math.huge, 1
-    for i = 1, n do if row[i] > best then best, bi = row[i], i end end
-    return bi - 1
-  end
-  local z = {}
-  for i = 1, n do z[i] = row[i] / o.temperature - o.freq_penalty * (counts[i - 1] or 0) end
-  local idx = {}
-  for i = 1, n do idx[i] = i end
-  table.sort(idx, function(a, b) if z[a] ~= z[b] then return z[a] > z[b] end return a < b end)
-  local mx = z[idx[1]]
-  local keep = n
-  if o.top_k then
-    -- as torch: every logit below the k-th largest goes (ties with it stay)
-    keep = math.min(o.top_k, n)
-    while keep < n and z[idx[keep + 1]] == z[idx[keep]] do keep = keep + 1 end
-  elseif o.top_p then
-    local total = 0
-    for i = 1, n do total = total + math.exp(z[i] - mx) end
-    local cum = 0
-    for k = 1, n do
-      cum = cum + math.exp(z[idx[k]] - mx) / total
-      keep = k
-      if cum > o.top_p then break end
-    end
-  end
-  local w, total = {}, 0
-  for k = 1, keep do w[k] = math.exp(z[idx[k]] - mx); total = total + w[k] end
-  local u = mi.rand({1}, gen):item() * total
-  for k = 1, keep do
-    u = u - w[k]
-    if u <= 0 then return idx[k] - 1 end
-  end
-  return idx[keep] - 1
-end
-
 local GENERATE_OPTS = {"max_new_tokens", "stop_at_eos", "eos_token_id", "do_sample", "top_k", "top_p",
                        "temperature", "freq_penalty", "use_past_kv_cache", "prepend_bos", "padding_side",
-                       "return_type", "seed", "fwd_hooks"}
+                       "return_type", "verbose", "seed", "fwd_hooks"}
 
--- model:generate(input, opts): a string gives a string (the prompt and its continuation, as
--- TransformerLens's return_type "input"), tokens give tokens; return_type "str" / "tokens"
--- choose. use_past_kv_cache is accepted and changes nothing (miwb recomputes; same tokens).
+-- an integer, or a float with an integer value (1e9)
+local function is_int(v) return type(v) == "number" and math.tointeger(v) ~= nil end
+
+-- the sampling options shared by generate and utils.sample_logits, checked; fname names the caller
+local function sample_opts(opts, fname, o)
+  o = o or {}
+  local function num(k, ok, what)
+    local v = opts[k]
+    if v ~= nil and not ok(v) then error(fname .. ": " .. k .. " must be " .. what .. ", got " .. tostring(v), 3) end
+    o[k] = ok == is_int and v and math.tointeger(v) or v
+  end
+  num("temperature", function(v) return type(v) == "number" and v >= 0 and v < math.huge end, "a number >= 0")
+  num("top_k", function(v) return is_int(v) and v >= 1 end, "a positive integer")
+  o.top_k = o.top_k and math.tointeger(o.top_k)
+  num("top_p", function(v) return type(v) == "number" and v > 0 and v <= 1 end, "in (0, 1]")
+  num("freq_penalty", function(v) return type(v) == "number" and v >= 0 and v < math.huge end, "a number >= 0")
+  num("seed", is_int, "an integer")
+  return o
+end
+
+-- TransformerLens's get_attention_mask for left padding: the leading pad tokens of each row are
+-- padding (when BOS is the pad token and is prepended, the last of them is the BOS, a real token)
+local function leading_pad_mask(self, tokens, prepend)
+  local tok = self.tokenizer
+  local pad = tok and (tok:pad_token_id() or tok:eos_token_id())
+  if pad == nil then return nil end
+  local rows, mask, any = tokens:totable(), {}, false
+  for b, row in ipairs(rows) do
+    local m, lead = {}, 0
+    while lead < #row and row[lead + 1] == pad do lead = lead + 1 end
+    if prepend and lead > 0 and tok:bos_token_id() == pad then lead = lead - 1 end
+    for p = 1, #row do m[p] = p > lead and 1 or 0 end
+    any = any or lead > 0
+    mask[b] = m
+  end
+  return any and mi.tensor(mask, "int64") or nil
+end
+
+-- model:generate(input, opts): TransformerLens's HookedTransformer.generate, run by the C loop of
+-- core/generate.c with a key/value cache (use_past_kv_cache = false reruns the whole sequence per
+-- token). input: a string, a list of strings (padded on the left), or tokens [B,P] / [P]. Returns
+-- (return_type "input") a string for a string, a list of strings for a list, tokens for tokens;
+-- "str" strings, "tokens" (or TransformerLens's "tensor") int64 [B, P + new].
 function Model:generate(input, opts)
   mi.utils.check_opts("generate", opts, GENERATE_OPTS)
   opts = opts or {}
-  local o = {temperature = opts.temperature or 1.0, top_k = opts.top_k, top_p = opts.top_p,
-             freq_penalty = opts.freq_penalty or 0}
-  if o.top_k ~= nil and (math.type(o.top_k) ~= "integer" or o.top_k < 1) then
-    error("generate: top_k must be a positive integer, got " .. tostring(o.top_k), 2)
+  local o = sample_opts(opts, "generate")
+  local max_new = opts.max_new_tokens or 10
+  if not is_int(max_new) or max_new < 0 then
+    error("generate: max_new_tokens must be an integer >= 0, got " .. tostring(max_new), 2)
   end
-  if o.top_p ~= nil and (type(o.top_p) ~= "number" or not (o.top_p > 0 and o.top_p <= 1)) then
-    error("generate: top_p must be in (0, 1], got " .. tostring(o.top_p), 2)
-  end
-  if type(o.temperature) ~= "number" or o.temperature < 0 then
-    error("generate: temperature must be a number >= 0, got " .. tostring(o.temperature), 2)
+  max_new = math.tointeger(max_new)
+  for _, k in ipairs{"do_sample", "stop_at_eos", "use_past_kv_cache", "verbose"} do
+    if opts[k] ~= nil and type(opts[k]) ~= "boolean" then
+      error("generate: " .. k .. " must be true or false, got " .. tostring(opts[k]), 2)
+    end
   end
   local rt = opts.return_type or "input"
-  if rt ~= "input" and rt ~= "str" and rt ~= "tokens" then
-    error("generate: return_type must be 'input', 'str' or 'tokens', got " .. tostring(rt), 2)
+  if rt ~= "input" and rt ~= "str" and rt ~= "tokens" and rt ~= "tensor" then
+    error("generate: return_type must be 'input', 'str' or 'tokens' (or 'tensor'), got " .. tostring(rt), 2)
   end
-  local max_new = opts.max_new_tokens or 10
-  local do_sample = opts.do_sample ~= false
-  local gen = do_sample and o.temperature > 0 and mi.Generator(opts.seed or os.time()) or nil
-  local was_string = type(input) == "string"
-  local tokens = self:_input(input, opts)
+  local side = opts.padding_side
+  if side ~= nil and side ~= "left" and side ~= "right" then
+    error("generate: padding_side must be 'left' or 'right', got " .. tostring(side), 2)
+  end
+  local prepend = opts.prepend_bos
+  if prepend == nil then prepend = self.cfg.default_prepend_bos end
+
+  -- the prompts: new tokens follow each prompt's last token, so shorter prompts are padded on the left
+  local text = type(input) == "string" or (type(input) == "table" and type(input[1]) == "string")
+  local tokens, mask
+  if text then
+    local padded
+    tokens, mask, padded = self:to_tokens(input, {prepend_bos = opts.prepend_bos, padding_side = "left"})
+    if padded and side == "right" then
+      error("generate: prompts of different lengths are padded on the left (each continues from its last token); " ..
+            "padding_side 'right' cannot generate", 2)
+    end
+    if not padded then mask = nil end
+  elseif mi.is_tensor(input) or type(input) == "table" then
+    tokens = mi.is_tensor(input) and input or mi.tensor(input, "int64")
+    if tokens:dtype() ~= "int64" then error("generate: tokens must be int64, got " .. tokens:dtype(), 2) end
+    if tokens:dim() == 1 then tokens = tokens:unsqueeze(0) end
+    if tokens:dim() ~= 2 then error("generate: tokens must be [batch, pos] or [pos], got " .. tokens:dim() .. " dims", 2) end
+    if side == "left" then mask = leading_pad_mask(self, tokens, prepend) end
+  else
+    error("generate: input must be a string, a list of strings or a tensor of tokens, got " .. type(input), 2)
+  end
+
+  -- stop tokens: eos_token_id (an id or a list of ids), else the tokenizer's; finished rows get
+  -- the first of them (the tokenizer's EOS when given a list), as TransformerLens
   local eos = opts.eos_token_id
-  if eos == nil and self.tokenizer then eos = self.tokenizer:eos_token_id() end
-  local stop_at_eos = opts.stop_at_eos ~= false and eos ~= nil
-  local B = tokens:size(0)
-  local done = {}
-  for step = 1, max_new do
-    if tokens:size(1) >= self.cfg.n_ctx then -- say so: the caller asked for more
-      io.stderr:write(("warning: generate: stopped at n_ctx = %d tokens after %d of the %.0f new tokens asked for\n")
-                      :format(self.cfg.n_ctx, step - 1, max_new))
-      break
-    end
-    local logits = self:_run(tokens, {return_type = "logits", fwd_hooks = opts.fwd_hooks})
-    local last = logits:select(1, -1):totable()                 -- B rows of d_vocab_out
-    local rows = o.freq_penalty ~= 0 and tokens:totable() or nil
-    local col = {}
-    local all_done = true
-    for b = 1, B do
-      if done[b] then col[b] = {eos}
-      else
-        local counts = {}
-        if rows then for _, t in ipairs(rows[b]) do counts[t] = (counts[t] or 0) + 1 end end
-        local id = sample_row(last[b], o, counts, gen)
-        col[b] = {id}
-        if stop_at_eos and id == eos then done[b] = true end
-      end
-      all_done = all_done and done[b] == true
-    end
-    tokens = mi.cat({tokens, mi.tensor(col, "int64")}, 1)
-    if stop_at_eos and all_done then break end
+  if is_int(eos) then eos = math.tointeger(eos) end
+  local tok_eos = self.tokenizer and self.tokenizer:eos_token_id()
+  if eos ~= nil and not is_int(eos) and (type(eos) ~= "table" or #eos == 0) then
+    error("generate: eos_token_id must be a token id or a list of ids, got " .. tostring(eos), 2)
   end
-  if rt == "str" or (rt == "input" and was_string) then
+  if type(eos) == "table" then
+    for i, id in ipairs(eos) do
+      if not is_int(id) then error("generate: eos_token_id[" .. i .. "] must be a token id, got " .. tostring(id), 2) end
+    end
+  end
+  local stop = opts.stop_at_eos
+  if eos == nil then eos = tok_eos end
+  if stop == true and eos == nil then
+    error("generate: stop_at_eos needs eos_token_id (the model has no tokenizer with an EOS token)", 2)
+  end
+  if stop == nil then stop = eos ~= nil end
+  local eos_list = type(eos) == "table" and eos or {eos}
+  local eos_pad = type(eos) == "table" and (tok_eos or eos[1]) or eos
+
+  local P = tokens:size(1)
+  if P + max_new > self.cfg.n_ctx then
+    local n = math.max(self.cfg.n_ctx - P, 0)
+    mi.utils.warn(("generate: stopped at n_ctx = %d tokens after %d of the %d new tokens asked for"):format(
+      self.cfg.n_ctx, n, max_new))
+    max_new = n
+  end
+  local c = {tokens = tokens, attention_mask = mask, max_new_tokens = max_new, do_sample = opts.do_sample,
+             temperature = o.temperature, top_k = o.top_k, top_p = o.top_p, freq_penalty = o.freq_penalty,
+             seed = o.seed, use_past_kv_cache = opts.use_past_kv_cache, stop_at_eos = stop and eos ~= nil,
+             eos = stop and eos_list or nil, eos_pad = stop and eos_pad or nil}
+  if opts.verbose ~= false and max_new > 0 then
+    local bar = mi.progress.bar("generate", max_new)
+    if bar.enabled then
+      c.progress = function(i, n) bar:update(i); if i >= n then bar:done() end end
+    end
+  end
+  local _ <close> = self:_core_hooks(c, opts.fwd_hooks)
+  local out = self._core:generate(c)
+
+  if rt == "str" or (rt == "input" and text) then
     local tok = need_tok(self, "generate")
-    local out = {}
-    for b = 0, B - 1 do
-      local t = tokens[b]
-      local prepend = opts.prepend_bos
-      if prepend == nil then prepend = self.cfg.default_prepend_bos end
-      if was_string and prepend then t = t:narrow(0, 1, t:size(0) - 1) end
-      out[b + 1] = tok:decode(t)
+    local m = mask and mask:totable()
+    local strs = {}
+    for b = 0, out:size(0) - 1 do
+      -- the prompt's (leading) padding, and the BOS generate put in front of a text, are not text
+      local ids, first = out[b]:totable(), 1
+      if m then for p = 1, P do if m[b + 1][p] == 0 then first = first + 1 end end end
+      if text and prepend then first = first + 1 end
+      strs[b + 1] = tok:decode(table.move(ids, first, #ids, 1, {}))
     end
-    return B == 1 and out[1] or out
+    if type(input) == "string" or (rt == "str" and #strs == 1 and not text) then return strs[1] end
+    return strs
   end
-  return tokens
+  return out
+end
+
+-- TransformerLens's utils.sample_logits(final_logits [B, V], {top_k, top_p, temperature,
+-- freq_penalty, tokens}) -> int64 [B], by the sampler of generate (core/generate.c); seed draws
+-- from a generator of that seed, else from the default one (mi.manual_seed)
+function M.sample_logits(final_logits, opts)
+  mi.utils.check_opts("sample_logits", opts, {"top_k", "top_p", "temperature", "freq_penalty", "tokens", "seed"})
+  opts = opts or {}
+  local o = sample_opts(opts, "sample_logits")
+  if not mi.is_tensor(final_logits) then
+    error("sample_logits: final_logits must be a tensor [batch, d_vocab], got " .. type(final_logits), 2)
+  end
+  if opts.tokens ~= nil and not mi.is_tensor(opts.tokens) then
+    error("sample_logits: tokens must be an int64 tensor [batch, pos], got " .. type(opts.tokens), 2)
+  end
+  o.tokens = opts.tokens
+  return mi._sample_logits(final_logits:float(), o)
 end
 
 -- ---------------------------------------------------------------- memory
@@ -1046,6 +1105,7 @@ function M._install(m)
   mi.utils.colon_methods(HookPoint, function(x) return getmetatable(x) == HookPoint end, "hook")
   mi.HookedTransformerConfig = M.HookedTransformerConfig
   mi.HookedTransformer = M.HookedTransformer
+  mi.utils.sample_logits = M.sample_logits
   mi.HookPoint = HookPoint
 end
 
