@@ -31,20 +31,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_clock.h"
 #include "model.h"
 
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-/* CPU time of the whole process (every thread, user + system, page faults included): on a
- * machine shared with other jobs it does not count the time spent waiting for a core */
-static double cpu(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 static double last_cpu; /* CPU seconds of the last timed call */
 
 /* ---------------------------------------------------------------- the bound: bare sgemms */
