@@ -9,9 +9,18 @@
 
 /* ================================================================ matrix products */
 
-/* C [M,N] = alpha op(A) [M,K] @ op(B) [K,N] + beta C */
+/* C [M,N] = alpha op(A) [M,K] @ op(B) [K,N] + beta C. One row (M == 1: a generation step of
+ * one position) is a matrix-vector product, which OpenBLAS's sgemv does 2-4x faster than its sgemm
+ * (measured: [1,768] @ [768,50257] 7.3 ms vs 16.2 ms, one thread). */
 void mw_sgemm(float *C, int64_t ldc, const float *A, int64_t lda, int ta, const float *B, int64_t ldb, int tb,
               int64_t M, int64_t N, int64_t K, float alpha, float beta) {
+    if (M == 1 && N > 1 && K > 0) {
+        /* C[0,:] = alpha op(B)^T a + beta C[0,:]; a = row 0 of op(A): stride 1, or lda when A is
+         * stored transposed ([K,1]) */
+        cblas_sgemv(CblasRowMajor, tb ? CblasNoTrans : CblasTrans, (int)(tb ? N : K), (int)(tb ? K : N), alpha, B,
+                    (int)ldb, A, ta ? (int)lda : 1, beta, C, 1);
+        return;
+    }
     cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)M, (int)N,
                 (int)K, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
 }

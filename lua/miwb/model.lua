@@ -1051,12 +1051,11 @@ function Model:generate(input, opts)
              temperature = o.temperature, top_k = o.top_k, top_p = o.top_p, freq_penalty = o.freq_penalty,
              seed = o.seed, use_past_kv_cache = opts.use_past_kv_cache, stop_at_eos = stop and eos ~= nil,
              eos = stop and eos_list or nil, eos_pad = stop and eos_pad or nil}
-  if opts.verbose ~= false and max_new > 0 then
-    local bar = mi.progress.bar("generate", max_new)
-    if bar.enabled then
-      c.progress = function(i, n) bar:update(i); if i >= n then bar:done() end end
-    end
-  end
+  -- verbose: a progress bar (on a terminal only), ended also when every row stopped early or on error
+  local bar = opts.verbose ~= false and max_new > 0 and mi.progress.bar("generate", max_new) or nil
+  if bar and not bar.enabled then bar = nil end
+  if bar then c.progress = function(i) bar:update(i) end end
+  local _ <close> = bar and setmetatable({}, {__close = function() bar:done() end}) or nil
   local _ <close> = self:_core_hooks(c, opts.fwd_hooks)
   local out = self._core:generate(c)
 
