@@ -144,6 +144,11 @@ int mw_config_finish(mw_config *c) {
         if (c->d_mlp == -1) c->d_mlp = 4 * c->d_model;
         if (positive("d_mlp", c->d_mlp)) return -1;
         if (c->act_fn == MW_ACT_NONE) return CFG_ERR("act_fn is required for a model with MLPs (attn_only is false)");
+        /* TransformerLens's GatedMLP with solu_ln skips W_in and b_in (post = ln(solu(x @ W_gate)));
+         * no released model gates a SoLU, so neither form is taken rather than one half-right */
+        if (c->gated_mlp && (c->act_fn == MW_ACT_SOLU || c->act_fn == MW_ACT_SOLU_LN))
+            return CFG_ERR("act_fn '%s' with gated_mlp is not supported (SoLU runs in the plain MLP only)",
+                           c->act_fn == MW_ACT_SOLU ? "solu" : "solu_ln");
     }
     if (!(c->eps >= 0) || !isfinite(c->eps)) return CFG_ERR("eps must be a finite number >= 0 (got %g)", c->eps);
     /* as TransformerLens: attn_scale stays as given (-1, unused) when use_attn_scale is false */

@@ -20,7 +20,7 @@
 #define MW_NORM_LIST(X) X(NONE, "None") X(LN, "LN") X(LNPRE, "LNPre") X(RMS, "RMS") X(RMSPRE, "RMSPre")
 #define MW_POS_LIST(X)  X(STANDARD, "standard") X(SHORTFORMER, "shortformer") X(ROTARY, "rotary")
 #define MW_ACT_LIST(X)  X(NONE, "None") X(GELU_NEW, "gelu_new") X(GELU, "gelu") X(RELU, "relu") X(SILU, "silu") \
-    X(GELU_PYTORCH_TANH, "gelu_pytorch_tanh") X(GELU_FAST, "gelu_fast")
+    X(GELU_PYTORCH_TANH, "gelu_pytorch_tanh") X(GELU_FAST, "gelu_fast") X(SOLU, "solu") X(SOLU_LN, "solu_ln")
 
 typedef enum {
 #define MW_X(id, s) MW_NORM_##id,

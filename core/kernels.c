@@ -337,6 +337,36 @@ void mw_rotary_backward(float *dx, const int64_t *pos, int64_t N, int64_t heads,
     rotate(dx, pos, N, heads, dh, rd, base, adjacent, -1.0);
 }
 
+/* out [N,M] = x * softmax(x) over each row (SoLU); out may alias x */
+void mw_solu_forward(float *out, const float *x, int64_t N, int64_t M) {
+    for (int64_t i = 0; i < N; i++) {
+        const float *xi = x + i * M;
+        float *oi = out + i * M, mx = -INFINITY;
+        for (int64_t j = 0; j < M; j++) mx = xi[j] > mx ? xi[j] : mx;
+        double sum = 0;
+        for (int64_t j = 0; j < M; j++) sum += expf(xi[j] - mx);
+        float inv = (float)(1.0 / sum);
+        for (int64_t j = 0; j < M; j++) oi[j] = xi[j] * (expf(xi[j] - mx) * inv);
+    }
+}
+
+/* dx [N,M] = s (dy (1 + x) - sum_j dy x s), s = softmax(x) of each row (dx may alias dy) */
+void mw_solu_backward(float *dx, const float *dy, const float *x, int64_t N, int64_t M) {
+    for (int64_t i = 0; i < N; i++) {
+        const float *xi = x + i * M, *dyi = dy + i * M;
+        float *dxi = dx + i * M, mx = -INFINITY;
+        for (int64_t j = 0; j < M; j++) mx = xi[j] > mx ? xi[j] : mx;
+        double sum = 0, dot = 0;
+        for (int64_t j = 0; j < M; j++) {
+            double e = expf(xi[j] - mx);
+            sum += e;
+            dot += (double)dyi[j] * xi[j] * e;
+        }
+        float inv = (float)(1.0 / sum), c = (float)(dot / sum);
+        for (int64_t j = 0; j < M; j++) dxi[j] = expf(xi[j] - mx) * inv * (dyi[j] * (1.0f + xi[j]) - c);
+    }
+}
+
 /* ================================================================ attention */
 
 /* s [P,Pk] (row stride ld): query i is key position Pk - P + i; -inf at later keys and at padded keys */

@@ -67,7 +67,7 @@ void mw_norm_input_backward(float *dx, const float *g, const float *dscale, cons
 
 /* ---------------------------------------------------------------- activations */
 /* out [n] = act(x [n]): gelu_new = gelu_pytorch_tanh = gelu_fast (tanh approximation), gelu (erf),
- * relu, silu (x sigmoid(x)) */
+ * relu, silu (x sigmoid(x)); solu and solu_ln are not element-wise: mw_solu_forward */
 void mw_act_forward(float *out, const float *x, int64_t n, mw_actfn fn);
 /* dx [n] = dy * act'(x) (dx may alias dy) */
 void mw_act_backward(float *dx, const float *dy, const float *x, int64_t n, mw_actfn fn);
@@ -78,6 +78,12 @@ void mw_gate_forward(float *post, const float *gate, const float *lin, int64_t n
 /* dlin [n] = dpost act(gate), dgate [n] = dpost lin act'(gate) (dgate may alias dpost) */
 void mw_gate_backward(float *dgate, float *dlin, const float *dpost, const float *gate, const float *lin, int64_t n,
                       mw_actfn fn);
+
+/* SoLU (act_fn solu / solu_ln), row-wise over d_mlp where the others are element-wise:
+ * out [N,M] = x * softmax(x) of each row; out may alias x */
+void mw_solu_forward(float *out, const float *x, int64_t N, int64_t M);
+/* dx [N,M] = d(SoLU)/dx of dy [N,M], from the forward's x (dx may alias dy) */
+void mw_solu_backward(float *dx, const float *dy, const float *x, int64_t N, int64_t M);
 
 /* ---------------------------------------------------------------- attention */
 /* s [P,Pk] (row stride ld) in place, the scores of the last P of Pk positions (P == Pk without a

@@ -27,7 +27,7 @@ static const struct {
 };
 _Static_assert(sizeof hook_info / sizeof hook_info[0] == MW_HOOK_COUNT,
                "hook_info must have one row per hooks.def entry");
-_Static_assert(MW_HOOK_COUNT == 25, "hooks.def lists 25 hook points: a new one needs its cases below");
+_Static_assert(MW_HOOK_COUNT == 28, "hooks.def lists 28 hook points: a new one needs its cases below");
 
 const char *mw_hook_suffix(int id) {
     return id >= 0 && id < MW_HOOK_COUNT ? hook_info[id].suffix : NULL;
@@ -109,6 +109,8 @@ int mw_model_param_exists(const mw_model *m, int pid) {
     case MW_PARAM_W_in: case MW_PARAM_b_in: case MW_PARAM_W_out: case MW_PARAM_b_out:
         return !c->attn_only;
     case MW_PARAM_W_gate: return !c->attn_only && c->gated_mlp;
+    case MW_PARAM_mlp_ln_w: case MW_PARAM_mlp_ln_b:   /* solu_ln's LayerNorm; LNPre unless "LN" */
+        return !c->attn_only && c->act_fn == MW_ACT_SOLU_LN && ln;
     case MW_PARAM_W_pos: return c->positional_embedding_type != MW_POS_ROTARY;
     default:
         return pid >= 0 && pid < MW_PARAM_COUNT;
@@ -239,7 +241,7 @@ mw_model *mw_model_new(const mw_config *cfg) {
         int64_t n = mw_model_param_numel(m, pid);
         if (param_info[pid].name[0] == 'W' || strstr(param_info[pid].name, ".W_")) {
             for (int64_t i = 0; i < n; i++) p[i] = (float)(m->cfg.initializer_range * mw_rng_normal(gen));
-        } else if (pid == MW_PARAM_ln1_w || pid == MW_PARAM_ln2_w || pid == MW_PARAM_ln_final_w) {
+        } else if (pid == MW_PARAM_ln1_w || pid == MW_PARAM_ln2_w || pid == MW_PARAM_ln_final_w || pid == MW_PARAM_mlp_ln_w) {
             for (int64_t i = 0; i < n; i++) p[i] = 1.0f;
         }
     }
@@ -331,15 +333,17 @@ typedef struct {
     mw_buf ln2_scale, ln2_mean, ln2_out;   /* as ln1 (training only) */
     mw_buf mlp_pre, mlp_post, mlp_out;     /* [B,P,m], [B,P,m], [B,P,d] */
     mw_buf mlp_lin;                        /* [B,P,m] gated MLP: pre_linear */
+    mw_buf mlp_mid, mlp_ln_scale, mlp_ln_mean; /* solu_ln: solu(pre) [B,P,m], its LayerNorm's [B,P] */
     int causal;                            /* the softmax read keys <= query only (scores not hooked) */
 } mw_acts;
 
 #define ACT_BUFS(X) X(resid) X(ln1_scale) X(ln1_mean) X(ln1_out) X(qk_in) X(q) X(k) X(v) X(z) X(scores) \
-    X(result) X(attn_out) X(resid_mid) X(ln2_scale) X(ln2_mean) X(ln2_out) X(mlp_pre) X(mlp_post) X(mlp_out) X(mlp_lin)
+    X(result) X(attn_out) X(resid_mid) X(ln2_scale) X(ln2_mean) X(ln2_out) X(mlp_pre) X(mlp_post) X(mlp_out) X(mlp_lin) \
+    X(mlp_mid) X(mlp_ln_scale) X(mlp_ln_mean)
 
 /* gradients of the backward pass, each [B,P,...] like its activation, reused across blocks */
 #define GRAD_BUFS(X) X(g_resid) X(g_norm) X(g_copy) X(g_q) X(g_k) X(g_v) X(g_z) X(g_mlp) X(g_scores) X(g_block) \
-    X(g_scale) X(g_lin) X(g_post)
+    X(g_scale) X(g_lin) X(g_post) X(g_mid)
 
 struct mw_run {
     mw_acts *acts;          /* [nacts]: 1 for inference, n_layers + 1 after a training forward */
@@ -470,6 +474,8 @@ int mw_model_hook_exists(const mw_model *m, int id) {
         return !c->attn_only;
     case MW_HOOK_MLP_PRE_LINEAR:
         return !c->attn_only && c->gated_mlp;
+    case MW_HOOK_MLP_MID: case MW_HOOK_MLP_LN_SCALE: case MW_HOOK_MLP_LN_NORMALIZED:
+        return !c->attn_only && c->act_fn == MW_ACT_SOLU_LN;
     case MW_HOOK_ROT_Q: case MW_HOOK_ROT_K:
         return c->positional_embedding_type == MW_POS_ROTARY;
     case MW_HOOK_POS_EMBED:
@@ -698,7 +704,23 @@ static int mlp(const pass_ctx *x, int l, mw_acts *a, const float *in) {
         /* pre [N, m] = in [N, d] @ W_in [d, m] + b_in */
         mw_linear_forward(pre, in, pw(&w->W_in, d * M, l), pw(&w->b_in, M, l), N, d, M);
         if (emit(x, MW_HOOK_MLP_PRE, l, &a->mlp_pre)) return -1;
-        mw_act_forward(post, pre, N * M, c->act_fn);
+        if (c->act_fn == MW_ACT_SOLU_LN) {
+            /* mid = solu(pre); post = LayerNorm over d_mlp of mid (TransformerLens's mlp.ln: with
+             * w and b when normalization_type is "LN", else LNPre) */
+            float *mid = buf(&a->mlp_mid, N * M), *s = buf(&a->mlp_ln_scale, N);
+            float *mu = x->train ? buf(&a->mlp_ln_mean, N) : NULL;
+            if (!mid || !s || (x->train && !mu)) return -1;
+            mw_solu_forward(mid, pre, N, M);
+            if (emit(x, MW_HOOK_MLP_MID, l, &a->mlp_mid)) return -1;
+            mw_layernorm_center_forward(post, s, mu, mid, N, M, c->eps);
+            if (emit(x, MW_HOOK_MLP_LN_SCALE, l, &a->mlp_ln_scale)) return -1;
+            mw_layernorm_apply_forward(post, s, pw(&w->mlp_ln_w, M, l), pw(&w->mlp_ln_b, M, l), N, M);
+            if (emit(x, MW_HOOK_MLP_LN_NORMALIZED, l, &a->mlp_post)) return -1;
+        } else if (c->act_fn == MW_ACT_SOLU) {
+            mw_solu_forward(post, pre, N, M);
+        } else {
+            mw_act_forward(post, pre, N * M, c->act_fn);
+        }
     }
     if (emit(x, MW_HOOK_MLP_POST, l, &a->mlp_post)) return -1;
     /* out [N, d] = post [N, m] @ W_out [m, d] + b_out */
@@ -1147,16 +1169,36 @@ static int mlp_backward(const pass_ctx *x, int l, const mw_acts *a, const float 
         mw_linear_backward(din, 1, GW(W_gate, d * M, l), NULL, gm, in, pw(&w->W_gate, d * M, l), N, d, M);
         return 0;
     }
-    mw_act_backward(gm, gm, data(&a->mlp_pre), N * M, c->act_fn);
+    if (c->act_fn == MW_ACT_SOLU_LN) {
+        /* post = mlp.ln(mid), a LayerNorm over d_mlp (LNPre unless "LN"): d mid, then SoLU's */
+        const float *mid = data(&a->mlp_mid), *mu = data(&a->mlp_ln_mean), *s = data(&a->mlp_ln_scale);
+        const float *lw = pw(&w->mlp_ln_w, M, l);
+        float *ds = buf(&r->g_scale, N), *gmid = buf(&r->g_mid, N * M);
+        if (!ds || !gmid) return -1;
+        if (emit(x, MW_HOOK_MLP_LN_NORMALIZED, l, &r->g_mlp)) return -1;
+        if (lw) mw_norm_weight_backward(gm, GW(mlp_ln_w, M, l), GW(mlp_ln_b, M, l), gm, mid, mu, s, lw, N, M);
+        mw_norm_scale_backward(ds, gm, mid, mu, s, N, M);
+        if (emit(x, MW_HOOK_MLP_LN_SCALE, l, &r->g_scale)) return -1;
+        memset(gmid, 0, (size_t)(N * M) * sizeof(float));
+        mw_norm_input_backward(gmid, gm, ds, mid, mu, s, N, M);
+        if (emit(x, MW_HOOK_MLP_MID, l, &r->g_mid)) return -1;
+        mw_solu_backward(gm, gmid, data(&a->mlp_pre), N, M);
+    } else if (c->act_fn == MW_ACT_SOLU) {
+        mw_solu_backward(gm, gm, data(&a->mlp_pre), N, M);
+    } else {
+        mw_act_backward(gm, gm, data(&a->mlp_pre), N * M, c->act_fn);
+    }
     if (emit(x, MW_HOOK_MLP_PRE, l, &r->g_mlp)) return -1;
     mw_linear_backward(din, acc, GW(W_in, d * M, l), GW(b_in, M, l), gm, in, pw(&w->W_in, d * M, l), N, d, M);
     return 0;
 }
 
 int mw_model_backward_supported(const mw_config *c) {
-    if (c->attn_only || mw_act_has_backward(c->act_fn)) return 0;
+    if (c->attn_only || mw_act_has_backward(c->act_fn) || c->act_fn == MW_ACT_SOLU || c->act_fn == MW_ACT_SOLU_LN)
+        return 0;
     return mw_seterr("backward: act_fn '%s' has no backward pass (training and gradients need relu, gelu, gelu_new, "
-                     "gelu_pytorch_tanh, gelu_fast or silu)", mw_config_enum_name(mw_config_field_find("act_fn"), c->act_fn));
+                     "gelu_pytorch_tanh, gelu_fast, silu, solu or solu_ln)",
+                     mw_config_enum_name(mw_config_field_find("act_fn"), c->act_fn));
 }
 
 int mw_model_backward(mw_model *m, const mw_backward_opts *o) {

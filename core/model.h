@@ -99,6 +99,8 @@ typedef enum {
     X(W_gate,     "mlp.W_gate",      1, MW_DIM_D,  MW_DIM_M,  MW_DIM_NONE) \
     X(W_out,      "mlp.W_out",       1, MW_DIM_M,  MW_DIM_D,  MW_DIM_NONE) \
     X(b_out,      "mlp.b_out",       1, MW_DIM_D,  MW_DIM_NONE, MW_DIM_NONE) \
+    X(mlp_ln_w,   "mlp.ln.w",        1, MW_DIM_M,  MW_DIM_NONE, MW_DIM_NONE) \
+    X(mlp_ln_b,   "mlp.ln.b",        1, MW_DIM_M,  MW_DIM_NONE, MW_DIM_NONE) \
     X(ln_final_w, "ln_final.w",      0, MW_DIM_D,  MW_DIM_NONE, MW_DIM_NONE) \
     X(ln_final_b, "ln_final.b",      0, MW_DIM_D,  MW_DIM_NONE, MW_DIM_NONE) \
     X(W_U,        "unembed.W_U",     0, MW_DIM_D,  MW_DIM_VO, MW_DIM_NONE) \

@@ -50,7 +50,7 @@ local CONFIG_MT = {__name = "miwb.HookedTransformerConfig", __index = CONFIG_MET
 
 -- TransformerLens's cfg.is_layer_norm_activation(): an activation with a LayerNorm inside (SoLU-LN)
 function CONFIG_METHODS:is_layer_norm_activation()
-  return self.act_fn ~= nil and (self.act_fn == "solu_ln" or self.act_fn == "LN")
+  return type(self.act_fn) == "string" and self.act_fn:sub(-3) == "_ln"
 end
 
 -- TransformerLens 2.12's HookedTransformerConfig fields that are not the core's numeric ones
@@ -76,6 +76,13 @@ local ONLY = {  -- field = the one value miwb supports (TransformerLens's defaul
 }
 local BOOL_FIELDS = {default_prepend_bos = true, init_weights = true, from_checkpoint = true,
                      trust_remote_code = true}
+-- ONLY fields that are booleans in TransformerLens (False, not None, when unset): the config
+-- holds false for them, as TL's does (cfg.load_in_4bit == false)
+local BOOL_ONLY = {use_split_qkv_input = true, use_hook_mlp_in = true, use_attn_in = true, use_local_attn = true,
+                   ungroup_grouped_query_attention = true, scale_attn_by_inverse_layer_idx = true,
+                   use_hook_tokens = true, post_embedding_ln = true, load_in_4bit = true,
+                   tie_word_embeddings = true, use_normalization_before_and_after = true,
+                   use_NTK_by_parts_rope = true}
 
 local function is_none(v) return v == false or v == "None" or (mi.json and v == mi.json.null) end
 
@@ -118,7 +125,7 @@ function M.HookedTransformerConfig(t)
   for k, v in pairs(LUA_FIELDS) do
     if c[k] == nil and v ~= false then c[k] = v end
   end
-  for k, v in pairs(ONLY) do if v ~= false then c[k] = v end end
+  for k, v in pairs(ONLY) do if v ~= false or BOOL_ONLY[k] then c[k] = v end end
   for k, v in pairs(fin) do c[k] = v end
   -- TransformerLens: attention and MLP weight counts (no biases, no LayerNorm)
   c.n_params = c.n_layers * (c.d_model * c.d_head * c.n_heads * 4)

@@ -19,7 +19,8 @@
 -- Processing (opts, all true by default, as TransformerLens's from_pretrained, and under its rules:
 -- a shortformer model gets no fold_ln, center_writing_weights or center_unembed; a model without
 -- LayerNorm no fold_ln or center_writing_weights; each skip prints TransformerLens's warning):
---   fold_ln                 LayerNorm w, b folded into the next W_Q/W_K/W_V, W_in, W_U (+ biases);
+--   fold_ln                 LayerNorm w, b folded into the next W_Q/W_K/W_V, W_in, W_U (+ biases;
+--                           solu_ln's mlp.ln into W_out, b_out);
 --                           the reading weights centred; normalization_type becomes "LNPre"
 --   center_writing_weights  mean over d_model removed from W_E, W_pos, W_O, b_O, W_out, b_out
 --   center_unembed          mean over the vocabulary removed from W_U and b_U
@@ -298,6 +299,12 @@ function M.fold_layer_norm(sd, cfg, opts)
       local reads = {{q .. "mlp.W_in", q .. "mlp.b_in", {d, 1}, 0}}
       if cfg.gated_mlp then reads[2] = {q .. "mlp.W_gate", nil, {d, 1}, 0, true} end
       fold(q .. "ln2", reads)
+      -- solu_ln: the MLP's own LayerNorm (mlp.ln, over d_mlp) into W_out and b_out, as
+      -- TransformerLens folds it ("ln3")
+      if cfg.act_fn == "solu_ln" then
+        local Wo = sd[q .. "mlp.W_out"]   -- [d_mlp, d]; fold raises when it is missing
+        fold(q .. "mlp.ln", {{q .. "mlp.W_out", q .. "mlp.b_out", {Wo and Wo:size(0) or 1, 1}, 0}})
+      end
     end
   end
   fold("ln_final", {{"unembed.W_U", "unembed.b_U", {d, 1}, 0}})

@@ -17,7 +17,7 @@
 #include "mwtest.h"
 
 #define FIX "tests/fixtures/model/"
-static const char *MODELS[] = {"gpt2", "attn2", "lnpre", "attnln"};
+static const char *MODELS[] = {"gpt2", "attn2", "lnpre", "attnln", "solu_ln", "solu_lnpre", "solu"};
 
 typedef struct {
     st_file f;
@@ -431,6 +431,75 @@ static void test_init(void) {
     mw_model_free(m);
 }
 
+/* The parameter gradients of the loss (mw_model_backward with grads) of the SoLU models equal
+ * PyTorch autograd's (pgrad.* of tests/fixtures/grads/NAME.safetensors, gen_grads.py) */
+static void test_solu_param_grads(void) {
+    static const char *names[] = {"solu_ln", "solu_lnpre", "solu"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+        fixture fx;
+        st_file gf;
+        char path[256], err[512];
+        if (load_fixture(&fx, names[i])) { CHECK(0); free_fixture(&fx); continue; }
+        snprintf(path, sizeof path, "tests/fixtures/grads/%s.safetensors", names[i]);
+        if (st_open(&gf, path, err, sizeof err)) { printf("  %s\n", err); CHECK(0); free_fixture(&fx); continue; }
+        mw_tensor tok;
+        CHECK(tensor_of(&tok, st_find(&fx.f, "tokens")) == 0);
+        mw_forward_opts o;
+        mw_forward_opts_default(&o, fx.m);
+        o.tokens = &tok;
+        o.want_loss = 1;
+        o.want_logits = 0;
+        o.keep_activations = 1;
+        mw_forward_out out;
+        CHECK(mw_model_forward(fx.m, &o, &out) == 0);
+        mw_storage *gs = mw_storage_new(MW_F32, mw_model_nparams(fx.m));
+        memset(gs->data, 0, (size_t)mw_model_nparams(fx.m) * sizeof(float));
+        mw_weights gw;
+        CHECK(mw_weights_over(&gw, fx.m, gs) == 0);
+        mw_backward_opts b = {.grads = &gw};
+        CHECK_MSG(mw_model_backward(fx.m, &b) == 0, "%s: %s", names[i], mw_error());
+        int n = 0;
+        double worst = 0;
+        for (size_t k = 0; k < gf.n_tensors; k++) {
+            const st_tensor *t = &gf.tensors[k];
+            if (strncmp(t->name, "pgrad.", 6) != 0) continue;
+            int pid, layer;
+            CHECK(mw_model_param_lookup(fx.m, t->name + 6, &pid, &layer) == 0);
+            mw_weights saved = fx.m->w; /* the same view over the gradient buffer */
+            fx.m->w = gw;
+            mw_tensor v;
+            int rc = mw_model_param_view(&v, fx.m, pid, layer);
+            fx.m->w = saved;
+            CHECK(rc == 0);
+            /* b_K's gradient is 0 in exact arithmetic (a softmax ignores what every key adds
+             * alike): there the absolute error counts */
+            double e = rel_err(&v, t), mx = 0;
+            for (int64_t j = 0; j < t->numel; j++) {
+                float f;
+                memcpy(&f, (const char *)t->data + 4 * j, 4);
+                if (fabs(f) > mx) mx = fabs(f);
+            }
+            if (mx < 1e-6) e *= mx > 1e-30 ? mx : 1e-30;
+            CHECK_MSG(e <= 1e-4, "%s: %s error %g", names[i], t->name, e);
+            if (e > worst) worst = e;
+            mw_tensor_release(&v);
+            n++;
+        }
+        /* every parameter of the model has its reference */
+        int expected = 0;
+        for (int p = 0; p < MW_PARAM_COUNT; p++)
+            if (mw_model_param_exists(fx.m, p)) expected += mw_param_per_block(p) ? (int)fx.m->cfg.n_layers : 1;
+        CHECK_MSG(n == expected, "%s: %d parameter gradients, model has %d", names[i], n, expected);
+        printf("  %s: %d parameter gradients, worst rel err %.2g\n", names[i], n, worst);
+        mw_weights_release(&gw);
+        mw_storage_release(gs);
+        mw_forward_out_release(&out);
+        mw_tensor_release(&tok);
+        st_close(&gf);
+        free_fixture(&fx);
+    }
+}
+
 int main(void) {
     RUN(test_hook_names);
     RUN(test_init);
@@ -441,5 +510,6 @@ int main(void) {
     RUN(test_start_stop);
     RUN(test_hook_stops);
     RUN(test_bad_inputs);
+    RUN(test_solu_param_grads);
     MW_TEST_MAIN_END();
 }

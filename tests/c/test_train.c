@@ -33,7 +33,8 @@ static const int fx_order[] = {MW_PARAM_W_E, MW_PARAM_W_pos, MW_PARAM_ln1_w, MW_
                                MW_PARAM_W_O, MW_PARAM_b_O, MW_PARAM_ln2_w, MW_PARAM_ln2_b, MW_PARAM_W_in,
                                MW_PARAM_b_in, MW_PARAM_W_out, MW_PARAM_b_out, MW_PARAM_ln_final_w,
                                MW_PARAM_ln_final_b, MW_PARAM_W_U, MW_PARAM_b_U,
-                               MW_PARAM_W_gate /* no fixture family has a gated MLP */};
+                               MW_PARAM_W_gate /* no fixture family has a gated MLP */,
+                               MW_PARAM_mlp_ln_w, MW_PARAM_mlp_ln_b /* nor solu_ln */};
 _Static_assert(sizeof fx_order / sizeof fx_order[0] == MW_PARAM_COUNT, "every parameter once");
 
 /* offset of parameter pid in the fixture's arrays */

@@ -11,7 +11,7 @@ end
 
 local ld = mi.metrics.logit_diff(3, 5)
 
-for _, name in ipairs({"gpt2", "attn2", "lnpre"}) do
+for _, name in ipairs({"gpt2", "attn2", "lnpre", "solu_ln", "solu_lnpre", "solu"}) do
   T.test(name .. ": every hook point's gradient equals PyTorch autograd's (loss and logit difference)", function()
     local model, tokens = fixture(name)
     local ref = mi.load("tests/fixtures/grads/" .. name .. ".safetensors")
