@@ -1167,20 +1167,22 @@ static int argext(const char *name, mw_tensor *values, mw_tensor *indices, const
     const char *pa = mw_tensor_data(a);
     int64_t *pi = mw_tensor_data(&ix);
     char *pv = values ? mw_tensor_data(&v) : NULL;
+    /* a reduced dim of stride 0 (expanded) holds one value L.n times: its first copy wins */
+    int64_t n = L.sa == 0 ? 1 : L.n;
     if (mw_tensor_numel(&ix) > 0) {
         for (int64_t r = 0; r < L.rows; r++) {
             int64_t best = 0;
             if (a->dtype == MW_F32) {
                 const float *x = (const float *)pa + L.off[0];
                 float m = x[0];
-                for (int64_t i = 1; i < L.n && !isnan(m); i++) {
+                for (int64_t i = 1; i < n && !isnan(m); i++) {
                     float y = x[i * L.sa];
                     if ((want_max ? y > m : y < m) || isnan(y)) { m = y; best = i; }
                 }
                 if (pv) ((float *)pv)[L.off[2]] = m;
             } else {
                 int64_t m = ldi(pa, a->dtype, L.off[0]);
-                for (int64_t i = 1; i < L.n; i++) {
+                for (int64_t i = 1; i < n; i++) {
                     int64_t y = ldi(pa, a->dtype, L.off[0] + i * L.sa);
                     if (want_max ? y > m : y < m) { m = y; best = i; }
                 }

@@ -97,6 +97,18 @@ add("cache:", methods(cache), "cache")
 
 -- ---------------------------------------------------------------- the calls
 local start = tonumber(arg[4])
+-- FUZZ_API_REPORT=1: also list the errors that do not name the function called (a Lua runtime
+-- error from inside miwb: "attempt to index a nil value", Lua's "bad argument #1 to '?'"), one
+-- line per function, for `miwb fuzz/api.lua SEED CALLS LOG` on the normal build
+local report, internal = nil, {}
+if os.getenv("FUZZ_API_REPORT") then
+  report = function(name, err, i)
+    if type(err) ~= "string" then return end
+    if err:find("attempt to ", 1, true) or err:find("to '?'", 1, true) or err:find("unexpected error inside miwb", 1, true) then
+      if not internal[name] then internal[name] = {i, (err:gsub("\n.*", ""))}; internal[#internal + 1] = name end
+    end
+  end
+end
 local crashes_are_bugs = 0
 for i = 1, calls do
   local t = targets[rnd(#targets)]
@@ -120,11 +132,15 @@ for i = 1, calls do
     log:write(("%d: %s(%s)\n"):format(i, t[1], table.concat(descs, ", ")))
     log:flush()
     local ok, err = pcall(t[2], table.unpack(args, 1, first + n - 1))
+    if not ok and report then report(t[1], err, i) end
     if not ok and type(err) == "string" and err:find("C stack overflow", 1, true) then
       crashes_are_bugs = crashes_are_bugs + 1
     end
     if i % 200 == 0 then collectgarbage() end
   end
+end
+for _, name in ipairs(internal) do
+  io.stderr:write(("internal error: call %d %s: %s\n"):format(internal[name][1], name, internal[name][2]))
 end
 log:write("done\n")
 log:close()

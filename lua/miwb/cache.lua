@@ -126,7 +126,23 @@ end
 
 function Cache:save(path)
   if not mi.save then error("cache:save: mi.save is not available in this build", 2) end
+  if type(path) ~= "string" then error("cache:save: path must be a string, got " .. mi.utils.typename(path), 2) end
   return mi.save(path, self._store)
+end
+
+-- the kinds of the cache helpers' arguments (by TransformerLens's names), checked by kw
+local ARG_KIND = {layer = "integer", mlp_input = "boolean", incl_mid = "boolean", apply_ln = "boolean",
+                  return_labels = "boolean", incl_remainder = "boolean", has_batch_dim = "boolean",
+                  expand_neurons = "boolean", incl_embeds = "boolean", mode = "string"}
+local function check_kinds(fname, names, vals)
+  for i, n in ipairs(names) do
+    local v, kind = vals[i], ARG_KIND[n]
+    if v ~= nil and kind and (kind == "integer" and math.type(v) ~= "integer" or kind ~= "integer" and type(v) ~= kind) then
+      error(("%s: %s must be %s or nil, got %s"):format(fname, n, kind == "integer" and "an integer" or "a " .. kind,
+            type(v) == "number" and tostring(v) or mi.utils.typename(v)), 4)
+    end
+  end
+  return table.unpack(vals, 1, #names)
 end
 
 -- TransformerLens keyword arguments as one table (unknown names raise), or positional ones
@@ -135,8 +151,9 @@ local function kw(fname, names, first, ...)
     mi.utils.check_opts(fname, first, names)
     local out = {}
     for i, n in ipairs(names) do out[i] = first[n] end
-    return table.unpack(out, 1, #names)
+    return check_kinds(fname, names, out)
   end
+  if select("#", ...) + 1 <= #names then return check_kinds(fname, names, {first, ...}) end
   if select("#", ...) + 1 > #names then
     error(("%s: at most %d arguments (%s), got %d"):format(fname, #names, table.concat(names, ", "),
           select("#", ...) + 1), 3)
@@ -154,6 +171,9 @@ end
 local function final_layer(self, layer)
   local L = cfg(self).n_layers
   if layer == nil or layer == -1 then return L end
+  if layer < -L - 1 or layer > L then
+    error(("layer %d is out of range for %d layers (0..%d, or negative from the end)"):format(layer, L, L), 3)
+  end
   if layer < 0 then layer = L + layer + 1 end
   return layer
 end
@@ -169,6 +189,10 @@ end
 -- picks the scale's positions (the stack is taken as already sliced); batch_slice slices the
 -- stack's dim 1 (when has_batch_dim) and the scale's batch dim.
 function Cache:apply_ln_to_stack(residual_stack, ...)
+  if not mi.is_tensor(residual_stack) then
+    error("apply_ln_to_stack: residual_stack must be a tensor [components, batch, pos, d_model], got " ..
+          mi.utils.typename(residual_stack), 2)
+  end
   local layer, mlp_input, pos_slice, batch_slice, has_batch_dim =
     kw("apply_ln_to_stack", {"layer", "mlp_input", "pos_slice", "batch_slice", "has_batch_dim"}, ...)
   local c = cfg(self)

@@ -198,7 +198,11 @@ end
 -- "gpt2", "EleutherAI/gpt-neox-20b") looked up in the folders of models fetched with `miwb pull`
 local function resolve_tokenizer(tok)
   if tok == nil then return nil end
-  if type(tok) ~= "string" then return tok end
+  if type(tok) ~= "string" then
+    local ok, enc = pcall(function() return tok.encode end)
+    if ok and type(enc) == "function" then return tok end
+    return nil, "expected a tokenizer (mi.load_tokenizer), a path or a model name, got " .. mi.utils.typename(tok)
+  end
   if not mi.load_tokenizer then return nil, "mi.load_tokenizer is not available in this build" end
   local tries = {tok}
   local P = mi.pretrained
@@ -315,6 +319,10 @@ local function shape_str(s) return "[" .. table.concat(s, ",") .. "]" end
 -- the default) parameters the table lacks are errors naming them; nothing is copied then.
 -- blocks.L.attn.mask / IGNORE buffers are ignored.
 function Model:load_state_dict(sd, opts)
+  if type(sd) ~= "table" then
+    error("load_state_dict: expected a table {name = tensor}, got " .. mi.utils.typename(sd), 2)
+  end
+  mi.utils.check_opts("load_state_dict", opts, {"strict"})
   local strict = not (opts and opts.strict == false)
   local core = self._core
   local problems, seen = {}, {}
@@ -353,6 +361,10 @@ function Model:load_state_dict(sd, opts)
 end
 
 function Model:accumulated_bias(layer, mlp_input, include_mlp_biases)
+  if math.type(layer) ~= "integer" or layer < 0 or layer > self.cfg.n_layers then
+    error(("accumulated_bias: layer must be an integer in [0, %d], got %s"):format(self.cfg.n_layers,
+          math.type(layer) and tostring(layer) or mi.utils.typename(layer)), 2)
+  end
   local b = mi.zeros(self.cfg.d_model)
   local bO = self.b_O
   for l = 0, layer - 1 do
@@ -371,7 +383,11 @@ function Model:tokens_to_residual_directions(tokens)
   if type(tokens) == "string" then tokens = self:to_single_token(tokens) end
   local W_U = self.W_U
   if type(tokens) == "number" then return W_U:select(1, tokens) end
-  if type(tokens) == "table" then tokens = mi.tensor(tokens, "int64") end
+  if type(tokens) == "table" and not mi.is_tensor(tokens) then tokens = mi.tensor(tokens, "int64") end
+  if not mi.is_tensor(tokens) then
+    error("tokens_to_residual_directions: expected a token id, a single-token string, a list or an int64 tensor, got " ..
+          mi.utils.typename(tokens), 2)
+  end
   if tokens:dim() == 0 then return W_U:select(1, tokens:item()) end
   local shape = tokens:shape()
   local dirs = W_U:index_select(1, tokens:reshape(-1)):t()   -- [n, d]
@@ -667,6 +683,8 @@ end
 function Model:hooks(list, fn, opts)
   if type(fn) == "table" and opts == nil then fn, opts = nil, fn end
   mi.utils.check_opts("hooks", opts, {"reset_hooks_end", "clear_contexts"})
+  if type(list) ~= "table" then error("hooks: expected a list of {name, fn} pairs, got " .. mi.utils.typename(list), 2) end
+  if fn ~= nil and type(fn) ~= "function" then error("hooks: the body must be a function, got " .. mi.utils.typename(fn), 2) end
   opts = opts or {}
   self:_hook_table({list})
   self.context_level = self.context_level + 1

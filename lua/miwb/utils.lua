@@ -316,16 +316,67 @@ end
 --   "model.to_str_tokens: call it with a colon: model:to_str_tokens(...)"
 -- (var is how the docs call such an object). is_instance(x) says whether x is one.
 -- colon_target(f) returns the function a wrapper calls (help(f) reads its source).
+--
+-- The same wrapper makes every error of the method name the user's call (method_error): an
+-- error raised inside miwb's code that does not start with "model:run_with_cache" is prefixed
+-- with it, and one that is not a message written for the user (a Lua runtime error such as
+-- "attempt to index a nil value") also keeps its original position and the traceback of where
+-- it happened. Errors from the user's own code (a hook, a metric) pass through unchanged.
 local colon_target = setmetatable({}, {__mode = "k"})
+
+-- what a value is, for messages: "nil", "number", "string", "tensor", "miwb.ActivationCache", ...
+function U.typename(v)
+  local mt = getmetatable(v)
+  local n = type(mt) == "table" and rawget(mt, "__name")
+  if n == "miwb.Tensor" then return "tensor" end
+  return type(n) == "string" and n or type(v)
+end
+
+-- the error handler of a wrapped method: a Lua runtime error raised inside miwb gets the
+-- traceback of where it happened (the wrapper's caller only sees its own frames)
+local NAMED = "^[%w_%.:%[%]'\"]+: "   -- a message written for a user names what failed ("matmul: ...")
+local function is_library_pos(pos) return pos ~= nil and pos:find("miwb/[%w_]+%.lua:%d+$") ~= nil end
+local function keep_traceback(e)
+  if type(e) ~= "string" then return e end
+  local pos, rest = e:match("^([^\n]-:%d+): (.*)$")
+  if is_library_pos(pos) and not rest:find(NAMED) then
+    return e .. "\n(an unexpected error inside miwb; where it happened:" ..
+           debug.traceback("", 2):gsub("^\n?stack traceback:", "") .. ")"
+  end
+  return e
+end
+
+-- e raised by method `call` ("model:run_with_cache", whose bare name is `name`) as the caller
+-- sees it; where = the caller's "file:line: " (or "")
+local function method_error(e, call, name, where)
+  if type(e) ~= "string" then return e end
+  local pos, rest = e:match("^([^\n]-:%d+): (.*)$")
+  local lib = is_library_pos(pos)
+  if pos and not lib then return e end          -- the user's own error (a hook, a metric)
+  if not pos then rest = e end
+  if rest:sub(1, #call) == call or rest:sub(1, #name + 1) == name .. ":" then return where .. rest end
+  -- an inner function's message ("forward: empty input"), or an internal error with its position
+  return where .. call .. ": " .. ((lib and not rest:find(NAMED)) and e or rest)
+end
 
 function U.colon_methods(methods, is_instance, var)
   for name, f in pairs(methods) do
     if type(f) == "function" and type(name) == "string" and name:sub(1, 2) ~= "__" and not colon_target[f] then
+      local call = var .. ":" .. name
+      local function finish(ok, ...)
+        if ok then return ... end
+        local e = ...
+        local info = debug.getinfo(2, "Sl")   -- finish runs as a tail call: 2 is the caller
+        local where = info and info.currentline > 0 and (info.short_src .. ":" .. info.currentline .. ": ") or ""
+        error(method_error(e, call, name, where), 0)
+      end
+      local internal = name:sub(1, 1) == "_"   -- the library's own helpers: only the colon check
       local function method(self, ...)
         if not is_instance(self) then
           error(string.format("%s.%s: call it with a colon: %s:%s(...)", var, name, var, name), 2)
         end
-        return f(self, ...)
+        if internal then return f(self, ...) end
+        return finish(xpcall(f, keep_traceback, self, ...))
       end
       colon_target[method] = f
       methods[name] = method

@@ -333,6 +333,32 @@ T.test("limits: nested tables deeper than 32 levels raise at once", function()
   T.raises(function() mi.plot.logit_attribution({"a"}, t) end, "more than 32 levels deep")
 end)
 
+-- issue 20: every error of a model / cache / FactoredMatrix / hook method names the user's call
+T.test("method errors name the call: inner messages prefixed, internal errors keep position and traceback", function()
+  local m = mi.HookedTransformer{n_layers = 1, d_model = 8, n_ctx = 8, d_head = 4, n_heads = 2, d_vocab = 11,
+                                 attn_only = true}
+  -- a message of an inner function (the C forward) gets the method's name and the caller's line
+  local ok, e = pcall(function() local r = m:run_with_cache(mi.zeros(1, 2)); return r end)
+  T.truthy(not ok and e:find("^[^\n]*test_reliability%.lua:%d+: model:run_with_cache: forward: tokens must be int64"), e)
+  -- a message that already names the call is left as it is
+  ok, e = pcall(function() local r = m:run_with_cache(mi.tensor{{1}}:long(), {return_typ = 1}); return r end)
+  T.truthy(not ok and e:find("test_reliability%.lua:%d+: run_with_cache: unknown option 'return_typ'"), e)
+  -- an error of the user's own hook passes through unchanged
+  ok, e = pcall(function()
+    local r = m:run_with_hooks(mi.tensor{{1}}:long(), {fwd_hooks = {{"hook_embed", function() error("my hook failed") end}}})
+    return r
+  end)
+  T.truthy(not ok and e:find("test_reliability%.lua:%d+: my hook failed") and not e:find("model:run_with_hooks", 1, true), e)
+  -- a Lua runtime error inside miwb's code (simulated: a method compiled as a library file)
+  local f = assert(load("return function(self, x) return x.field end", "@lua/miwb/fake.lua"))()
+  local obj = setmetatable({}, {__index = mi.utils.colon_methods({get = f}, function() return true end, "obj")})
+  ok, e = pcall(function() local r = obj:get(nil); return r end)
+  T.truthy(not ok and e:find("test_reliability%.lua:%d+: obj:get: lua/miwb/fake%.lua:1: attempt to index a nil value"), e)
+  T.truthy(e:find("unexpected error inside miwb; where it happened:", 1, true) and e:find("fake.lua:1: in ", 1, true), e)
+  -- a method called with a dot still says to use a colon
+  T.raises(function() return m.to_str_tokens(5) end, "model.to_str_tokens: call it with a colon")
+end)
+
 -- the random-API fuzzer's findings (tests/fuzz/api/*.lua): each snippet must finish
 T.test("fuzz-api findings stay fixed", function()
   local BUILD = os.getenv("MIWB_BUILD") or "build"

@@ -271,9 +271,8 @@ end)
 T.test("cfg:is_layer_norm_activation() (TransformerLens's config tests)", function()
   local d = {n_layers = 2, d_vocab = 100, d_model = 6, n_ctx = 5, d_head = 2, attn_only = true}
   local function with(act) local c = {} for k, v in pairs(d) do c[k] = v end c.act_fn = act return c end
-  -- TransformerLens's passing case (act_fn solu_ln) needs SoLU, which miwb does not have yet: the
-  -- config refuses it, so is_layer_norm_activation() is false for every config miwb accepts
-  T.raises(function() return mi.HookedTransformerConfig(with("solu_ln")) end, "solu_ln")
+  T.eq(mi.HookedTransformerConfig(with("solu_ln")):is_layer_norm_activation(), true)
+  T.eq(mi.HookedTransformerConfig(with("solu")):is_layer_norm_activation(), false)
   T.eq(mi.HookedTransformerConfig(with("relu")):is_layer_norm_activation(), false)
   T.eq(mi.HookedTransformerConfig(with("gelu")):is_layer_norm_activation(), false)
   local cfg = mi.HookedTransformerConfig(d)
