@@ -1615,16 +1615,25 @@ int mw_tensor_nonzero(mw_tensor *out, const mw_tensor *a)
     int64_t n = mw_tensor_numel(a), count = 0;
     size_t es = mw_dtype_size(a->dtype);
     const char *ad = a->storage->data;
+    /* counting walks an expanded (stride 0) dim once: each value found there stands for rep
+     * copies, so a huge expanded input costs nothing until its (huge) result is allocated */
+    mw_tensor once = *a;
+    int64_t rep = 1;
+    for (int d = 0; d < a->ndim; d++)
+        if (a->stride[d] == 0 && a->shape[d] > 1) { rep *= a->shape[d]; once.shape[d] = 1; }
+    int64_t n_once = mw_tensor_numel(&once);
     mindex m = {.ndim = a->ndim};
-    memcpy(m.shape, a->shape, sizeof m.shape);
-    for (int64_t k = 0; k < n; k++, mindex_next(&m))
+    memcpy(m.shape, once.shape, sizeof m.shape);
+    for (int64_t k = 0; k < n_once; k++, mindex_next(&m))
         count += load_d(ad + mindex_off(&m, a, -1) * (int64_t)es, a->dtype) != 0;
+    if (mw_size_mul(op, count, rep, &count)) return fail_out(out, al);
+    memcpy(m.shape, a->shape, sizeof m.shape);
     int64_t shape[2] = {count, a->ndim};
     mw_tensor r;
     if (tensor_alloc(op, &r, MW_I64, 2, shape)) return fail_out(out, al);
-    int64_t *rd = r.storage->data; /* [count, ndim] */
+    int64_t *rd = r.storage->data, *end = rd + count * a->ndim; /* [count, ndim] */
     memset(m.pos, 0, sizeof m.pos);
-    for (int64_t k = 0; k < n; k++, mindex_next(&m))
+    for (int64_t k = 0; k < n && (rd < end || (a->ndim == 0 && count)); k++, mindex_next(&m))
         if (load_d(ad + mindex_off(&m, a, -1) * (int64_t)es, a->dtype) != 0) {
             memcpy(rd, m.pos, (size_t)a->ndim * sizeof *rd);
             rd += a->ndim;

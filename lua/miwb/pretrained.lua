@@ -364,6 +364,31 @@ end
 -- cfg (normalization_type "LNPre" once LayerNorm is folded). As TransformerLens's
 -- load_and_process_state_dict: a model without LayerNorm skips fold_ln and
 -- center_writing_weights, with TransformerLens's warnings.
+-- TransformerLens's fill_missing_keys(model, state_dict): every parameter of the model that
+-- state_dict lacks is filled in (in place) with the model's own current value, with TL's warning
+-- for each weight matrix ("W_" in its name); returns state_dict.
+function M.fill_missing_keys(model, state_dict)
+  if type(model) ~= "table" or type(model.state_dict) ~= "function" then
+    error("fill_missing_keys: expected a model (HookedTransformer), got " .. mi.utils.typename(model), 2)
+  end
+  if type(state_dict) ~= "table" then
+    error("fill_missing_keys: expected a state dict {name = tensor}, got " .. mi.utils.typename(state_dict), 2)
+  end
+  local default = model:state_dict()
+  local missing = {}
+  for k in pairs(default) do if state_dict[k] == nil then missing[#missing + 1] = k end end
+  table.sort(missing)
+  for _, k in ipairs(missing) do
+    if not k:find("hf_model", 1, true) then
+      if k:find("W_", 1, true) then
+        mi.utils.warn("Missing key for a weight matrix in pretrained, filled in with an empty tensor: " .. k)
+      end
+      state_dict[k] = default[k]
+    end
+  end
+  return state_dict
+end
+
 function M.process_weights(sd, cfg, opts)
   mi.utils.check_opts("process_weights", opts, PROCESSING)
   opts = opts or {}

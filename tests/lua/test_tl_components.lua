@@ -1,5 +1,5 @@
 -- test_tl_components.lua: TransformerLens 2.12's component and factory unit tests
--- (tests/unit/components/*, tests/unit/factories/*), ported: each test here is written from the
+-- (tests/unit/components/*, tests/unit/factories/*, and test_loading_from_pretrained_utilities), ported: each test here is written from the
 -- TL test's config, inputs and expectations, against miwb's model (miwb has no separate MLP or
 -- Attention objects: a TL component test becomes a one- or two-layer model whose hook points
 -- show the component's input and output). Expected values come from closed forms computed here
@@ -7,7 +7,10 @@
 -- solu_ln as a whole are checked against PyTorch in test_model.c / test_gradients.lua
 -- (tests/fixtures/gen_model.py). Left out, as features no issue asks for: 4-bit weights
 -- (test_attention_load_in_4bit, test_create_mlp_gated_4bit), mixture of experts (test_moe,
--- test_create_moe), ALiBi (test_abstract_attention).
+-- test_create_moe), ALiBi (test_abstract_attention); split QKV input (test_split_qkv); and tests of
+-- TL's internals or of what needs a downloaded model: test_hooked_root_module (private
+-- _enable_hook* methods with mocks), test_svd_interpreter (solu-2l / solu-3l from the hub),
+-- test_make_docs, pretrained_weight_conversions/test_neo (GPT-Neo is not a miwb family).
 local T = require("testlib")
 local mi = require("miwb")
 
@@ -244,6 +247,44 @@ T.test("solu_ln: training steps lower the loss (the backward pass runs through S
   for _ = 1, 30 do tr:forward(tokens, true); tr:step{lr = 1e-2, warmup = 0, steps = 30} end
   local last = tr:forward(tokens, false)
   T.truthy(last < first - 0.5, ("loss %.3f -> %.3f"):format(first, last))
+end)
+
+-- ---------------------------------------------------------------- test_loading_from_pretrained_utilities.py
+local function fill_model()
+  return mi.HookedTransformer({d_model = 128, d_head = 8, n_heads = 16, n_ctx = 128, n_layers = 1, d_vocab = 50257,
+                               attn_only = true})
+end
+
+T.test("TL test_fill_missing_keys: missing weight matrices filled from the model, with TL's warning each", function()
+  local model = fill_model()
+  local default = model:state_dict()
+  local incomplete = {}
+  for k, v in pairs(default) do if not k:find("W_", 1, true) then incomplete[k] = v end end
+  local filled
+  local warnings = T.warnings(function() filled = mi.pretrained.fill_missing_keys(model, incomplete) end)
+  local want, n = {}, 0
+  for k in pairs(default) do
+    T.truthy(filled[k] ~= nil, k .. " filled")
+    if k:find("W_", 1, true) then
+      want["Missing key for a weight matrix in pretrained, filled in with an empty tensor: " .. k] = true
+      n = n + 1
+    end
+  end
+  for k in pairs(filled) do T.truthy(default[k] ~= nil, k .. " is a model key") end
+  T.eq(#warnings, n, "one warning per weight matrix")
+  for _, w in ipairs(warnings) do T.truthy(want[w], w) end
+  T.truthy(filled["embed.W_E"]:equal(default["embed.W_E"]))
+end)
+
+T.test("TL test_fill_missing_keys_with_hf_model_keys / no_missing_keys / raises_error_on_invalid_model", function()
+  local model = fill_model()
+  local default = model:state_dict()
+  local sd = {}
+  for k, v in pairs(default) do sd[k] = v end
+  local warnings = T.warnings(function() T.truthy(mi.pretrained.fill_missing_keys(model, sd) == sd) end)
+  T.eq(#warnings, 0)
+  for k, v in pairs(default) do T.truthy(rawequal(sd[k], v), k .. " kept as given") end
+  T.raises(function() mi.pretrained.fill_missing_keys(nil, {}) end, "fill_missing_keys: expected a model")
 end)
 
 T.done()
