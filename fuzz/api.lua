@@ -99,7 +99,8 @@ add("cache:", methods(cache), "cache")
 local start = tonumber(arg[4])
 -- FUZZ_API_REPORT=1: also list the errors that do not name the function called (a Lua runtime
 -- error from inside miwb: "attempt to index a nil value", Lua's "bad argument #1 to '?'"), one
--- line per function, for `miwb fuzz/api.lua SEED CALLS LOG` on the normal build
+-- line per function, for `miwb fuzz/api.lua SEED CALLS LOG` on the normal build (run it in an
+-- empty folder, as api.sh does: the file writers write into the current one)
 local report, internal = nil, {}
 if os.getenv("FUZZ_API_REPORT") then
   report = function(name, err, i)
