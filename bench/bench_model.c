@@ -166,16 +166,9 @@ static void bench_shape(mw_model *m, const char *label, int B, int P, int reps) 
     one[mw_hook_slot(m, MW_HOOK_RESID_POST, 0)] = 1;
     static cache cc;
 
-    /* the gradients there are: every hook point but the hook_scale points, attn.hook_result and
-     * (shortformer) hook_pos_embed */
+    /* every hook point has a gradient */
     uint8_t *gall = malloc((size_t)mw_hook_slots(m));
     memset(gall, 1, (size_t)mw_hook_slots(m));
-    for (int l = 0; l < c->n_layers; l++) {
-        gall[mw_hook_slot(m, MW_HOOK_LN1_SCALE, l)] = gall[mw_hook_slot(m, MW_HOOK_LN2_SCALE, l)] = 0;
-        gall[mw_hook_slot(m, MW_HOOK_RESULT, l)] = 0;
-    }
-    gall[mw_hook_slot(m, MW_HOOK_LNF_SCALE, 0)] = 0;
-    if (c->positional_embedding_type == MW_POS_SHORTFORMER) gall[mw_hook_slot(m, MW_HOOK_POS_EMBED, 0)] = 0;
 
     /* warm up: buffers sized, pages touched, for every path */
     int bwd = mw_model_backward_supported(c) == 0;

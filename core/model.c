@@ -343,7 +343,7 @@ typedef struct {
 
 /* gradients of the backward pass, each [B,P,...] like its activation, reused across blocks */
 #define GRAD_BUFS(X) X(g_resid) X(g_norm) X(g_copy) X(g_q) X(g_k) X(g_v) X(g_z) X(g_mlp) X(g_scores) X(g_block) \
-    X(g_scale) X(g_lin) X(g_post) X(g_mid)
+    X(g_scale) X(g_lin) X(g_post) X(g_mid) X(g_result) X(g_pos)
 
 struct mw_run {
     mw_acts *acts;          /* [nacts]: 1 for inference, n_layers + 1 after a training forward */
@@ -1214,17 +1214,6 @@ int mw_model_backward(mw_model *m, const mw_backward_opts *o) {
     int64_t Gd = dim_size(c, MW_DIM_KVH) * dh, Vo = c->d_vocab_out;
     int norm = c->normalization_type != MW_NORM_NONE, shortformer = c->positional_embedding_type == MW_POS_SHORTFORMER;
     int rotary = c->positional_embedding_type == MW_POS_ROTARY, parallel = c->parallel_attn_mlp && !c->attn_only;
-    if (o->want)
-        for (int id = 0; id < MW_HOOK_COUNT; id++) {
-            if (id != MW_HOOK_RESULT && !(id == MW_HOOK_POS_EMBED && shortformer)) continue;
-            for (int l = 0; l < L; l++)
-                if (wanted(x, id, l)) {
-                    char name[128];
-                    mw_hook_name(name, sizeof name, id, l);
-                    return mw_seterr("backward: no gradient is delivered at %s (attn.hook_result and, with "
-                                     "shortformer positions, hook_pos_embed have none)", name);
-                }
-        }
     float *head = data(&r->head);
     if (o->grad_logits) {
         const mw_tensor *gl = o->grad_logits;
@@ -1251,7 +1240,12 @@ int mw_model_backward(mw_model *m, const mw_backward_opts *o) {
     float *gr = buf(&r->g_resid, N * d), *gn = buf(&r->g_norm, N * d), *gp = parallel ? buf(&r->g_post, N * d) : NULL;
     float *gq = buf(&r->g_q, N * Hd), *gk = buf(&r->g_k, N * Gd), *gv = buf(&r->g_v, N * Gd), *gz = buf(&r->g_z, N * Hd);
     float *gm = M > 0 ? buf(&r->g_mlp, N * M) : NULL;
-    if (!gr || !gn || !gq || !gk || !gv || !gz || (M > 0 && !gm) || (parallel && !gp)) return -1;
+    /* shortformer: d hook_pos_embed, the sum over blocks of d(Q/K input) */
+    float *gpos = shortformer ? buf(&r->g_pos, N * d) : NULL;
+    if (!gr || !gn || !gq || !gk || !gv || !gz || (M > 0 && !gm) || (parallel && !gp) || (shortformer && !gpos))
+        return -1;
+    if (gpos) memset(gpos, 0, (size_t)(N * d) * sizeof(float));
+
     /* unembed and ln_final */
     mw_acts *fa = r->acts + L;
     if (norm) {
@@ -1292,8 +1286,25 @@ int mw_model_backward(mw_model *m, const mw_backward_opts *o) {
         /* attention: from d resid_mid (d resid_post without an MLP, or in a parallel block) */
         const float *dao = emit_branch(x, MW_HOOK_ATTN_OUT, l, parallel ? gp : gr, N * d);
         if (!dao) return -1;
-        mw_linear_backward(gz, 0, GW(W_O, Hd * d, l), GW(b_O, d, l), dao, data(&a->z),
-                           pw(&w->W_O, Hd * d, l), N, Hd, d);
+        if (wanted(x, MW_HOOK_RESULT, l)) {
+            /* result[:, h] = z[:, h] @ W_O[h], attn_out = sum_h result + b_O: every head's result
+             * gets d attn_out, and an edit of head h's reaches z through W_O[h] only */
+            float *gres = buf(&r->g_result, N * H * d), *dWo = GW(W_O, Hd * d, l), *dbo = GW(b_O, d, l);
+            const float *Wo = pw(&w->W_O, Hd * d, l), *z = data(&a->z);
+            if (!gres) return -1;
+            for (int64_t n = 0; n < N; n++)
+                for (int64_t h = 0; h < H; h++) memcpy(gres + (n * H + h) * d, dao + n * d, (size_t)d * sizeof(float));
+            if (dbo) mw_colsum_backward(dbo, dao, N, d);
+            if (emit(x, MW_HOOK_RESULT, l, &r->g_result)) return -1;
+            for (int64_t h = 0; h < H; h++) {
+                /* dz[:, h] [N, dh] = d result[:, h] [N, d] @ W_O[h]^T; dW_O[h] [dh, d] += z[:, h]^T @ d result[:, h] */
+                mw_sgemm(gz + h * dh, Hd, gres + h * d, H * d, 0, Wo + h * dh * d, d, 1, N, dh, d, 1.0f, 0.0f);
+                if (dWo) mw_sgemm(dWo + h * dh * d, d, z + h * dh, Hd, 1, gres + h * d, H * d, 0, dh, d, N, 1.0f, 1.0f);
+            }
+        } else {
+            mw_linear_backward(gz, 0, GW(W_O, Hd * d, l), GW(b_O, d, l), dao, data(&a->z),
+                               pw(&w->W_O, Hd * d, l), N, Hd, d);
+        }
         if (emit(x, MW_HOOK_Z, l, &r->g_z)) return -1;
         if (attention_backward(x, l, a)) return -1;
         if (rotary) {
@@ -1311,7 +1322,7 @@ int mw_model_backward(mw_model *m, const mw_backward_opts *o) {
                            N, d, Hd);
         mw_linear_backward(gn, 1, GW(W_K, d * Gd, l), GW(b_K, Gd, l), gk, qkin, pw(&w->W_K, d * Gd, l),
                            N, d, Gd);
-        if (shortformer && g) mw_pos_backward(mw_tensor_data(&g->W_pos), gn, r->posid, N, d);
+        if (gpos) mw_add_forward(gpos, gpos, gn, N * d);
         mw_linear_backward(gn, 1, GW(W_V, d * Gd, l), GW(b_V, Gd, l), gv, in, pw(&w->W_V, d * Gd, l),
                            N, d, Gd);
         if (norm) {
@@ -1327,7 +1338,10 @@ int mw_model_backward(mw_model *m, const mw_backward_opts *o) {
     const float *de = emit_branch(x, MW_HOOK_EMBED, -1, gr, N * d);
     if (!de) return -1;
     if (g) mw_embed_backward(mw_tensor_data(&g->W_E), r->tok, de, N, d);
-    if (!shortformer && !rotary) {
+    if (shortformer) {
+        if (emit(x, MW_HOOK_POS_EMBED, -1, &r->g_pos)) return -1;
+        if (g) mw_pos_backward(mw_tensor_data(&g->W_pos), gpos, r->posid, N, d);
+    } else if (!rotary) {
         const float *dp = emit_branch(x, MW_HOOK_POS_EMBED, -1, gr, N * d);
         if (!dp) return -1;
         if (g) mw_pos_backward(mw_tensor_data(&g->W_pos), dp, r->posid, N, d);

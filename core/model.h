@@ -252,9 +252,9 @@ int mw_model_backward_supported(const mw_config *c);
  * gradients at hook points). Hooks: deliver(ud, id, layer, grad) receives the gradient of the
  * output w.r.t. hook point (id, layer) as a borrowed view, in reverse order of the forward; edits
  * change what flows further back (an edit of attn_out's or mlp_out's gradient reaches only that
- * branch, not the residual stream). Every hook point has a gradient except attn.hook_result
- * and (with shortformer positions) hook_pos_embed: asking for those is an error. One backward
- * per forward: it consumes the kept logits. */
+ * branch, not the residual stream). Every hook point has a gradient (attn.hook_result's edits
+ * reach z through that head's W_O; shortformer's hook_pos_embed gets the sum over blocks of the
+ * Q/K input's). One backward per forward: it consumes the kept logits. */
 typedef struct mw_backward_opts {
     mw_weights *grads;
     const mw_tensor *grad_logits;

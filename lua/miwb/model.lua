@@ -830,12 +830,8 @@ end
 -- whose gradient goes into store as name .. "_grad"; bwd: {name = {{fn, hook}}} backward hooks.
 -- Forward hooks that edit activations are not differentiated: the backward pass sees them as the
 -- identity.
-local NO_GRAD = {hook_result = true}
-
+-- every hook point of the model has one; the SAE hook points spliced in by add_sae have none
 function Model:_has_grad(name)
-  local last = name:match("([%w_]+)$")
-  if NO_GRAD[last] then return false end
-  if name == "hook_pos_embed" and self.cfg.positional_embedding_type == "shortformer" then return false end
   return not (self._splices and name:find("hook_sae_", 1, true))
 end
 

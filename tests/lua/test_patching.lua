@@ -283,6 +283,8 @@ T.test("attribution_patch: exact where the model is linear, the formula elsewher
   check("attn_head_v_all_pos", P.get_act_patch_attn_head_v_all_pos(model, corrupted, cc, m))
   check("attn_head_pattern_by_pos", P.get_act_patch_attn_head_pattern_by_pos(model, corrupted, cc, m))
   -- every grid: the formula by hand, and the shapes of the activation-patching functions
+  -- (this cache holds hook_result's gradient too, which takes the backward per head: float32
+  -- rounding differs from attribution_patch's run by some 1e-5 relative)
   local _, xc = model:run_with_cache(corrupted, {incl_bwd = true, grad_output = m})
   local H = model.cfg.n_heads
   for l = 0, L - 1 do
@@ -290,7 +292,7 @@ T.test("attribution_patch: exact where the model is linear, the formula elsewher
     mi.assert_close(attr.resid_pre[l], d("resid_pre"):sum({0, 2}), 1e-5, 1e-6)
     mi.assert_close(attr.attn_head_q_by_pos[l], d("q"):sum({0, 3}), 1e-5, 1e-6)
     mi.assert_close(attr.attn_head_k_all_pos[l], d("k"):sum({0, 1, 3}), 1e-5, 1e-6)
-    mi.assert_close(attr.attn_head_pattern_dest_src_pos[l], d("pattern"):sum(0), 1e-5, 1e-6)
+    mi.assert_close(attr.attn_head_pattern_dest_src_pos[l], d("pattern"):sum(0), 1e-4, 1e-6)
   end
   T.eq(table.concat(attr.resid_pre:shape(), ","), L .. "," .. Pn)
   T.eq(table.concat(attr.attn_head_out_by_pos:shape(), ","), L .. "," .. Pn .. "," .. H)
