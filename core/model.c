@@ -229,18 +229,19 @@ mw_model *mw_model_new(const mw_config *cfg) {
     int rc = mw_weights_over(&m->w, m, s);
     mw_storage_release(s);
     if (rc) { free(m); return NULL; }
-    mw_rng g;
-    mw_rng *gen = NULL;
-    if (m->cfg.seed >= 0) { mw_rng_seed(&g, (uint64_t)m->cfg.seed); gen = &g; }
-    else gen = mw_rng_default();
+    /* the counter-based normal stream (rng.c) keyed by the seed, or by the next word of the
+     * default generator (mi.manual_seed) when the config has none */
+    uint64_t key = m->cfg.seed >= 0 ? (uint64_t)m->cfg.seed : mw_rng_next(mw_rng_default());
     float *flat = (float *)s->data;
     for (int pid = 0; pid < MW_PARAM_COUNT; pid++) {
         /* TransformerLens init_weights: normal(std = initializer_range) for names with "W_",
-         * LayerNorm weights 1, every bias 0. Filled in storage order. */
-        float *p = flat + mw_model_param_offset(m, pid);
+         * LayerNorm weights 1, every bias 0. Element i of the flat buffer is number i of the
+         * stream, so each parameter's numbers depend only on the seed and its offset. */
+        int64_t off = mw_model_param_offset(m, pid);
+        float *p = flat + off;
         int64_t n = mw_model_param_numel(m, pid);
         if (param_info[pid].name[0] == 'W' || strstr(param_info[pid].name, ".W_")) {
-            for (int64_t i = 0; i < n; i++) p[i] = (float)(m->cfg.initializer_range * mw_rng_normal(gen));
+            mw_fill_normal(p, n, key, (uint64_t)off, 0.0, m->cfg.initializer_range);
         } else if (pid == MW_PARAM_ln1_w || pid == MW_PARAM_ln2_w || pid == MW_PARAM_ln_final_w || pid == MW_PARAM_mlp_ln_w) {
             for (int64_t i = 0; i < n; i++) p[i] = 1.0f;
         }

@@ -62,7 +62,8 @@ struct mw_storage {
     mw_dtype dtype;
     int64_t numel;
     void *data;
-    /* Called when refcount reaches 0. NULL means data came from mw_storage_new (freed here).
+    /* Called when refcount reaches 0. NULL means data came from mw_storage_new (freed here; its
+     * large storages set their own, which unmaps them).
      * Storages that wrap foreign memory (an mmap of a model file) set their own: it frees the
      * foreign memory (data, owner) only; mw_storage_release frees the struct itself. A wrap
      * with release == NULL leaves the memory to the caller. */
@@ -137,6 +138,10 @@ mw_rng *mw_rng_default(void); /* the process-wide generator used when g == NULL 
 /* one step of the splitmix64 stream at *state (also seeds mw_rng): for callers that keep a bare
  * 64-bit state, such as a dataset's batch order */
 uint64_t mw_splitmix64(uint64_t *state);
+/* p[i] = mean + std * normal number (first + i) of the counter-based stream with this key (rng.c
+ * documents it): any piece computes alone, so the fill runs on mw_parallel_for's threads with the
+ * same numbers for every thread count. Model weights are filled this way. */
+void mw_fill_normal(float *p, int64_t n, uint64_t key, uint64_t first, double mean, double std);
 int mw_tensor_rand(mw_tensor *out, mw_rng *g, int ndim, const int64_t *shape);  /* U[0,1) f32 */
 int mw_tensor_randn(mw_tensor *out, mw_rng *g, int ndim, const int64_t *shape); /* N(0,1) f32 */
 int mw_tensor_randint(mw_tensor *out, mw_rng *g, int64_t lo, int64_t hi, int ndim,

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 
 #include "mw_tensor.h"
+#include "parallel.h"
 #include "mwtest.h"
 
 #include "../fixtures/format_expected.h"
@@ -486,6 +487,70 @@ static void test_rng(void)
     int64_t huge[2] = {(int64_t)1 << 40, 8};
     CHECK_ERR(mw_tensor_randint(&t, &g, 0, 2, 2, huge), "randint: shape [1099511627776,8] has too many elements");
     CHECK_ZEROED(t);
+}
+
+/* the counter-based normal fill (model weights): numbers against the Python reference (libm's
+ * log / cos / sin, tests/fixtures/gen_rng.py), any piece equal to the same slice of a whole fill,
+ * the same bits on 1 and 2 threads, and the distribution: moments and a Kolmogorov-Smirnov test
+ * against the normal CDF */
+static int cmp_float(const void *a, const void *b) {
+    float x = *(const float *)a, y = *(const float *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void test_fill_normal(void)
+{
+    float v[16];
+    mw_fill_normal(v, 13, 398, 0, 0.0, 1.0);
+    /* equal but for a rare float32 rounding tie between our polynomials and libm: 1 ulp */
+    for (int i = 0; i < 13; i++) CHECK_NEAR(v[i], FILL_KEY398_FIRST0[i], 1.2e-7 * fabs(FILL_KEY398_FIRST0[i]) + 1e-30);
+    mw_fill_normal(v, 6, 1, 7, 0.5, 2.0); /* starts on an odd number (a sine) */
+    for (int i = 0; i < 6; i++) CHECK_NEAR(v[i], FILL_KEY1_FIRST7_M05_S2[i], 1.2e-7 * fabs(FILL_KEY1_FIRST7_M05_S2[i]));
+
+    int64_t n = 400000;
+    float *a = malloc((size_t)n * 4), *b = malloc((size_t)n * 4);
+    int saved = mw_get_num_threads();
+    mw_set_num_threads(1);
+    mw_fill_normal(a, n, 5, 0, 0.0, 1.0);
+    mw_set_num_threads(2);
+    mw_fill_normal(b, n, 5, 0, 0.0, 1.0);
+    CHECK(memcmp(a, b, (size_t)n * 4) == 0);
+    /* pieces at odd and even starts, of odd and even lengths */
+    int64_t cuts[] = {0, 1, 2, 333, 1000, 1001, 65537, 199999};
+    for (int i = 0; i < 8; i++) {
+        int64_t len = i % 2 ? 777 : 1000;
+        mw_fill_normal(b, len, 5, (uint64_t)cuts[i], 0.0, 1.0);
+        CHECK(memcmp(a + cuts[i], b, (size_t)len * 4) == 0);
+    }
+    mw_set_num_threads(saved);
+
+    double m1 = 0, m2 = 0, m3 = 0, m4 = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double x = a[i];
+        m1 += x, m2 += x * x, m3 += x * x * x, m4 += x * x * x * x;
+    }
+    m1 /= n, m2 /= n, m3 /= n, m4 /= n;
+    /* standard errors over n draws: mean 1/sqrt(n), E x^2 sqrt(2/n), E x^3 sqrt(15/n), E x^4 sqrt(96/n); 5 sigma */
+    CHECK_NEAR(m1, 0, 5 / sqrt(n));
+    CHECK_NEAR(m2, 1, 5 * sqrt(2.0 / n));
+    CHECK_NEAR(m3, 0, 5 * sqrt(15.0 / n));
+    CHECK_NEAR(m4, 3, 5 * sqrt(96.0 / n));
+    qsort(a, (size_t)n, 4, cmp_float);
+    double D = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double F = 0.5 * erfc(-a[i] / sqrt(2.0));
+        double d1 = fabs(F - (double)i / n), d2 = fabs((double)(i + 1) / n - F);
+        if (d1 > D) D = d1;
+        if (d2 > D) D = d2;
+    }
+    /* the Kolmogorov distribution: P(sqrt(n) D > 1.95) = 0.001 */
+    CHECK(sqrt((double)n) * D < 1.95);
+    /* a shifted, scaled fill is the same numbers moved */
+    mw_fill_normal(b, 100, 5, 0, 3.0, 0.02);
+    mw_fill_normal(a, 100, 5, 0, 0.0, 1.0);
+    for (int i = 0; i < 100; i++) CHECK_NEAR(b[i], 3.0 + 0.02 * a[i], 1e-6);
+    free(a);
+    free(b);
 }
 
 /* ---------------------------------------------------------------- views */
@@ -1600,6 +1665,7 @@ int main(void)
     RUN(test_tril_triu);
     RUN(test_creation_errors);
     RUN(test_rng);
+    RUN(test_fill_normal);
     RUN(test_narrow_select);
     RUN(test_transpose_permute);
     RUN(test_view_reshape);
