@@ -9,6 +9,7 @@
 #include "model.h"
 
 #include "kernels.h"
+#include "parallel.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -459,6 +460,11 @@ static int logits_out(mw_run *r, mw_tensor *out, int64_t B, int64_t P, int64_t V
     return 0;
 }
 
+int64_t mw_model_logits_held(const mw_model *m) {
+    const mw_run *r = m->run;
+    return r && r->logits.s && r->logits.s->refcount > 1 ? r->logits.cap * 4 : 0;
+}
+
 /* ================================================================ hook plumbing */
 int mw_model_hook_exists(const mw_model *m, int id) {
     const mw_config *c = &m->cfg;
@@ -559,6 +565,42 @@ static float *pw(const mw_tensor *t, int64_t per_layer, int l) {
     return (float *)mw_tensor_data(t) + (l >= 0 ? (int64_t)l * per_layer : 0);
 }
 
+/* ---------------------------------------------------------------- both cores
+ * The work between matrix products runs in pieces on mw_parallel_for's threads (parallel.h): over
+ * rows (LayerNorm, activations) or over (batch, head) blocks of attention. Every piece computes
+ * whole rows or blocks exactly as one thread would, so the numbers do not depend on the thread
+ * count. Grains keep pieces above ~64k floats of work, so small inputs stay on one thread. */
+typedef struct {
+    int op;
+    float *out, *s, *mu;
+    const float *in, *w, *b, *b2;
+    int64_t C;
+    double eps;
+    mw_actfn fn;
+} rows_ctx;
+enum { ROWS_LN_CENTER, ROWS_LN_APPLY, ROWS_RMS_SCALE, ROWS_SCALE, ROWS_ACT, ROWS_GATE };
+
+static void rows_piece(void *vc, int64_t lo, int64_t hi, int tid) {
+    (void)tid;
+    const rows_ctx *c = vc;
+    int64_t n = hi - lo, C = c->C;
+    switch (c->op) {
+    case ROWS_LN_CENTER:
+        mw_layernorm_center_forward(c->out + lo * C, c->s + lo, c->mu ? c->mu + lo : NULL, c->in + lo * C, n, C, c->eps);
+        break;
+    case ROWS_LN_APPLY: mw_layernorm_apply_forward(c->out + lo * C, c->s + lo, c->w, c->b, n, C); break;
+    case ROWS_RMS_SCALE: mw_rmsnorm_scale_forward(c->out + lo * C, c->s + lo, c->in + lo * C, n, C, c->eps); break;
+    case ROWS_SCALE: mw_scale_rows_forward(c->out + lo * C, c->w, n, C); break;
+    case ROWS_ACT: mw_act_forward(c->out + lo, c->in + lo, n, c->fn); break;        /* C = 1: elements */
+    case ROWS_GATE: mw_gate_forward(c->out + lo, c->in + lo, c->b2 + lo, n, c->fn); break;
+    }
+}
+
+static void rows_run(rows_ctx *c, int64_t N) {
+    int64_t per = c->C > 0 ? c->C : 1;
+    mw_parallel_for(N, (65536 + per - 1) / per, rows_piece, c);
+}
+
 /* LayerNorm of the [N, d] rows of in into out, delivering scale and normalized; mean is kept
  * when mean != NULL (training) */
 static int layernorm(const pass_ctx *x, const float *in, const mw_tensor *w, const mw_tensor *b, int l,
@@ -567,19 +609,71 @@ static int layernorm(const pass_ctx *x, const float *in, const mw_tensor *w, con
     mw_norm kind = x->m->cfg.normalization_type;
     float *o = buf(out, N * d), *s = buf(scale, N), *mu = mean ? buf(mean, N) : NULL;
     if (!o || !s || (mean && !mu)) return -1;
+    rows_ctx rc = {.out = o, .s = s, .mu = mu, .in = in, .C = d, .eps = x->m->cfg.eps};
     if (kind == MW_NORM_RMS || kind == MW_NORM_RMSPRE) {
         /* TransformerLens's RMSNorm: hook_normalized is x / scale, before the weight */
-        mw_rmsnorm_scale_forward(o, s, in, N, d, x->m->cfg.eps);
+        rc.op = ROWS_RMS_SCALE;
+        rows_run(&rc, N);
         if (emit(x, id_scale, l, scale)) return -1;
-        mw_layernorm_apply_forward(o, s, NULL, NULL, N, d);
+        rc.op = ROWS_LN_APPLY;
+        rows_run(&rc, N);
         if (emit(x, id_norm, l, out)) return -1;
-        if (kind == MW_NORM_RMS) mw_scale_rows_forward(o, pw(w, d, l), N, d);
+        if (kind == MW_NORM_RMS) {
+            rc.op = ROWS_SCALE;
+            rc.w = pw(w, d, l);
+            rows_run(&rc, N);
+        }
         return 0;
     }
-    mw_layernorm_center_forward(o, s, mu, in, N, d, x->m->cfg.eps);
+    rc.op = ROWS_LN_CENTER;
+    rows_run(&rc, N);
     if (emit(x, id_scale, l, scale)) return -1;
-    mw_layernorm_apply_forward(o, s, pw(w, d, l), pw(b, d, l), N, d);
+    rc.op = ROWS_LN_APPLY;
+    rc.w = pw(w, d, l);
+    rc.b = pw(b, d, l);
+    rows_run(&rc, N);
     return emit(x, id_norm, l, out);
+}
+
+/* the (batch, head) blocks of one attention layer, in pieces over bh = b * H + h: P queries, Pk
+ * keys (Pk > P with a key/value cache); row b's keys and values at K + b * kst, its key padding
+ * at km + b * kmst */
+typedef struct {
+    int stage;                      /* ATT_FUSED, ATT_SCORES, ATT_SOFTMAX, ATT_Z */
+    const float *q, *K, *V;
+    float *z, *S, *scratch;         /* S [B,H,P,Pk] (staged); scratch [threads, P, Pk] (fused) */
+    const uint8_t *km;
+    int64_t H, P, Pk, dh, Hd, Gd, per, kst, kmst;
+    float alpha;
+    int causal;
+} attn_ctx;
+enum { ATT_FUSED, ATT_SCORES, ATT_SOFTMAX, ATT_Z };
+
+static void attn_piece(void *vc, int64_t lo, int64_t hi, int tid) {
+    const attn_ctx *c = vc;
+    int64_t P = c->P, Pk = c->Pk, H = c->H, dh = c->dh, Hd = c->Hd, Gd = c->Gd;
+    for (int64_t bh = lo; bh < hi; bh++) {
+        int64_t b = bh / H, h = bh % H;
+        const float *qb = c->q + b * P * Hd + h * dh, *kb = c->K + b * c->kst + h / c->per * dh,
+                    *vb = c->V + b * c->kst + h / c->per * dh;
+        const uint8_t *km = c->km ? c->km + b * c->kmst : NULL;
+        float *s = c->stage == ATT_FUSED ? c->scratch + (int64_t)tid * P * Pk : c->S + bh * P * Pk;
+        /* scores [P,Pk] = q[b,:,h] [P,dh] (row stride H*dh) @ K[b,:,h]^T / attn_scale */
+        if (c->stage == ATT_FUSED || c->stage == ATT_SCORES) {
+            mw_sgemm(s, Pk, qb, Hd, 0, kb, Gd, 1, P, Pk, dh, c->alpha, 0.0f);
+            mw_attn_mask_forward(s, Pk, P, Pk, km);
+        }
+        if (c->stage == ATT_FUSED || c->stage == ATT_SOFTMAX) mw_softmax_forward(s, Pk, P, Pk, c->causal);
+        /* z[b,:,h] [P,dh] = pattern[b,h] [P,Pk] @ V[b,:,h] [Pk,dh] */
+        if (c->stage == ATT_FUSED || c->stage == ATT_Z)
+            mw_sgemm(c->z + b * P * Hd + h * dh, Hd, s, Pk, 0, vb, Gd, 0, P, dh, Pk, 1.0f, 0.0f);
+    }
+}
+
+static void attn_run(attn_ctx *c, int stage, int64_t nblocks) {
+    c->stage = stage;
+    int64_t work = c->P * c->Pk * (stage == ATT_FUSED ? 2 * c->dh + 8 : stage == ATT_SOFTMAX ? 8 : c->dh);
+    mw_parallel_for(nblocks, (65536 + work - 1) / work, attn_piece, c);
 }
 
 /* one attention layer: reads its input (normalized resid, or resid) at `in`, the Q/K input at
@@ -635,33 +729,21 @@ static int attention(const pass_ctx *x, int l, mw_acts *a, const float *in, cons
      * in a [P,Pk] scratch only as long as it takes to make its part of z. */
     float alpha = c->use_attn_scale ? (float)(1.0 / c->attn_scale) : 1.0f;
     a->causal = !wanted(x, MW_HOOK_ATTN_SCORES, l); /* edited scores may unmask keys: full rows */
+    attn_ctx ac = {0, q, K, V, z, NULL, NULL, km, H, P, Pk, dh, Hd, Gd, per, kst, kmst, alpha, a->causal};
     if (x->train || wanted(x, MW_HOOK_ATTN_SCORES, l) || wanted(x, MW_HOOK_PATTERN, l)) {
-        float *S = buf(&a->scores, B * H * P * Pk);
-        if (!S) return -1;
-        for (int64_t b = 0; b < B; b++)
-            for (int64_t h = 0; h < H; h++) {
-                float *s = S + (b * H + h) * P * Pk;
-                mw_sgemm(s, Pk, q + b * P * Hd + h * dh, Hd, 0, K + b * kst + h / per * dh, Gd, 1, P, Pk, dh, alpha, 0.0f);
-                mw_attn_mask_forward(s, Pk, P, Pk, km ? km + b * kmst : NULL);
-            }
+        ac.S = buf(&a->scores, B * H * P * Pk);
+        if (!ac.S) return -1;
+        attn_run(&ac, ATT_SCORES, B * H);
         if (emit(x, MW_HOOK_ATTN_SCORES, l, &a->scores)) return -1;
-        for (int64_t bh = 0; bh < B * H; bh++) mw_softmax_forward(S + bh * P * Pk, Pk, P, Pk, a->causal);
+        attn_run(&ac, ATT_SOFTMAX, B * H);
         if (emit(x, MW_HOOK_PATTERN, l, &a->scores)) return -1;
-        /* z[b,:,h] [P,dh] = pattern[b,h] [P,Pk] @ V[b,:,h] [Pk,dh] */
-        for (int64_t b = 0; b < B; b++)
-            for (int64_t h = 0; h < H; h++)
-                mw_sgemm(z + b * P * Hd + h * dh, Hd, S + (b * H + h) * P * Pk, Pk, 0, V + b * kst + h / per * dh, Gd, 0,
-                         P, dh, Pk, 1.0f, 0.0f);
+        attn_run(&ac, ATT_Z, B * H);
     } else {
-        float *s = buf(&r->block, P * Pk);
-        if (!s) return -1;
-        for (int64_t b = 0; b < B; b++)
-            for (int64_t h = 0; h < H; h++) {
-                mw_sgemm(s, Pk, q + b * P * Hd + h * dh, Hd, 0, K + b * kst + h / per * dh, Gd, 1, P, Pk, dh, alpha, 0.0f);
-                mw_attn_mask_forward(s, Pk, P, Pk, km ? km + b * kmst : NULL);
-                mw_softmax_forward(s, Pk, P, Pk, 1);
-                mw_sgemm(z + b * P * Hd + h * dh, Hd, s, Pk, 0, V + b * kst + h / per * dh, Gd, 0, P, dh, Pk, 1.0f, 0.0f);
-            }
+        /* each thread's (b, h) block lives in its own [P,Pk] scratch */
+        ac.scratch = buf(&r->block, (int64_t)mw_get_num_threads() * P * Pk);
+        if (!ac.scratch) return -1;
+        ac.causal = 1;
+        attn_run(&ac, ATT_FUSED, B * H);
     }
     if (emit(x, MW_HOOK_Z, l, &a->z)) return -1;
 
@@ -700,7 +782,8 @@ static int mlp(const pass_ctx *x, int l, mw_acts *a, const float *in) {
         if (emit(x, MW_HOOK_MLP_PRE, l, &a->mlp_pre)) return -1;
         mw_linear_forward(lin, in, pw(&w->W_in, d * M, l), pw(&w->b_in, M, l), N, d, M);
         if (emit(x, MW_HOOK_MLP_PRE_LINEAR, l, &a->mlp_lin)) return -1;
-        mw_gate_forward(post, pre, lin, N * M, c->act_fn);
+        rows_ctx rc = {.op = ROWS_GATE, .out = post, .in = pre, .b2 = lin, .C = 1, .fn = c->act_fn};
+        rows_run(&rc, N * M);
     } else {
         /* pre [N, m] = in [N, d] @ W_in [d, m] + b_in */
         mw_linear_forward(pre, in, pw(&w->W_in, d * M, l), pw(&w->b_in, M, l), N, d, M);
@@ -720,7 +803,8 @@ static int mlp(const pass_ctx *x, int l, mw_acts *a, const float *in) {
         } else if (c->act_fn == MW_ACT_SOLU) {
             mw_solu_forward(post, pre, N, M);
         } else {
-            mw_act_forward(post, pre, N * M, c->act_fn);
+            rows_ctx rc = {.op = ROWS_ACT, .out = post, .in = pre, .C = 1, .fn = c->act_fn};
+            rows_run(&rc, N * M);
         }
     }
     if (emit(x, MW_HOOK_MLP_POST, l, &a->mlp_post)) return -1;
@@ -834,6 +918,9 @@ static int check_opts(const mw_model *m, const mw_forward_opts *o, int *start, i
                              (long long)kv->len, (long long)c->n_ctx);
     }
     int to_end = *stop == L && !o->return_residual;
+    if (o->last_only && (o->want_loss || o->keep_activations || !to_end))
+        return mw_seterr("forward: last_only returns the last position's logits of an inference pass: not with "
+                         "the loss, training or stop_at_layer");
     if (o->want_loss && to_end && !o->tokens) return mw_seterr("forward: the loss needs tokens");
     if (o->want_loss && to_end && *P < 2) return mw_seterr("forward: the loss needs at least 2 positions");
     return 0;
@@ -848,6 +935,25 @@ static int ensure_acts(mw_run *r, int n) {
     memset(a + r->nacts, 0, (size_t)(n - r->nacts) * sizeof *a);
     r->acts = a;
     r->nacts = n;
+    return 0;
+}
+
+/* out->logits [B,1,Vo]: each row's last real position (the last one mask marks; P-1 without a
+ * mask) of fin [B,P,d], those B rows gathered into the embedding buffer (free once the blocks
+ * ran) and unembedded in one product (last_only, and generation with a key/value cache) */
+static int last_logits(const pass_ctx *x, const float *fin, const uint8_t *mask, mw_forward_out *out) {
+    mw_run *r = x->m->run;
+    const mw_weights *w = &x->m->w;
+    int64_t B = x->B, P = x->P, d = x->m->cfg.d_model, Vo = x->m->cfg.d_vocab_out;
+    float *rows = buf(&r->embed, B * d);
+    if (!rows) return -1;
+    for (int64_t b = 0; b < B; b++) {
+        int64_t t = P - 1;
+        while (mask && t > 0 && !mask[b * P + t]) t--;
+        memcpy(rows + b * d, fin + (b * P + t) * d, (size_t)d * sizeof(float));
+    }
+    if (logits_out(r, &out->logits, B, 1, Vo)) return -1;
+    mw_linear_forward(mw_tensor_data(&out->logits), rows, mw_tensor_data(&w->W_U), mw_tensor_data(&w->b_U), B, d, Vo);
     return 0;
 }
 
@@ -981,15 +1087,8 @@ int mw_model_forward(mw_model *m, const mw_forward_opts *o, mw_forward_out *out)
     r->P = P;
     r->saved = x->train;
     if (x->kv) {
-        if (o->want_logits) {
-            /* generation: logits [B,1,Vo] of each row's last position only. Its rows are moved to
-             * the front of fin (row b*P+P-1 to row b: never over a row still to move) */
-            for (int64_t b = 0; P > 1 && b < B; b++)
-                memmove((float *)fin + b * d, fin + (b * P + P - 1) * d, (size_t)d * sizeof(float));
-            TRY(logits_out(r, &out->logits, B, 1, c->d_vocab_out));
-            mw_linear_forward(mw_tensor_data(&out->logits), fin, mw_tensor_data(&w->W_U), mw_tensor_data(&w->b_U), B,
-                              d, c->d_vocab_out);
-        }
+        /* generation: logits [B,1,Vo] of each row's last position only (left-padded prompts: P-1) */
+        if (o->want_logits) TRY(last_logits(x, fin, mask, out));
         x->kv->len += P;
         return 0;
     }
@@ -1032,6 +1131,8 @@ int mw_model_forward(mw_model *m, const mw_forward_opts *o, mw_forward_out *out)
                                                 r->tok + b * P + 1, r->valid + b * P, P - 1);
             r->have_probs = 1;
         }
+    } else if (o->want_logits && o->last_only) {
+        TRY(last_logits(x, fin, mask, out));
     } else if (o->want_logits) {
         TRY(logits_out(r, &out->logits, B, P, Vo));
         float *lg = mw_tensor_data(&out->logits);

@@ -211,6 +211,9 @@ typedef struct mw_forward_opts {
                                         even when stop_at_layer == n_layers (no ln_final) */
     int want_logits;                 /* fill out->logits [B,P,Vo] */
     int want_loss;                   /* fill out->loss and out->loss_per_token [B,P-1] */
+    int last_only;                   /* logits [B,1,Vo] of each row's last real position only (the
+                                        last one the attention_mask marks; P-1 without a mask);
+                                        inference without the loss only */
     int keep_activations;            /* training: keep every block's activations (one buffer per
                                         block instead of the reused ones) for mw_model_backward;
                                         needs the whole model (start 0, stop n_layers) */
@@ -266,6 +269,10 @@ int mw_model_backward(mw_model *m, const mw_backward_opts *o);
 
 /* bytes currently held by the model's activation buffers (for the benchmark's memory report) */
 int64_t mw_model_buffer_bytes(const mw_model *m);
+/* bytes of the last logits handed out that their caller still holds (0 when released): the next
+ * forward reuses that memory only once it is released (a binding with a garbage collector can
+ * collect first rather than fault in a fresh buffer) */
+int64_t mw_model_logits_held(const mw_model *m);
 /* frees the activation buffers (the next forward allocates them again) */
 void mw_model_trim(mw_model *m);
 

@@ -9,7 +9,7 @@
  *   m:set_param(name, t)         copy t into the entry; false for ignored buffers (attn.mask)
  *   m:hook_names()               hook names that fire for this config, in firing order
  *   m:forward(opts)              -> {logits=, loss=, loss_per_token=, residual=}
- *       opts.tokens, attention_mask, residual, start_at_layer, stop_at_layer, logits, loss,
+ *       opts.tokens, attention_mask, residual, start_at_layer, stop_at_layer, logits, last_only, loss,
  *       keep_activations (training: for a backward pass, see core/train.h),
  *       cache_names = {name = true}, cache = table receiving clones by full name,
  *       hooks = {name = {{fn, hookobj}, ...}}
@@ -372,6 +372,8 @@ static int l_forward(lua_State *L) {
     o.want_loss = lua_toboolean(L, -1);
     lua_getfield(L, 2, "keep_activations");
     o.keep_activations = lua_toboolean(L, -1);
+    lua_getfield(L, 2, "last_only");
+    o.last_only = lua_toboolean(L, -1);
     deliver_ctx x;
     uint8_t *want = hook_setup(L, m, &x, "forward");
     o.want = want;
@@ -385,6 +387,12 @@ static int l_forward(lua_State *L) {
     int top = lua_gettop(L);
     lmodel *u = lua_touserdata(L, 1);
     if (u->busy) return luaL_error(L, "forward: this model is already running (called from one of its own hooks?)");
+    /* The last call's logits, when still held, are usually garbage the collector has not reached
+     * yet (`local logits = model(t)` in a loop): collecting first lets the pass reuse their memory
+     * instead of faulting in a fresh buffer of that size. Worth it while a full collection (about
+     * the Lua heap's size of work) is cheaper than the fault-in (the logits' size). */
+    int64_t held = mw_model_logits_held(m);
+    if (held > 0 && (int64_t)lua_gc(L, LUA_GCCOUNT) * 1024 * 2 < held) lua_gc(L, LUA_GCCOLLECT);
     mw_forward_out out;
     u->busy = 1;
     int rc = mw_model_forward(m, &o, &out);

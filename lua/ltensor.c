@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "mwl.h"
+#include "parallel.h"
 
 void mwl_open_json(lua_State *L); /* ljson.c */
 
@@ -2029,6 +2030,19 @@ static int l_live_tensor_bytes(lua_State *L) {
     return 1;
 }
 
+/* mi.set_num_threads(n) / mi.get_num_threads(): torch's names; the threads of the matrix
+ * products (OpenBLAS) and of the work between them (core/parallel.h) */
+static int l_set_num_threads(lua_State *L) {
+    lua_Integer n = luaL_checkinteger(L, 1);
+    if (n < 1 || n > 64) return luaL_error(L, "set_num_threads: n must be 1 to 64, got %I", n);
+    mw_set_num_threads((int)n);
+    return 0;
+}
+static int l_get_num_threads(lua_State *L) {
+    lua_pushinteger(L, mw_get_num_threads());
+    return 1;
+}
+
 static int l_is_tensor(lua_State *L) {
     lua_pushboolean(L, mwl_totensor(L, 1) != NULL);
     return 1;
@@ -2084,6 +2098,7 @@ static const luaL_Reg FUNCTIONS[] = {
     {"matmul", l_matmul}, {"outer", l_outer}, {"einsum", l_einsum}, {"cat", l_cat},
     {"stack", l_stack}, {"svd", l_svd}, {"eigvals", l_eigvals}, {"where", l_where},
     {"live_tensor_bytes", l_live_tensor_bytes}, {"_check_opts", l_check_opts}, {"_kwargs", l_kwargs},
+    {"set_num_threads", l_set_num_threads}, {"get_num_threads", l_get_num_threads},
     {NULL, NULL}};
 
 /* x < y, x <= y (and so x > y, x >= y, which Lua turns into y < x, y <= x) must give a Lua

@@ -14,7 +14,8 @@
 --       opts: return_type "logits" (default) | "loss" | "both" (returns logits, loss) | "none";
 --       loss_per_token, prepend_bos, padding_side, attention_mask, start_at_layer, stop_at_layer
 --       (returns the residual stream entering that block), tokens (for the loss when starting
---       from a residual), fwd_hooks
+--       from a residual), fwd_hooks, last_only (with return_type "logits": logits [B,1,d_vocab] of each
+--       row's last real position, the only row unembedded; miwb's own, TransformerLens has none)
 --   model:run_with_cache(input, {names_filter = name | {names} | function(name), remove_batch_dim,
 --       return_type, fwd_hooks (for this call), ...}) -> out, cache   (out is {logits=, loss=} for return_type "both")
 --   model:run_with_cache(input, {incl_bwd = true, return_type = "loss" | grad_output = fn, bwd_hooks})
@@ -742,7 +743,7 @@ function Model:_input(input, opts)
 end
 
 local FORWARD_OPTS = {"return_type", "loss_per_token", "prepend_bos", "padding_side", "attention_mask",
-                      "start_at_layer", "stop_at_layer", "tokens", "fwd_hooks"}
+                      "start_at_layer", "stop_at_layer", "tokens", "fwd_hooks", "last_only"}
 local function with(list, ...)
   local t = {table.unpack(list)}
   for _, k in ipairs{...} do t[#t + 1] = k end
@@ -801,6 +802,13 @@ function Model:_run(input, opts, extra)
   end
   o.logits = rt == "logits" or rt == "both"
   o.loss = rt == "loss" or rt == "both"
+  if opts.last_only then
+    if rt ~= "logits" then
+      error("forward: last_only = true returns logits: it needs return_type = 'logits' (got '" .. rt .. "')", 3)
+    end
+    if opts.stop_at_layer ~= nil then error("forward: last_only = true returns logits: not with stop_at_layer", 3) end
+    o.last_only = true
+  end
   if extra then
     o.cache_names, o.cache = extra.cache_names, extra.cache
     if extra.keep then o.keep_activations, o.logits = true, o.logits or extra.logits end

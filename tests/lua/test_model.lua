@@ -132,6 +132,80 @@ T.test("padding: attention_mask as TransformerLens (masked keys -inf, positions 
   end
 end)
 
+T.test("last_only: logits [B,1,V] of each row's last real position = those rows of the full logits (fixtures)", function()
+  for _, name in ipairs(MODELS) do
+    local model, t = fixture(name)
+    local last = model(t.tokens, {last_only = true})
+    local B, P = t.tokens:shape()[1], t.tokens:shape()[2]
+    T.eq(table.concat(last:shape(), ","), B .. ",1," .. model.cfg.d_vocab_out, name .. " shape")
+    close(last, t.logits[{{}, {P - 1, P}}], 1e-4, name .. " last position")
+    -- padded rows: the last position the mask marks (the fixture pads some rows)
+    local mask = t["masked.attention_mask"]
+    local lm = model(t["masked.tokens"], {attention_mask = mask, return_type = "logits", last_only = true})
+    local mt = mask:totable()
+    for b = 0, B - 1 do
+      local p = P - 1
+      while p > 0 and mt[b + 1][p + 1] == 0 do p = p - 1 end
+      close(lm[b][0], t["masked.logits"][b][p], 1e-4, name .. " masked row " .. b .. " position " .. p)
+    end
+  end
+  local model, t = fixture("attn2")
+  T.raises(function() model(t.tokens, {return_type = "loss", last_only = true}) end,
+           "last_only = true returns logits: it needs return_type = 'logits' (got 'loss')")
+  T.raises(function() model:run_with_cache(t.tokens, {return_type = "both", last_only = true}) end,
+           "it needs return_type = 'logits'")
+  T.raises(function() model(t.tokens, {stop_at_layer = 1, last_only = true}) end, "not with stop_at_layer")
+end)
+
+T.test("logits dropped without collecting: the next call reuses their memory (no fresh buffer per call)", function()
+  -- logits of 64 x 50000 floats (12.8 MB), far more than this test's Lua heap
+  local model = mi.HookedTransformer({d_model = 16, d_head = 4, n_layers = 1, n_ctx = 64, d_vocab = 50000,
+                                      attn_only = true, seed = 1})
+  local tokens = mi.randint(0, 50000, {1, 64}, mi.Generator(0))
+  collectgarbage("stop")                 -- only the forward's own collection may run
+  local ok, err = pcall(function()
+    local function step() local lg = model(tokens); return lg:shape()[1] end   -- drops its logits
+    step()
+    local before = mi.live_tensor_bytes()
+    for _ = 1, 3 do step() end
+    T.truthy(mi.live_tensor_bytes() - before < 1e6, "live tensor bytes grew by " .. (mi.live_tensor_bytes() - before))
+    local keep = model(tokens)          -- held logits are not reused: a new buffer, the old one intact
+    local first = keep[{0, 5, 7}]:item()
+    local other = model(mi.randint(0, 50000, {1, 64}, mi.Generator(9)))
+    T.eq(keep[{0, 5, 7}]:item(), first)
+    T.truthy(other[{0, 5, 7}]:item() ~= first, "a new buffer holds the new logits")
+  end)
+  collectgarbage("restart")
+  if not ok then error(err, 0) end
+end)
+
+T.test("threads: 1 and 2 threads give the same activations, logits and loss (attention, LayerNorm, MLP in pieces)", function()
+  -- big enough that every threaded loop is cut in pieces: 8 x 128 positions, d_model 128, d_mlp 512
+  local cfg = {d_model = 128, d_head = 32, n_heads = 4, n_layers = 2, n_ctx = 128, d_vocab = 97, d_mlp = 512,
+               act_fn = "gelu_new", seed = 3}
+  local model = mi.HookedTransformer(cfg)
+  local tokens = mi.randint(0, 97, {8, 128}, mi.Generator(4))
+  local saved = mi.get_num_threads()
+  local res = {}
+  for _, n in ipairs({1, 2}) do
+    mi.set_num_threads(n)
+    T.eq(mi.get_num_threads(), n)
+    local logits, cache = model:run_with_cache(tokens)
+    res[n] = {logits = logits, cache = cache, loss = model(tokens, {return_type = "loss"}):item(),
+              fused = model(tokens)}                                  -- no hook: the fused attention loop
+  end
+  mi.set_num_threads(saved)
+  close(res[2].logits, res[1].logits, 1e-6, "logits")
+  close(res[2].fused, res[1].fused, 1e-6, "logits without a cache")
+  mi.set_num_threads(2)
+  for i = 1, 4 do close(model(tokens), res[1].fused, 1e-6, "2 threads, run " .. i) end  -- races show up now and then
+  mi.set_num_threads(saved)
+  close(res[2].fused, res[1].logits, 1e-6, "fused = staged attention")
+  for _, k in ipairs(res[1].cache:keys()) do close(res[2].cache[k], res[1].cache[k], 1e-6, k) end
+  T.near(res[2].loss, res[1].loss, 1e-6 * res[1].loss)
+  T.raises(function() mi.set_num_threads(0) end, "set_num_threads: n must be 1 to 64, got 0")
+end)
+
 T.test("cache filters: only what was asked is kept", function()
   local model, t = fixture("gpt2")
   local _, c1 = model:run_with_cache(t.tokens, {names_filter = "blocks.1.attn.hook_pattern"})
