@@ -923,6 +923,9 @@ static int check_opts(const mw_model *m, const mw_forward_opts *o, int *start, i
                          "the loss, training or stop_at_layer");
     if (o->want_loss && to_end && !o->tokens) return mw_seterr("forward: the loss needs tokens");
     if (o->want_loss && to_end && *P < 2) return mw_seterr("forward: the loss needs at least 2 positions");
+    if ((o->loss_from || o->loss_to) && (o->loss_from < 0 || o->loss_to <= o->loss_from || o->loss_to > *P - 1))
+        return mw_seterr("forward: loss positions [%lld, %lld) outside the %lld predictions", (long long)o->loss_from,
+                         (long long)o->loss_to, (long long)(*P - 1));
     return 0;
 }
 
@@ -1108,9 +1111,10 @@ int mw_model_forward(mw_model *m, const mw_forward_opts *o, mw_forward_out *out)
                     goto fail;
                 }
         }
+        int64_t lf = o->loss_from, lt = o->loss_to ? o->loss_to : P - 1;
         for (int64_t b = 0; b < B; b++)
             for (int64_t t = 0; t + 1 < P; t++)
-                r->valid[b * P + t] = r->mask[b * P + t] && r->mask[b * P + t + 1];
+                r->valid[b * P + t] = r->mask[b * P + t] && r->mask[b * P + t + 1] && t >= lf && t < lt;
     }
     double lsum = 0;
     int64_t lcount = 0;
@@ -1146,9 +1150,10 @@ int mw_model_forward(mw_model *m, const mw_forward_opts *o, mw_forward_out *out)
         const int64_t R = 64;
         float *rows = buf(&r->logit_rows, R * Vo);
         NEED(rows);
+        int64_t lf = o->loss_from, lt = o->loss_to ? o->loss_to : P - 1;
         for (int64_t b = 0; b < B; b++)
-            for (int64_t t0 = 0; t0 < P - 1; t0 += R) {
-                int64_t n = P - 1 - t0 < R ? P - 1 - t0 : R;
+            for (int64_t t0 = lf; t0 < lt; t0 += R) {
+                int64_t n = lt - t0 < R ? lt - t0 : R;
                 mw_linear_forward(rows, fin + (b * P + t0) * d, WU, bU, n, d, Vo);
                 mw_crossentropy_forward(nll + b * (P - 1) + t0, &lsum, &lcount, rows, Vo, r->tok + b * P + t0 + 1,
                                         r->valid + b * P + t0, n);

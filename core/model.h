@@ -211,6 +211,9 @@ typedef struct mw_forward_opts {
                                         even when stop_at_layer == n_layers (no ln_final) */
     int want_logits;                 /* fill out->logits [B,P,Vo] */
     int want_loss;                   /* fill out->loss and out->loss_per_token [B,P-1] */
+    int64_t loss_from, loss_to;      /* only the predictions of positions [loss_from, loss_to) of
+                                        [B,P-1] count in the loss (0, 0: all); without the logits the
+                                        others are never unembedded (ablation sweeps over a slice) */
     int last_only;                   /* logits [B,1,Vo] of each row's last real position only (the
                                         last one the attention_mask marks; P-1 without a mask);
                                         inference without the loss only */

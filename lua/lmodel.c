@@ -10,6 +10,7 @@
  *   m:hook_names()               hook names that fire for this config, in firing order
  *   m:forward(opts)              -> {logits=, loss=, loss_per_token=, residual=}
  *       opts.tokens, attention_mask, residual, start_at_layer, stop_at_layer, logits, last_only, loss,
+ *       loss_from, loss_to (the predicted positions counted in the loss),
  *       keep_activations (training: for a backward pass, see core/train.h),
  *       cache_names = {name = true}, cache = table receiving clones by full name,
  *       hooks = {name = {{fn, hookobj}, ...}}
@@ -374,6 +375,10 @@ static int l_forward(lua_State *L) {
     o.keep_activations = lua_toboolean(L, -1);
     lua_getfield(L, 2, "last_only");
     o.last_only = lua_toboolean(L, -1);
+    lua_getfield(L, 2, "loss_from");
+    o.loss_from = luaL_optinteger(L, -1, 0);
+    lua_getfield(L, 2, "loss_to");
+    o.loss_to = luaL_optinteger(L, -1, 0);
     deliver_ctx x;
     uint8_t *want = hook_setup(L, m, &x, "forward");
     o.want = want;

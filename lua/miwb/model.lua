@@ -778,7 +778,8 @@ function Model:_core_hooks(o, fwd_hooks)
   return setmetatable({}, {__close = function() self._splice_run = nil end})
 end
 
--- the whole call: extra = {cache_names=, cache=} for run_with_cache
+-- the whole call: extra = {cache_names=, cache=} for run_with_cache; extra.loss_slice = {from, to}:
+-- only those predicted positions count in the loss (and are unembedded without logits)
 function Model:_run(input, opts, extra)
   opts = opts or {}
   local rt = return_type(opts)
@@ -812,6 +813,7 @@ function Model:_run(input, opts, extra)
   if extra then
     o.cache_names, o.cache = extra.cache_names, extra.cache
     if extra.keep then o.keep_activations, o.logits = true, o.logits or extra.logits end
+    if extra.loss_slice then o.loss_from, o.loss_to = extra.loss_slice[1], extra.loss_slice[2] end
   end
   local _ <close> = self:_core_hooks(o, opts.fwd_hooks)
   if opts.start_at_layer ~= nil and (o.start_at_layer or 0) == 0 and o.residual then

@@ -84,6 +84,54 @@ T.test("ablating the planted heads costs the most loss on the second copy", func
   T.truthy(mean[{1, 2}]:item() > 1.0)
 end)
 
+-- the naive loop of the notebook: one full rerun per head with a hook on its v or z
+local function naive_ablation(model, tokens, act, mode, from, to)
+  local function loss_of(per) return per:narrow(1, from, to - from):mean():item() end
+  local base = loss_of(model(tokens, {return_type = "loss", loss_per_token = true}))
+  local L, H = model.cfg.n_layers, model.cfg.n_heads
+  local out = mi.zeros(L, H)
+  for l = 0, L - 1 do
+    local name = mi.utils.get_act_name(act, l)
+    local _, cache = model:run_with_cache(tokens, {names_filter = name})
+    local means = cache[name]:mean({0, 1})
+    for h = 0, H - 1 do
+      local per = model:run_with_hooks(tokens, {return_type = "loss", loss_per_token = true, fwd_hooks = {{name,
+        function(x) if mode == "zero" then x[{{}, {}, h}] = 0 else x[{{}, {}, h}] = means[h] end end}}})
+      out[{l, h}] = loss_of(per) - base
+    end
+  end
+  return out
+end
+
+T.test("head_ablation_scores (start_at_layer, batched copies, sliced unembedding) = full reruns with a hook", function()
+  local models = {
+    ln_mlp = mi.HookedTransformer({d_model = 24, d_head = 6, n_heads = 4, n_layers = 3, n_ctx = 16, d_vocab = 37,
+                                   d_mlp = 32, act_fn = "gelu_new", seed = 11}),
+    shortformer = mi.HookedTransformer({d_model = 24, d_head = 6, n_heads = 4, n_layers = 2, n_ctx = 16,
+                                        d_vocab = 37, attn_only = true, normalization_type = "None",
+                                        positional_embedding_type = "shortformer", use_attn_result = true, seed = 12}),
+  }
+  local tokens = mi.randint(0, 37, {3, 12}, mi.Generator(5))
+  for mname, model in pairs(models) do
+    for _, c in ipairs({{"v", "zero", nil}, {"z", "mean", {4, 11}}, {"v", "mean", {2, -3}}}) do
+      local act, mode, slice = c[1], c[2], c[3]
+      local from, to = 0, 11
+      if slice then from, to = slice[1], slice[2] < 0 and 11 + slice[2] or slice[2] end
+      local want = naive_ablation(model, tokens, act, mode, from, to)
+      for _, bh in ipairs({1, 3, 4}) do                -- heads per batched run: 1, 3 + 1, all
+        local got = A.head_ablation_scores(model, tokens, {act = act, mode = mode, slice = slice, batch_heads = bh})
+        local err = (got - want):abs():max():item()
+        T.truthy(err < 1e-5, ("%s %s %s batch_heads %d: max error %.3g"):format(mname, act, mode, bh, err))
+      end
+      T.truthy(want:abs():max():item() > 1e-3, "the ablations move the loss")
+    end
+  end
+  local model = models.ln_mlp
+  T.raises(function() A.head_ablation_scores(model, tokens, {slice = {5, 20}}) end,
+           "slice {5, 20} is outside the 11 predicted positions")
+  T.raises(function() A.head_ablation_scores(model, tokens, {batch_heads = 0}) end, "batch_heads must be a positive integer")
+end)
+
 T.test("ablating all heads except the circuit keeps the second-copy loss low", function()
   local clean = toy(rep, {return_type = "loss", loss_per_token = true})
   local kept = A.ablate_all_except(toy, rep, {"0.1", "1.2"}, {loss_per_token = true})
