@@ -18,11 +18,12 @@ for src in bench/bench_*.c; do
   echo "== $exe $*"
   nice "$exe" "$@"
   if [ "$(basename "$src")" = bench_tensor.c ] || [ "$(basename "$src")" = bench_model.c ]; then
-    echo "== $exe keep-heap $*"
-    nice "$exe" keep-heap "$@"
+    echo "== $exe keep-heap threads=1 $*"
+    nice "$exe" keep-heap threads=1 "$@"
   fi
 done
-# Lua benchmarks (bench/bench_*.lua) run in the miwb program, one BLAS thread as the C ones
+# Lua benchmarks (bench/bench_*.lua) run in the miwb program, one BLAS thread unless they set their own
+# (bench_workloads.lua runs 1 and 2 threads through mi.set_num_threads)
 for src in bench/bench_*.lua; do
   [ -f "$src" ] || continue
   echo "== $BUILD/miwb $src"
