@@ -15,8 +15,9 @@
 --
 -- The defaults are tiny, so that the sweep runs in seconds (d_model 64, 4 heads, n_ctx 32, 300
 -- steps of 8 rows, every row opening with repeated random ids): too few steps for heads to form.
--- At this size --steps 5000 shows the phase change: measured here, seed 0's best layer-1 score
--- went 0.30 (step 2000) -> 0.62 (2250) -> 0.83 (5000), in 34 s of CPU.
+-- At this size --steps 5000 can show the phase change, depending on the seed: with the earlier
+-- weight init seed 0's best layer-1 score went 0.30 (step 2000) -> 0.62 (2250) -> 0.83 (5000), in
+-- 34 s of CPU; with today's counter-based init (core/rng.c) seed 0 forms none in 5000 steps (0.13).
 -- The real size is the bundled model's recipe (models/attn_only_2L/README.md; about 20 minutes a
 -- seed on 2 cores, heads forming between steps 9,000 and 10,500):
 --   --args --text data/corpus/train.txt --d_model 128 --n_heads 8 --d_head 16 --n_ctx 256
