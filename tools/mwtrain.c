@@ -7,7 +7,8 @@
  *     checkpoints and logs go to work/)  name=... (config.json's model_name; default attn_only_<n>L)
  *     vocab=4096 d_model=256 n_heads=8 d_head=32 n_layers=2 n_ctx=256 attn_only=1 norm=none|LN|LNPre
  *     pos=shortformer|standard d_mlp=0 seed=398
- *     batch=16 steps=4000 lr=2e-3 min_lr=2e-4 warmup=200 wd=0.1 clip=1 threads=2
+ *     batch=16 steps=4000 (the length of the lr schedule) stop=0 (stop after this step; 0: steps)
+ *     lr=2e-3 min_lr=2e-4 warmup=200 wd=0.1 clip=1 threads=2
  *     init=0 (std of W_* at init; 0: TransformerLens's 0.8/sqrt(d_model))
  *     short_T=0 short_steps=0 (the first short_steps steps use rows of short_T tokens, as many
  *     tokens per step: attention over few positions learns positional patterns much faster)
@@ -50,7 +51,7 @@ static double now(void) {
 typedef struct {
     const char *corpus, *out, *work, *norm, *pos, *name;
     long vocab, d_model, n_heads, d_head, n_layers, n_ctx, attn_only, d_mlp, seed;
-    long batch, steps, warmup, threads, log_every, eval_every, ckpt_every, resume, bench, short_T, short_steps;
+    long batch, steps, stop, warmup, threads, log_every, eval_every, ckpt_every, resume, bench, short_T, short_steps;
     double lr, min_lr, wd, clip, init, repeat, random, short_repeat, short_random;
 } opts_t;
 
@@ -65,7 +66,7 @@ static int parse(opts_t *o, int argc, char **argv) {
 #define F(name) if (!strcmp(k, #name)) { o->name = atof(v); continue; }
         S(corpus) S(out) S(work) S(norm) S(pos) S(name)
         IV(vocab) IV(d_model) IV(n_heads) IV(d_head) IV(n_layers) IV(n_ctx) IV(attn_only) IV(d_mlp) IV(seed)
-        IV(batch) IV(steps) IV(warmup) IV(threads) IV(log_every) IV(eval_every) IV(ckpt_every) IV(resume) IV(bench) IV(short_T) IV(short_steps)
+        IV(batch) IV(steps) IV(stop) IV(warmup) IV(threads) IV(log_every) IV(eval_every) IV(ckpt_every) IV(resume) IV(bench) IV(short_T) IV(short_steps)
         F(lr) F(min_lr) F(wd) F(clip) F(init) F(repeat) F(random) F(short_repeat) F(short_random)
         fprintf(stderr, "mwtrain: unknown key '%s'\n", k);
         return -1;
@@ -275,7 +276,8 @@ int main(int argc, char **argv) {
     double t0 = now(), ema = 0;
     int64_t H = c.n_heads;
     if (o.bench) o.steps = mw_trainer_nsteps(t) + o.bench;
-    while (mw_trainer_nsteps(t) < o.steps) {
+    long last = o.stop > 0 && o.stop < o.steps ? o.stop : o.steps;
+    while (mw_trainer_nsteps(t) < last) {
         int64_t s = mw_trainer_nsteps(t);
         if (!o.bench && (s % o.eval_every == 0)) {
             probe_t pr;
