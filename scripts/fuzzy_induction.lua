@@ -27,11 +27,12 @@
 --   fuzzy_induction  lp(B* | synonym)  - lp(B* | shuffled)  the order: fuzzy induction proper
 --   random           lp(R  | synonym)  - lp(R  | control)   a word of B*'s frequency: baseline
 --   copy             lp(B  | synonym)  - lp(B  | control)   the earlier word (a literal copier)
+--   copy_induction   lp(B  | synonym)  - lp(B  | shuffled)  does the order make it copy B literally?
 --   fuzzy_vs_random, copy_vs_random: fuzzy and copy minus random
 local mi = require("miwb")
 local A, E, wn = mi.analysis, mi.experiment, mi.wordnet
 
-local second_model = E.repo_root() .. "/models/gelu_2L_8k"
+local second_model = E.repo_root() .. "/models/attn_only_2L_8k"
 local defaults = {n_words = 20, reps = 4, max_sense = 2, max_pairs = 0, boot = 2000, perms = 10000}
 if not (os.getenv("MIWB_MODEL") or "") :find("%S") and mi.utils.file_exists(second_model .. "/config.json") then
   defaults.model = second_model
@@ -41,7 +42,7 @@ local args = E.parse_args(arg, "fuzzy_induction", defaults, {
   max_sense = "keep a synonym pair only if its synset is among each word's first max_sense senses (0: any)",
   max_pairs = "use at most this many pairs (0: all), for a quick run",
   boot = "bootstrap resamples for the 95% intervals", perms = "random sign flips for the permutation test",
-  model = "a model folder, a model name in $MIWB_HOME, or 'toy' (models/gelu_2L_8k when it is there)"})
+  model = "a model folder, a model name in $MIWB_HOME, or 'toy' (models/attn_only_2L_8k when it is there)"})
 local model, model_name = E.load_model(args.model)
 print("model: " .. model_name)
 if not model.tokenizer then
@@ -250,12 +251,14 @@ local effects = {
 }
 -- the synonyms in order against the same synonyms shuffled: induction, not priming by the words
 effects.fuzzy_induction = function(t) return lp.synonym.target[t] - lp.shuffled.target[t] end
+-- the same for the earlier word B: does the order make the model copy B literally after A*?
+effects.copy_induction = function(t) return lp.synonym.copy[t] - lp.shuffled.copy[t] end
 -- the same against the frequency-matched word: what seeing the synonyms does for B* (or B) beyond
 -- what it does for any word of that frequency
 effects.fuzzy_vs_random = function(t) return effects.fuzzy(t) - effects.random(t) end
 effects.copy_vs_random = function(t) return effects.copy(t) - effects.random(t) end
 local effect_names = {"exact", "fuzzy", "copy", "random", "fuzzy_vs_random", "copy_vs_random", "priming",
-                      "fuzzy_induction"}
+                      "fuzzy_induction", "copy_induction"}
 for _, name in ipairs(effect_names) do pair_sum[name] = {} end
 local t = 0
 for _, s in ipairs(seqs) do
@@ -420,12 +423,12 @@ else
     "After A B ... A*, the log-prob of B* rises by %s against an unrelated first half (sign-flip %s), and by %s " ..
     "against the same synonyms in shuffled order (sign-flip %s)%s. Priming alone (the shuffled synonyms against " ..
     "unrelated words) gives %s; a word of B*'s frequency moves by %s. The earlier word B (a literal copier's " ..
-    "guess) gains %s beyond that word. The strongest induction head %s puts %.3f of its attention on the " ..
+    "guess) gains %s beyond that word, and %s from the order alone (synonyms in order against shuffled). The strongest induction head %s puts %.3f of its attention on the " ..
     "induction stripe for exact repeats, %.3f after synonyms, %.3f after shuffled synonyms and %.3f on the control.")
     :format(NP, S * (N - 1), ci(ef.exact), ci(ef.fuzzy), pstr(ef.fuzzy.p_sign_flip), ci(ef.fuzzy_induction),
       pstr(ef.fuzzy_induction.p_sign_flip), fuzzy_found and (": fuzzy induction, %.0f%% of the exact effect")
         :format(100 * ef.fuzzy_induction.mean / ef.exact.mean) or ": no fuzzy induction beyond priming",
-      ci(ef.priming), ci(ef.random), ci(ef.copy_vs_random), h0.head, h0.exact, h0.synonym, h0.shuffled, h0.control)
+      ci(ef.priming), ci(ef.random), ci(ef.copy_vs_random), ci(ef.copy_induction), h0.head, h0.exact, h0.synonym, h0.shuffled, h0.control)
 end
 print("\nfinding: " .. finding)
 results.finding = finding

@@ -1,5 +1,5 @@
 -- The bundled trained models hold the circuits the seed notebook studies, measured as the notebook
--- measures them: models/attn_only_2L (issue 7) and models/gelu_2L_8k (issue 19: a vocabulary big
+-- measures them: models/attn_only_2L (issue 7) and models/attn_only_2L_8k (issue 19: a vocabulary big
 -- enough for the fuzzy-induction experiment). SKIPs while a model is absent.
 local T = require("testlib")
 local mi = require("miwb")
@@ -32,13 +32,12 @@ local function induction_checks(model, label, min_score)
   end)
 end
 
-local dir2 = "models/gelu_2L_8k"
+local dir2 = "models/attn_only_2L_8k"
 if mi.utils.file_exists(dir2 .. "/config.json") then
   local m2 = mi.from_pretrained_no_processing(dir2)
-  T.test("second bundled model: 2 layers with MLPs and LayerNorm, >= 8192 tokens, under 16 MB", function()
+  T.test("second bundled model: 2 layers, attention only, >= 8192 tokens, under 16 MB", function()
     T.eq(m2.cfg.n_layers, 2)
-    T.truthy(not m2.cfg.attn_only and m2.cfg.d_mlp > 0)
-    T.eq(m2.cfg.normalization_type, "LN")
+    T.truthy(m2.cfg.attn_only)
     T.truthy(m2.cfg.d_vocab >= 8192 and m2.tokenizer:vocab_size() == m2.cfg.d_vocab)
     T.truthy(folder_size(dir2) <= 16 * 1024 * 1024, ("%d bytes"):format(folder_size(dir2)))
   end)
@@ -50,7 +49,7 @@ if mi.utils.file_exists(dir2 .. "/config.json") then
     end}
     T.truthy(n >= 300, n .. " pairs")
   end)
-  T.test("second bundled model: from_pretrained's processing (fold_ln, centring) keeps the log-probs", function()
+  T.test("second bundled model: from_pretrained's processing keeps the log-probs", function()
     local processed
     T.warnings(function() processed = mi.from_pretrained(dir2) end)
     local tokens = A.generate_repeated_tokens(m2, 20, 2, {seed = 1})
