@@ -41,6 +41,14 @@ void mw_linear_forward(float *out, const float *in, const float *W, const float 
     mw_sgemm(out, n, in, k, 0, W, n, 0, N, n, k, 1.0f, b ? 1.0f : 0.0f);
 }
 
+/* out [N,n] += b [n] on every row; its backward is mw_colsum_backward */
+void mw_bias_add_forward(float *out, const float *b, int64_t N, int64_t n) {
+    for (int64_t i = 0; i < N; i++) {
+        float *r = out + i * n;
+        for (int64_t j = 0; j < n; j++) r[j] += b[j];
+    }
+}
+
 /* db [n] += colsum(dout [N,n]) */
 void mw_colsum_backward(float *db, const float *dout, int64_t N, int64_t n) {
     for (int64_t i = 0; i < N; i++) {

@@ -34,6 +34,7 @@ void mw_fill_rows(float *out, int64_t ld, const float *bias, int64_t N, int64_t 
 /* out [n] = x + y (out may alias x or y) */
 void mw_add_forward(float *out, const float *x, const float *y, int64_t n);
 /* db [n] += sum over the N rows of dout [N,n] */
+void mw_bias_add_forward(float *out, const float *b, int64_t N, int64_t n);
 void mw_colsum_backward(float *db, const float *dout, int64_t N, int64_t n);
 
 /* ---------------------------------------------------------------- LayerNorm

@@ -774,16 +774,18 @@ static int mlp(const pass_ctx *x, int l, mw_acts *a, const float *in) {
     float *pre = buf(&a->mlp_pre, N * M), *post = buf(&a->mlp_post, N * M), *out = buf(&a->mlp_out, N * d);
     if (!pre || !post || !out) return -1;
     if (c->gated_mlp) {
-        /* pre [N, m] = in @ W_gate (no bias); pre_linear [N, m] = in @ W_in + b_in;
-         * post = act(pre) * pre_linear (TransformerLens's GatedMLP) */
+        /* pre [N, m] = in @ W_gate; pre_linear [N, m] = in @ W_in (no biases);
+         * post = act(pre) * pre_linear + b_in (TransformerLens's GatedMLP adds b_in after the gate) */
         float *lin = buf(&a->mlp_lin, N * M);
+        const float *b_in = pw(&w->b_in, M, l);
         if (!lin) return -1;
         mw_linear_forward(pre, in, pw(&w->W_gate, d * M, l), NULL, N, d, M);
         if (emit(x, MW_HOOK_MLP_PRE, l, &a->mlp_pre)) return -1;
-        mw_linear_forward(lin, in, pw(&w->W_in, d * M, l), pw(&w->b_in, M, l), N, d, M);
+        mw_linear_forward(lin, in, pw(&w->W_in, d * M, l), NULL, N, d, M);
         if (emit(x, MW_HOOK_MLP_PRE_LINEAR, l, &a->mlp_lin)) return -1;
         rows_ctx rc = {.op = ROWS_GATE, .out = post, .in = pre, .b2 = lin, .C = 1, .fn = c->act_fn};
         rows_run(&rc, N * M);
+        if (b_in) mw_bias_add_forward(post, b_in, N, M);
     } else {
         /* pre [N, m] = in [N, d] @ W_in [d, m] + b_in */
         mw_linear_forward(pre, in, pw(&w->W_in, d * M, l), pw(&w->b_in, M, l), N, d, M);
@@ -1266,13 +1268,14 @@ static int mlp_backward(const pass_ctx *x, int l, const mw_acts *a, const float 
                        N, M, d);
     if (emit(x, MW_HOOK_MLP_POST, l, &r->g_mlp)) return -1;
     if (c->gated_mlp) {
-        /* post = act(pre) * pre_linear: the gate (pre = in @ W_gate) and the linear part
-         * (pre_linear = in @ W_in + b_in) are two branches from the same input */
-        float *gl = buf(&r->g_lin, N * M);
+        /* post = act(pre) * pre_linear + b_in: the gate (pre = in @ W_gate) and the linear part
+         * (pre_linear = in @ W_in) are two branches from the same input */
+        float *gl = buf(&r->g_lin, N * M), *gb = GW(b_in, M, l);
         if (!gl) return -1;
+        if (gb) mw_colsum_backward(gb, gm, N, M);
         mw_gate_backward(gm, gl, gm, data(&a->mlp_pre), data(&a->mlp_lin), N * M, c->act_fn);
         if (emit(x, MW_HOOK_MLP_PRE_LINEAR, l, &r->g_lin) || emit(x, MW_HOOK_MLP_PRE, l, &r->g_mlp)) return -1;
-        mw_linear_backward(din, acc, GW(W_in, d * M, l), GW(b_in, M, l), gl, in, pw(&w->W_in, d * M, l), N, d, M);
+        mw_linear_backward(din, acc, GW(W_in, d * M, l), NULL, gl, in, pw(&w->W_in, d * M, l), N, d, M);
         mw_linear_backward(din, 1, GW(W_gate, d * M, l), NULL, gm, in, pw(&w->W_gate, d * M, l), N, d, M);
         return 0;
     }

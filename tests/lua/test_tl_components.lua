@@ -134,14 +134,18 @@ T.test("TL test_gated_mlp: parameters W_in, W_gate, W_out, b_in, b_out and the o
   for _, p in ipairs({"W_in", "W_gate", "W_out", "b_in", "b_out"}) do
     T.truthy(sd["blocks.0.mlp." .. p] ~= nil, p)
   end
+  -- a nonzero b_in, so that where it is added shows
+  sd["blocks.0.mlp.b_in"] = mi.randn({sd["blocks.0.mlp.b_in"]:shape()[1]}, {seed = 3})
+  m:load_state_dict(sd)
   local _, cache = m:run_with_cache(mi.randint(0, 11, {2, 10}, mi.Generator(1)))
   T.eq(table.concat(cache["blocks.0.hook_mlp_out"]:shape(), ","), "2,10,128")
-  -- post = silu(x @ W_gate) * (x @ W_in + b_in) (miwb's form; TL adds b_in after the product:
-  -- the same whenever b_in = 0, as in every Hugging Face gated family)
+  -- TL's GatedMLP: pre_linear = x @ W_in (no bias), post = silu(x @ W_gate) * pre_linear + b_in
   local x = cache["blocks.0.ln2.hook_normalized"]
   local gate = x:matmul(sd["blocks.0.mlp.W_gate"])
-  local lin = x:matmul(sd["blocks.0.mlp.W_in"]) + sd["blocks.0.mlp.b_in"]
-  mi.assert_close(cache["blocks.0.mlp.hook_post"], gate / ((-gate):exp() + 1) * lin, {rtol = 1e-4, atol = 1e-5})
+  local lin = x:matmul(sd["blocks.0.mlp.W_in"])
+  mi.assert_close(cache["blocks.0.mlp.hook_pre_linear"], lin, {rtol = 1e-4, atol = 1e-5})
+  mi.assert_close(cache["blocks.0.mlp.hook_post"], gate / ((-gate):exp() + 1) * lin + sd["blocks.0.mlp.b_in"],
+                  {rtol = 1e-4, atol = 1e-5})
 end)
 
 -- ---------------------------------------------------------------- components/test_attention.py
