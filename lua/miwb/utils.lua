@@ -27,6 +27,8 @@
 --   utils.check_name(fname, what, s)   raises "fname: what holds a zero byte" for a path or name
 --       with a NUL (C and the OS would see it cut); returns s
 --   utils.shell_quote(s)   s as one POSIX shell word ('...'), for the few commands that need a shell
+--   utils.sample_logits(final_logits [B,V], {top_k, top_p, temperature, freq_penalty, tokens, seed})
+--       TransformerLens's sampler -> int64 [B] (set by model.lua: generate's C sampler)
 local U = {}
 
 local mi

@@ -116,6 +116,23 @@ T.test("hooks with the cache see the new position only (TransformerLens's cached
   end
 end)
 
+T.test("steering {pos = -1} with the cache steers each generated position once, when it was new", function()
+  local model = gpt2_like()
+  local toks = mi.tensor({{3, 1, 4, 1, 5, 9}}, "int64")
+  local v = mi.randn({32}, {seed = 2})
+  local P, n = toks:size(1), 6
+  local got = model:generate(toks, {max_new_tokens = n, do_sample = false, verbose = false,
+    fwd_hooks = {{"blocks.0.hook_resid_post", mi.steering.add(v, 3, {pos = -1})}}})
+  -- the reference: full forwards whose hook adds 3 v at the prompt's last position and every later one
+  local want = argmax_loop(model, toks, nil, n, {{"blocks.0.hook_resid_post", function(x) x[{{}, {P - 1}}]:add_(v * 3) end}})
+  T.eq(enc(got), enc(want))
+  local uncached = model:generate(toks, {max_new_tokens = n, do_sample = false, verbose = false, use_past_kv_cache = false,
+    fwd_hooks = {{"blocks.0.hook_resid_post", mi.steering.add(v, 3, {pos = -1})}}})
+  T.eq(enc(uncached), enc(argmax_loop(model, toks, nil, n, {{"blocks.0.hook_resid_post", mi.steering.add(v, 3, {pos = -1})}})),
+       "without the cache: the last position of each rerun")
+  T.truthy(not got:equal(uncached), "the two differ here (else the test shows nothing)")
+end)
+
 T.test("a cached step's activations are the full forward's at the last position (final residual, pattern row)", function()
   for _, pair in ipairs({{"gpt2-like", gpt2_like()},
                          {"llama", mi.from_pretrained_no_processing(FX .. "llama", {tokenizer = false})}}) do
