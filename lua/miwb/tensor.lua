@@ -501,6 +501,9 @@ function M._install(mi)
   local function named(name, f)
     local w
     w = function(...)
+      if not mi.is_tensor((...)) then   -- x:name() / mi.name(x): x must be a tensor
+        error(("%s: expected a tensor as the first argument, got %s"):format(name, mi.utils.typename((...))), 2)
+      end
       local r = table.pack(pcall(f, ...))
       if r[1] then return table.unpack(r, 2, r.n) end
       local e = r[2]
@@ -528,6 +531,7 @@ function M._install(mi)
   -- mi.zeros_like(x [, dtype | {dtype = ...}]): x's shape, and x's dtype unless one is given
   local function like(fn, fname)
     return function(x, ...)
+      if not mi.is_tensor(x) then error(fname .. ": expected a tensor, got " .. mi.utils.typename(x), 2) end
       local args = table.pack(...)
       local last, dtype = args[args.n], x:dtype()
       if type(last) == "table" and not mi.is_tensor(last) then
@@ -542,8 +546,14 @@ function M._install(mi)
   mi.zeros_like = like(mi.zeros, "zeros_like")
   mi.ones_like = like(mi.ones, "ones_like")
   mi.full_like = like(mi.full, "full_like")
-  mi.rand_like = function(x, g) return mi.rand(x:shape(), g) end
-  mi.randn_like = function(x, g) return mi.randn(x:shape(), g) end
+  mi.rand_like = function(x, g)
+    if not mi.is_tensor(x) then error("rand_like: expected a tensor, got " .. mi.utils.typename(x), 2) end
+    return mi.rand(x:shape(), g)
+  end
+  mi.randn_like = function(x, g)
+    if not mi.is_tensor(x) then error("randn_like: expected a tensor, got " .. mi.utils.typename(x), 2) end
+    return mi.randn(x:shape(), g)
+  end
 end
 
 return M
