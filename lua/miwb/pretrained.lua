@@ -367,7 +367,11 @@ end
 -- TransformerLens's fill_missing_keys(model, state_dict): every parameter of the model that
 -- state_dict lacks is filled in (in place) with the model's own current value, with TL's warning
 -- for each weight matrix ("W_" in its name); returns state_dict.
-function M.fill_missing_keys(model, state_dict)
+function M.fill_missing_keys(model, state_dict, ...)
+  if select("#", ...) > 0 then
+    error("fill_missing_keys: takes (model, state_dict), as TransformerLens's; got " .. (2 + select("#", ...)) ..
+          " arguments", 2)
+  end
   if type(model) ~= "table" or type(model.state_dict) ~= "function" then
     error("fill_missing_keys: expected a model (HookedTransformer), got " .. mi.utils.typename(model), 2)
   end

@@ -289,6 +289,9 @@ T.test("TL test_fill_missing_keys_with_hf_model_keys / no_missing_keys / raises_
   T.eq(#warnings, 0)
   for k, v in pairs(default) do T.truthy(rawequal(sd[k], v), k .. " kept as given") end
   T.raises(function() mi.pretrained.fill_missing_keys(nil, {}) end, "fill_missing_keys: expected a model")
+  -- an argument it would ignore raises
+  T.raises(function() mi.pretrained.fill_missing_keys(model, sd, {verbose = false}) end,
+           "fill_missing_keys: takes (model, state_dict)")
 end)
 
 T.done()
