@@ -7,9 +7,73 @@ local M = {}
 
 local function mi() return require("miwb") end
 
+-- ---------------------------------------------------------------- argument checks
+-- mi.analysis.* are wrapped by mi.utils.name_errors (see _install at the end): a message raised
+-- here with level 0 ("expected a HookedTransformer as model, got nil") reaches the user as
+-- "file:line: mi.analysis.head_ablation_scores: expected a HookedTransformer as model, got nil".
+
+local function fail(fmt, ...) error(fmt:format(...), 0) end
+local function typename(x) return mi().utils.typename(x) end
+
+local function want_model(model)
+  if typename(model) ~= "miwb.HookedTransformer" then
+    fail("expected a HookedTransformer as model, got %s", typename(model))
+  end
+end
+
+local function want_cache(cache)
+  if typename(cache) ~= "miwb.ActivationCache" then
+    fail("expected an ActivationCache as cache, got %s", typename(cache))
+  end
+end
+
+-- x a tensor (of dtype, with one of the numbers of dims in `dims` when given)
+local function want_tensor(x, what, dtype, dims)
+  if not mi().is_tensor(x) then fail("expected a tensor as %s, got %s", what, typename(x)) end
+  if dtype and x:dtype() ~= dtype then fail("%s must be %s, got %s", what, dtype, x:dtype()) end
+  if dims then
+    for _, d in ipairs(dims) do if x:dim() == d then return end end
+    fail("%s must have %s dims, got shape [%s]", what, table.concat(dims, " or "), table.concat(x:shape(), ","))
+  end
+end
+
+-- what a number or other value is, for messages
+local function shown(x) return type(x) == "number" and tostring(x) or typename(x) end
+
+-- x an integer (3.0 counts) >= lo and < hi (hi may be nil), returned as a Lua integer
+local function want_int(x, what, lo, hi)
+  local i = type(x) == "number" and math.tointeger(x)
+  if not i then fail("%s must be an integer, got %s", what, shown(x)) end
+  if i < lo then fail("%s must be at least %d, got %d", what, lo, i) end
+  if hi and i >= hi then fail("%s must be below %d, got %d", what, hi, i) end
+  return i
+end
+
+-- a layer or head number of the model (0-based)
+local function want_index(model, x, what, field, noun)
+  local i = type(x) == "number" and math.tointeger(x)
+  if not i then fail("%s must be a %s number, got %s", what, noun, shown(x)) end
+  local n = model.cfg[field]
+  if i < 0 or i >= n then fail("%s %d is out of range for a model of %d %ss", what, i, n, noun) end
+  return i
+end
+local function want_layer(model, l, what) return want_index(model, l, what, "n_layers", "layer") end
+local function want_head(model, h, what) return want_index(model, h, what, "n_heads", "head") end
+
+local function want_number(x, what)
+  if x ~= nil and type(x) ~= "number" then fail("%s must be a number, got %s", what, typename(x)) end
+end
+
+local function want_list(x, what)
+  if type(x) ~= "table" or mi().is_tensor(x) or getmetatable(x) then
+    fail("expected a list as %s, got %s", what, typename(x))
+  end
+end
+
 -- ---------------------------------------------------------------- repeated random tokens
 
 local function bos_id(model)
+  want_model(model)
   local tok = model.tokenizer
   if tok then
     local id = tok:bos_token_id()
@@ -25,9 +89,11 @@ M.bos_id = bos_id
 -- opts.generator passes a mi.Generator to draw from.
 function M.generate_repeated_tokens(model, seq_len, batch, opts)
   mi().utils.check_opts("analysis.generate_repeated_tokens", opts, {"seed", "generator", "low", "high"})
+  want_model(model)
+  want_int(seq_len, "seq_len", 0)
   opts = opts or {}
   local m = mi()
-  batch = batch or 1
+  batch = batch == nil and 1 or want_int(batch, "batch", 1)
   local g = opts.generator or (opts.seed and m.Generator(opts.seed)) or nil
   local lo = opts.low or 0
   local hi = opts.high or model.cfg.d_vocab
@@ -40,6 +106,7 @@ end
 function M.run_and_cache_model_repeated_tokens(model, seq_len, batch, opts)
   mi().utils.check_opts("analysis.run_and_cache_model_repeated_tokens", opts,
                         {"seed", "generator", "low", "high", "cache_opts"})
+  want_model(model)
   local o = opts or {}
   local tokens = M.generate_repeated_tokens(model, seq_len, batch,
                                             {seed = o.seed, generator = o.generator, low = o.low, high = o.high})
@@ -49,6 +116,12 @@ end
 
 -- log-probability of each next token: [batch, pos-1]
 function M.get_log_probs(logits, tokens)
+  want_tensor(logits, "logits", "float32", {3})
+  want_tensor(tokens, "tokens", "int64", {2})
+  if tokens:size(0) ~= logits:size(0) or tokens:size(1) ~= logits:size(1) then
+    fail("logits [%s] and tokens [%s] differ in batch or positions", table.concat(logits:shape(), ","),
+         table.concat(tokens:shape(), ","))
+  end
   local lp = logits:log_softmax(-1)
   local n = lp:size(1)
   local pred = lp:narrow(1, 0, n - 1)
@@ -67,7 +140,10 @@ end
 
 -- Scores [L, H] of a per-head statistic of the pattern, averaged over batch and positions.
 --   stat(p4) takes [batch, head, q, k] and returns [batch, head, n] values to average.
-local function layer_scores(model, cache, stat)
+local function layer_scores(model, cache, threshold, stat)
+  want_model(model)
+  want_cache(cache)
+  want_number(threshold, "threshold")
   local m = mi()
   local L, H = model.cfg.n_layers, model.cfg.n_heads
   local rows = {}
@@ -82,6 +158,8 @@ end
 
 -- The heads whose score exceeds threshold, as "L.H" names, in layer then head order.
 function M.heads_above(scores, threshold)
+  want_tensor(scores, "scores", nil, {2})
+  if type(threshold) ~= "number" then fail("threshold must be a number, got %s", typename(threshold)) end
   local out = {}
   local t = scores:totable()
   for l = 1, #t do
@@ -94,24 +172,25 @@ end
 
 -- The notebook's detectors; each returns scores [L, H] and the list of heads above its threshold.
 function M.current_attn_detector(model, cache, threshold)
-  local s = layer_scores(model, cache, function(p) return p:diagonal(0, -2, -1) end)
+  local s = layer_scores(model, cache, threshold, function(p) return p:diagonal(0, -2, -1) end)
   return s, M.heads_above(s, threshold or 0.3)
 end
 
 function M.prev_attn_detector(model, cache, threshold)
-  local s = layer_scores(model, cache, function(p) return p:diagonal(-1, -2, -1) end)
+  local s = layer_scores(model, cache, threshold, function(p) return p:diagonal(-1, -2, -1) end)
   return s, M.heads_above(s, threshold or 0.35)
 end
 
 function M.first_attn_detector(model, cache, threshold)
-  local s = layer_scores(model, cache, function(p) return p:select(-1, 0) end)
+  local s = layer_scores(model, cache, threshold, function(p) return p:select(-1, 0) end)
   return s, M.heads_above(s, threshold or 0.7)
 end
 
 -- On [BOS, R, R] with |R| = seq_len: attention from each token of the second copy to the
 -- token after its first occurrence, the diagonal at offset 1 - seq_len.
 function M.induction_attn_detector(model, cache, threshold, seq_len)
-  local s = layer_scores(model, cache, function(p)
+  if seq_len ~= nil then want_int(seq_len, "seq_len", 1) end
+  local s = layer_scores(model, cache, threshold, function(p)
     local n = seq_len or (p:size(-1) - 1) // 2
     return p:diagonal(1 - n, -2, -1)
   end)
@@ -123,6 +202,8 @@ end
 function M.induction_scores(model, tokens, opts)
   mi().utils.check_opts("analysis.induction_scores", opts, {"batch", "extra_hooks", "seq_len", "seed", "generator"})
   local m = mi()
+  want_model(model)
+  if tokens ~= nil then want_tensor(tokens, "tokens", "int64", {2}) end
   opts = opts or {}
   if tokens ~= nil and (opts.seq_len or opts.batch or opts.seed or opts.generator) then
     error("analysis.induction_scores: seq_len, batch, seed and generator make the tokens; these tokens were given", 2)
@@ -156,6 +237,8 @@ end
 
 function M.detection_pattern(name, toks)
   local m = mi()
+  if type(name) ~= "string" then fail("name must be a string, got %s", typename(name)) end
+  want_list(toks, "toks")
   local n = #toks
   if name == "previous_token_head" then
     local pat = m.zeros(n, n)
@@ -177,6 +260,10 @@ end
 function M.detect_head(model, seq, pattern, opts)
   mi().utils.check_opts("analysis.detect_head", opts, {"cache", "error_measure", "exclude_bos", "exclude_current_token", "heads"})
   local m = mi()
+  want_model(model)
+  if type(pattern) ~= "string" and not m.is_tensor(pattern) then
+    fail("pattern must be a pattern name or a tensor, got %s", typename(pattern))
+  end
   opts = opts or {}
   local measure = opts.error_measure or "mul"
   if measure ~= "mul" and measure ~= "abs" then
@@ -187,6 +274,7 @@ function M.detect_head(model, seq, pattern, opts)
     for _, s in ipairs(seq) do rows[#rows + 1] = M.detect_head(model, s, pattern, opts) end
     return m.stack(rows, 0):mean(0)
   end
+  if m.is_tensor(seq) then want_tensor(seq, "seq", "int64", {1, 2}) end
   local tokens = m.is_tensor(seq) and seq or model:to_tokens(seq)
   if tokens:dim() == 2 then tokens = tokens[0] end
   local n = tokens:size(0)
@@ -244,6 +332,11 @@ end
 -- tokens [seq] -> [seq-1, 1 + 2H]: direct path, then layer 0 heads, then layer 1 heads.
 function M.logit_attribution(embed, l0_results, l1_results, W_U, tokens)
   local m = mi()
+  want_tensor(embed, "embed", nil, {2})
+  want_tensor(l0_results, "l0_results", nil, {3})
+  want_tensor(l1_results, "l1_results", nil, {3})
+  want_tensor(W_U, "W_U", nil, {2})
+  want_tensor(tokens, "tokens", "int64", {1})
   local n = tokens:size(0)
   local W_U_correct = W_U:index_select(1, tokens:narrow(0, 1, n - 1))     -- [d, seq-1]
   local direct = m.einsum("seq d, d seq -> seq", embed:narrow(0, 0, n - 1), W_U_correct):unsqueeze(-1)
@@ -257,6 +350,9 @@ end
 -- direct path is embed (+ pos_embed for standard positional embeddings) plus every layer's b_O;
 -- each head's part is its result (cached hook_result, or z @ W_O) on the next token's W_U column.
 function M.logit_attribution_all(model, cache, tokens)
+  want_model(model)
+  want_cache(cache)
+  want_tensor(tokens, "tokens", "int64", {1, 2})
   if cache.has_batch_dim then
     if tokens:dim() == 1 then tokens = tokens:unsqueeze(0) end
     if tokens:dim() ~= 2 or tokens:size(0) ~= cache("embed"):size(0) then
@@ -289,6 +385,7 @@ end
 
 -- A head given as "L.H" or {l, h} -> l, h (0-based), checked against the model's shape.
 function M.parse_head(model, k, op)
+  want_model(model)
   local L, H = model.cfg.n_layers, model.cfg.n_heads
   local l, h
   if type(k) == "string" then
@@ -323,6 +420,8 @@ end
 function M.head_ablation_scores(model, tokens, opts)
   mi().utils.check_opts("analysis.head_ablation_scores", opts, {"act", "mode", "progress", "slice", "batch_heads"})
   local m = mi()
+  want_model(model)
+  if m.is_tensor(tokens) then want_tensor(tokens, "tokens", "int64", {1, 2}) end
   opts = opts or {}
   local act = opts.act or "v"
   local mode = opts.mode or "zero"
@@ -334,6 +433,9 @@ function M.head_ablation_scores(model, tokens, opts)
   local B, P = tokens:size(0), tokens:size(1)
   local from, to = 0, P - 1
   if opts.slice then
+    want_list(opts.slice, "opts.slice")
+    want_int(opts.slice[1], "opts.slice[1]", math.mininteger)
+    if opts.slice[2] ~= nil then want_int(opts.slice[2], "opts.slice[2]", math.mininteger) end
     from, to = opts.slice[1], opts.slice[2] or P - 1
     if from < 0 then from = P - 1 + from end
     if to < 0 then to = P - 1 + to end
@@ -392,6 +494,8 @@ end
 -- ablated at hook_z (zero, or mean with opts.mode = "mean").
 function M.ablate_all_except(model, tokens, keep, opts)
   mi().utils.check_opts("analysis.ablate_all_except", opts, {"loss_per_token", "mode", "return_type"})
+  want_model(model)
+  want_list(keep, "keep")
   opts = opts or {}
   local H = model.cfg.n_heads
   local kept = {}
@@ -418,6 +522,9 @@ end
 -- W_E W_V W_O W_U of one head as a FactoredMatrix [d_vocab, d_vocab].
 function M.full_ov_circuit(model, layer, head)
   local m = mi()
+  want_model(model)
+  want_layer(model, layer, "layer")
+  want_head(model, head, "head")
   return m.FactoredMatrix(model.W_E:matmul(model.W_V[layer][head]),
                           model.W_O[layer][head]:matmul(model.W_U))
 end
@@ -425,6 +532,9 @@ end
 -- Several heads together: their W_V side by side, W_O stacked ("L.H" names or {l, h}).
 function M.effective_ov_circuit(model, heads)
   local m = mi()
+  want_model(model)
+  want_list(heads, "heads")
+  if #heads == 0 then fail("heads is empty") end
   local vs, os_ = {}, {}
   for _, k in ipairs(heads) do
     local l, h = M.parse_head(model, k, "effective_ov_circuit")
@@ -439,9 +549,10 @@ end
 function M.top_k_accuracy(fm, k, opts)
   mi().utils.check_opts("analysis.top_k_accuracy", opts, {"chunk", "progress"})
   local m = mi()
-  k = k or 1
+  if typename(fm) ~= "miwb.FactoredMatrix" then fail("expected a FactoredMatrix as fm, got %s", typename(fm)) end
+  k = k == nil and 1 or want_int(k, "k", 1)
   opts = opts or {}
-  local chunk = opts.chunk or 1000
+  local chunk = opts.chunk == nil and 1000 or want_int(opts.chunk, "opts.chunk", 1)
   local n = fm.A:size(-2)
   local hits = 0
   for start = 0, n - 1, chunk do
@@ -465,6 +576,13 @@ function M.top_1_acc(fm, opts) return M.top_k_accuracy(fm, 1, opts) end
 -- masked (future) entries get -1e6 before the softmax as in the notebook.
 function M.pos_qk_pattern(model, layer, head)
   local m = mi()
+  want_model(model)
+  want_layer(model, layer, "layer")
+  want_head(model, head, "head")
+  if not model.W_pos then
+    fail("the model has no learned positional embedding W_pos (positional_embedding_type %s)",
+         tostring(model.cfg.positional_embedding_type))
+  end
   local W_pos = model.W_pos
   local q = W_pos:matmul(model.W_Q[layer][head])
   local k = W_pos:matmul(model.W_K[layer][head])
@@ -478,6 +596,7 @@ end
 -- [2 + H, seq, d]: embed, pos_embed and each layer-0 head's result (cache without batch dim).
 function M.decompose_qk_input(cache)
   local m = mi()
+  want_cache(cache)
   local embed = cache("embed"):unsqueeze(0)
   local pos = cache("pos_embed"):unsqueeze(0)
   local res = cache("result", 0):permute({1, 0, 2})     -- [H, seq, d]
@@ -485,21 +604,35 @@ function M.decompose_qk_input(cache)
 end
 
 function M.decompose_q(decomposed, head, model, layer)
+  want_tensor(decomposed, "decomposed", nil, {3})
+  want_model(model)
+  want_head(model, head, "head")
+  if layer ~= nil then want_layer(model, layer, "layer") end
   return mi().einsum("c seq d, d dh -> c seq dh", decomposed, model.W_Q[layer or 1][head])
 end
 
 function M.decompose_k(decomposed, head, model, layer)
+  want_tensor(decomposed, "decomposed", nil, {3})
+  want_model(model)
+  want_head(model, head, "head")
+  if layer ~= nil then want_layer(model, layer, "layer") end
   return mi().einsum("c seq d, d dh -> c seq dh", decomposed, model.W_K[layer or 1][head])
 end
 
 -- [nQ, nK, seqQ, seqK]: y_i W_Q W_K^T y_j^T (unscaled, as the notebook).
 function M.decompose_attn_scores(dq, dk)
+  want_tensor(dq, "dq", nil, {3})
+  want_tensor(dk, "dk", nil, {3})
   return mi().einsum("nQ seqQ dh, nK seqK dh -> nQ nK seqQ seqK", dq, dk)
 end
 
 -- W_E W_Q^1 (W_K^1)^T (W_O^0)^T (W_V^0)^T W_E^T as a FactoredMatrix, query side first.
 function M.find_K_comp_full_circuit(model, prev_head, ind_head)
   local m = mi()
+  want_model(model)
+  if model.cfg.n_layers < 2 then fail("the model needs 2 layers (heads of layer 0 and 1), it has %d", model.cfg.n_layers) end
+  want_head(model, prev_head, "prev_head")
+  want_head(model, ind_head, "ind_head")
   local W_E = model.W_E
   local Q = W_E:matmul(model.W_Q[1][ind_head])                                 -- [V, dh]
   local K = W_E:matmul(model.W_V[0][prev_head]):matmul(model.W_O[0][prev_head])
@@ -509,6 +642,8 @@ end
 
 -- ||W_A W_B||_F / (||W_A||_F ||W_B||_F)
 function M.get_comp_score(W_A, W_B)
+  want_tensor(W_A, "W_A", nil, {2})
+  want_tensor(W_B, "W_B", nil, {2})
   return W_A:matmul(W_B):norm():item() / (W_A:norm():item() * W_B:norm():item())
 end
 
@@ -516,7 +651,9 @@ end
 -- {Q = [H, H], K = [H, H], V = [H, H]} with rows the writing head, as the notebook.
 function M.composition_scores(model, from, to)
   local m = mi()
-  from, to = from or 0, to or 1
+  want_model(model)
+  from = want_layer(model, from or 0, "from")
+  to = want_layer(model, to or 1, "to")
   local H = model.cfg.n_heads
   local out = {Q = m.zeros(H, H), K = m.zeros(H, H), V = m.zeros(H, H)}
   for a = 0, H - 1 do
@@ -549,6 +686,12 @@ end
 function M.random_comp_baseline(model, n_samples, opts)
   mi().utils.check_opts("analysis.random_comp_baseline", opts, {"progress", "seed"})
   local m = mi()
+  -- only the shapes are used: a table {cfg = {d_head = , d_model = }} will do
+  local cfg = type(model) == "table" and model.cfg
+  if not (type(cfg) == "table" and math.type(cfg.d_head) == "integer" and math.type(cfg.d_model) == "integer") then
+    fail("expected a HookedTransformer (or a table with cfg.d_head and cfg.d_model) as model, got %s", typename(model))
+  end
+  want_int(n_samples, "n_samples", 0)
   opts = opts or {}
   local g = m.Generator(opts.seed or 0)
   local dh, d = model.cfg.d_head, model.cfg.d_model
@@ -559,6 +702,13 @@ function M.random_comp_baseline(model, n_samples, opts)
     if opts.progress then opts.progress(i + 1, n_samples) end
   end
   return out
+end
+
+-- mi.analysis: the functions above, each naming itself in its errors (M keeps the unwrapped ones
+-- for the calls between them)
+function M._install(m)
+  m.analysis = m.utils.name_errors_table(M, "mi.analysis.")
+  package.loaded["miwb.analysis"] = m.analysis
 end
 
 return M

@@ -493,28 +493,17 @@ function M._install(mi)
     "permute", "reshape", "unsqueeze", "squeeze", "diagonal", "split", "chunk", "flatten",
     "clone", "allclose", "equal", "square", "isnan", "all", "any", "diag", "tile", "isclose",
   }
-  -- Errors name the function the user called. The methods written in Lua above call other
-  -- methods (argsort calls sort, allclose calls sub): an error inside one is re-raised at the
-  -- user's call with the method's name in front and the library's file position taken off, so
-  -- x:argsort("q") says "argsort: sort: dim must be an integer" and not "tensor.lua:51: sort: ...".
-  local set_target = require("miwb.utils").set_colon_target
+  -- Errors name the function the user called (mi.utils.name_errors). The methods written in Lua
+  -- above call other methods (argsort calls sort, allclose calls sub): an error inside one is
+  -- re-raised at the user's call with the method's name in front, so x:argsort("q") says
+  -- "argsort: sort: dim must be an integer". x:name() / mi.name(x): x must be a tensor.
+  local U = require("miwb.utils")   -- mi.utils is installed after this part
   local function named(name, f)
-    local w
-    w = function(...)
-      if not mi.is_tensor((...)) then   -- x:name() / mi.name(x): x must be a tensor
-        error(("%s: expected a tensor as the first argument, got %s"):format(name, mi.utils.typename((...))), 2)
+    return U.name_errors(f, name, function(x)
+      if not mi.is_tensor(x) then
+        return ("%s: expected a tensor as the first argument, got %s"):format(name, U.typename(x))
       end
-      local r = table.pack(pcall(f, ...))
-      if r[1] then return table.unpack(r, 2, r.n) end
-      local e = r[2]
-      if type(e) == "string" then
-        e = e:gsub("^[^\n:]*lua/miwb/[%w_]+%.lua:%d+: ", "")
-        if e:sub(1, #name + 1) ~= name .. ":" then e = name .. ": " .. e end
-      end
-      error(e, 2)
-    end
-    set_target(w, f)
-    return w
+    end)
   end
   for name, f in pairs(T) do
     if type(f) == "function" and type(name) == "string" and name:sub(1, 1) ~= "_"

@@ -311,19 +311,22 @@ function U.warn(msg)
   if U.warn_handler then U.warn_handler(msg) end
 end
 
--- Methods called with a dot (model.to_str_tokens(t), hook.layer(), cache.remove_batch_dim())
--- get `self` wrong; Lua would fail later with a confusing message. colon_methods wraps every
--- function of the table `methods` (in place; names starting with "__" are left alone) so that a
--- call whose first argument is not an object of the class raises
---   "model.to_str_tokens: call it with a colon: model:to_str_tokens(...)"
--- (var is how the docs call such an object). is_instance(x) says whether x is one.
--- colon_target(f) returns the function a wrapper calls (help(f) reads its source).
---
--- The same wrapper makes every error of the method name the user's call (method_error): an
--- error raised inside miwb's code that does not start with "model:run_with_cache" is prefixed
--- with it, and one that is not a message written for the user (a Lua runtime error such as
--- "attempt to index a nil value") also keeps its original position and the traceback of where
--- it happened. Errors from the user's own code (a hook, a metric) pass through unchanged.
+-- Errors name the function the user called. U.name_errors(f, call, check) returns a function
+-- that runs f and re-raises its errors as errors of `call` (how the docs write the call:
+-- "model:run_with_cache", "mi.analysis.induction_scores", "argsort"), at the caller's line:
+--   - an error from the user's own code (a hook, a metric: a position outside lua/miwb/) passes
+--     through unchanged;
+--   - a message that names the call, maybe by a shorter name ("run_with_cache: ...",
+--     "analysis.induction_scores: ..."), gets the call's full name;
+--   - any other message (an inner function's "forward: empty input", or a bare "expected a
+--     HookedTransformer as model, got nil" raised with level 0) gets "call: " in front;
+--   - a Lua runtime error inside miwb ("attempt to index a nil value") also keeps its original
+--     position and the traceback of where it happened.
+-- check(...), when given, runs first on the arguments and returns a message to raise at the
+-- caller as it is (the colon check below), or nil. The method tables of model, cache, hook point,
+-- tokenizer and FactoredMatrix (colon_methods below), the Lua-written tensor functions
+-- (tensor.lua) and mi.analysis are wrapped this way.
+-- colon_target(w) returns the function a wrapper calls (help(w) reads its source).
 local colon_target = setmetatable({}, {__mode = "k"})
 
 -- what a value is, for messages: "nil", "number", "string", "tensor", "miwb.ActivationCache", ...
@@ -334,7 +337,7 @@ function U.typename(v)
   return type(n) == "string" and n or type(v)
 end
 
--- the error handler of a wrapped method: a Lua runtime error raised inside miwb gets the
+-- the error handler of a wrapped function: a Lua runtime error raised inside miwb gets the
 -- traceback of where it happened (the wrapper's caller only sees its own frames)
 local NAMED = "^[%w_%.:%[%]'\"]+: "   -- a message written for a user names what failed ("matmul: ...")
 local function is_library_pos(pos) return pos ~= nil and pos:find("miwb/[%w_]+%.lua:%d+$") ~= nil end
@@ -348,39 +351,90 @@ local function keep_traceback(e)
   return e
 end
 
--- e raised by method `call` ("model:run_with_cache", whose bare name is `name`) as the caller
--- sees it; where = the caller's "file:line: " (or "")
-local function method_error(e, call, name, where)
+-- whether `head` (the name a message starts with) is `call` or a shorter spelling of it:
+-- "run_with_cache" of "model:run_with_cache", "analysis.detect_head" of "mi.analysis.detect_head"
+local function names_call(head, call)
+  if head == call then return true end
+  local sep = call:sub(-#head - 1, -#head - 1)
+  return #head < #call and call:sub(-#head) == head and (sep == "." or sep == ":")
+end
+
+-- e raised inside `call` as the caller sees it; where = the caller's "file:line: " (or "")
+local function call_error(e, call, where)
   if type(e) ~= "string" then return e end
   local pos, rest = e:match("^([^\n]-:%d+): (.*)$")
   local lib = is_library_pos(pos)
   if pos and not lib then return e end          -- the user's own error (a hook, a metric)
   if not pos then rest = e end
-  if rest:sub(1, #call) == call or rest:sub(1, #name + 1) == name .. ":" then return where .. rest end
+  local head, tail = rest:match("^([%w_%.:]+): (.*)$")
+  if head and names_call(head, call) then return where .. call .. ": " .. tail end
   -- an inner function's message ("forward: empty input"), or an internal error with its position
   return where .. call .. ": " .. ((lib and not rest:find(NAMED)) and e or rest)
 end
 
+function U.name_errors(f, call, check)
+  local function finish(ok, ...)
+    if ok then return ... end
+    local info = debug.getinfo(2, "Sl")   -- finish runs as a tail call: 2 is the caller
+    local where = info and info.currentline > 0 and (info.short_src .. ":" .. info.currentline .. ": ") or ""
+    error(call_error((...), call, where), 0)
+  end
+  local w
+  if check then
+    w = function(...)
+      local msg = check(...)
+      if msg then error(msg, 2) end
+      return finish(xpcall(f, keep_traceback, ...))
+    end
+  else
+    w = function(...) return finish(xpcall(f, keep_traceback, ...)) end
+  end
+  colon_target[w] = f
+  return w
+end
+
+-- A module table's public functions (names not starting with "_") wrapped by name_errors as
+-- prefix .. name ("mi.analysis."): a new table (other fields copied), so that the module's own
+-- calls between its functions stay unwrapped.
+function U.name_errors_table(t, prefix)
+  local out = {}
+  for k, v in pairs(t) do
+    if type(v) == "function" and type(k) == "string" and k:sub(1, 1) ~= "_" then
+      out[k] = U.name_errors(v, prefix .. k)
+    else
+      out[k] = v
+    end
+  end
+  return out
+end
+
+-- Methods called with a dot (model.to_str_tokens(t), hook.layer(), cache.remove_batch_dim())
+-- get `self` wrong; Lua would fail later with a confusing message. colon_methods wraps every
+-- function of the table `methods` (in place; names starting with "__" are left alone) with
+-- name_errors as var:name, with a check that a call whose first argument is not an object of
+-- the class raises
+--   "model.to_str_tokens: call it with a colon: model:to_str_tokens(...)"
+-- (var is how the docs call such an object). is_instance(x) says whether x is one. The library's
+-- own `_helpers` only get the colon check.
 function U.colon_methods(methods, is_instance, var)
   for name, f in pairs(methods) do
     if type(f) == "function" and type(name) == "string" and name:sub(1, 2) ~= "__" and not colon_target[f] then
-      local call = var .. ":" .. name
-      local function finish(ok, ...)
-        if ok then return ... end
-        local e = ...
-        local info = debug.getinfo(2, "Sl")   -- finish runs as a tail call: 2 is the caller
-        local where = info and info.currentline > 0 and (info.short_src .. ":" .. info.currentline .. ": ") or ""
-        error(method_error(e, call, name, where), 0)
-      end
-      local internal = name:sub(1, 1) == "_"   -- the library's own helpers: only the colon check
-      local function method(self, ...)
+      local function check(self)
         if not is_instance(self) then
-          error(string.format("%s.%s: call it with a colon: %s:%s(...)", var, name, var, name), 2)
+          return string.format("%s.%s: call it with a colon: %s:%s(...)", var, name, var, name)
         end
-        if internal then return f(self, ...) end
-        return finish(xpcall(f, keep_traceback, self, ...))
       end
-      colon_target[method] = f
+      local method
+      if name:sub(1, 1) == "_" then
+        method = function(self, ...)
+          local msg = check(self)
+          if msg then error(msg, 2) end
+          return f(self, ...)
+        end
+        colon_target[method] = f
+      else
+        method = U.name_errors(f, var .. ":" .. name, check)
+      end
       methods[name] = method
     end
   end
@@ -388,8 +442,6 @@ function U.colon_methods(methods, is_instance, var)
 end
 
 function U.colon_target(f) return colon_target[f] end
--- records that wrapper calls f (tensor.lua's error-naming wrappers), so help(wrapper) shows f
-function U.set_colon_target(wrapper, f) colon_target[wrapper] = f end
 
 -- ------------------------------------------------------------------ tensor utils
 

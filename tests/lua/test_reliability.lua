@@ -345,9 +345,10 @@ T.test("method errors name the call: inner messages prefixed, internal errors ke
   -- a message of an inner function (the C forward) gets the method's name and the caller's line
   local ok, e = pcall(function() local r = m:run_with_cache(mi.zeros(1, 2)); return r end)
   T.truthy(not ok and e:find("^[^\n]*test_reliability%.lua:%d+: model:run_with_cache: forward: tokens must be int64"), e)
-  -- a message that already names the call is left as it is
+  -- a message that already names the call keeps its text
   ok, e = pcall(function() local r = m:run_with_cache(mi.tensor{{1}}:long(), {return_typ = 1}); return r end)
-  T.truthy(not ok and e:find("test_reliability%.lua:%d+: run_with_cache: unknown option 'return_typ'"), e)
+  -- (a shorter spelling of the call's name gets the full one)
+  T.truthy(not ok and e:find("test_reliability%.lua:%d+: model:run_with_cache: unknown option 'return_typ'"), e)
   -- an error of the user's own hook passes through unchanged
   ok, e = pcall(function()
     local r = m:run_with_hooks(mi.tensor{{1}}:long(), {fwd_hooks = {{"hook_embed", function() error("my hook failed") end}}})
@@ -362,6 +363,69 @@ T.test("method errors name the call: inner messages prefixed, internal errors ke
   T.truthy(e:find("unexpected error inside miwb; where it happened:", 1, true) and e:find("fake.lua:1: in ", 1, true), e)
   -- a method called with a dot still says to use a colon
   T.raises(function() return m.to_str_tokens(5) end, "model.to_str_tokens: call it with a colon")
+end)
+
+-- mi.analysis.* run under the same wrapper as the methods (mi.utils.name_errors): every error
+-- starts with "mi.analysis.NAME: ", at the caller's line; the arguments are checked (each of these
+-- was a Lua runtime error inside analysis.lua, "attempt to index a nil value (local 'model')")
+T.test("mi.analysis errors name the function and the argument", function()
+  local A = mi.analysis
+  local m = mi.HookedTransformer{n_layers = 2, d_model = 8, n_ctx = 8, d_head = 4, n_heads = 2, d_vocab = 11,
+                                 attn_only = true}
+  local toks = mi.tensor{{1, 2, 3, 1, 2, 3}}:long()
+  local _, cache = m:run_with_cache(toks)
+  local fm = A.full_ov_circuit(m, 0, 0)
+  local function fails(want, f, ...)
+    local args = table.pack(...)
+    local ok, e = pcall(function() local r = f(table.unpack(args, 1, args.n)); return r end)
+    T.truthy(not ok, "no error, expected " .. want)
+    e = tostring(e)
+    T.truthy(e:find("^[^\n]*test_reliability%.lua:%d+: " .. want:gsub("%p", "%%%0")), e)
+    T.truthy(not e:find("attempt to", 1, true), "an internal error: " .. e)
+  end
+  local no_model = "expected a HookedTransformer as model, got "
+  fails("mi.analysis.head_ablation_scores: " .. no_model .. "nil", A.head_ablation_scores, nil, toks)
+  fails("mi.analysis.bos_id: " .. no_model .. "number", A.bos_id, 5)
+  fails("mi.analysis.generate_repeated_tokens: " .. no_model .. "miwb.ActivationCache", A.generate_repeated_tokens, cache, 3)
+  fails("mi.analysis.generate_repeated_tokens: seq_len must be an integer, got nil", A.generate_repeated_tokens, m)
+  fails("mi.analysis.generate_repeated_tokens: batch must be at least 1, got 0", A.generate_repeated_tokens, m, 3, 0)
+  fails("mi.analysis.run_and_cache_model_repeated_tokens: " .. no_model .. "string", A.run_and_cache_model_repeated_tokens, "m", 3)
+  fails("mi.analysis.induction_scores: " .. no_model .. "nil", A.induction_scores)
+  fails("mi.analysis.induction_scores: tokens must be int64, got float32", A.induction_scores, m, mi.ones(1, 5))
+  fails("mi.analysis.induction_scores: unknown option 'sed'", A.induction_scores, m, nil, {sed = 1})
+  fails("mi.analysis.current_attn_detector: expected an ActivationCache as cache, got number", A.current_attn_detector, m, 5)
+  fails("mi.analysis.prev_attn_detector: threshold must be a number, got string", A.prev_attn_detector, m, cache, "x")
+  fails("mi.analysis.heads_above: expected a tensor as scores, got table", A.heads_above, {}, 1)
+  fails("mi.analysis.get_log_probs: tokens must be int64, got float32", A.get_log_probs, mi.ones(1, 2, 3), mi.ones(1, 2))
+  fails("mi.analysis.detect_head: pattern must be a pattern name or a tensor, got number", A.detect_head, m, toks, 5)
+  fails("mi.analysis.detect_head: detection pattern must be a tensor or one of", A.detect_head, m, toks, "nope")
+  fails("mi.analysis.logit_attribution_all: expected an ActivationCache as cache, got nil", A.logit_attribution_all, m, nil, toks)
+  fails("mi.analysis.head_ablation_scores: tokens must be int64, got float32", A.head_ablation_scores, m, mi.ones(1, 3))
+  fails("mi.analysis.head_ablation_scores: act must be 'v' or 'z'", A.head_ablation_scores, m, toks, {act = "q"})
+  fails("mi.analysis.ablate_all_except: no head 9.9 in a model of 2 layers x 2 heads", A.ablate_all_except, m, toks, {"9.9"})
+  fails("mi.analysis.ablate_all_except: expected a list as keep, got nil", A.ablate_all_except, m, toks)
+  fails("mi.analysis.full_ov_circuit: layer 5 is out of range for a model of 2 layers", A.full_ov_circuit, m, 5, 0)
+  fails("mi.analysis.full_ov_circuit: head must be a head number, got string", A.full_ov_circuit, m, 0, "a")
+  fails("mi.analysis.pos_qk_pattern: head -1 is out of range for a model of 2 heads", A.pos_qk_pattern, m, 0, -1)
+  fails("mi.analysis.composition_scores: to must be a layer number, got 2.5", A.composition_scores, m, 0, 2.5)
+  fails("mi.analysis.top_1_acc: expected a FactoredMatrix as fm, got number", A.top_1_acc, 5)
+  fails("mi.analysis.top_k_accuracy: k must be at least 1, got 0", A.top_k_accuracy, fm, 0)
+  fails("mi.analysis.find_K_comp_full_circuit: prev_head must be a head number, got nil", A.find_K_comp_full_circuit, m)
+  fails("mi.analysis.random_comp_baseline: n_samples must be at least 0, got -1", A.random_comp_baseline, m, -1)
+  fails("mi.analysis.get_comp_score: expected a tensor as W_B, got nil", A.get_comp_score, mi.ones(2, 2))
+  fails("mi.analysis.decompose_q: " .. no_model .. "nil", A.decompose_q, mi.ones(2, 3, 8), 0)
+  -- a library error raised further in keeps its own name after the function's
+  fails("mi.analysis.head_ablation_scores: model:run_with_cache:", A.head_ablation_scores, m, mi.tensor{{1, 99}}:long())
+  -- an error of the user's own hook passes through unchanged
+  local ok, e = pcall(function()
+    local r = A.induction_scores(m, toks, {extra_hooks = {{"hook_embed", function() error("my hook failed") end}}})
+    return r
+  end)
+  T.truthy(not ok and e:find("test_reliability%.lua:%d+: my hook failed") and not e:find("mi.analysis", 1, true), e)
+  -- the functions still work, and help() shows the function under the wrapper
+  T.eq(table.concat(A.heads_above(mi.tensor{{0.5, 0.1}, {0.2, 0.9}}, 0.3), " "), "0.0 1.1")
+  T.eq(table.concat(A.generate_repeated_tokens(m, 3, 2, {seed = 1}):shape(), ","), "2,7")
+  T.truthy(mi.repl.help(A.head_ablation_scores):find("head_ablation_scores(model, tokens, opts)", 1, true))
 end)
 
 -- the random-API fuzzer's findings (tests/fuzz/api/*.lua): each snippet must finish
