@@ -11,6 +11,10 @@
  * two MLP products) and the unembedding of that one position. Without it: per token the whole
  * forward over the sequence so far, unembedding every position (as a forward returning logits).
  * Times are wall and process CPU (every thread; see bench_model.c), for 1 and 2 OpenBLAS threads.
+ * With the cache a token's products are one row each, so two more bounds are printed: the same
+ * products as cblas_sgemv (OpenBLAS's matrix-vector product, 2-4x faster than its sgemm for one row),
+ * and the memory floor: the bytes of every weight matrix, read once per token, over this machine's
+ * read bandwidth measured in the same run (an sgemv over 512 MB, more than the last-level cache).
  *
  * Arguments: tokens=N (new tokens, default 64), prompt=N (default 16), reps=N (minimum taken,
  * default 1), no-uncached (skip the slow path). bench/run.sh passes its arguments to every
@@ -33,7 +37,14 @@ void openblas_set_num_threads(int n); /* OpenBLAS's own; not in every cblas.h */
 /* ---------------------------------------------------------------- the bound: bare sgemms */
 typedef struct { float *x, *q, *k, *v, *s, *z, *o, *h1, *lg; } bufs;
 
+static int use_gemv; /* the bound's one-row products as cblas_sgemv (what OpenBLAS does fastest) */
+
 static void gemm(float *C, int ldc, const float *A, int lda, const float *B, int ldb, int M, int N, int K, int tb) {
+    if (use_gemv && M == 1) {
+        cblas_sgemv(CblasRowMajor, tb ? CblasNoTrans : CblasTrans, tb ? N : K, tb ? K : N, 1.0f, B, ldb, A, 1, 0.0f,
+                    C, 1);
+        return;
+    }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, 1.0f, A, lda, B, ldb, 0.0f,
                 C, ldc);
 }
@@ -67,6 +78,34 @@ static void bound_generate(const mw_model *m, bufs *b, int P, int n, int cached)
         if (cached) bound_pass(m, b, 1, t ? 1 : P, P + t, 1);
         else bound_pass(m, b, 1, P + t, P + t, P + t);
     }
+}
+
+/* the floor no float32 implementation can pass: every weight matrix is read from memory once per
+ * token (the model is ~10x the last-level cache), at the read bandwidth of this machine, measured
+ * here as the best of 3 sums of a buffer larger than the cache by `threads` threads' sgemv */
+static double read_bandwidth(int threads) {
+    size_t rows = 4096, cols = 32768; /* 512 MB */
+    float *a = malloc(rows * cols * sizeof(float)), *x = malloc(rows * sizeof(float)), *y = malloc(cols * sizeof(float));
+    if (!a || !x || !y) { fprintf(stderr, "out of memory\n"); exit(1); }
+    for (size_t i = 0; i < rows * cols; i++) a[i] = (float)(i % 13) * 0.01f;
+    for (size_t i = 0; i < rows; i++) x[i] = 1.0f;
+    openblas_set_num_threads(threads);
+    double best = 1e30;
+    for (int r = 0; r < 3; r++) {
+        double t0 = now();
+        cblas_sgemv(CblasRowMajor, CblasTrans, (int)rows, (int)cols, 1.0f, a, (int)cols, x, 1, 0.0f, y, 1);
+        double t = now() - t0;
+        if (t < best) best = t;
+    }
+    free(a); free(x); free(y);
+    return rows * cols * sizeof(float) / best;
+}
+
+/* bytes of the weights one generated token reads: every layer's matrices and the unembedding */
+static double weight_bytes(const mw_model *m) {
+    const mw_config *c = &m->cfg;
+    double d = c->d_model, Hd = c->n_heads * c->d_head, M = c->d_mlp;
+    return 4.0 * (c->n_layers * (4 * d * Hd + 2 * d * M) + d * c->d_vocab_out);
 }
 
 static int generate(mw_model *m, const mw_tensor *prompt, int n, int cached, int64_t *kv_bytes) {
@@ -143,6 +182,24 @@ int main(int argc, char **argv) {
                    tc / bc, bc);
             if (cached) printf(" | kv cache %.1f MB", kvb / 1e6);
             printf("\n");
+            if (cached) {
+                /* the same one-row products as cblas_sgemv, and the memory floor */
+                use_gemv = 1;
+                double gw = 1e30;
+                for (int r = 0; r < reps; r++) {
+                    double t0 = now();
+                    bound_generate(m, &b, P, n, cached);
+                    double w = now() - t0;
+                    if (w < gw) gw = w;
+                }
+                use_gemv = 0;
+                double bwidth = read_bandwidth(threads), floor_s = weight_bytes(m) * got / bwidth;
+                openblas_set_num_threads(threads);
+                printf("  %d thread%s, with cache:    wall %.2fx the same products as cblas_sgemv (%.2f s) | %.2fx the memory "
+                       "floor (%.2f s: %.0f MB of weights per token at %.1f GB/s read)\n",
+                       threads, threads > 1 ? "s" : " ", tw / gw, gw, tw / floor_s, floor_s, weight_bytes(m) / 1e6,
+                       bwidth / 1e9);
+            }
         }
     }
     free(b.x); free(b.q); free(b.k); free(b.v); free(b.z); free(b.s); free(b.o); free(b.h1); free(b.lg);

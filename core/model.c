@@ -460,11 +460,6 @@ static int logits_out(mw_run *r, mw_tensor *out, int64_t B, int64_t P, int64_t V
     return 0;
 }
 
-int64_t mw_model_logits_held(const mw_model *m) {
-    const mw_run *r = m->run;
-    return r && r->logits.s && r->logits.s->refcount > 1 ? r->logits.cap * 4 : 0;
-}
-
 /* ================================================================ hook plumbing */
 int mw_model_hook_exists(const mw_model *m, int id) {
     const mw_config *c = &m->cfg;

@@ -272,10 +272,6 @@ int mw_model_backward(mw_model *m, const mw_backward_opts *o);
 
 /* bytes currently held by the model's activation buffers (for the benchmark's memory report) */
 int64_t mw_model_buffer_bytes(const mw_model *m);
-/* bytes of the last logits handed out that their caller still holds (0 when released): the next
- * forward reuses that memory only once it is released (a binding with a garbage collector can
- * collect first rather than fault in a fresh buffer) */
-int64_t mw_model_logits_held(const mw_model *m);
 /* frees the activation buffers (the next forward allocates them again) */
 void mw_model_trim(mw_model *m);
 

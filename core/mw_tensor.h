@@ -78,6 +78,12 @@ void mw_storage_retain(mw_storage *s);
 void mw_storage_release(mw_storage *s);
 /* Bytes currently held by storages created with mw_storage_new (for Lua GC accounting). */
 int64_t mw_storage_live_bytes(void);
+/* Freed large storages (8 MB and more) are unmapped at once by default. With a budget, up to
+ * max_bytes of them are kept and reused by later requests of about their size (0: none kept,
+ * the default). mw_storage_kept_bytes: what is kept now; mw_storage_trim: unmap it all. */
+void mw_storage_keep_freed(int64_t max_bytes);
+int64_t mw_storage_kept_bytes(void);
+void mw_storage_trim(void);
 
 /* ---------------------------------------------------------------- tensor header */
 typedef struct mw_tensor {

@@ -42,7 +42,30 @@ typedef struct {
     mw_model *m;
     int busy;     /* inside forward: a hook must not run this model again (shared buffers) */
     int borrowed; /* m belongs to another object (a trainer), kept alive as user value 1 */
+    int64_t live_before, live_after, out_bytes; /* tensor bytes around the last call (outputs) */
 } lmodel;
+
+/* The outputs of this model's last call (logits, a cache, gradients) are usually garbage the
+ * collector has not reached yet (`local logits, cache = model:run_with_cache(t)` in a loop):
+ * collecting first lets this call reuse their memory (the model's logits buffer; freed large
+ * tensors, which core/tensor.c keeps for reuse) instead of faulting in fresh memory of that size.
+ * Done when the last call handed out 8 MB or more, at most half of it has been freed since, and a
+ * full collection (about the Lua heap's size of work) is cheaper than the fault-in. */
+static void collect_last_outputs(lua_State *L, lmodel *u) {
+    int64_t live = mw_storage_live_bytes();
+    if (u->out_bytes >= ((int64_t)8 << 20) && live >= u->live_after - u->out_bytes / 2 &&
+        (int64_t)lua_gc(L, LUA_GCCOUNT) * 1024 * 2 < u->out_bytes) {
+        lua_gc(L, LUA_GCCOLLECT);
+        live = mw_storage_live_bytes();
+    }
+    u->live_before = live;
+}
+
+/* after a call: what it handed out (tensor bytes grown since collect_last_outputs) */
+static void note_outputs(lmodel *u) {
+    u->live_after = mw_storage_live_bytes();
+    u->out_bytes = u->live_after > u->live_before ? u->live_after - u->live_before : 0;
+}
 
 static mw_model *checkmodel(lua_State *L, int idx) {
     lmodel *u = luaL_checkudata(L, idx, MWL_MODEL);
@@ -392,12 +415,7 @@ static int l_forward(lua_State *L) {
     int top = lua_gettop(L);
     lmodel *u = lua_touserdata(L, 1);
     if (u->busy) return luaL_error(L, "forward: this model is already running (called from one of its own hooks?)");
-    /* The last call's logits, when still held, are usually garbage the collector has not reached
-     * yet (`local logits = model(t)` in a loop): collecting first lets the pass reuse their memory
-     * instead of faulting in a fresh buffer of that size. Worth it while a full collection (about
-     * the Lua heap's size of work) is cheaper than the fault-in (the logits' size). */
-    int64_t held = mw_model_logits_held(m);
-    if (held > 0 && (int64_t)lua_gc(L, LUA_GCCOUNT) * 1024 * 2 < held) lua_gc(L, LUA_GCCOLLECT);
+    collect_last_outputs(L, u);
     mw_forward_out out;
     u->busy = 1;
     int rc = mw_model_forward(m, &o, &out);
@@ -415,6 +433,7 @@ static int l_forward(lua_State *L) {
         lua_setfield(L, res, "loss");
     }
     mwl_account(L);
+    note_outputs(u);
     lua_pushvalue(L, res);
     return 1;
 }
@@ -446,6 +465,7 @@ static int l_backward(lua_State *L) {
     u->busy = 0;
     if (rc) return hook_error(L, &x);
     mwl_account(L);
+    note_outputs(u); /* with the forward before it: live_before is the forward's */
     return 0;
 }
 

@@ -82,14 +82,18 @@ static int open_core(lua_State *L) {
 /* Keep freed memory in the process: big tensors (activations, logits, caches) come and go on
  * every forward pass, and on these machines faulting freshly mapped pages in again costs far
  * more than the arithmetic (measured: a [12,1024,1024] add 26x slower than into a reused buffer;
- * a GPT-2 1x1024 full cache 3.4x the sgemm bound instead of 1.45x). So large blocks come from
- * the heap, not from mmap, and the heap is not trimmed back to the system.
- * MIWB_RETURN_MEMORY=1 keeps glibc's defaults. */
+ * a GPT-2 1x1024 full cache 3.4x the sgemm bound instead of 1.45x). So blocks under 8 MB come
+ * from the heap, not from mmap, and the heap is not trimmed back to the system; tensors of 8 MB
+ * and more (their own huge-page mappings, core/tensor.c) are kept for reuse up to an eighth of
+ * the machine's memory. mi.release_memory() gives both back. MIWB_RETURN_MEMORY=1 keeps
+ * glibc's defaults and unmaps large tensors when they are freed. */
 static void keep_heap(void) {
     const char *e = getenv("MIWB_RETURN_MEMORY");
     if (e && *e && strcmp(e, "0") != 0) return;
     mallopt(M_MMAP_MAX, 0);
     mallopt(M_TRIM_THRESHOLD, INT_MAX);
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    mw_storage_keep_freed(pages > 0 && page > 0 ? (int64_t)pages * page / 8 : (int64_t)1 << 30);
 }
 
 int luaopen_miwb(lua_State *L) {

@@ -14,6 +14,7 @@
  */
 #include <limits.h>
 #include <stdarg.h>
+#include <malloc.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -2030,6 +2031,17 @@ static int l_live_tensor_bytes(lua_State *L) {
     return 1;
 }
 
+/* mi.release_memory(): gives back the memory kept for reuse (freed large tensors, the heap's free
+ * blocks: see keep_heap in lmodule.c); returns the bytes of large tensors that were kept */
+static int l_release_memory(lua_State *L) {
+    if (lua_gettop(L) != 0) return luaL_error(L, "release_memory: takes no arguments (write mi.release_memory())");
+    int64_t kept = mw_storage_kept_bytes();
+    mw_storage_trim();
+    malloc_trim(0);
+    lua_pushinteger(L, kept);
+    return 1;
+}
+
 /* mi.set_num_threads(n) / mi.get_num_threads(): torch's names; the threads of the matrix
  * products (OpenBLAS) and of the work between them (core/parallel.h) */
 static int l_set_num_threads(lua_State *L) {
@@ -2097,7 +2109,7 @@ static const luaL_Reg FUNCTIONS[] = {
     {"manual_seed", l_manual_seed}, {"Generator", l_generator}, {"is_tensor", l_is_tensor},
     {"matmul", l_matmul}, {"outer", l_outer}, {"einsum", l_einsum}, {"cat", l_cat},
     {"stack", l_stack}, {"svd", l_svd}, {"eigvals", l_eigvals}, {"where", l_where},
-    {"live_tensor_bytes", l_live_tensor_bytes}, {"_check_opts", l_check_opts}, {"_kwargs", l_kwargs},
+    {"live_tensor_bytes", l_live_tensor_bytes}, {"release_memory", l_release_memory}, {"_check_opts", l_check_opts}, {"_kwargs", l_kwargs},
     {"set_num_threads", l_set_num_threads}, {"get_num_threads", l_get_num_threads},
     {NULL, NULL}};
 

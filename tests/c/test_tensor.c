@@ -1654,6 +1654,74 @@ static void test_indexing_torch(void)
 }
 
 /* every storage created above was released */
+/* Freed large storages kept for reuse (mw_storage_keep_freed): a request of about the same size
+ * gets the same memory back, zeroed for mw_storage_new, holding the copy for a clone; the budget
+ * bounds what is kept; trim and a zero budget give it back. Under ASan large storages are plain
+ * calloc and nothing is kept. */
+static void test_keep_freed(void)
+{
+#if defined(__SANITIZE_ADDRESS__)
+    printf("  (AddressSanitizer build: large storages are calloc'd, nothing to keep)\n");
+    CHECK(mw_storage_kept_bytes() == 0);
+#else
+    const int64_t n = 4 << 20, mb2 = 2 << 20; /* 16 MB of floats */
+    CHECK(mw_storage_kept_bytes() == 0);
+    /* no budget (the library's default): freed memory goes back at once */
+    mw_storage *a = mw_storage_new(MW_F32, n);
+    CHECK(a != NULL);
+    mw_storage_release(a);
+    CHECK(mw_storage_kept_bytes() == 0);
+
+    mw_storage_keep_freed(40 << 20);
+    int64_t big = n + n / 20, kept = (big * 4 + mb2 - 1) / mb2 * mb2; /* 16.8 MB: an 18 MB mapping */
+    a = mw_storage_new(MW_F32, big);
+    float *pa = a->data;
+    for (int64_t i = 0; i < big; i++) pa[i] = 1.5f;
+    mw_storage_release(a);
+    CHECK(mw_storage_kept_bytes() == kept);
+    /* 16 MB: served from the kept 18 MB mapping (at most a quarter larger), which comes back zeroed */
+    mw_storage *b = mw_storage_new(MW_F32, n);
+    CHECK(b && b->data == (void *)pa);
+    CHECK(mw_storage_kept_bytes() == 0);
+    int zeros = 1;
+    for (int64_t i = 0; i < n; i++) zeros &= ((float *)b->data)[i] == 0.0f;
+    CHECK(zeros);
+    mw_storage_release(b); /* kept with its mapping's whole length */
+    CHECK(mw_storage_kept_bytes() == kept);
+    /* twice the size: not served from it (more than a quarter larger) */
+    mw_storage *c = mw_storage_new(MW_F32, 2 * n);
+    CHECK(c && c->data != (void *)pa && mw_storage_kept_bytes() == kept);
+    /* freeing it would exceed the 40 MB budget: the oldest kept mapping is unmapped first */
+    mw_storage_release(c);
+    CHECK(mw_storage_kept_bytes() == 2 * n * 4);
+    mw_storage_trim();
+    CHECK(mw_storage_kept_bytes() == 0);
+    /* a clone into kept memory holds the source's values, not the old contents */
+    mw_tensor src, cl;
+    int64_t shape[2] = {2, n / 2};
+    CHECK_OK(mw_tensor_full(&src, MW_F32, 2, shape, 0.25));
+    mw_storage *d = mw_storage_new(MW_F32, n);
+    for (int64_t i = 0; i < n; i++) ((float *)d->data)[i] = 1.5f;
+    void *pd = d->data;
+    mw_storage_release(d);
+    CHECK_OK(mw_tensor_clone(&cl, &src));
+    CHECK(cl.storage->data == pd);
+    int quarter = 1;
+    for (int64_t i = 0; i < n; i++) quarter &= ((float *)cl.storage->data)[i] == 0.25f;
+    CHECK(quarter);
+    mw_tensor_release(&cl);
+    mw_tensor_release(&src);
+    CHECK(mw_storage_kept_bytes() == 2 * n * 4);
+    mw_storage_trim();
+    CHECK(mw_storage_kept_bytes() == 0);
+    /* larger than the whole budget: never kept */
+    a = mw_storage_new(MW_F32, 16 << 20);
+    mw_storage_release(a);
+    CHECK(mw_storage_kept_bytes() == 0);
+    mw_storage_keep_freed(0);
+#endif
+}
+
 static void test_no_leaks(void) { CHECK(mw_storage_live_bytes() == 0); }
 
 int main(void)
@@ -1683,6 +1751,7 @@ int main(void)
     RUN(test_views_torch);
     RUN(test_copy_tiled);
     RUN(test_indexing_torch);
+    RUN(test_keep_freed);
     RUN(test_no_leaks);
     MW_TEST_MAIN_END();
 }

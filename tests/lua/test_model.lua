@@ -157,6 +157,36 @@ T.test("last_only: logits [B,1,V] of each row's last real position = those rows 
   T.raises(function() model(t.tokens, {stop_at_layer = 1, last_only = true}) end, "not with stop_at_layer")
 end)
 
+T.test("caches dropped without collecting: memory stays flat over run_with_cache calls; mi.release_memory", function()
+  -- every call's cache holds two [4,4,256,256] tensors per layer (scores, pattern: 4 MB each) and
+  -- 12.8 MB of logits, far more than this test's Lua heap
+  local model = mi.HookedTransformer({d_model = 16, d_head = 4, n_heads = 4, n_layers = 2, n_ctx = 256,
+                                      d_vocab = 12500, attn_only = true, seed = 1})
+  local tokens = mi.randint(0, 12500, {4, 256}, mi.Generator(0))
+  collectgarbage("collect")
+  collectgarbage("stop")                 -- only the forward's own collection may run
+  local ok, err = pcall(function()
+    local function step() local lg, c = model:run_with_cache(tokens); return c["blocks.0.attn.hook_pattern"]:size(0) end
+    step()
+    local before = mi.live_tensor_bytes()
+    for _ = 1, 3 do step() end
+    -- each call's cache is about 30 MB: the dropped ones are collected (the forward collects first,
+    -- and cloning steps the collector) and their memory reused
+    T.truthy(mi.live_tensor_bytes() - before < 1e6, "live tensor bytes grew by " .. (mi.live_tensor_bytes() - before))
+    local lg, keep = model:run_with_cache(tokens)   -- held: untouched by the next call
+    local first = keep["blocks.1.attn.hook_pattern"][{0, 1, 200, 100}]:item()
+    model:run_with_cache(mi.randint(0, 12500, {4, 256}, mi.Generator(9)))
+    T.eq(keep["blocks.1.attn.hook_pattern"][{0, 1, 200, 100}]:item(), first)
+  end)
+  collectgarbage("restart")
+  if not ok then error(err, 0) end
+  collectgarbage("collect")
+  local kept = mi.release_memory()
+  if mi.release_memory() ~= 0 then error("release_memory kept memory after giving it back") end
+  T.truthy(math.type(kept) == "integer" and kept >= 0, "release_memory returns the bytes it gave back")
+  T.raises(function() mi.release_memory(1) end, "release_memory: takes no arguments")
+end)
+
 T.test("logits dropped without collecting: the next call reuses their memory (no fresh buffer per call)", function()
   -- logits of 64 x 50000 floats (12.8 MB), far more than this test's Lua heap
   local model = mi.HookedTransformer({d_model = 16, d_head = 4, n_layers = 1, n_ctx = 64, d_vocab = 50000,
