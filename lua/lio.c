@@ -42,19 +42,29 @@ static int sd_gc(lua_State *L) {
     return 0;
 }
 
-const char *mwl_checkname(lua_State *L, int idx, const char *fname, const char *what) {
+/* the check of mwl_checkname, its error raised at the position of stack level `level` */
+static const char *checkname_at(lua_State *L, int idx, const char *fname, const char *what, int level) {
     size_t n;
-    const char *s = luaL_checklstring(L, idx, &n);
-    if (strlen(s) != n) {
-        luaL_error(L, "%s: %s holds a zero byte (at byte %d)", fname, what, (int)strlen(s) + 1);
-    }
-    return s;
+    int ty = lua_type(L, idx);
+    const char *s = (ty == LUA_TSTRING || ty == LUA_TNUMBER) ? lua_tolstring(L, idx, &n) : NULL;
+    if (s && strlen(s) == n) return s;
+    luaL_where(L, level);
+    if (!s) lua_pushfstring(L, "%s: %s must be a string, got %s", fname, what, luaL_typename(L, idx));
+    else lua_pushfstring(L, "%s: %s holds a zero byte (at byte %d)", fname, what, (int)strlen(s) + 1);
+    lua_concat(L, 2);
+    lua_error(L);
+    return NULL;
 }
 
-/* mi.utils.check_name(fname, what, s): mwl_checkname from Lua; returns s */
+const char *mwl_checkname(lua_State *L, int idx, const char *fname, const char *what) {
+    return checkname_at(L, idx, fname, what, 1);
+}
+
+/* mi.utils.check_name(fname, what, s): mwl_checkname from Lua code of the library, whose
+ * caller is the user: the error is raised at the caller's line (level 2); returns s */
 static int io_check_name(lua_State *L) {
     const char *fname = luaL_checkstring(L, 1), *what = luaL_checkstring(L, 2);
-    mwl_checkname(L, 3, fname, what);
+    checkname_at(L, 3, fname, what, 2);
     lua_settop(L, 3);
     return 1;
 }

@@ -9,6 +9,9 @@ local M = {}
 function M._install(mi)
   local json = mi.json
   if not json then return end
+  -- Lua's argument errors name a C function it cannot see called by name (pcall(mi.json.decode, t))
+  -- by looking for it in package.loaded: "bad argument #1 to 'miwb.json.decode'"
+  package.loaded["miwb.json"] = json
 
   function json.read(path)
     mi._check_name("json.read", "path", path)

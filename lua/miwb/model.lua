@@ -1133,8 +1133,9 @@ function M._install(m)
   mi.utils.colon_methods(Model, function(x) return getmetatable(x) == MODEL_MT end, "model")
   MODEL_MT.__methods = Model
   mi.utils.colon_methods(HookPoint, function(x) return getmetatable(x) == HookPoint end, "hook")
-  mi.HookedTransformerConfig = M.HookedTransformerConfig
-  mi.HookedTransformer = M.HookedTransformer
+  -- errors at the user's line, naming the call (the config's C checker raised them at this file's)
+  mi.HookedTransformerConfig = mi.utils.name_errors(M.HookedTransformerConfig, "HookedTransformerConfig")
+  mi.HookedTransformer = mi.utils.name_errors(M.HookedTransformer, "HookedTransformer")
   mi.utils.sample_logits = M.sample_logits
   mi.HookPoint = HookPoint
 end

@@ -620,6 +620,8 @@ end
 -- names) and tokenizer.json (copied). what: a HookedTransformer, or a state dict with opts.cfg.
 -- opts.tokenizer: a tokenizer.json path to copy (default: the model's own folder's, if any).
 function M.save_pretrained(what, folder, opts)
+  mi.utils.check_opts("save_pretrained", opts, {"cfg", "tokenizer"})
+  mi.utils.check_name("save_pretrained", "folder", folder)
   opts = opts or {}
   local sd, cfg, tok = what, opts.cfg, opts.tokenizer
   if type(what) == "table" and type(what.state_dict) == "function" then

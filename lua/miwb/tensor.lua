@@ -6,6 +6,9 @@ local M = {}
 function M._install(mi)
   local T = mi.Tensor
   if not T then return end -- built without the tensor binding
+  -- Lua's argument errors name a C method it cannot see called by name (pcall(mi.Tensor.relu_, 5))
+  -- by looking for it in package.loaded: "bad argument #1 to 'miwb.Tensor.relu_'"
+  package.loaded["miwb.Tensor"] = T
   -- keyword arguments as the C methods take them (ltensor.c's kwargs): f(x, 1, {b = 2}) and
   -- f(x, {a = 1, b = 2}) give a, b = 1, 2 for the parameter names {"a", "b"}
   local kwargs = mi._kwargs
@@ -16,6 +19,11 @@ function M._install(mi)
     local nd = x:dim()
     if nd == 0 then return x:reshape(1) end
     s, e = s or 0, e or -1
+    for _, d in ipairs({{"start_dim", s}, {"end_dim", e}}) do
+      if math.type(d[2]) ~= "integer" then
+        error(("flatten: %s must be an integer, got %s"):format(d[1], mi.utils.typename(d[2])), 2)
+      end
+    end
     if s < 0 then s = s + nd end
     if e < 0 then e = e + nd end
     if s < 0 or e >= nd or s > e then
@@ -60,8 +68,8 @@ function M._install(mi)
     local _, i = x:sort(kwargs("argsort", {"dim", "descending"}, ...))
     return i
   end
-  function T.mm(x, y) return x:matmul(y) end
-  function T.bmm(x, y) return x:matmul(y) end
+  function T.mm(x, y) return x:matmul(other_tensor("mm", y)) end
+  function T.bmm(x, y) return x:matmul(other_tensor("bmm", y)) end
   function T.isnan(x) return x:ne(x) end
   -- no autograd here: these keep TransformerLens-style code working unchanged
   function T.detach(x) return x end
@@ -70,6 +78,11 @@ function M._install(mi)
   -- x:tile(reps...) (torch.tile / Tensor.repeat): copies of x laid side by side along each dim
   function T.tile(x, ...)
     local reps = select("#", ...) == 1 and type(...) == "table" and ... or {...}
+    for i = 1, #reps do
+      if math.type(reps[i]) ~= "integer" then
+        error(("tile: each repetition must be an integer, got %s"):format(mi.utils.typename(reps[i])), 2)
+      end
+    end
     local nd = math.max(x:dim(), #reps)
     local r, sz = {}, {}
     for d = 1, nd do
@@ -102,6 +115,7 @@ function M._install(mi)
 
   -- x:equal(y): same shape and exactly equal elements
   function T.equal(x, y)
+    if not mi.is_tensor(y) then error("equal: expected a tensor as other, got " .. mi.utils.typename(y), 2) end
     local sx, sy = x:shape(), y:shape()
     if #sx ~= #sy then return false end
     for i = 1, #sx do if sx[i] ~= sy[i] then return false end end
@@ -137,8 +151,18 @@ function M._install(mi)
   -- float32, exact (0, 0) when both are int64 or bool
   function mi.assert_close(a, b, ...)
     local rtol, atol, msg, equal_nan = kwargs("assert_close", {"rtol", "atol", "msg", "equal_nan"}, ...)
-    if not mi.is_tensor(a) then a = mi.tensor(a) end
-    if not mi.is_tensor(b) then b = mi.tensor(b) end
+    for i, name in ipairs({"actual", "expected"}) do
+      local v
+      if i == 1 then v = a else v = b end
+      if not mi.is_tensor(v) then
+        local ok, t = pcall(mi.tensor, v)
+        if not ok then
+          error(("assert_close: %s must be a tensor, a number or nested lists of numbers, got %s"):format(
+            name, mi.utils.typename(v)), 2)
+        end
+        if i == 1 then a = t else b = t end
+      end
+    end
     local exact = a:dtype() ~= "float32" and b:dtype() ~= "float32"
     rtol, atol = rtol or (exact and 0 or 1.3e-6), atol or (exact and 0 or 1e-5)
     local sa, sb = table.concat(a:shape(), ","), table.concat(b:shape(), ",")
@@ -276,6 +300,9 @@ function M._install(mi)
   -- left_ok / right_ok: whether numeric axes may stand on that side
   -- sizes: the axis lengths given, each of an axis of the pattern (as einops checks)
   local function split_pattern(pattern, sizes, what, left_ok, right_ok)
+    if type(pattern) ~= "string" then
+      error(("%s: pattern must be a string such as 'b s d -> (b s) d', got %s"):format(what, mi.utils.typename(pattern)), 3)
+    end
     local l, r = pattern:match("^(.-)%->(.*)$")
     if not l then error(what .. ": pattern needs '->': '" .. pattern .. "'", 3) end
     local lhs, lnames = parse_side(l, what)
@@ -305,6 +332,7 @@ function M._install(mi)
   -- mi.rearrange(x, "b h q k -> (b h) q k" [, sizes]): a permute plus reshapes (a view when
   -- the strides allow, else a copy)
   function mi.rearrange(x, pattern, sizes)
+    if not mi.is_tensor(x) then error("rearrange: expected a tensor as x, got " .. mi.utils.typename(x), 2) end
     local lhs, lnames, rhs, rnames = split_pattern(pattern, sizes, "rearrange", false, false)
     for name in pairs(rnames) do
       if not lnames[name] then error(("rearrange: axis '%s' is only on the right of '%s' (use repeat_axes)"):format(name, pattern), 2) end
@@ -318,6 +346,7 @@ function M._install(mi)
 
   -- mi.repeat_axes(x, "seq d -> batch seq d", {batch = 4}): einops.repeat (repeat is a Lua keyword)
   function mi.repeat_axes(x, pattern, sizes)
+    if not mi.is_tensor(x) then error("repeat_axes: expected a tensor as x, got " .. mi.utils.typename(x), 2) end
     local lhs, lnames, rhs, rnames = split_pattern(pattern, sizes, "repeat_axes", false, true)
     for name in pairs(lnames) do
       if not rnames[name] then error(("repeat_axes: axis '%s' is only on the left of '%s'"):format(name, pattern), 2) end
@@ -332,6 +361,7 @@ function M._install(mi)
   local REDUCERS = {sum = "sum", mean = "mean", max = "amax", min = "amin", prod = "prod", std = "std",
                     var = "var", any = "any", all = "all"}
   function mi.reduce(x, pattern, op, sizes)
+    if not mi.is_tensor(x) then error("reduce: expected a tensor as x, got " .. mi.utils.typename(x), 2) end
     local method = type(op) == "function" and op or REDUCERS[op]
     if not method then
       error("reduce: the reduction must be sum, mean, max, min, prod, std, var, any, all or a function f(x, dims), got "
@@ -532,17 +562,18 @@ function M._install(mi)
       return fn(x:shape(), table.unpack(args, 1, args.n), {dtype = dtype})
     end
   end
-  mi.zeros_like = like(mi.zeros, "zeros_like")
-  mi.ones_like = like(mi.ones, "ones_like")
-  mi.full_like = like(mi.full, "full_like")
-  mi.rand_like = function(x, g)
+  -- (the constructor's own errors, "full: expected a shape and a fill value", at the user's line)
+  mi.zeros_like = U.name_errors(like(mi.zeros, "zeros_like"), "zeros_like")
+  mi.ones_like = U.name_errors(like(mi.ones, "ones_like"), "ones_like")
+  mi.full_like = U.name_errors(like(mi.full, "full_like"), "full_like")
+  mi.rand_like = U.name_errors(function(x, g)
     if not mi.is_tensor(x) then error("rand_like: expected a tensor, got " .. mi.utils.typename(x), 2) end
     return mi.rand(x:shape(), g)
-  end
-  mi.randn_like = function(x, g)
+  end, "rand_like")
+  mi.randn_like = U.name_errors(function(x, g)
     if not mi.is_tensor(x) then error("randn_like: expected a tensor, got " .. mi.utils.typename(x), 2) end
     return mi.randn(x:shape(), g)
-  end
+  end, "randn_like")
 end
 
 return M

@@ -35,6 +35,9 @@ end
 
 function M.tokenize_dataset(tokenizer, files, out)
   if type(files) == "string" then files = {files} end
+  if type(files) ~= "table" then
+    error("tokenize_dataset: files must be a path or a list of paths, got " .. require("miwb").utils.typename(files), 2)
+  end
   return core().encode_dataset(tokenizer, files, out)
 end
 

@@ -33,6 +33,18 @@ local U = {}
 
 local mi
 
+-- x must be a tensor (of `dims` dims and dtype when given), else "fname: expected a tensor as
+-- what, got number" raised at the caller of the function that asks (level 3)
+local function want_tensor(fname, what, x, dims, dtype)
+  local bad
+  if not mi.is_tensor(x) then bad = "expected a tensor as " .. what .. ", got " .. U.typename(x)
+  elseif dims and x:dim() ~= dims then
+    bad = ("%s must have %d dims, got shape [%s]"):format(what, dims, table.concat(x:shape(), ","))
+  elseif dtype and x:dtype() ~= dtype then bad = ("%s must be %s, got %s"):format(what, dtype, x:dtype())
+  end
+  if bad then error(fname .. ": " .. bad, 3) end
+end
+
 local layer_type_alias = {a = "attn", m = "mlp", b = "", block = "", blocks = "", attention = "attn"}
 local act_name_alias = {attn = "pattern", attn_logits = "attn_scores", key = "k", query = "q", value = "v",
                         mlp_pre = "pre", mlp_mid = "mid", mlp_post = "post"}
@@ -54,6 +66,9 @@ function U.get_act_name(name, layer, layer_type)
     layer_type = rest
   end
   name = act_name_alias[name] or name
+  if layer_type ~= nil and type(layer_type) ~= "string" then
+    error("get_act_name: layer_type must be a string, got " .. U.typename(layer_type), 2)
+  end
   local full = ""
   if layer ~= nil then
     if math.type(layer) ~= "integer" then
@@ -75,6 +90,10 @@ end
 -- an attention mask, predictions whose position or next position is padding count 0 and are
 -- left out of the mean (TransformerLens's lm_cross_entropy_loss)
 function U.lm_cross_entropy_loss(logits, tokens, attention_mask, per_token)
+  local fname = "lm_cross_entropy_loss"
+  want_tensor(fname, "logits", logits, 3)
+  want_tensor(fname, "tokens", tokens, 2, "int64")
+  if attention_mask ~= nil then want_tensor(fname, "attention_mask", attention_mask, 2) end
   local P = logits:size(1)
   local lp = logits:narrow(1, 0, P - 1):log_softmax(-1)
   local tgt = tokens:narrow(1, 1, P - 1):unsqueeze(-1)
@@ -92,6 +111,20 @@ end
 -- [B, P] int64 mask with lengths[b] ones on the right (padding_side "left") or the left
 -- ("right", the default)
 function U.get_attention_mask(lengths, P, padding_side)
+  if type(lengths) ~= "table" or mi.is_tensor(lengths) then
+    error("get_attention_mask: lengths must be a list of integers, got " .. U.typename(lengths), 2)
+  end
+  if math.type(P) ~= "integer" or P < 0 then
+    error("get_attention_mask: P (the number of positions) must be a non-negative integer, got " .. tostring(P), 2)
+  end
+  if padding_side ~= nil and padding_side ~= "left" and padding_side ~= "right" then
+    error("get_attention_mask: padding_side must be 'left' or 'right', got " .. tostring(padding_side), 2)
+  end
+  for b, n in ipairs(lengths) do
+    if math.type(n) ~= "integer" or n < 0 or n > P then
+      error(("get_attention_mask: lengths[%d] must be an integer in [0, %d], got %s"):format(b, P, tostring(n)), 2)
+    end
+  end
   local rows = {}
   for b, n in ipairs(lengths) do
     local r = {}
@@ -226,6 +259,15 @@ end
 -- tokens, and the ranks, as TransformerLens prints them. answer may be a list of one-token
 -- answers. Returns the ranks ({{token, rank}, ...} per answer position).
 function U.test_prompt(prompt, answer, model, ...)
+  if type(prompt) ~= "string" then error("test_prompt: prompt must be a string, got " .. U.typename(prompt), 2) end
+  local answer_ok = type(answer) == "string" or (type(answer) == "table" and #answer > 0 and not getmetatable(answer))
+  for _, a in ipairs(type(answer) == "table" and answer or {}) do answer_ok = answer_ok and type(a) == "string" end
+  if not answer_ok then
+    error("test_prompt: answer must be a string or a list of strings, got " .. U.typename(answer), 2)
+  end
+  if U.typename(model) ~= "miwb.HookedTransformer" then
+    error("test_prompt: expected a HookedTransformer as model, got " .. U.typename(model), 2)
+  end
   local names = {"prepend_space_to_answer", "print_details", "prepend_bos", "top_k"}
   local space, details, prepend_bos, top_k
   local first = ...
@@ -239,7 +281,7 @@ function U.test_prompt(prompt, answer, model, ...)
   if space == nil then space = true end
   if details == nil then details = true end
   top_k = top_k or 10
-  local answers = type(answer) == "table" and answer or {answer}
+  local answers = type(answer) == "table" and table.move(answer, 1, #answer, 1, {}) or {answer}   -- a copy: the spaces added below stay ours
   local n_answers, multiple = #answers, #answers > 1
   if space then
     for i, a in ipairs(answers) do if a:sub(1, 1) ~= " " then answers[i] = " " .. a end end
@@ -304,7 +346,7 @@ end
 -- prints "miwb warning: msg" on stderr; set mi.utils.warn_handler to a function (or false, to
 -- drop warnings) to change that.
 function U.warn_handler(msg)
-  io.stderr:write("miwb warning: ", msg, "\n")
+  io.stderr:write("miwb warning: ", tostring(msg), "\n")
 end
 
 function U.warn(msg)
@@ -351,12 +393,13 @@ local function keep_traceback(e)
   return e
 end
 
--- whether `head` (the name a message starts with) is `call` or a shorter spelling of it:
--- "run_with_cache" of "model:run_with_cache", "analysis.detect_head" of "mi.analysis.detect_head"
+-- whether `head` (the name a message starts with) is `call` spelt shorter ("run_with_cache" of
+-- "model:run_with_cache", "analysis.detect_head" of "mi.analysis.detect_head"): 2, or spelt
+-- otherwise with the same last part (the tokenizer's own "tokenizer:encode" of "tok:encode"): 1
 local function names_call(head, call)
-  if head == call then return true end
   local sep = call:sub(-#head - 1, -#head - 1)
-  return #head < #call and call:sub(-#head) == head and (sep == "." or sep == ":")
+  if head == call or (#head < #call and call:sub(-#head) == head and (sep == "." or sep == ":")) then return 2 end
+  return head:match("[^.:]+$") == call:match("[^.:]+$") and 1 or nil
 end
 
 -- e raised inside `call` as the caller sees it; where = the caller's "file:line: " (or "")
@@ -366,8 +409,17 @@ local function call_error(e, call, where)
   local lib = is_library_pos(pos)
   if pos and not lib then return e end          -- the user's own error (a hook, a metric)
   if not pos then rest = e end
+  -- a C function's argument error where Lua could not see its name ("bad argument #2 to '?'"):
+  -- the call names it; a method's self is not counted, as Lua counts for x:f(...)
+  local n, detail = rest:match("^bad argument #(%d+) to '%?' (%(.*)$")
+  if n then
+    n = tonumber(n) - (call:find(":", 1, true) and 1 or 0)
+    return where .. call .. ": " .. (n >= 1 and ("bad argument #%d "):format(n) or "bad self ") .. detail
+  end
   local head, tail = rest:match("^([%w_%.:]+): (.*)$")
-  if head and names_call(head, call) then return where .. call .. ": " .. tail end
+  local named = head and names_call(head, call)
+  if named == 2 then return where .. call .. ": " .. tail end
+  if named == 1 then return where .. rest end
   -- an inner function's message ("forward: empty input"), or an internal error with its position
   return where .. call .. ": " .. ((lib and not rest:find(NAMED)) and e or rest)
 end
@@ -446,19 +498,27 @@ function U.colon_target(f) return colon_target[f] end
 -- ------------------------------------------------------------------ tensor utils
 
 function U.is_square(x)
+  want_tensor("is_square", "x", x)
   return x:dim() == 2 and x:size(0) == x:size(1)
 end
 
 function U.is_lower_triangular(x)
+  want_tensor("is_lower_triangular", "x", x)
   return U.is_square(x) and x:equal(x:tril())
 end
 
-function U.calc_fan_in_and_fan_out(t)
+-- TransformerLens's fans; fname names the function the user called, level where to raise
+local function fans(fname, t, level)
   local s = t:shape()
   if #s == 1 then return 1, s[1] end
   if #s == 2 then return s[1], s[2] end
   if #s == 3 then return s[2], s[1] * s[3] end
-  error(("calc_fan_in_and_fan_out: defined for 1, 2 or 3 dims, got shape [%s]"):format(table.concat(s, ",")), 2)
+  error(("%s: defined for 1, 2 or 3 dims, got shape [%s]"):format(fname, table.concat(s, ",")), level + 1)
+end
+
+function U.calc_fan_in_and_fan_out(t)
+  want_tensor("calc_fan_in_and_fan_out", "tensor", t)
+  return fans("calc_fan_in_and_fan_out", t, 2)
 end
 
 -- torch.nn.init.calculate_gain, which TransformerLens's kaiming inits use
@@ -482,21 +542,31 @@ local function fill_normal(p, std, generator, seed)
   return p:copy_(mi.randn(p:shape(), {generator = generator, seed = seed}) * std)
 end
 
+-- gain (and a) must be numbers, checked at the caller of the init function (level 3: init_* tail-calls)
+local function want_number(fname, what, x)
+  if type(x) ~= "number" then error(("%s: %s must be a number, got %s"):format(fname, what, U.typename(x)), 3) end
+  return x
+end
+
 local function kaiming(fname, fill, scale, p, ...)
+  want_tensor(fname, "tensor", p)
   local a, nonlinearity, gain, mode, generator, seed =
     mi._kwargs(fname, {"a", "nonlinearity", "gain", "mode", "generator", "seed"}, ...)
   a, nonlinearity, gain, mode = a or 0, nonlinearity or "relu", gain or 1, mode or "fan_in"
+  want_number(fname, "a", a); want_number(fname, "gain", gain)
   if mode ~= "fan_in" and mode ~= "fan_out" then
     error(("%s: mode must be 'fan_in' or 'fan_out', got %s"):format(fname, tostring(mode)), 3)
   end
-  local fan_in, fan_out = U.calc_fan_in_and_fan_out(p)
+  local fan_in, fan_out = fans(fname, p, 2)
   gain = gain * calculate_gain(fname, nonlinearity, a)
   return fill(p, gain * math.sqrt(scale / (mode == "fan_in" and fan_in or fan_out)), generator, seed)
 end
 
 local function xavier(fname, fill, scale, p, ...)
+  want_tensor(fname, "tensor", p)
   local gain, generator, seed = mi._kwargs(fname, {"gain", "generator", "seed"}, ...)
-  local fan_in, fan_out = U.calc_fan_in_and_fan_out(p)
+  want_number(fname, "gain", gain or 1)
+  local fan_in, fan_out = fans(fname, p, 2)
   return fill(p, (gain or 1) * math.sqrt(scale / (fan_in + fan_out)), generator, seed)
 end
 

@@ -368,6 +368,17 @@ end)
 -- mi.analysis.* run under the same wrapper as the methods (mi.utils.name_errors): every error
 -- starts with "mi.analysis.NAME: ", at the caller's line; the arguments are checked (each of these
 -- was a Lua runtime error inside analysis.lua, "attempt to index a nil value (local 'model')")
+-- f(...) must raise an error that starts with this file's position, then `want` (no Lua runtime
+-- error from inside miwb)
+local function fails(want, f, ...)
+  local args = table.pack(...)
+  local ok, e = pcall(function() local r = f(table.unpack(args, 1, args.n)); return r end)
+  T.truthy(not ok, "no error, expected " .. want)
+  e = tostring(e)
+  T.truthy(e:find("^[^\n]*test_reliability%.lua:%d+: " .. want:gsub("%p", "%%%0")), e)
+  T.truthy(not e:find("attempt to", 1, true) and not e:find("to '?'", 1, true), "an internal error: " .. e)
+end
+
 T.test("mi.analysis errors name the function and the argument", function()
   local A = mi.analysis
   local m = mi.HookedTransformer{n_layers = 2, d_model = 8, n_ctx = 8, d_head = 4, n_heads = 2, d_vocab = 11,
@@ -375,14 +386,6 @@ T.test("mi.analysis errors name the function and the argument", function()
   local toks = mi.tensor{{1, 2, 3, 1, 2, 3}}:long()
   local _, cache = m:run_with_cache(toks)
   local fm = A.full_ov_circuit(m, 0, 0)
-  local function fails(want, f, ...)
-    local args = table.pack(...)
-    local ok, e = pcall(function() local r = f(table.unpack(args, 1, args.n)); return r end)
-    T.truthy(not ok, "no error, expected " .. want)
-    e = tostring(e)
-    T.truthy(e:find("^[^\n]*test_reliability%.lua:%d+: " .. want:gsub("%p", "%%%0")), e)
-    T.truthy(not e:find("attempt to", 1, true), "an internal error: " .. e)
-  end
   local no_model = "expected a HookedTransformer as model, got "
   fails("mi.analysis.head_ablation_scores: " .. no_model .. "nil", A.head_ablation_scores, nil, toks)
   fails("mi.analysis.bos_id: " .. no_model .. "number", A.bos_id, 5)
@@ -426,6 +429,53 @@ T.test("mi.analysis errors name the function and the argument", function()
   T.eq(table.concat(A.heads_above(mi.tensor{{0.5, 0.1}, {0.2, 0.9}}, 0.3), " "), "0.0 1.1")
   T.eq(table.concat(A.generate_repeated_tokens(m, 3, 2, {seed = 1}):shape(), ","), "2,7")
   T.truthy(mi.repl.help(A.head_ablation_scores):find("head_ablation_scores(model, tokens, opts)", 1, true))
+end)
+
+-- each was a Lua runtime error inside miwb, or "bad argument #1 to '?'" (habits' notes, fuzz-api)
+T.test("mi.utils helpers, einops patterns, tensor functions, json and the config name the call", function()
+  local U = mi.utils
+  local m = mi.HookedTransformer{n_layers = 1, d_model = 8, n_ctx = 8, d_head = 4, n_heads = 2, d_vocab = 11,
+                                 attn_only = true}
+  fails("is_square: expected a tensor as x, got number", U.is_square, 5)
+  fails("is_lower_triangular: expected a tensor as x, got function", U.is_lower_triangular, print)
+  fails("calc_fan_in_and_fan_out: expected a tensor as tensor, got table", U.calc_fan_in_and_fan_out, {})
+  fails("init_xavier_uniform_: expected a tensor as tensor, got number", U.init_xavier_uniform_, 5)
+  fails("init_kaiming_normal_: expected a tensor as tensor, got nil", U.init_kaiming_normal_)
+  fails("test_prompt: prompt must be a string, got number", U.test_prompt, 5, "a", m)
+  fails("test_prompt: answer must be a string or a list of strings, got tensor", U.test_prompt, "a", mi.ones(1), m)
+  fails("test_prompt: expected a HookedTransformer as model, got nil", U.test_prompt, "a", "b")
+  fails("lm_cross_entropy_loss: expected a tensor as logits, got nil", U.lm_cross_entropy_loss, nil, mi.ones(1, 2))
+  fails("lm_cross_entropy_loss: tokens must be int64, got float32", U.lm_cross_entropy_loss, mi.ones(1, 2, 3), mi.ones(1, 2))
+  fails("get_attention_mask: lengths must be a list of integers, got number", U.get_attention_mask, 5, 3)
+  fails("get_attention_mask: lengths[2] must be an integer in [0, 3], got 4", U.get_attention_mask, {1, 4}, 3)
+  fails("repeat_axes: pattern must be a string such as", mi.repeat_axes, mi.ones(2), 5)
+  fails("rearrange: expected a tensor as x, got number", mi.rearrange, 5, "a -> a")
+  fails("reduce: expected a tensor as x, got nil", mi.reduce, nil, "a ->", "sum")
+  fails("equal: expected a tensor as other, got nil", mi.equal, mi.ones(1))
+  fails("flatten: start_dim must be an integer, got string", mi.flatten, mi.ones(2), "a")
+  fails("tile: each repetition must be an integer, got boolean", mi.tile, mi.ones(2), true)
+  -- C functions called where Lua cannot see their name (pcall, a tail call) are named
+  -- through package.loaded, as Lua names its own libraries' functions ("string.rep")
+  local ok, e = pcall(mi.Tensor.relu_, 5)
+  T.truthy(not ok and e:find("bad argument #1 to 'miwb.Tensor.relu_' (miwb.Tensor expected, got number)", 1, true), e)
+  ok, e = pcall(mi.json.decode, mi.ones(2))
+  T.truthy(not ok and e:find("bad argument #1 to 'miwb.json.decode' (string expected, got miwb.Tensor)", 1, true), e)
+  -- a C method under the colon wrapper (the tokenizer's): the call names it, self not counted
+  local tok = mi.load_tokenizer("models/attn_only_2L")
+  if tok then
+    fails("tokenizer:encode: bad argument #1 (string expected, got table)", tok.encode, tok, {})
+  else
+    print("SKIP - the bundled model's tokenizer (models/attn_only_2L) is missing")
+  end
+  -- the config's errors come at the user's line, not model.lua's
+  fails("HookedTransformerConfig: d_model is required", mi.HookedTransformerConfig, {n_layers = 1})
+  fails("HookedTransformer: HookedTransformerConfig: d_model is required", mi.HookedTransformer, {n_layers = 1})
+  fails("HookedTransformerConfig: unknown field 'n_layer'", mi.HookedTransformerConfig,
+        {n_layers = 1, n_layer = 1, d_model = 8, d_head = 4, n_ctx = 8, d_vocab = 11, attn_only = true})
+  -- and the functions still work
+  T.truthy(U.is_square(mi.eye(3)) and not U.is_square(mi.ones(2, 3)))
+  T.eq(U.get_attention_mask({1, 3}, 3, "left"):totable()[1][3], 1)
+  T.truthy(mi.equal(mi.ones(2), mi.ones(2)))
 end)
 
 -- the random-API fuzzer's findings (tests/fuzz/api/*.lua): each snippet must finish

@@ -1,0 +1,29 @@
+-- fuzz-api (FUZZ_API_REPORT=1, seeds 1-8, and the stricter check that the message names the
+-- function): misuse of these mi.* / mi.utils.* functions failed inside miwb ("attempt to index a
+-- number value (local 'opts')", "bad argument #1 to 'matmul'", "bad argument #3 to '_check_name'",
+-- "tensor.lua:552: full: ...", "calc_fan_in_and_fan_out: ..." for init_xavier_normal_); each error
+-- now names the function called and the argument.
+local m = mi.HookedTransformer{n_layers = 1, d_model = 8, n_ctx = 8, d_head = 4, n_heads = 2, d_vocab = 11,
+                               attn_only = true}
+local function fails(want, f, ...)
+  local ok, e = pcall(f, ...)
+  e = tostring(e)
+  assert(not ok and e:find(want, 1, true), "error '" .. e .. "' lacks '" .. want .. "'")
+  assert(not e:find("attempt to", 1, true) and not e:find("lua/miwb/", 1, true), "an internal error: " .. e)
+end
+fails("save_pretrained: options must be a table, got number", mi.save_pretrained, m, "x", 5)
+fails("save_pretrained: folder must be a string, got nil", mi.save_pretrained, m)
+fails("get_act_name: layer_type must be a string, got miwb.HookedTransformer", mi.utils.get_act_name, "pre", 0, m)
+fails("init_xavier_normal_: gain must be a number, got miwb.HookedTransformer", mi.utils.init_xavier_normal_, mi.ones(2, 2), m)
+fails("init_xavier_uniform_: gain must be a number, got table", mi.utils.init_xavier_uniform_, mi.ones(2, 2), {{}})
+fails("init_xavier_normal_: defined for 1, 2 or 3 dims, got shape []", mi.utils.init_xavier_normal_, mi.tensor(3))
+fails("mm: other must be a tensor, got number", mi.ones(2, 2).mm, mi.ones(2, 2), 5)
+fails("bmm: other must be a tensor, got string", mi.ones(1, 2, 2).bmm, mi.ones(1, 2, 2), "a")
+fails("json.read: path must be a string, got function", mi.json.read, print)
+fails("json.write: path must be a string, got nil", mi.json.write, nil, {})
+fails("read_file: path must be a string, got nil", mi.utils.read_file, nil)
+fails("full_like: full: expected a shape and a fill value", mi.full_like, mi.ones(2))
+fails("ones_like: ones: unknown dtype", mi.ones_like, mi.ones(2), ":, 1:")
+fails("assert_close: actual must be a tensor, a number or nested lists of numbers, got nil", mi.assert_close, nil, mi.ones(1))
+fails("tokenize_dataset: files must be a path or a list of paths, got number", mi.tokenize_dataset, nil, 5)
+mi.assert_close({1, 2}, mi.tensor{1, 2})
