@@ -48,8 +48,9 @@ static const char *checkname_at(lua_State *L, int idx, const char *fname, const 
     int ty = lua_type(L, idx);
     const char *s = (ty == LUA_TSTRING || ty == LUA_TNUMBER) ? lua_tolstring(L, idx, &n) : NULL;
     if (s && strlen(s) == n) return s;
+    const char *tname = luaL_typename(L, idx);   /* before anything is pushed: idx may be past the top */
     luaL_where(L, level);
-    if (!s) lua_pushfstring(L, "%s: %s must be a string, got %s", fname, what, luaL_typename(L, idx));
+    if (!s) lua_pushfstring(L, "%s: %s must be a string, got %s", fname, what, tname);
     else lua_pushfstring(L, "%s: %s holds a zero byte (at byte %d)", fname, what, (int)strlen(s) + 1);
     lua_concat(L, 2);
     lua_error(L);

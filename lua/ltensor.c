@@ -51,9 +51,46 @@ mw_tensor *mwl_checktensor(lua_State *L, int idx) {
     return t;
 }
 
+/* The name the user called the running C function by, pushed (or NULL, nothing pushed):
+ * x:exp() and mi.exp(x) give "exp"; called where Lua sees no such name (pcall(f, x), a local
+ * alias), its key in the method table mi.Tensor (package.loaded["miwb.Tensor"]). Error paths only. */
+static const char *called_name(lua_State *L) {
+    lua_Debug ar;
+    if (!lua_getstack(L, 0, &ar)) return NULL;
+    lua_getinfo(L, "nf", &ar);   /* pushes the function */
+    int fn = lua_gettop(L);
+    if (ar.name && (strcmp(ar.namewhat, "method") == 0 || strcmp(ar.namewhat, "field") == 0)) {
+        lua_pushstring(L, ar.name);
+        lua_replace(L, fn);
+        return lua_tostring(L, fn);
+    }
+    if (lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE) == LUA_TTABLE &&
+        lua_getfield(L, -1, "miwb.Tensor") == LUA_TTABLE) {
+        lua_pushnil(L);
+        while (lua_next(L, -2)) {
+            if (lua_type(L, -2) == LUA_TSTRING && lua_rawequal(L, -1, fn)) {
+                lua_copy(L, -2, fn);
+                lua_settop(L, fn);
+                return lua_tostring(L, fn);
+            }
+            lua_pop(L, 1);
+        }
+    }
+    lua_settop(L, fn - 1);
+    return NULL;
+}
+
+/* The core's message names the core operation that failed ("empty: storage: out of memory
+ * ..."); when the user called something else (x:exp() of a huge expanded tensor), the name of
+ * their call goes in front: "exp: empty: storage: ...". The library's own _helpers are not named. */
 int mwl_coreerror(lua_State *L) {
     const char *msg = mw_error();
-    return luaL_error(L, "%s", msg && *msg ? msg : "miwb: unknown error in the tensor core");
+    if (!msg || !*msg) msg = "miwb: unknown error in the tensor core";
+    const char *name = called_name(L);
+    size_t n = name ? strlen(name) : 0;
+    if (n && name[0] != '_' && !(strncmp(msg, name, n) == 0 && msg[n] == ':'))
+        return luaL_error(L, "%s: %s", name, msg);
+    return luaL_error(L, "%s", msg);
 }
 
 /* Bytes of tensor storage seen at the last call. The GC is told only about growth: a step with

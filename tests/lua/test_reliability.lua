@@ -460,6 +460,14 @@ T.test("mi.utils helpers, einops patterns, tensor functions, json and the config
   T.truthy(not ok and e:find("bad argument #1 to 'miwb.Tensor.relu_' (miwb.Tensor expected, got number)", 1, true), e)
   ok, e = pcall(mi.json.decode, mi.ones(2))
   T.truthy(not ok and e:find("bad argument #1 to 'miwb.json.decode' (string expected, got miwb.Tensor)", 1, true), e)
+  -- a core error that names an inner operation (the allocation of exp's result, zero_'s fill_)
+  -- gets the name of the user's call in front, also where Lua sees no name
+  local huge = mi.ones(1):expand(2^36)
+  fails("exp: empty: storage: out of memory", function(x) return x:exp() end, huge)
+  fails("zero_: fill_: [4,3] is an expanded view", function(x) return x:zero_() end, mi.ones(1, 3):expand(4, 3))
+  ok, e = pcall(huge.exp, huge)
+  T.truthy(not ok and e:find("^exp: empty: storage: out of memory"), e)
+  fails("matmul: [2] @ [3]: inner dimensions differ", function(x) return x:matmul(mi.ones(3)) end, mi.ones(2))
   -- a C method under the colon wrapper (the tokenizer's): the call names it, self not counted
   local tok = mi.load_tokenizer("models/attn_only_2L")
   if tok then
