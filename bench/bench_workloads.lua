@@ -7,7 +7,9 @@
 --     (freed at once): 1.0 means dropped outputs cost nothing extra (issue 17's page-fault gap);
 --   * mi.analysis.head_ablation_scores over every head (the notebook's zero-ablation of v, loss on
 --     the second half) against the notebook's loop of full reruns with a hook (TransformerLens's
---     pattern); issue 17's goal is >= 5x faster than that loop in TransformerLens.
+--     pattern); issue 17's goal is >= 5x faster than that loop in TransformerLens. Also printed: the
+--     floor of any exact method (the 12 layer-0 copies' unembeddings of the slice, plain sgemm) and
+--     how much faster than the loop that floor is.
 -- Peak memory: bench/bench_memory.lua.
 local mi = require("miwb")
 local reps = tonumber(os.getenv("REPS") or "") or 2
@@ -60,5 +62,14 @@ for _, t in ipairs({1, 2}) do
   print(string.format("  head_ablation_scores (24 heads, loss on the second half): %.2f s wall, %.2f s cpu; the notebook's" ..
                       " loop of full reruns %.2f s wall, %.2f s cpu: %.1fx faster (wall), %.1fx (cpu); max difference %.1g",
                       wa, ca, wn, cn, wn / wa, cn / ca, (got - want):abs():max():item()))
+  -- The floor of any exact method: a head of layer 0 changes every later layer's input, so each of
+  -- its 12 ablated copies has its own final residual, and a loss over the vocabulary needs that
+  -- copy's unembedding of the slice's rows ([10*50, 768] @ [768, 50278]): 12 such products, here in
+  -- plain sgemm (mi.matmul), against the loop of 25 full passes.
+  local rows = mi.randn(tokens:size(0) * seq, 768, {seed = 1})
+  local wf, cf = best(1, function() for _ = 1, 12 do local lg <close> = rows:matmul(model.W_U) end end)
+  print(string.format("  floor for an exact method (12 unembeddings of the slice, plain sgemm): %.2f s wall, %.2f s cpu;" ..
+                      " the loop of reruns is %.1fx (wall) %.1fx (cpu) that: the most any exact method can gain over it",
+                      wf, cf, wn / wf, cn / cf))
 end
 mi.set_num_threads(saved)

@@ -21,6 +21,7 @@
 #include <sys/mman.h>
 
 #include "mw_tensor.h"
+#include "parallel.h"
 
 /* ================================================================ errors */
 
@@ -730,6 +731,18 @@ static void row_convert(char *const *p, const int64_t *st, int64_t n, void *vctx
 
 /* dst[shape] = src viewed with strides sst (elements, 0 for broadcast dims), converted. Both
  * headers valid; shapes agree (src strides are given for dst's dims). */
+/* contiguous copies of 4 MB and more are split over the core's threads (parallel.h): one thread
+ * does not reach the memory bandwidth two have */
+#define PAR_COPY_MIN ((int64_t)4 << 20)
+typedef struct { char *dst; const char *src; } par_copy_ctx;
+
+static void par_copy_piece(void *vc, int64_t lo, int64_t hi, int tid)
+{
+    (void)tid;
+    const par_copy_ctx *c = vc;
+    memcpy(c->dst + lo, c->src + lo, (size_t)(hi - lo));
+}
+
 static void copy_strided(const mw_tensor *dst, const mw_tensor *src, const int64_t *sst)
 {
     int64_t bst[2][MW_MAXDIM];
@@ -746,6 +759,12 @@ static void copy_strided(const mw_tensor *dst, const mw_tensor *src, const int64
     if (nd >= 2 && s[1][nd - 1] != es && sh[nd - 1] >= 8)
         for (int d = nd - 2; d >= 0 && k < 0; d--)
             if (s[1][d] == es && sh[d] >= 8) k = d;
+    if (nd == 1 && dst->dtype == src->dtype && s[0][0] == es && s[1][0] == es && sh[0] * es >= PAR_COPY_MIN) {
+        /* one contiguous run (a cache entry's clone): memcpy in pieces on the core's threads */
+        par_copy_ctx pc = {base[0], base[1]};
+        mw_parallel_for(sh[0] * es, PAR_COPY_MIN / 2, par_copy_piece, &pc);
+        return;
+    }
     if (k < 0) {
         strided_rows(dst->ndim, dst->shape, 2, base, bst, row_convert, &c);
         return;

@@ -416,7 +416,8 @@ end
 -- One clean run keeps every layer's resid_pre; each ablation of layer l then starts there
 -- (start_at_layer), several heads' ablated copies side by side in one batch (opts.batch_heads
 -- heads per run, default as many as fit in about 2048 rows), and only the slice's positions are
--- unembedded. The same numbers as a full rerun per head with the hook (tested).
+-- unembedded; the last layer of an attention-only model without a final normalization needs no
+-- pass at all (see linear_last). The same numbers as a full rerun per head with the hook (tested).
 function M.head_ablation_scores(model, tokens, opts)
   mi().utils.check_opts("analysis.head_ablation_scores", opts, {"act", "mode", "progress", "slice", "batch_heads"})
   local m = mi()
@@ -448,13 +449,30 @@ function M.head_ablation_scores(model, tokens, opts)
   if math.type(batch_heads) ~= "integer" or batch_heads < 1 then
     error("head_ablation_scores: batch_heads must be a positive integer, got " .. tostring(opts.batch_heads), 2)
   end
+  local cfg = model.cfg
+  local G = cfg.n_key_value_heads or H
+  if act == "v" and G ~= H then
+    error(("head_ablation_scores: act 'v' would ablate a key/value head, which %d query heads share under " ..
+           "grouped-query attention (n_key_value_heads %d, n_heads %d): use act = 'z' to ablate one query head")
+          :format(H // G, G, H), 2)
+  end
+  -- The last layer of an attention-only model with no final normalization (the seed notebook's
+  -- model) and no hooks of the model's own: the logits are linear in each head's z there, so
+  -- ablating head h moves them by exactly (z'_h - z_h) @ (W_O[h] @ W_U), products of inner size
+  -- d_head instead of a pass with a full unembedding.
+  local linear_last = cfg.attn_only and cfg.normalization_type == nil and
+                      not (cfg.output_logits_soft_cap and cfg.output_logits_soft_cap > 0) and
+                      #model._persistent == 0 and not model._splices
   local names = {}
   for l = 0, L - 1 do
     names[#names + 1] = m.utils.get_act_name("resid_pre", l)
     if mode == "mean" then names[#names + 1] = m.utils.get_act_name(act, l) end
   end
-  local clean_loss, cache = model:run_with_cache(tokens, {return_type = "loss", loss_per_token = true,
-                                                          names_filter = names})
+  local zname = m.utils.get_act_name("z", L - 1)
+  if linear_last then names[#names + 1] = zname end
+  local out, cache = model:run_with_cache(tokens, {return_type = linear_last and "both" or "loss",
+                                                   loss_per_token = true, names_filter = names})
+  local clean_loss = linear_last and out.loss or out
   local function loss_of(per_token) return per_token:narrow(1, from, to - from):mean():item() end
   local base = loss_of(clean_loss)
   local scores = m.zeros(L, H)
@@ -463,6 +481,27 @@ function M.head_ablation_scores(model, tokens, opts)
     local name = m.utils.get_act_name(act, l)
     local mean = mode == "mean" and cache(act, l):mean({0, 1}) or nil   -- [H, dh]
     local resid = cache("resid_pre", l)
+    if l == L - 1 and linear_last then
+      local n = to - from
+      local logits = out.logits:narrow(1, from, n):reshape(B * n, -1)       -- [B*n, V]
+      local target = tokens:narrow(1, from + 1, n):reshape(B * n, 1)
+      local z = cache[zname]:narrow(1, from, n)                            -- [B, n, H, dh]
+      local W_O = model.W_O[l]
+      for h = 0, H - 1 do
+        local zh = z[{{}, {}, h}]:reshape(B * n, -1)                         -- [B*n, dh]
+        -- mean-ablating v gives z'_h = pattern @ mean_v = mean_v (each pattern row sums to 1)
+        local dz = mean and (mean[h]:unsqueeze(0) - zh) or -zh
+        -- hundreds of MB per head: freed at once (<close>), so the next head reuses the memory
+        local wou <close> = W_O[h]:matmul(model.W_U)                     -- [dh, V]
+        local ablated <close> = dz:matmul(wou)
+        ablated:add_(logits)
+        local lp <close> = ablated:log_softmax(1)
+        scores[{l, h}] = -lp:gather(1, target):mean():item() - base
+        done = done + 1
+        if progress then progress(done, L * H) end
+      end
+      goto next_layer
+    end
     for h0 = 0, H - 1, batch_heads do
       local k = math.min(batch_heads, H - h0)
       local rows = k * B
@@ -486,6 +525,7 @@ function M.head_ablation_scores(model, tokens, opts)
         if progress then progress(done, L * H) end
       end
     end
+    ::next_layer::
   end
   return scores
 end

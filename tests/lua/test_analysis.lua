@@ -126,6 +126,26 @@ T.test("head_ablation_scores (start_at_layer, batched copies, sliced unembedding
       T.truthy(want:abs():max():item() > 1e-3, "the ablations move the loss")
     end
   end
+  -- grouped-query attention: z per query head (the last layer through the linear shortcut); v is
+  -- a key/value head shared by several query heads, which the function refuses to call a head's score
+  local gqa = mi.HookedTransformer({d_model = 24, d_head = 6, n_heads = 4, n_key_value_heads = 2, n_layers = 2,
+                                    n_ctx = 16, d_vocab = 37, attn_only = true, normalization_type = "None",
+                                    positional_embedding_type = "rotary", seed = 13})
+  for _, mode in ipairs({"zero", "mean"}) do
+    local want = naive_ablation(gqa, tokens, "z", mode, 0, 11)
+    local err = (A.head_ablation_scores(gqa, tokens, {act = "z", mode = mode}) - want):abs():max():item()
+    T.truthy(err < 1e-5, ("gqa z %s: max error %.3g"):format(mode, err))
+  end
+  T.raises(function() A.head_ablation_scores(gqa, tokens) end,
+           "act 'v' would ablate a key/value head, which 2 query heads share under grouped-query attention")
+  -- a permanent hook downstream of the last layer's heads: the shortcut would skip it, so the
+  -- function reruns instead (the naive loop runs permanent hooks too)
+  local sf = models.shortformer
+  sf:add_perma_hook("blocks.1.hook_resid_post", function(x) return x:tanh() * 3 end)
+  local want = naive_ablation(sf, tokens, "v", "zero", 0, 11)
+  local err = (A.head_ablation_scores(sf, tokens) - want):abs():max():item()
+  sf:reset_hooks({including_permanent = true})
+  T.truthy(err < 1e-5, ("permanent hook: max error %.3g"):format(err))
   local model = models.ln_mlp
   T.raises(function() A.head_ablation_scores(model, tokens, {slice = {5, 20}}) end,
            "slice {5, 20} is outside the 11 predicted positions")
