@@ -468,24 +468,34 @@ function M.head_ablation_scores(model, tokens, opts)
     names[#names + 1] = m.utils.get_act_name("resid_pre", l)
     if mode == "mean" then names[#names + 1] = m.utils.get_act_name(act, l) end
   end
-  local zname = m.utils.get_act_name("z", L - 1)
-  if linear_last then names[#names + 1] = zname end
-  local out, cache = model:run_with_cache(tokens, {return_type = linear_last and "both" or "loss",
-                                                   loss_per_token = true, names_filter = names})
-  local clean_loss = linear_last and out.loss or out
+  local zname, rname = m.utils.get_act_name("z", L - 1), m.utils.get_act_name("resid_post", L - 1)
+  if linear_last then names[#names + 1] = zname; names[#names + 1] = rname end
+  -- the clean run unembeds the slice's positions only: for the loss (core), or (linear_last) for
+  -- the logits the last layer's ablations start from, the loss taken from them
+  local n = to - from
+  local target = tokens:narrow(1, from + 1, n):reshape(B * n, 1)
+  local function loss_of_logits(lg) local lp <close> = lg:log_softmax(1); return -lp:gather(1, target):mean():item() end
   local function loss_of(per_token) return per_token:narrow(1, from, to - from):mean():item() end
-  local base = loss_of(clean_loss)
+  local store, wanted = {}, {}
+  for _, nm in ipairs(names) do wanted[nm] = true end
+  local clean_loss = model:_run(tokens, {return_type = linear_last and "none" or "loss", loss_per_token = true},
+                                {cache_names = wanted, cache = store, loss_slice = {from, to}})
+  local logits, base
+  if linear_last then
+    logits = store[rname]:narrow(1, from, n):reshape(B * n, -1):matmul(model.W_U)   -- [B*n, V]
+    if model.b_U then logits:add_(model.b_U) end
+    base = loss_of_logits(logits)
+  else
+    base = loss_of(clean_loss)
+  end
   local scores = m.zeros(L, H)
   local progress, done = opts.progress, 0
   for l = 0, L - 1 do
     local name = m.utils.get_act_name(act, l)
-    local mean = mode == "mean" and cache(act, l):mean({0, 1}) or nil   -- [H, dh]
-    local resid = cache("resid_pre", l)
+    local mean = mode == "mean" and store[name]:mean({0, 1}) or nil   -- [H, dh]
+    local resid = store[m.utils.get_act_name("resid_pre", l)]
     if l == L - 1 and linear_last then
-      local n = to - from
-      local logits = out.logits:narrow(1, from, n):reshape(B * n, -1)       -- [B*n, V]
-      local target = tokens:narrow(1, from + 1, n):reshape(B * n, 1)
-      local z = cache[zname]:narrow(1, from, n)                            -- [B, n, H, dh]
+      local z = store[zname]:narrow(1, from, n)                            -- [B, n, H, dh]
       local W_O = model.W_O[l]
       for h = 0, H - 1 do
         local zh = z[{{}, {}, h}]:reshape(B * n, -1)                         -- [B*n, dh]
@@ -495,8 +505,7 @@ function M.head_ablation_scores(model, tokens, opts)
         local wou <close> = W_O[h]:matmul(model.W_U)                     -- [dh, V]
         local ablated <close> = dz:matmul(wou)
         ablated:add_(logits)
-        local lp <close> = ablated:log_softmax(1)
-        scores[{l, h}] = -lp:gather(1, target):mean():item() - base
+        scores[{l, h}] = loss_of_logits(ablated) - base
         done = done + 1
         if progress then progress(done, L * H) end
       end

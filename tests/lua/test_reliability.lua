@@ -418,7 +418,7 @@ T.test("mi.analysis errors name the function and the argument", function()
   fails("mi.analysis.get_comp_score: expected a tensor as W_B, got nil", A.get_comp_score, mi.ones(2, 2))
   fails("mi.analysis.decompose_q: " .. no_model .. "nil", A.decompose_q, mi.ones(2, 3, 8), 0)
   -- a library error raised further in keeps its own name after the function's
-  fails("mi.analysis.head_ablation_scores: model:run_with_cache:", A.head_ablation_scores, m, mi.tensor{{1, 99}}:long())
+  fails("mi.analysis.head_ablation_scores: forward: token 99", A.head_ablation_scores, m, mi.tensor{{1, 99}}:long())
   -- an error of the user's own hook passes through unchanged
   local ok, e = pcall(function()
     local r = A.induction_scores(m, toks, {extra_hooks = {{"hook_embed", function() error("my hook failed") end}}})
