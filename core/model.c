@@ -562,18 +562,19 @@ static float *pw(const mw_tensor *t, int64_t per_layer, int l) {
 
 /* ---------------------------------------------------------------- both cores
  * The work between matrix products runs in pieces on mw_parallel_for's threads (parallel.h): over
- * rows (LayerNorm, activations) or over (batch, head) blocks of attention. Every piece computes
+ * rows (LayerNorm, activations, the residual stream's additions, the sum of use_attn_result's
+ * per-head results) or over (batch, head) blocks of attention. Every piece computes
  * whole rows or blocks exactly as one thread would, so the numbers do not depend on the thread
  * count. Grains keep pieces above ~64k floats of work, so small inputs stay on one thread. */
 typedef struct {
     int op;
     float *out, *s, *mu;
     const float *in, *w, *b, *b2;
-    int64_t C;
+    int64_t C, heads;
     double eps;
     mw_actfn fn;
 } rows_ctx;
-enum { ROWS_LN_CENTER, ROWS_LN_APPLY, ROWS_RMS_SCALE, ROWS_SCALE, ROWS_ACT, ROWS_GATE };
+enum { ROWS_LN_CENTER, ROWS_LN_APPLY, ROWS_RMS_SCALE, ROWS_SCALE, ROWS_ACT, ROWS_GATE, ROWS_ADD, ROWS_HEAD_SUM };
 
 static void rows_piece(void *vc, int64_t lo, int64_t hi, int tid) {
     (void)tid;
@@ -588,12 +589,24 @@ static void rows_piece(void *vc, int64_t lo, int64_t hi, int tid) {
     case ROWS_SCALE: mw_scale_rows_forward(c->out + lo * C, c->w, n, C); break;
     case ROWS_ACT: mw_act_forward(c->out + lo, c->in + lo, n, c->fn); break;        /* C = 1: elements */
     case ROWS_GATE: mw_gate_forward(c->out + lo, c->in + lo, c->b2 + lo, n, c->fn); break;
+    case ROWS_ADD: mw_add_forward(c->out + lo, c->in + lo, c->b2 + lo, n); break; /* C = 1: elements */
+    case ROWS_HEAD_SUM: /* out [N, C] += in [N, heads, C] summed over the heads, in order */
+        for (int64_t i = lo; i < hi; i++)
+            for (int64_t h = 0; h < c->heads; h++)
+                mw_add_forward(c->out + i * C, c->out + i * C, c->in + (i * c->heads + h) * C, C);
+        break;
     }
 }
 
 static void rows_run(rows_ctx *c, int64_t N) {
     int64_t per = c->C > 0 ? c->C : 1;
     mw_parallel_for(N, (65536 + per - 1) / per, rows_piece, c);
+}
+
+/* out [n] = x [n] + y [n] (the residual stream's additions), in pieces */
+static void add_run(float *out, const float *x, const float *y, int64_t n) {
+    rows_ctx rc = {.op = ROWS_ADD, .out = out, .in = x, .b2 = y, .C = 1};
+    rows_run(&rc, n);
 }
 
 /* LayerNorm of the [N, d] rows of in into out, delivering scale and normalized; mean is kept
@@ -752,8 +765,8 @@ static int attention(const pass_ctx *x, int l, mw_acts *a, const float *in, cons
         if (emit(x, MW_HOOK_RESULT, l, &a->result)) return -1;
         /* attn_out [N, d] = sum_h result[:, h] + b_O */
         mw_fill_rows(ao, d, bo, N, d);
-        for (int64_t n = 0; n < N; n++)
-            for (int64_t h = 0; h < H; h++) mw_add_forward(ao + n * d, ao + n * d, res + (n * H + h) * d, d);
+        rows_ctx rc = {.op = ROWS_HEAD_SUM, .out = ao, .in = res, .C = d, .heads = H};
+        rows_run(&rc, N);
     } else {
         /* attn_out [N, d] = z [N, H*dh] @ W_O[l] [H*dh, d] + b_O */
         mw_linear_forward(ao, z, Wo, bo, N, Hd, d);
@@ -1001,7 +1014,7 @@ int mw_model_forward(mw_model *m, const mw_forward_opts *o, mw_forward_out *out)
         /* standard: the residual stream starts as embed + pos; shortformer: embed alone, pos
          * joins the Q and K inputs of every block; rotary: embed alone */
         if (shortformer || rotary) memcpy(resid, emb, (size_t)(N * d) * sizeof(float));
-        else mw_add_forward(resid, emb, pos, N * d);
+        else add_run(resid, emb, pos, N * d);
     } else {
         mw_tensor rv;
         buf_view3(&rv, &a0->resid, B, P, d);
@@ -1031,13 +1044,13 @@ int mw_model_forward(mw_model *m, const mw_forward_opts *o, mw_forward_out *out)
         if (shortformer) {
             float *qi = buf(&a->qk_in, N * d);
             NEED(qi);
-            mw_add_forward(qi, in, pos, N * d);
+            add_run(qi, in, pos, N * d);
             qkin = qi;
         }
         TRY(attention(x, l, a, in, qkin, mask));
         const float *ao = data(&a->attn_out);
         if (c->attn_only) {
-            mw_add_forward(post, resid, ao, N * d);
+            add_run(post, resid, ao, N * d);
         } else if (c->parallel_attn_mlp) {
             /* GPT-J / GPT-NeoX: the MLP reads resid_pre through ln2; no resid_mid */
             const float *min = resid;
@@ -1048,12 +1061,12 @@ int mw_model_forward(mw_model *m, const mw_forward_opts *o, mw_forward_out *out)
                 min = data(x->train ? &a->ln2_out : &a->ln1_out);
             }
             TRY(mlp(x, l, a, min));
-            mw_add_forward(post, resid, ao, N * d);
-            mw_add_forward(post, post, data(&a->mlp_out), N * d);
+            add_run(post, resid, ao, N * d);
+            add_run(post, post, data(&a->mlp_out), N * d);
         } else {
             float *mid = buf(&a->resid_mid, N * d);
             NEED(mid);
-            mw_add_forward(mid, resid, ao, N * d);
+            add_run(mid, resid, ao, N * d);
             TRY(emit(x, MW_HOOK_RESID_MID, l, &a->resid_mid));
             const float *min = mid;
             if (norm) {
@@ -1064,7 +1077,7 @@ int mw_model_forward(mw_model *m, const mw_forward_opts *o, mw_forward_out *out)
                 min = data(x->train ? &a->ln2_out : &a->ln1_out);
             }
             TRY(mlp(x, l, a, min));
-            mw_add_forward(post, mid, data(&a->mlp_out), N * d);
+            add_run(post, mid, data(&a->mlp_out), N * d);
         }
         TRY(emit(x, MW_HOOK_RESID_POST, l, &next->resid));
     }
