@@ -262,6 +262,11 @@ static void *huge_alloc(int64_t bytes, size_t *plen, int zero)
         return a;
     }
     char *p = mmap(NULL, len + HUGE_ALIGN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED && mw_storage_kept_bytes() > 0) {
+        /* out of memory (or address space) while holding freed memory: give it back, try again */
+        mw_storage_trim();
+        p = mmap(NULL, len + HUGE_ALIGN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    }
     if (p == MAP_FAILED) return NULL;
     a = (char *)(((uintptr_t)p + HUGE_ALIGN - 1) & ~(uintptr_t)(HUGE_ALIGN - 1));
     if (a > p) munmap(p, (size_t)(a - p));

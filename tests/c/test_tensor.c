@@ -8,6 +8,9 @@
  */
 #include <inttypes.h>
 #include <stdlib.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "mw_tensor.h"
 #include "parallel.h"
@@ -1714,6 +1717,29 @@ static void test_keep_freed(void)
     CHECK(mw_storage_kept_bytes() == 2 * n * 4);
     mw_storage_trim();
     CHECK(mw_storage_kept_bytes() == 0);
+    /* out of address space while memory is kept: it is given back and the request retried (in a
+     * child process, whose address-space limit leaves room for the request only without the kept
+     * 64 MB) */
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        mw_storage_keep_freed(128 << 20);
+        mw_storage *k = mw_storage_new(MW_F32, 16 << 20); /* 64 MB */
+        mw_storage_release(k);
+        if (mw_storage_kept_bytes() != 64 << 20) _exit(2);
+        FILE *f = fopen("/proc/self/statm", "r");
+        long vm_pages = 0;
+        if (!f || fscanf(f, "%ld", &vm_pages) != 1) _exit(3);
+        fclose(f);
+        rlim_t limit = (rlim_t)vm_pages * (rlim_t)sysconf(_SC_PAGESIZE) + ((rlim_t)40 << 20);
+        struct rlimit rl = {limit, limit};
+        if (setrlimit(RLIMIT_AS, &rl)) _exit(4);
+        mw_storage *big = mw_storage_new(MW_F32, 22 << 20); /* 88 MB: more than a quarter above 64 MB */
+        _exit(big && mw_storage_kept_bytes() == 0 ? 0 : 5);
+    }
+    int status = -1;
+    CHECK(pid > 0 && waitpid(pid, &status, 0) == pid);
+    CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child exit status %d", WEXITSTATUS(status));
     /* larger than the whole budget: never kept */
     a = mw_storage_new(MW_F32, 16 << 20);
     mw_storage_release(a);
