@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "bpe.h"
+#include "file.h"
 #include "mw_tensor.h"
 
 #define PAIR_KEY(a, b) (((uint64_t)(uint32_t)(a) << 32) | (uint32_t)(b))
@@ -473,17 +474,15 @@ static char *token_str(const mw_bpe *b, int id, char *buf) {
     return buf;
 }
 
-/* writes the file next to path and renames it over path once complete */
+/* writes a unique temporary file next to path and renames it over path once complete (file.h) */
 int mw_bpe_save(const mw_bpe *b, const char *path) {
-    char tmp[4096];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
-        return mw_seterr("bpe_save: %s: path too long", path);
-    FILE *f = fopen(tmp, "wb");
-    if (!f) return mw_seterr("bpe_save: %s: cannot open for writing: %s", tmp, strerror(errno));
+    mw_file w;
+    if (mw_file_begin(&w, path, "bpe_save")) return -1;
+    FILE *f = w.f;
     int32_t maxlen = 1;
     for (int i = 0; i < b->vocab; i++) if (b->tok[i] && b->tok_len[i] > maxlen) maxlen = b->tok_len[i];
     char *buf = malloc((size_t)maxlen * 2 + 1), *buf2 = malloc((size_t)maxlen * 2 + 1);
-    if (!buf || !buf2) { free(buf); free(buf2); fclose(f); remove(tmp); return mw_seterr("bpe_save: out of memory"); }
+    if (!buf || !buf2) { free(buf); free(buf2); mw_file_abort(&w); return mw_seterr("bpe_save: out of memory"); }
     fprintf(f, "{\n  \"version\": \"1.0\",\n  \"truncation\": null,\n  \"padding\": null,\n  \"added_tokens\": [");
     if (b->eot >= 0)
         fprintf(f, "\n    {\"id\": %d, \"content\": \"%s\", \"single_word\": false, \"lstrip\": false, "
@@ -513,7 +512,7 @@ int mw_bpe_save(const mw_bpe *b, const char *path) {
         token_str(b, b->merges[k].r, buf2);
         size_t la = strlen(buf);
         char *both = malloc(la + strlen(buf2) + 2);
-        if (!both) { free(buf); free(buf2); fclose(f); remove(tmp); return mw_seterr("bpe_save: out of memory"); }
+        if (!both) { free(buf); free(buf2); mw_file_abort(&w); return mw_seterr("bpe_save: out of memory"); }
         memcpy(both, buf, la);
         both[la] = ' ';
         strcpy(both + la + 1, buf2);
@@ -522,15 +521,5 @@ int mw_bpe_save(const mw_bpe *b, const char *path) {
     }
     fprintf(f, "\n    ]\n  }\n}\n");
     free(buf); free(buf2);
-    int bad = ferror(f);
-    if (fclose(f) != 0 || bad) {
-        remove(tmp);
-        return mw_seterr("bpe_save: %s: write failed", tmp);
-    }
-    if (rename(tmp, path) != 0) {
-        int e = errno;
-        remove(tmp);
-        return mw_seterr("bpe_save: %s: cannot rename to %s: %s", tmp, path, strerror(e));
-    }
-    return 0;
+    return mw_file_commit(&w, "bpe_save");
 }

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "file.h"
 #include "mw_tensor.h"
 
 int mw_dataset_write(const char *path, const int64_t *ids, int64_t n, int64_t vocab, int64_t eot) {
@@ -21,26 +22,11 @@ int mw_dataset_write(const char *path, const int64_t *ids, int64_t n, int64_t vo
         if (ids[i] < 0 || ids[i] >= vocab)
             return mw_seterr("dataset_write: id %lld at %lld outside [0,%lld)", (long long)ids[i], (long long)i,
                              (long long)vocab);
-    /* a unique temporary name beside the target, renamed into place: two writers of one path
-     * never tear each other's file */
-    size_t pl = strlen(path);
-    char *tmp = malloc(pl + 16);
-    if (!tmp) return mw_seterr("dataset_write: out of memory");
-    memcpy(tmp, path, pl);
-    memcpy(tmp + pl, ".tmp.XXXXXX", 12);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        mw_seterr("dataset_write: %s: cannot create: %s", path, strerror(errno));
-        free(tmp);
-        return -1;
-    }
-    FILE *f = fdopen(fd, "wb");
-    if (!f) {
-        close(fd);
-        remove(tmp);
-        free(tmp);
-        return mw_seterr("dataset_write: %s: cannot open", path);
-    }
+    /* a unique temporary name beside the target, renamed into place (file.h): two writers of
+     * one path never tear each other's file */
+    mw_file out;
+    if (mw_file_begin(&out, path, "dataset_write")) return -1;
+    FILE *f = out.f;
     unsigned char h[32] = "MWTOKENS";
     uint32_t u[2] = {1, (uint32_t)width};
     uint64_t nn = (uint64_t)n;
@@ -60,14 +46,11 @@ int mw_dataset_write(const char *path, const int64_t *ids, int64_t n, int64_t vo
         }
         ok = fwrite(chunk, (size_t)width, (size_t)k, f) == (size_t)k;
     }
-    if (fclose(f) != 0) ok = 0;
-    if (!ok || rename(tmp, path) != 0) {
-        remove(tmp);
-        free(tmp);
+    if (!ok) {
+        mw_file_abort(&out);
         return mw_seterr("dataset_write: %s: write failed", path);
     }
-    free(tmp);
-    return 0;
+    return mw_file_commit(&out, "dataset_write");
 }
 
 int mw_dataset_open(mw_dataset *d, const char *path) {

@@ -13,6 +13,7 @@
 #include <cblas.h>
 #include <lapacke.h>
 #include <limits.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -467,13 +468,21 @@ int mw_einsum(mw_tensor *out, const char *spec, int n, const mw_tensor *const *t
 
 /* ================================================================ SVD, eigenvalues */
 
-/* the matrices of a [..., m, n]: copies matrix t into buf [m, n] row-major */
-static void copy_matrix(float *buf, const mw_tensor *a, int64_t off, int64_t m, int64_t n)
+/* the matrices of a [..., m, n]: copies matrix t into buf [m, n] row-major; returns 0 when an
+ * element is inf or NaN. LAPACK is not defined on them: sgeev on a matrix of inf wrote past its
+ * outputs (heap corruption, found by fuzz-api), and torch.linalg refuses them too. */
+static int copy_matrix(float *buf, const mw_tensor *a, int64_t off, int64_t m, int64_t n)
 {
     const float *p = (const float *)mw_tensor_data(a) + off;
     int64_t sr = a->stride[a->ndim - 2], sc = a->stride[a->ndim - 1];
+    int finite = 1;
     for (int64_t i = 0; i < m; i++)
-        for (int64_t j = 0; j < n; j++) buf[i * n + j] = p[i * sr + j * sc];
+        for (int64_t j = 0; j < n; j++) {
+            float v = p[i * sr + j * sc];
+            finite &= isfinite(v) != 0;
+            buf[i * n + j] = v;
+        }
+    return finite;
 }
 
 /* element offset of batch t (row-major over a's leading dims) */
@@ -537,7 +546,12 @@ int mw_svd(mw_tensor *U, mw_tensor *S, mw_tensor *Vh, const mw_tensor *a)
         if (!buf) { mw_seterr("svd: out of memory"); goto fail; }
         float *pu = mw_tensor_data(&u), *ps = mw_tensor_data(&s), *pv = mw_tensor_data(&vh);
         for (int64_t t = 0; t < nbatch; t++) {
-            copy_matrix(buf, a, batch_offset(a, t), m, n);
+            if (!copy_matrix(buf, a, batch_offset(a, t), m, n)) {
+                char b[SHAPE_BUF];
+                free(buf);
+                mw_seterr("svd: %s: the input holds inf or NaN", mw_tensor_shape_str(b, sizeof b, a));
+                goto fail;
+            }
             /* row-major: A [m, n] lda n, U [m, k] ldu k, Vt [k, n] ldvt n */
             lapack_int info = LAPACKE_sgesdd(LAPACK_ROW_MAJOR, 'S', (lapack_int)m, (lapack_int)n, buf,
                                              (lapack_int)n, ps + t * k, pu + t * m * k, (lapack_int)k,
@@ -593,7 +607,13 @@ int mw_eigvals(mw_tensor *re, mw_tensor *im, const mw_tensor *a)
         if (!buf) { mw_tensor_release(&wr); mw_tensor_release(&wi); return mw_seterr("eigvals: out of memory"); }
         float *pr = mw_tensor_data(&wr), *pi = mw_tensor_data(&wi);
         for (int64_t t = 0; t < nbatch; t++) {
-            copy_matrix(buf, a, batch_offset(a, t), n, n);
+            if (!copy_matrix(buf, a, batch_offset(a, t), n, n)) {
+                char b[SHAPE_BUF];
+                free(buf);
+                mw_tensor_release(&wr);
+                mw_tensor_release(&wi);
+                return mw_seterr("eigvals: %s: the input holds inf or NaN", mw_tensor_shape_str(b, sizeof b, a));
+            }
             lapack_int info = LAPACKE_sgeev(LAPACK_ROW_MAJOR, 'N', 'N', (lapack_int)n, buf, (lapack_int)n,
                                             pr + t * n, pi + t * n, NULL, 1, NULL, 1);
             if (info != 0) {

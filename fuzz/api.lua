@@ -100,12 +100,16 @@ local start = tonumber(arg[4])
 -- FUZZ_API_REPORT=1: also list the errors that do not name the function called (a Lua runtime
 -- error from inside miwb: "attempt to index a nil value", Lua's "bad argument #1 to '?'"), one
 -- line per function, for `miwb fuzz/api.lua SEED CALLS LOG` on the normal build (run it in an
--- empty folder, as api.sh does: the file writers write into the current one)
+-- empty folder, as api.sh does: the file writers write into the current one).
+-- FUZZ_API_REPORT=names: also the errors whose text does not hold the function's name at all
+-- (an alias naming the function it calls, "mi.empty" -> "zeros: ...").
 local report, internal = nil, {}
+local names_too = os.getenv("FUZZ_API_REPORT") == "names"
 if os.getenv("FUZZ_API_REPORT") then
   report = function(name, err, i)
     if type(err) ~= "string" then return end
-    if err:find("attempt to ", 1, true) or err:find("to '?'", 1, true) or err:find("unexpected error inside miwb", 1, true) then
+    if err:find("attempt to ", 1, true) or err:find("to '?'", 1, true) or err:find("unexpected error inside miwb", 1, true)
+       or (names_too and not err:find(name:match("[^.:]+$"), 1, true)) then
       if not internal[name] then internal[name] = {i, (err:gsub("\n.*", ""))}; internal[#internal + 1] = name end
     end
   end

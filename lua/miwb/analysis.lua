@@ -386,6 +386,7 @@ end
 -- A head given as "L.H" or {l, h} -> l, h (0-based), checked against the model's shape.
 function M.parse_head(model, k, op)
   want_model(model)
+  if op ~= nil and type(op) ~= "string" then fail("op (the name for messages) must be a string, got %s", typename(op)) end
   local L, H = model.cfg.n_layers, model.cfg.n_heads
   local l, h
   if type(k) == "string" then

@@ -107,9 +107,17 @@ function M._install(mi)
     return m
   end
 
+  -- other of isclose / allclose: a tensor, or a number compared with every element
+  local function close_other(fname, x, y)
+    if mi.is_tensor(y) then return y end
+    if type(y) ~= "number" then
+      error(("%s: other must be a tensor or a number, got %s"):format(fname, mi.utils.typename(y)), 3)
+    end
+    return mi.full_like(x, y)
+  end
   function T.isclose(x, ...)
     local y, rtol, atol, equal_nan = kwargs("isclose", {"other", "rtol", "atol", "equal_nan"}, ...)
-    if not mi.is_tensor(y) then y = mi.full_like(x, y) end
+    y = close_other("isclose", x, y)
     return close_mask(x, y, rtol or 1e-5, atol or 1e-8, equal_nan)
   end
 
@@ -125,7 +133,7 @@ function M._install(mi)
   -- x:allclose(y, rtol = 1e-5, atol = 1e-8): |x - y| <= atol + rtol * |y| everywhere (torch's rule)
   function T.allclose(x, ...)
     local y, rtol, atol, equal_nan = kwargs("allclose", {"other", "rtol", "atol", "equal_nan"}, ...)
-    if not mi.is_tensor(y) then y = mi.full_like(x, y) end
+    y = close_other("allclose", x, y)
     return close_mask(x, y, rtol or 1e-5, atol or 1e-8, equal_nan):all()
   end
 

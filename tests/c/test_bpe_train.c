@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "../fixtures/bpe_train_expected.h"
@@ -113,10 +115,45 @@ static void test_errors(void) {
     remove(path);
 }
 
+/* issue 20's torn-checkpoint class: the tokenizer file is written through a unique temporary name
+ * (mkstemp) and renamed; a fixed "path.tmp" (the old name) that is in the way (here a folder, as
+ * another writer's half-written file would be) changes nothing, and nothing is left beside it */
+static void test_save_through_unique_temporary(void) {
+    mw_bpe *b = trained();
+    CHECK(b != NULL);
+    if (!b) return;
+    char dir[] = "/tmp/mw_test_bpe_dir_XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    char path[256], fixed[300];
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    snprintf(fixed, sizeof fixed, "%s.tmp", path);
+    CHECK(mkdir(fixed, 0700) == 0);
+    CHECK_OK(mw_bpe_save(b, path));
+    mw_tokenizer *tk = NULL;
+    CHECK_OK(mw_tokenizer_load_json(&tk, path));
+    if (tk) CHECK(mw_tokenizer_vocab_size(tk) == BPX_VOCAB);
+    mw_tokenizer_free(tk);
+    /* the folder holds the file and the folder that was in the way, nothing else */
+    int entries = 0;
+    DIR *d = opendir(dir);
+    for (struct dirent *e; d && (e = readdir(d));) if (e->d_name[0] != '.') entries++;
+    if (d) closedir(d);
+    CHECK_MSG(entries == 2, "%d entries in %s, expected 2", entries, dir);
+    /* a save that cannot happen (no such folder) fails with a message and leaves nothing */
+    char bad[300];
+    snprintf(bad, sizeof bad, "%s/no/such/tokenizer.json", dir);
+    CHECK_ERR(mw_bpe_save(b, bad), "bpe_save");
+    rmdir(fixed);
+    remove(path);
+    CHECK(rmdir(dir) == 0);
+    mw_bpe_free(b);
+}
+
 int main(void) {
     RUN(test_pretokenizer_matches_gpt2_pattern);
     RUN(test_merges_match_reference);
     RUN(test_encode_and_save_load);
     RUN(test_errors);
+    RUN(test_save_through_unique_temporary);
     MW_TEST_MAIN_END();
 }

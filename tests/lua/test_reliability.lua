@@ -417,6 +417,7 @@ T.test("mi.analysis errors name the function and the argument", function()
   fails("mi.analysis.random_comp_baseline: n_samples must be at least 0, got -1", A.random_comp_baseline, m, -1)
   fails("mi.analysis.get_comp_score: expected a tensor as W_B, got nil", A.get_comp_score, mi.ones(2, 2))
   fails("mi.analysis.decompose_q: " .. no_model .. "nil", A.decompose_q, mi.ones(2, 3, 8), 0)
+  fails("mi.analysis.parse_head: op (the name for messages) must be a string, got tensor", A.parse_head, m, "0.0", mi.ones(1))
   -- a library error raised further in keeps its own name after the function's
   fails("mi.analysis.head_ablation_scores: forward: token 99", A.head_ablation_scores, m, mi.tensor{{1, 99}}:long())
   -- an error of the user's own hook passes through unchanged

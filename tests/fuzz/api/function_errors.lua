@@ -26,4 +26,7 @@ fails("full_like: full: expected a shape and a fill value", mi.full_like, mi.one
 fails("ones_like: ones: unknown dtype", mi.ones_like, mi.ones(2), ":, 1:")
 fails("assert_close: actual must be a tensor, a number or nested lists of numbers, got nil", mi.assert_close, nil, mi.ones(1))
 fails("tokenize_dataset: files must be a path or a list of paths, got number", mi.tokenize_dataset, nil, 5)
+fails("allclose: other must be a tensor or a number, got string", mi.allclose, mi.ones(4), "q")
+fails("isclose: other must be a tensor or a number, got table", mi.isclose, mi.ones(4), {})
 mi.assert_close({1, 2}, mi.tensor{1, 2})
+assert(mi.allclose(mi.ones(2), 1) and not mi.isclose(mi.ones(2), 2):any())
