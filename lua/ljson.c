@@ -278,7 +278,11 @@ static void parse_or_raise(lua_State *L, json_box *b, const char *s, size_t len)
 
 static int json_decode(lua_State *L) {
     size_t len;
-    const char *s = luaL_checklstring(L, 1, &len);
+    if (lua_type(L, 1) != LUA_TSTRING) {   /* a tensor or other userdata by its __name */
+        const char *what = luaL_getmetafield(L, 1, "__name") == LUA_TSTRING ? lua_tostring(L, -1) : luaL_typename(L, 1);
+        return luaL_error(L, "json.decode: expected a string of JSON text, got %s", what);
+    }
+    const char *s = lua_tolstring(L, 1, &len);
     json_buf *pre = new_buf(L);
     json_prepare(L, pre, s, len);
     json_box *b = new_box(L);
@@ -559,8 +563,9 @@ static void to_json(lua_State *L, json_buf *b, int idx, json_path *path, int dep
 static int json_encode(lua_State *L) {
     luaL_checkany(L, 1);
     int indent = 0;
+    static const char *const opts[] = {"indent", NULL};
+    mwl_check_opts(L, 2, "json.encode", opts);
     if (!lua_isnoneornil(L, 2)) {
-        luaL_checktype(L, 2, LUA_TTABLE);
         lua_getfield(L, 2, "indent");
         if (lua_isinteger(L, -1)) indent = (int)lua_tointeger(L, -1);
         else if (lua_toboolean(L, -1)) indent = 2;
@@ -577,9 +582,17 @@ static int json_encode(lua_State *L) {
 
 static int json_object(lua_State *L) {
     if (lua_isnoneornil(L, 1)) lua_newtable(L);
-    else luaL_checktype(L, 1, LUA_TTABLE);
+    else if (!lua_istable(L, 1)) return luaL_error(L, "json.object: expected a table, got %s", luaL_typename(L, 1));
     lua_settop(L, 1);
     lua_rawgetp(L, LUA_REGISTRYINDEX, &OBJECT_KEY);
+    /* the mark is a metatable: one that is already there (a model's, a cache's) is not replaced */
+    if (lua_getmetatable(L, 1)) {
+        if (!lua_rawequal(L, -1, -2)) {
+            const char *name = lua_getfield(L, -1, "__name") == LUA_TSTRING ? lua_tostring(L, -1) : "a metatable";
+            return luaL_error(L, "json.object: the table already has a metatable (%s); mark a plain table", name);
+        }
+        lua_pop(L, 1);
+    }
     lua_setmetatable(L, 1);
     return 1;
 }

@@ -28,5 +28,12 @@ fails("assert_close: actual must be a tensor, a number or nested lists of number
 fails("tokenize_dataset: files must be a path or a list of paths, got number", mi.tokenize_dataset, nil, 5)
 fails("allclose: other must be a tensor or a number, got string", mi.allclose, mi.ones(4), "q")
 fails("isclose: other must be a tensor or a number, got table", mi.isclose, mi.ones(4), {})
+-- seeds 24, 31, 38: json.object(model) replaced the model's metatable, so later model and cache
+-- methods failed with "attempt to call a nil value (method 'tokens_to_residual_directions')"
+fails("json.object: the table already has a metatable (miwb.HookedTransformer)", mi.json.object, m)
+fails("json.object: expected a table, got number", mi.json.object, 5)
+assert(m(mi.tensor{{1, 2}}:long()):dim() == 3, "the model still works")
+local o = mi.json.object(mi.json.object({}))
+assert(mi.json.encode(o) == "{}")
 mi.assert_close({1, 2}, mi.tensor{1, 2})
 assert(mi.allclose(mi.ones(2), 1) and not mi.isclose(mi.ones(2), 2):any())
