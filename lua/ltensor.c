@@ -53,7 +53,8 @@ mw_tensor *mwl_checktensor(lua_State *L, int idx) {
 
 /* The name the user called the running C function by, pushed (or NULL, nothing pushed):
  * x:exp() and mi.exp(x) give "exp"; called where Lua sees no such name (pcall(f, x), a local
- * alias), its key in the method table mi.Tensor (package.loaded["miwb.Tensor"]). Error paths only. */
+ * alias), its key in the method table mi.Tensor (package.loaded["miwb.Tensor"]) or in mi
+ * (package.loaded["miwb"]). Error paths only. */
 static const char *called_name(lua_State *L) {
     lua_Debug ar;
     if (!lua_getstack(L, 0, &ar)) return NULL;
@@ -64,8 +65,11 @@ static const char *called_name(lua_State *L) {
         lua_replace(L, fn);
         return lua_tostring(L, fn);
     }
-    if (lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE) == LUA_TTABLE &&
-        lua_getfield(L, -1, "miwb.Tensor") == LUA_TTABLE) {
+    static const char *const tables[] = {"miwb.Tensor", "miwb"};
+    for (int i = 0; i < 2; i++) {
+        lua_settop(L, fn);
+        if (lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE) != LUA_TTABLE ||
+            lua_getfield(L, -1, tables[i]) != LUA_TTABLE) continue;
         lua_pushnil(L);
         while (lua_next(L, -2)) {
             if (lua_type(L, -2) == LUA_TSTRING && lua_rawequal(L, -1, fn)) {
@@ -1247,7 +1251,7 @@ static int l_binary(lua_State *L) {
 static int l_binary_(lua_State *L) {
     mw_binop op = (mw_binop)lua_tointeger(L, lua_upvalueindex(1));
     mw_tensor *a = mwl_checktensor(L, 1);
-    mw_tensor *b = operand(L, 2, BINOP_NAMES[op], a->dtype);
+    mw_tensor *b = operand(L, 2, lua_tostring(L, lua_upvalueindex(2)), a->dtype);
     CHECK(mw_binary_(a, b, op));
     lua_settop(L, 1);
     return 1;
@@ -1276,10 +1280,10 @@ static int l_unary_(lua_State *L) {
     return 1;
 }
 
-/* clamp(lo, hi): nil means no bound on that side */
-static void clamp_bounds(lua_State *L, double *lo, double *hi) {
-    *lo = lua_isnoneornil(L, 2) ? NAN : check_num(L, 2, "clamp", "min");
-    *hi = lua_isnoneornil(L, 3) ? NAN : check_num(L, 3, "clamp", "max");
+/* clamp(lo, hi): nil means no bound on that side; op names clamp or clamp_ in messages */
+static void clamp_bounds(lua_State *L, double *lo, double *hi, const char *op) {
+    *lo = lua_isnoneornil(L, 2) ? NAN : check_num(L, 2, op, "min");
+    *hi = lua_isnoneornil(L, 3) ? NAN : check_num(L, 3, op, "max");
 }
 
 static int m_clamp(lua_State *L) {
@@ -1287,7 +1291,7 @@ static int m_clamp(lua_State *L) {
     kwargs(L, 2, "clamp", NAMES);
     mw_tensor *a = mwl_checktensor(L, 1);
     double lo, hi;
-    clamp_bounds(L, &lo, &hi);
+    clamp_bounds(L, &lo, &hi, "clamp");
     mw_tensor *out = mwl_newtensor(L);
     CHECK(mw_clamp(out, a, lo, hi));
     return ret(L, 1);
@@ -1298,7 +1302,7 @@ static int m_clamp_(lua_State *L) {
     kwargs(L, 2, "clamp_", NAMES);
     mw_tensor *a = mwl_checktensor(L, 1);
     double lo, hi;
-    clamp_bounds(L, &lo, &hi);
+    clamp_bounds(L, &lo, &hi, "clamp_");
     mw_tensor *out = mwl_newtensor(L);
     CHECK(mw_clamp(out, a, lo, hi));
     CHECK(mw_tensor_copy_(a, out));
@@ -1335,7 +1339,7 @@ static int m_masked_fill_(lua_State *L) {
     kwargs(L, 2, "masked_fill_", NAMES);
     mw_tensor *a = mwl_checktensor(L, 1);
     mw_tensor *m = mwl_checktensor(L, 2);
-    double v = check_num(L, 3, "masked_fill", "value");
+    double v = check_num(L, 3, "masked_fill_", "value");
     CHECK(mw_tensor_masked_fill_(a, m, v));
     lua_settop(L, 1);
     return 1;
@@ -2176,11 +2180,11 @@ static void add_ops(lua_State *L, const named_op *ops, lua_CFunction fn, lua_CFu
         lua_pushinteger(L, o->op);
         lua_pushcclosure(L, fn, 1);
         lua_setfield(L, -2, o->name);
-        if (fn_) {
-            lua_pushinteger(L, o->op);
-            lua_pushcclosure(L, fn_, 1);
+        if (fn_) {   /* upvalues: the op, and the in-place name for messages ("add_") */
             lua_pushfstring(L, "%s_", o->name);
-            lua_insert(L, -2);
+            lua_pushinteger(L, o->op);
+            lua_pushvalue(L, -2);
+            lua_pushcclosure(L, fn_, 2);
             lua_settable(L, -3);
         }
     }

@@ -24,12 +24,15 @@ function M._install(mi)
     return v
   end
 
-  function json.write(path, value, opts)
+  local function write(path, value, opts)
     mi._check_name("json.write", "path", path)
+    mi._check_opts("json.write", opts, {"indent"})
     local text = json.encode(value, opts) -- raises before the file is touched
     -- atomic: a temporary file renamed over path; a full disk gives nil + message, path unchanged
     return mi._write_file(path, text .. "\n")
   end
+  -- encode's errors ("json.encode: cannot encode an infinity ...") at the user's line, named
+  json.write = require("miwb.utils").name_errors(write, "json.write")
 end
 
 return M

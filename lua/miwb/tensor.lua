@@ -101,7 +101,13 @@ function M._install(mi)
   -- x:isclose(y, rtol = 1e-5, atol = 1e-8): element-wise |x - y| <= atol + rtol * |y|
   -- torch's closeness rule, the one place for isclose, allclose and assert_close: equal
   -- elements (infinities too) or |x - y| <= atol + rtol * |y|; NaNs only with equal_nan
-  local function close_mask(x, y, rtol, atol, equal_nan)
+  -- (fname names isclose / allclose / assert_close in messages, raised at its caller)
+  local function close_mask(fname, x, y, rtol, atol, equal_nan)
+    for _, t in ipairs({{"rtol", rtol}, {"atol", atol}}) do
+      if type(t[2]) ~= "number" then
+        error(("%s: %s must be a number, got %s"):format(fname, t[1], mi.utils.typename(t[2])), 3)
+      end
+    end
     local m = (x - y):abs():le(y:abs() * rtol + atol):logical_or(x:eq(y))
     if equal_nan then m = m:logical_or(x:isnan():logical_and(y:isnan())) end
     return m
@@ -118,7 +124,7 @@ function M._install(mi)
   function T.isclose(x, ...)
     local y, rtol, atol, equal_nan = kwargs("isclose", {"other", "rtol", "atol", "equal_nan"}, ...)
     y = close_other("isclose", x, y)
-    return close_mask(x, y, rtol or 1e-5, atol or 1e-8, equal_nan)
+    return close_mask("isclose", x, y, rtol or 1e-5, atol or 1e-8, equal_nan)
   end
 
   -- x:equal(y): same shape and exactly equal elements
@@ -134,7 +140,7 @@ function M._install(mi)
   function T.allclose(x, ...)
     local y, rtol, atol, equal_nan = kwargs("allclose", {"other", "rtol", "atol", "equal_nan"}, ...)
     y = close_other("allclose", x, y)
-    return close_mask(x, y, rtol or 1e-5, atol or 1e-8, equal_nan):all()
+    return close_mask("allclose", x, y, rtol or 1e-5, atol or 1e-8, equal_nan):all()
   end
 
   -- x:diag(diagonal = 0), as torch.diag: a 2-D tensor gives a copy of its diagonal `diagonal`
@@ -177,7 +183,7 @@ function M._install(mi)
     if sa ~= sb then error(("%sassert_close: shapes differ: [%s] vs [%s]"):format(msg and msg .. ": " or "", sa, sb), 2) end
     a, b = a:float(), b:float()
     local diff = (a - b):abs()
-    local bad = close_mask(a, b, rtol, atol, equal_nan):logical_not() -- NaN is bad unless equal_nan
+    local bad = close_mask("assert_close", a, b, rtol, atol, equal_nan):logical_not() -- NaN is bad unless equal_nan
     if bad:any() then
       local flat = diff:reshape(-1)
       local i = flat:argmax():item()

@@ -38,6 +38,8 @@ function M.tokenize_dataset(tokenizer, files, out)
   if type(files) ~= "table" then
     error("tokenize_dataset: files must be a path or a list of paths, got " .. require("miwb").utils.typename(files), 2)
   end
+  require("miwb").utils.check_name("tokenize_dataset", "tokenizer", tokenizer)
+  require("miwb").utils.check_name("tokenize_dataset", "out", out)
   return core().encode_dataset(tokenizer, files, out)
 end
 

@@ -575,6 +575,10 @@ function U.init_xavier_uniform_(p, ...) return xavier("init_xavier_uniform_", fi
 function U.init_xavier_normal_(p, ...) return xavier("init_xavier_normal_", fill_normal, 2, p, ...) end
 function U.init_kaiming_uniform_(p, ...) return kaiming("init_kaiming_uniform_", fill_uniform, 3, p, ...) end
 function U.init_kaiming_normal_(p, ...) return kaiming("init_kaiming_normal_", fill_normal, 1, p, ...) end
+-- their errors at the user's line, also those of the tensor code they run (rand: out of memory)
+for _, name in ipairs({"init_xavier_uniform_", "init_xavier_normal_", "init_kaiming_uniform_", "init_kaiming_normal_"}) do
+  U[name] = U.name_errors(U[name], name)
+end
 
 -- the whole file at path (bytes as they are), or nil + the system's message
 function U.read_file(path)

@@ -67,7 +67,7 @@ T.test("decode errors give line and column", function()
   T.raises(function() J.decode('[1] x') end, "unexpected text after the value at line 1, column 5")
   T.raises(function() J.decode('') end, "json.decode: empty input")
   T.raises(function() J.decode('{"a" 1}') end, "json.decode: invalid JSON at line 1")
-  T.raises(function() J.decode(nil) end, "bad argument #1")
+  T.raises(function() J.decode(nil) end, "json.decode: expected a string of JSON text, got nil")
 end)
 
 T.test("strings keep every byte: zero bytes and control characters both ways", function()

@@ -456,11 +456,17 @@ T.test("mi.utils helpers, einops patterns, tensor functions, json and the config
   fails("flatten: start_dim must be an integer, got string", mi.flatten, mi.ones(2), "a")
   fails("tile: each repetition must be an integer, got boolean", mi.tile, mi.ones(2), true)
   -- C functions called where Lua cannot see their name (pcall, a tail call) are named
-  -- through package.loaded, as Lua names its own libraries' functions ("string.rep")
+  -- through package.loaded, as Lua names its own libraries' functions ("string.rep"); json's
+  -- say what they expected themselves
   local ok, e = pcall(mi.Tensor.relu_, 5)
   T.truthy(not ok and e:find("bad argument #1 to 'miwb.Tensor.relu_' (miwb.Tensor expected, got number)", 1, true), e)
+  ok, e = pcall(mi.json.encode, {}, "x")
+  T.truthy(not ok and e:find("json.encode: options must be a table, got string", 1, true), e)
   ok, e = pcall(mi.json.decode, mi.ones(2))
-  T.truthy(not ok and e:find("bad argument #1 to 'miwb.json.decode' (string expected, got miwb.Tensor)", 1, true), e)
+  T.truthy(not ok and e:find("json.decode: expected a string of JSON text, got miwb.Tensor", 1, true), e)
+  -- in-place ops say their own name
+  fails("add_: expected a tensor or a number, got table", function(x) return x:add_({}) end, mi.ones(2))
+  fails("clamp_: min must be a number", function(x) return x:clamp_("a") end, mi.ones(2))
   -- a core error that names an inner operation (the allocation of exp's result, zero_'s fill_)
   -- gets the name of the user's call in front, also where Lua sees no name
   local huge = mi.ones(1):expand(2^36)
