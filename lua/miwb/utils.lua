@@ -606,10 +606,12 @@ function U._install(m)
   -- files without a shell, written in C (lua/lio.c): see the top of this file
   U.check_name, U.write_file, U.file_exists = m._check_name, m._write_file, m._file_exists
   U.mkdir_p = m.sys.mkdir -- lua/lsys.c
-  -- the tokenizer's methods are C functions in its metatable's __index table
-  local mt = debug.getregistry()["miwb.Tokenizer"]
-  if type(mt) == "table" and type(mt.__index) == "table" then
-    U.colon_methods(mt.__index, function(x) return getmetatable(x) == mt end, "tok")
+  -- the tokenizer's and the trainer's methods are C functions in their metatable's __index table
+  for class, var in pairs({["miwb.Tokenizer"] = "tok", ["miwb.Trainer"] = "trainer"}) do
+    local mt = debug.getregistry()[class]
+    if type(mt) == "table" and type(mt.__index) == "table" then
+      U.colon_methods(mt.__index, function(x) return getmetatable(x) == mt end, var)
+    end
   end
 end
 

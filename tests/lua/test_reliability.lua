@@ -482,6 +482,12 @@ T.test("mi.utils helpers, einops patterns, tensor functions, json and the config
   else
     print("SKIP - the bundled model's tokenizer (models/attn_only_2L) is missing")
   end
+  -- the trainer's C methods too ("bad argument #3 to '?'" before), and a dot says to use a colon
+  local tr = mi.Trainer{n_layers = 1, d_model = 8, n_ctx = 8, d_head = 4, n_heads = 2, d_vocab = 11, attn_only = true}
+  fails("trainer:pattern_of: bad argument #2 (number expected, got string)", tr.pattern_of, tr, mi.tensor{{1, 2, 3}}:long(), "x")
+  fails("trainer.step: call it with a colon: trainer:step(...)", tr.step, 5)
+  -- 4*8*8 attention weights + 32 of their biases + W_E 88 + W_pos 64 + W_U 88 + b_U 11 + 2 LayerNorms 32
+  T.eq(tr:nparams(), 571)
   -- the config's errors come at the user's line, not model.lua's
   fails("HookedTransformerConfig: d_model is required", mi.HookedTransformerConfig, {n_layers = 1})
   fails("HookedTransformer: HookedTransformerConfig: d_model is required", mi.HookedTransformer, {n_layers = 1})
