@@ -287,8 +287,9 @@ int main(int argc, char **argv) {
      *   reps=N      runs per measurement (minimum taken), default 3
      *   only=BxP    just that shape, e.g. only=1x128
      *   threads=1,2 the thread counts to run (mw_set_num_threads), default 1,2
-     *   keep-heap   malloc never returns memory to the system (as bench_tensor's keep-heap):
-     *               shows what cache clones cost without re-faulting freed pages */
+     *   keep-heap   freed memory stays in the process, as in the miwb program (lmodule.c's
+     *               keep_heap): malloc never returns it, and storages of 8 MB and more are kept
+     *               for reuse (up to 4 GB); shows what cache clones cost without re-faulting pages */
     setvbuf(stdout, NULL, _IOLBF, 0); /* lines appear as each shape finishes */
     int reps = 3, keep_heap = 0;
     const char *threads = "1,2";
@@ -303,6 +304,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_model: mallopt failed\n");
         return 1;
     }
+    if (keep_heap) mw_storage_keep_freed((int64_t)4 << 30);
     printf("bench_model: min of %d runs%s\n", reps, keep_heap ? "; malloc keeps freed memory (keep-heap)" : "");
     for (const char *tp = threads; *tp;) {
         int t = atoi(tp);
