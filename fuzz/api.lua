@@ -4,7 +4,7 @@
 --   miwb fuzz/api.lua SEED CALLS LOG
 --
 -- Calls CALLS randomly chosen functions (every mi.* function, every tensor, model and cache
--- method, mi.json, mi.utils, mi.einsum and friends) with 0..4 arguments drawn from a pool of odd
+-- method, mi.json, mi.utils, mi.analysis, mi.metrics, mi.patching, mi.toy, mi.einsum and friends) with 0..4 arguments drawn from a pool of odd
 -- values (empty, 0-dim, expanded, transposed tensors of every dtype, huge and negative numbers,
 -- NaN, strings with NUL bytes, deep tables, functions...), each under pcall. A Lua error is the
 -- expected answer to misuse; what the fuzzer looks for is a crash, a sanitizer report or a hang.
@@ -83,7 +83,7 @@ local function add(prefix, t, self)
   for _, k in ipairs(names) do targets[#targets + 1] = {prefix .. k, t[k], self} end
 end
 add("mi.", mi)
-for _, sub in ipairs{"json", "utils", "analysis"} do
+for _, sub in ipairs{"json", "utils", "analysis", "metrics", "patching", "toy"} do
   if type(mi[sub]) == "table" then add("mi." .. sub .. ".", mi[sub]) end
 end
 add("tensor:", mi.Tensor, "tensor")

@@ -106,32 +106,53 @@ M._check_model = check_model
 -- ---------------------------------------------------------------- patch setters
 -- Each edits corrupted_activation in place (a [B, ...] view) and returns it. index is a Lua list
 -- of 0-based values whose first element is the layer.
+
+-- the setters' arguments: two tensors and a list of n integers (raised at the setter's caller)
+local function setter_args(fname, act, index, clean, n)
+  for _, a in ipairs({{"corrupted_activation", act}, {"clean_activation", clean}}) do
+    if not mi.is_tensor(a[2]) then
+      error(("%s: expected a tensor as %s, got %s"):format(fname, a[1], mi.utils.typename(a[2])), 3)
+    end
+  end
+  local ok = type(index) == "table" and not mi.is_tensor(index) and #index >= n
+  for i = 1, ok and n or 0 do ok = ok and math.type(index[i]) == "integer" end
+  if not ok then
+    error(("%s: index must be a list of %d integers (layer first), got %s"):format(fname, n, mi.utils.typename(index)), 3)
+  end
+end
+
 function M.layer_pos_patch_setter(act, index, clean)
+  setter_args("layer_pos_patch_setter", act, index, clean, 2)
   local pos = index[2]
   act[{{}, pos}] = clean[{{}, pos}]
   return act
 end
 function M.layer_pos_head_vector_patch_setter(act, index, clean)
+  setter_args("layer_pos_head_vector_patch_setter", act, index, clean, 3)
   local pos, head = index[2], index[3]
   act[{{}, pos, head}] = clean[{{}, pos, head}]
   return act
 end
 function M.layer_head_vector_patch_setter(act, index, clean)
+  setter_args("layer_head_vector_patch_setter", act, index, clean, 2)
   local head = index[2]
   act[{{}, {}, head}] = clean[{{}, {}, head}]
   return act
 end
 function M.layer_head_pattern_patch_setter(act, index, clean)
+  setter_args("layer_head_pattern_patch_setter", act, index, clean, 2)
   local head = index[2]
   act[{{}, head}] = clean[{{}, head}]
   return act
 end
 function M.layer_head_pos_pattern_patch_setter(act, index, clean)
+  setter_args("layer_head_pos_pattern_patch_setter", act, index, clean, 3)
   local head, dest = index[2], index[3]
   act[{{}, head, dest}] = clean[{{}, head, dest}]
   return act
 end
 function M.layer_head_dest_src_pos_pattern_patch_setter(act, index, clean)
+  setter_args("layer_head_dest_src_pos_pattern_patch_setter", act, index, clean, 4)
   local head, dest, src = index[2], index[3], index[4]
   act[{{}, head, dest, src}] = clean[{{}, head, dest, src}]
   return act

@@ -129,6 +129,9 @@ local function check_weights(c, w, where)
 end
 
 function M.new(cfg, weights, where)
+  if where ~= nil and type(where) ~= "string" then
+    error("SAE.new: where (the name its messages start with) must be a string, got " .. mi.utils.typename(where), 2)
+  end
   where = where or "SAE.new"
   local c = normalize_cfg(cfg, where)
   if type(weights) ~= "table" then error(where .. ": weights must be a table of tensors", 2) end

@@ -17,6 +17,8 @@ local M = {}
 
 function M.induction_circuit(opts)
   local mi = require("miwb")
+  mi.utils.check_opts("toy.induction_circuit", opts, {"d_vocab", "n_ctx", "n_heads", "prev_head", "ind_head",
+                                                      "score", "logit", "seed", "noise"})
   opts = opts or {}
   local V = opts.d_vocab or 100
   local N = opts.n_ctx or 128

@@ -41,5 +41,16 @@ fails("json.write: unknown option 'dim'", mi.json.write, tmp, {}, {dim = 1})
 os.remove(tmp)
 fails("tokenize_dataset: tokenizer must be a string, got nil", mi.tokenize_dataset, nil, "x")
 fails("assert_close: rtol must be a number, got tensor", mi.assert_close, mi.ones(1), mi.ones(1), {rtol = mi.ones(1)})
+-- the fuzzer's targets grew mi.metrics, mi.patching and mi.toy: the patch setters, SAE.new's
+-- `where` and toy.induction_circuit's options failed inside miwb ("attempt to index a nil value
+-- (local 'index')", "attempt to concatenate a table value (local 'where')")
+local P = mi.patching
+fails("layer_pos_patch_setter: index must be a list of 2 integers (layer first), got nil", P.layer_pos_patch_setter, mi.ones(1, 2), nil, mi.ones(1, 2))
+fails("layer_head_pattern_patch_setter: expected a tensor as corrupted_activation, got string", P.layer_head_pattern_patch_setter, "a", {0, 0}, mi.ones(1))
+fails("layer_pos_head_vector_patch_setter: expected a tensor as clean_activation, got nil", P.layer_pos_head_vector_patch_setter, mi.ones(1, 2, 2), {0, 1, 1})
+fails("SAE.new: where (the name its messages start with) must be a string, got table", mi.SAE.new, {}, {}, {})
+fails("toy.induction_circuit: options must be a table, got function", mi.toy.induction_circuit, print)
+local a, c = mi.zeros(1, 3), mi.ones(1, 3)
+assert(P.layer_pos_patch_setter(a, {0, 1}, c):sum():item() == 1, "the setter copies position 1 only")
 mi.assert_close({1, 2}, mi.tensor{1, 2})
 assert(mi.allclose(mi.ones(2), 1) and not mi.isclose(mi.ones(2), 2):any())
