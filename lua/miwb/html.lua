@@ -27,7 +27,10 @@ local mi
 local function is_tensor(v) return mi.is_tensor and mi.is_tensor(v) end
 
 local function html_escape(s)
-  return (s:gsub("[&<>\"']", {["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ['"'] = "&quot;",
+  if type(s) ~= "string" and type(s) ~= "number" then
+    error("html_escape: expected a string, got " .. mi.utils.typename(s), 2)
+  end
+  return (tostring(s):gsub("[&<>\"']", {["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ['"'] = "&quot;",
                                ["'"] = "&#39;"}))
 end
 H.html_escape = html_escape
@@ -67,6 +70,8 @@ local function out_path(op, kind, opts)
 end
 
 function H.mkdir_p(op, dir)
+  op = tostring(op)
+  if type(dir) ~= "string" then error(op .. ": the folder must be a string, got " .. mi.utils.typename(dir), 0) end
   if dir:find("%z") then error(op .. ": the folder name holds a NUL byte", 0) end
   local ok, err = mi.sys.mkdir(dir)
   if not ok then error(op .. ": cannot create folder " .. dir .. ": " .. tostring(err), 0) end
