@@ -42,29 +42,26 @@ typedef struct {
     mw_model *m;
     int busy;     /* inside forward: a hook must not run this model again (shared buffers) */
     int borrowed; /* m belongs to another object (a trainer), kept alive as user value 1 */
-    int64_t live_before, live_after, out_bytes; /* tensor bytes around the last call (outputs) */
+    int64_t out_bytes; /* bytes of the tensors the last call handed out (collect_last_outputs) */
 } lmodel;
 
 /* The outputs of this model's last call (logits, a cache, gradients) are usually garbage the
  * collector has not reached yet (`local logits, cache = model:run_with_cache(t)` in a loop):
  * collecting first lets this call reuse their memory (the model's logits buffer; freed large
  * tensors, which core/tensor.c keeps for reuse) instead of faulting in fresh memory of that size.
- * Done when the last call handed out 8 MB or more, at most half of it has been freed since, and a
- * full collection (about the Lua heap's size of work) is cheaper than the fault-in. */
+ * Done when the last call handed out 8 MB or more and a full collection (about the Lua heap's
+ * size of work) is cheaper than the fault-in. */
 static void collect_last_outputs(lua_State *L, lmodel *u) {
-    int64_t live = mw_storage_live_bytes();
-    if (u->out_bytes >= ((int64_t)8 << 20) && live >= u->live_after - u->out_bytes / 2 &&
-        (int64_t)lua_gc(L, LUA_GCCOUNT) * 1024 * 2 < u->out_bytes) {
+    if (u->out_bytes >= ((int64_t)8 << 20) && (int64_t)lua_gc(L, LUA_GCCOUNT) * 1024 * 2 < u->out_bytes)
         lua_gc(L, LUA_GCCOLLECT);
-        live = mw_storage_live_bytes();
-    }
-    u->live_before = live;
+    u->out_bytes = 0;
 }
 
-/* after a call: what it handed out (tensor bytes grown since collect_last_outputs) */
-static void note_outputs(lmodel *u) {
-    u->live_after = mw_storage_live_bytes();
-    u->out_bytes = u->live_after > u->live_before ? u->live_after - u->live_before : 0;
+/* after a call: add what it handed out (tensors, cache entries) */
+static void note_outputs(lmodel *u, int64_t cached_bytes, const mw_tensor **outs, int n) {
+    u->out_bytes += cached_bytes;
+    for (int i = 0; i < n; i++)
+        if (outs[i] && outs[i]->storage) u->out_bytes += mw_tensor_numel(outs[i]) * (int64_t)mw_dtype_size(outs[i]->dtype);
 }
 
 static mw_model *checkmodel(lua_State *L, int idx) {
@@ -231,6 +228,7 @@ typedef struct {
     int id, layer;
     mw_tensor *act;
     const char *suffix;                  /* appended to cache keys: "_grad" in the backward pass */
+    int64_t cached_bytes;                /* bytes of the cache entries made (collect_last_outputs) */
 } deliver_ctx;
 
 /* adds a traceback to string errors; other error values pass unchanged */
@@ -256,6 +254,7 @@ static int deliver_protected(lua_State *L) {
     if (x->cache_names && lua_getfield(L, 2, name) != LUA_TNIL && lua_toboolean(L, -1)) {
         mw_tensor *c = mwl_newtensor(L);
         if (mw_tensor_clone(c, x->act)) return mwl_coreerror(L);
+        x->cached_bytes += mw_tensor_numel(c) * (int64_t)mw_dtype_size(c->dtype);
         if (x->suffix) {
             lua_pushfstring(L, "%s%s", name, x->suffix);
             lua_insert(L, -2);
@@ -433,7 +432,8 @@ static int l_forward(lua_State *L) {
         lua_setfield(L, res, "loss");
     }
     mwl_account(L);
-    note_outputs(u);
+    const mw_tensor *outs[3] = {ul, ur, up};
+    note_outputs(u, x.cached_bytes, outs, 3);
     lua_pushvalue(L, res);
     return 1;
 }
@@ -465,7 +465,7 @@ static int l_backward(lua_State *L) {
     u->busy = 0;
     if (rc) return hook_error(L, &x);
     mwl_account(L);
-    note_outputs(u); /* with the forward before it: live_before is the forward's */
+    note_outputs(u, x.cached_bytes, NULL, 0); /* added to the forward's */
     return 0;
 }
 

@@ -836,6 +836,15 @@ static int m_storage_offset(lua_State *L) {
     return 1;
 }
 
+/* t:data_ptr(): torch's name; the address of the first element (0 without storage), to tell
+ * whether two tensors share memory */
+static int m_data_ptr(lua_State *L) {
+    mw_tensor *t = mwl_checktensor(L, 1);
+    if (lua_gettop(L) > 1) return luaL_error(L, "data_ptr: takes no arguments (write t:data_ptr())");
+    lua_pushinteger(L, t->storage && mw_tensor_numel(t) > 0 ? (lua_Integer)(uintptr_t)mw_tensor_data(t) : 0);
+    return 1;
+}
+
 static int m_dim(lua_State *L) {
     lua_pushinteger(L, mwl_checktensor(L, 1)->ndim);
     return 1;
@@ -2122,7 +2131,7 @@ static const named_op REDOPS[] = {
     {"logsumexp", MW_LOGSUMEXP}, {"var", MW_VAR}, {"std", MW_STD}, {NULL, 0}};
 
 static const luaL_Reg METHODS[] = {
-    {"shape", m_shape}, {"size", m_size}, {"stride", m_stride}, {"storage_offset", m_storage_offset},
+    {"shape", m_shape}, {"size", m_size}, {"stride", m_stride}, {"storage_offset", m_storage_offset}, {"data_ptr", m_data_ptr},
     {"dim", m_dim}, {"numel", m_numel}, {"dtype", m_dtype}, {"is_contiguous", m_is_contiguous},
     {"shares_storage", m_shares_storage}, {"item", m_item}, {"totable", m_totable},
     {"float", m_float}, {"long", m_long}, {"bool", m_bool}, {"to", m_to},

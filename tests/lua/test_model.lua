@@ -194,10 +194,10 @@ T.test("logits dropped without collecting: the next call reuses their memory (no
   local tokens = mi.randint(0, 50000, {1, 64}, mi.Generator(0))
   collectgarbage("stop")                 -- only the forward's own collection may run
   local ok, err = pcall(function()
-    local function step() local lg = model(tokens); return lg:shape()[1] end   -- drops its logits
-    step()
+    local function step() local lg = model(tokens); return lg:data_ptr() end   -- drops its logits
+    local first = step()
     local before = mi.live_tensor_bytes()
-    for _ = 1, 3 do step() end
+    for i = 1, 5 do T.eq(step(), first, "call " .. i + 1 .. "'s logits are in the first call's buffer") end
     T.truthy(mi.live_tensor_bytes() - before < 1e6, "live tensor bytes grew by " .. (mi.live_tensor_bytes() - before))
     local keep = model(tokens)          -- held logits are not reused: a new buffer, the old one intact
     local first = keep[{0, 5, 7}]:item()

@@ -257,6 +257,18 @@ T.test("is_tensor, tostring, json encoding of tensors", function()
   T.eq(mi.json.encode({x = mi.tensor({{1, 2}}, "int64"), y = mi.tensor(0.5)}), '{"x":[[1,2]],"y":0.5}')
 end)
 
+T.test("data_ptr: views point into their base (offset x element size), copies elsewhere, empty 0", function()
+  local x = mi.zeros(4, 4)
+  T.eq(x[1]:data_ptr() - x:data_ptr(), 4 * 4, "row 1 of a float32 [4,4] starts 4 floats in")
+  T.eq(x[{{}, 2}]:data_ptr() - x:data_ptr(), 2 * 4)
+  T.eq(x:t():data_ptr(), x:data_ptr(), "a transpose starts at the same element")
+  local l = mi.arange(6)
+  T.eq(l[{{2, 5}}]:data_ptr() - l:data_ptr(), 2 * 8, "int64: 8 bytes an element")
+  T.truthy(x:clone():data_ptr() ~= x:data_ptr(), "a clone has its own memory")
+  T.eq(mi.zeros(0):data_ptr(), 0)
+  T.raises(function() x:data_ptr(1) end, "data_ptr: takes no arguments")
+end)
+
 T.test("__close releases the storage; a closed tensor raises a clear error", function()
   -- collect the garbage of earlier tests first: a GC step inside mi.zeros would free it and
   -- move the byte count
