@@ -137,8 +137,11 @@ end
 
 function M.is_metric(m) return getmetatable(m) == Metric end
 
+-- mi.metrics: the constructors above, each naming itself in its errors (mi.utils.name_errors)
 function M._install(m)
   mi = m
+  m.metrics = m.utils.name_errors_table(M, "mi.metrics.")
+  package.loaded["miwb.metrics"] = m.metrics
 end
 
 return M

@@ -96,9 +96,10 @@ end
 M._check_fn = check_fn
 
 local function check_model(model, fname)
-  if type(model) ~= "table" or not model.cfg or not model._core then
+  -- by type first: a cache's fields are hook names, so model.cfg on one would raise from the cache
+  if mi.utils.typename(model) ~= "miwb.HookedTransformer" then
     error(fname .. ": the first argument must be a HookedTransformer (call mi.patching." .. fname ..
-          "(model, ...), not model:" .. fname .. ")", 3)
+          "(model, ...), not model:" .. fname .. "), got " .. mi.utils.typename(model), 3)
   end
 end
 M._check_model = check_model
@@ -700,8 +701,12 @@ function M.attribution_patch(model, clean_tokens, corrupted_tokens, metric, opts
   return out
 end
 
+-- mi.patching: the functions above, each naming itself in its errors (mi.utils.name_errors; M
+-- keeps the unwrapped ones for the calls between them)
 function M._install(m)
   mi = m
+  m.patching = m.utils.name_errors_table(M, "mi.patching.")
+  package.loaded["miwb.patching"] = m.patching
 end
 
 return M

@@ -50,6 +50,13 @@ fails("layer_head_pattern_patch_setter: expected a tensor as corrupted_activatio
 fails("layer_pos_head_vector_patch_setter: expected a tensor as clean_activation, got nil", P.layer_pos_head_vector_patch_setter, mi.ones(1, 2, 2), {0, 1, 1})
 fails("SAE.new: where (the name its messages start with) must be a string, got table", mi.SAE.new, {}, {}, {})
 fails("toy.induction_circuit: options must be a table, got function", mi.toy.induction_circuit, print)
+-- FUZZ_API_REPORT=names: a cache given as the model raised from the cache ("ActivationCache:
+-- 'hook_cfg' is not in the cache", at patching.lua's line); mi.patching and mi.metrics now go
+-- through the same wrapper as mi.analysis, so inner messages come at the user's line, named
+local _, cache = m:run_with_cache(mi.tensor{{1, 2, 3}}:long())
+fails("mi.patching.get_act_patch_attn_head_k_all_pos: the first argument must be a HookedTransformer", P.get_act_patch_attn_head_k_all_pos, cache, mi.tensor{{1, 2, 3}}:long(), cache, print)
+fails("mi.patching.get_act_patch_attn_head_all_pos_every: get_act_patch_attn_head_out_all_pos: corrupted_tokens must be an int64 tensor", P.get_act_patch_attn_head_all_pos_every, m, "x", cache, print)
+fails("mi.metrics.logit_diff: answer_tokens must be a token id", mi.metrics.logit_diff, nil)
 local a, c = mi.zeros(1, 3), mi.ones(1, 3)
 assert(P.layer_pos_patch_setter(a, {0, 1}, c):sum():item() == 1, "the setter copies position 1 only")
 -- (an ad-hoc run over mi.plot, mi.html, mi.steering and mi.sae found only these two html helpers)
