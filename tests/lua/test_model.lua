@@ -157,6 +157,24 @@ T.test("last_only: logits [B,1,V] of each row's last real position = those rows 
   T.raises(function() model(t.tokens, {stop_at_layer = 1, last_only = true}) end, "not with stop_at_layer")
 end)
 
+T.test("loss without logits (rows gathered across the batch in blocks) = the loss of the logits", function()
+  -- 8 x 80 tokens: 632 predicting rows, more than one block of 512
+  local model = mi.HookedTransformer({d_model = 16, d_head = 4, n_heads = 4, n_layers = 1, n_ctx = 96, d_vocab = 37,
+                                      d_mlp = 32, act_fn = "gelu", seed = 3})
+  local tokens = mi.randint(0, 37, {8, 80}, mi.Generator(4))
+  local logits = model(tokens)
+  local lp = logits:narrow(1, 0, 79):log_softmax(-1)
+  local want = -lp:gather(2, tokens:narrow(1, 1, 79):unsqueeze(2)):squeeze(2)       -- [8, 79]
+  local per = model(tokens, {return_type = "loss", loss_per_token = true})
+  T.truthy((per - want):abs():max():item() < 1e-5, "per-token loss")
+  T.near(model(tokens, {return_type = "loss"}):item(), want:mean():item(), 1e-5)
+  -- a window of positions 10..69: the rest are 0 and the mean is over the window
+  local win = model:_run(tokens, {return_type = "loss", loss_per_token = true}, {loss_slice = {10, 70}})
+  T.truthy((win:narrow(1, 10, 60) - want:narrow(1, 10, 60)):abs():max():item() < 1e-5, "window")
+  T.eq(win:narrow(1, 0, 10):abs():sum():item(), 0)
+  T.eq(win:narrow(1, 70, 9):abs():sum():item(), 0)
+end)
+
 T.test("caches dropped without collecting: memory stays flat over run_with_cache calls; mi.release_memory", function()
   -- every call's cache holds two [4,4,256,256] tensors per layer (scores, pattern: 4 MB each) and
   -- 12.8 MB of logits, far more than this test's Lua heap
