@@ -624,7 +624,11 @@ function M.save_pretrained(what, folder, opts)
   mi.utils.check_name("save_pretrained", "folder", folder)
   opts = opts or {}
   local sd, cfg, tok = what, opts.cfg, opts.tokenizer
-  if type(what) == "table" and type(what.state_dict) == "function" then
+  local kind = mi.utils.typename(what)   -- by type: a cache's fields are hook names, what.cfg would raise
+  if kind ~= "miwb.HookedTransformer" and kind ~= "table" then
+    error("save_pretrained: needs a model, or a state dict and opts.cfg; got " .. kind, 2)
+  end
+  if kind == "miwb.HookedTransformer" then
     sd, cfg = what:state_dict(), cfg or what.cfg
     if tok == nil and what.folder and exists(what.folder .. "/tokenizer.json") then tok = what.folder .. "/tokenizer.json" end
   end
