@@ -21,6 +21,7 @@
  *   softmax, log_softmax, sort, topk   float32 input (sort/topk also take I64).
  */
 #include "mw_tensor.h"
+#include "parallel.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -1329,6 +1330,16 @@ static int softmax_outer(float *o, const mw_tensor *a, int dim, int logsm)
     return 0;
 }
 
+/* rows of contiguous memory, in pieces over the core's threads (each row as one thread does it) */
+typedef struct { float *o; const float *a; int64_t n; int logsm; } softmax_rows_ctx;
+
+static void softmax_rows_piece(void *vc, int64_t lo, int64_t hi, int tid)
+{
+    (void)tid;
+    const softmax_rows_ctx *c = vc;
+    for (int64_t i = lo; i < hi; i++) softmax_line(c->o + i * c->n, c->a + i * c->n, c->n, 1, 1, c->logsm);
+}
+
 static int softmax_impl(const char *name, mw_tensor *out, const mw_tensor *a, int dim, int logsm)
 {
     memset(out, 0, sizeof *out);
@@ -1345,7 +1356,8 @@ static int softmax_impl(const char *name, mw_tensor *out, const mw_tensor *a, in
     if (a->ndim > 0 && dim == a->ndim - 1 && mw_tensor_is_contiguous(a)) {
         /* fast path: rows of contiguous memory */
         int64_t n = a->shape[dim], rows = mw_tensor_numel(a) / n;
-        for (int64_t i = 0; i < rows; i++) softmax_line(po + i * n, pa + i * n, n, 1, 1, logsm);
+        softmax_rows_ctx c = {po, pa, n, logsm};
+        mw_parallel_for(rows, (65536 + n - 1) / n, softmax_rows_piece, &c);
     } else if (a->ndim >= 2 && dim < a->ndim - 1 && a->shape[a->ndim - 1] > 1) {
         if (softmax_outer(po, a, dim, logsm)) {
             mw_tensor_release(&r);
