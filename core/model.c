@@ -1205,6 +1205,7 @@ int mw_model_forward(mw_model *m, const mw_forward_opts *o, mw_forward_out *out)
         if (R < 64) R = 64;
         if (R > 512) R = 512;
         int64_t lf = o->loss_from, lt = o->loss_to ? o->loss_to : P - 1;
+        if (R > B * (lt - lf)) R = B * (lt - lf) > 0 ? B * (lt - lf) : 1; /* no bigger than needed */
         float *rows = buf(&r->logit_rows, R * Vo), *in = buf(&r->loss_in, R * d);
         int64_t *tg = malloc((size_t)R * (sizeof(int64_t) * 2 + sizeof(float) + 1));
         if (!rows || !in || !tg) {
