@@ -121,10 +121,14 @@ static int io_file_exists(lua_State *L) {
     return 1;
 }
 
+/* the name the function was called by (upvalue 1: "mi.load", or its alias "mi.load_safetensors") */
+#define IO_NAME lua_tostring(L, lua_upvalueindex(1))
+
 static int io_load(lua_State *L) {
-    const char *path = mwl_checkname(L, 1, "mi.load", "path");
+    const char *fn = IO_NAME;
+    const char *path = mwl_checkname(L, 1, fn, "path");
     static const char *const opts[] = {"copy", NULL};
-    mwl_check_opts(L, 2, "mi.load", opts);
+    mwl_check_opts(L, 2, fn, opts);
     int copy = 0;
     if (lua_istable(L, 2)) {
         lua_getfield(L, 2, "copy");
@@ -145,12 +149,12 @@ static int io_load(lua_State *L) {
         lua_pushstring(L, mw_error());
         return 2;
     }
-    if (rc != 0) return luaL_error(L, "mi.load: %s", mw_error());
+    if (rc != 0) return luaL_error(L, "%s: %s", fn, mw_error());
     lua_createtable(L, 0, sd->n);
     for (int i = 0; i < sd->n; i++) {
         mw_tensor *t = mwl_newtensor(L);
         if (copy) { /* private memory: the map goes when the state dict is freed below */
-            if (mw_tensor_clone(t, &sd->items[i].t)) return luaL_error(L, "mi.load: %s", mw_error());
+            if (mw_tensor_clone(t, &sd->items[i].t)) return luaL_error(L, "%s: %s", fn, mw_error());
             mw_tensor_release(&sd->items[i].t);
         } else {
             *t = sd->items[i].t; /* the userdata takes over the reference */
@@ -169,20 +173,23 @@ static int io_load(lua_State *L) {
 }
 
 static int io_save(lua_State *L) {
-    const char *path = mwl_checkname(L, 1, "mi.save", "path");
-    luaL_checktype(L, 2, LUA_TTABLE);
+    const char *fn = IO_NAME;
+    const char *path = mwl_checkname(L, 1, fn, "path");
+    if (!lua_istable(L, 2))
+        return luaL_error(L, "%s: state_dict must be a table {name = tensor}, got %s", fn, luaL_typename(L, 2));
     int has_meta = !lua_isnoneornil(L, 3);
-    if (has_meta) luaL_checktype(L, 3, LUA_TTABLE);
+    if (has_meta && !lua_istable(L, 3))
+        return luaL_error(L, "%s: metadata must be a table {key = string}, got %s", fn, luaL_typename(L, 3));
     lua_settop(L, 3);
     /* count and check the tensors; arrays live in userdata, collected on any error */
     int n = 0;
     lua_pushnil(L);
     while (lua_next(L, 2)) {
         if (lua_type(L, -2) != LUA_TSTRING)
-            return luaL_error(L, "mi.save: %s: keys must be tensor names (strings), got a %s", path,
+            return luaL_error(L, "%s: %s: keys must be tensor names (strings), got a %s", fn, path,
                               luaL_typename(L, -2));
         if (!mwl_totensor(L, -1))
-            return luaL_error(L, "mi.save: %s: value of '%s' is a %s, not a tensor", path, lua_tostring(L, -2),
+            return luaL_error(L, "%s: %s: value of '%s' is a %s, not a tensor", fn, path, lua_tostring(L, -2),
                               luaL_typename(L, -1));
         n++;
         lua_pop(L, 1);
@@ -194,7 +201,7 @@ static int io_save(lua_State *L) {
     while (lua_next(L, 2)) {
         /* the key strings and tensor userdata stay referenced by the table during the write */
         lua_pushvalue(L, -2);
-        names[i] = mwl_checkname(L, -1, "mi.save", "a tensor name"); /* safetensors names are C strings */
+        names[i] = mwl_checkname(L, -1, fn, "a tensor name"); /* safetensors names are C strings */
         lua_pop(L, 1);
         ts[i] = mwl_totensor(L, -1);
         i++;
@@ -214,29 +221,35 @@ static int io_save(lua_State *L) {
         lua_pushnil(L);
         while (lua_next(L, 3)) {
             if (lua_type(L, -2) != LUA_TSTRING || (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER))
-                return luaL_error(L, "mi.save: %s: metadata must map strings to strings", path);
+                return luaL_error(L, "%s: %s: metadata must map strings to strings", fn, path);
             lua_pushvalue(L, -2);
-            mk[j] = mwl_checkname(L, -1, "mi.save", "a metadata key");
+            mk[j] = mwl_checkname(L, -1, fn, "a metadata key");
             lua_rawseti(L, keep, 2 * j + 1);
             lua_pushvalue(L, -1);
             lua_tostring(L, -1); /* a number becomes its text here, in the copy */
-            mv[j] = mwl_checkname(L, -1, "mi.save", "a metadata value");
+            mv[j] = mwl_checkname(L, -1, fn, "a metadata value");
             lua_rawseti(L, keep, 2 * j + 2);
             j++;
             lua_pop(L, 1);
         }
     }
-    if (mw_checkpoint_save(path, n, names, ts, nm, mk, mv) != 0) return luaL_error(L, "mi.save: %s", mw_error());
+    if (mw_checkpoint_save(path, n, names, ts, nm, mk, mv) != 0) return luaL_error(L, "%s: %s", fn, mw_error());
     lua_pushboolean(L, 1);
     return 1;
 }
 
 void mwl_open_io(lua_State *L) {
+    /* load / save and their aliases: one closure each, knowing the name it was called by */
+    static const struct { const char *key, *name; lua_CFunction f; } named[] = {
+        {"load", "mi.load", io_load}, {"save", "mi.save", io_save},
+        {"load_safetensors", "mi.load_safetensors", io_load}, {"save_safetensors", "mi.save_safetensors", io_save},
+    };
+    for (size_t i = 0; i < sizeof named / sizeof named[0]; i++) {
+        lua_pushstring(L, named[i].name);
+        lua_pushcclosure(L, named[i].f, 1);
+        lua_setfield(L, -2, named[i].key);
+    }
     static const luaL_Reg fns[] = {
-        {"load", io_load},
-        {"save", io_save},
-        {"load_safetensors", io_load},
-        {"save_safetensors", io_save},
         {"_check_name", io_check_name},
         {"_write_file", io_write_file},
         {"_file_exists", io_file_exists},

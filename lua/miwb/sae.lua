@@ -160,17 +160,22 @@ function M.load(folder, opts)
   return sae
 end
 
+local function check_self(self, fname)
+  if getmetatable(self) ~= MT then error("SAE:" .. fname .. ": call it with a colon (sae:" .. fname .. "(...))", 3) end
+end
+
 -- SAELens's fold: the SAE then takes unscaled activations
 function SAE:fold_activation_norm_scaling_factor(s)
+  check_self(self, "fold_activation_norm_scaling_factor")
+  if type(s) ~= "number" or not (s > 0 and s < math.huge) then
+    error("SAE:fold_activation_norm_scaling_factor: the scaling factor must be a positive number, got " ..
+          tostring(s), 2)
+  end
   self.W_enc = self.W_enc * s
   self.W_dec = self.W_dec / s
   self.b_dec = self.b_dec / s
   self.cfg.normalize_activations = "none"
   return self
-end
-
-local function check_self(self, fname)
-  if getmetatable(self) ~= MT then error("SAE:" .. fname .. ": call it with a colon (sae:" .. fname .. "(...))", 3) end
 end
 
 -- x [..., d_in] (hook_z: [..., H, dh]) -> flat input, the trailing shape to restore
@@ -269,9 +274,8 @@ end
 
 function SAE:save(folder)
   check_self(self, "save")
-  if type(folder) ~= "string" or folder:find("\0", 1, true) then
-    error("SAE:save: folder must be a path without NUL bytes", 2)
-  end
+  if type(folder) ~= "string" then error("SAE:save: folder must be a path (a string), got " .. mi.utils.typename(folder), 2) end
+  if folder:find("\0", 1, true) then error("SAE:save: folder must be a path without NUL bytes", 2) end
   local ok, err = mi.sys.mkdir(folder)
   if not ok then error("SAE:save: cannot create " .. folder .. ": " .. tostring(err), 2) end
   local c = self.cfg

@@ -91,9 +91,15 @@ T.test("load torch: state_dict OrderedDict (fp16), nested dicts flatten to dotte
   check_against(mi.load(FIX .. "torch_nested.pt"), FIX .. "torch_nested.json")
 end)
 
-T.test("aliases", function()
-  T.eq(mi.load_safetensors, mi.load)
-  T.eq(mi.save_safetensors, mi.save)
+T.test("aliases: save_safetensors / load_safetensors do what save / load do, under their own name", function()
+  local path = TMP .. "/alias.safetensors"
+  local w = mi.arange(6):float():reshape(2, 3)
+  T.eq(mi.save_safetensors(path, {w = w}, {k = "v"}), true)
+  local a, meta = mi.load(path)
+  local b, meta2 = mi.load_safetensors(path)
+  T.truthy(a.w:equal(w) and b.w:equal(w), "the same tensor back")
+  T.eq(meta.k, "v"); T.eq(meta2.k, "v")
+  T.raises(function() mi.load_safetensors(5 == 5) end, "mi.load_safetensors: path must be a string")
 end)
 
 T.test("a missing file gives nil, message; bad files raise naming file and tensor", function()
@@ -148,7 +154,7 @@ T.test("save: misuse raises with the path and the key", function()
   T.raises(function() mi.save(p, {mi.zeros(2)}) end, "keys must be tensor names")
   T.raises(function() mi.save(p, {w = mi.zeros(2)}, {k = {}}) end, "metadata must map strings to strings")
   T.raises(function() mi.save(TMP .. "/no/such/dir/x.safetensors", {w = mi.zeros(2)}) end, "cannot write")
-  T.raises(function() mi.save(p) end, "table expected")
+  T.raises(function() mi.save(p) end, "mi.save: state_dict must be a table {name = tensor}, got no value")
 end)
 
 T.test("loaded tensors can be changed in place; the file stays as it was", function()

@@ -501,6 +501,21 @@ T.test("mi.utils helpers, einops patterns, tensor functions, json and the config
 end)
 
 -- the random-API fuzzer's findings (tests/fuzz/api/*.lua): each snippet must finish
+T.test("aliases and objects name the call: mi.save_safetensors, mi.load_safetensors, SAE methods", function()
+  -- one C function under two names said the other name ("bad argument #2 to 'miwb.save_safetensors'"
+  -- for mi.save) and a bare "bad argument" for a missing state dict
+  T.raises(function() mi.save("x.safetensors") end, "mi.save: state_dict must be a table {name = tensor}, got no value")
+  T.raises(function() mi.save_safetensors("x.safetensors") end, "mi.save_safetensors: state_dict must be a table")
+  T.raises(function() mi.save("x.safetensors", {}, 5) end, "mi.save: metadata must be a table {key = string}, got number")
+  T.raises(function() mi.load({}) end, "mi.load: path must be a string, got table")
+  T.raises(function() mi.load_safetensors({}) end, "mi.load_safetensors: path must be a string, got table")
+  local sae = mi.SAE.train(mi.randn(64, 8, {seed = 1}), {d_sae = 16, steps = 2, seed = 1, k = 2})
+  fails("SAE:fold_activation_norm_scaling_factor: the scaling factor must be a positive number, got x",
+        sae.fold_activation_norm_scaling_factor, sae, "x")
+  fails("SAE:fold_activation_norm_scaling_factor: call it with a colon", sae.fold_activation_norm_scaling_factor, 2)
+  fails("SAE:save: folder must be a path (a string), got number", sae.save, sae, 5)
+end)
+
 T.test("fuzz-api findings stay fixed", function()
   local BUILD = os.getenv("MIWB_BUILD") or "build"
   local h = io.popen("ls tests/fuzz/api/*.lua 2>/dev/null"); local list = h:read("a"); h:close()
