@@ -419,6 +419,9 @@ local function call_error(e, call, where)
   local head, tail = rest:match("^([%w_%.:]+): (.*)$")
   local named = head and names_call(head, call)
   if named == 2 then return where .. call .. ": " .. tail end
+  -- a core message behind its subsystem's name ("train: induction: ..." of trainer:induction)
+  local head2, tail2 = (tail or ""):match("^([%w_]+): (.*)$")
+  if not named and head2 and names_call(head2, call) == 2 then return where .. call .. ": " .. tail2 end
   if named == 1 then return where .. rest end
   -- an inner function's message ("forward: empty input"), or an internal error with its position
   return where .. call .. ": " .. ((lib and not rest:find(NAMED)) and e or rest)

@@ -514,6 +514,11 @@ T.test("aliases and objects name the call: mi.save_safetensors, mi.load_safetens
         sae.fold_activation_norm_scaling_factor, sae, "x")
   fails("SAE:fold_activation_norm_scaling_factor: call it with a colon", sae.fold_activation_norm_scaling_factor, 2)
   fails("SAE:save: folder must be a path (a string), got number", sae.save, sae, 5)
+  -- a core message behind its subsystem's name ("train: induction: ...") is the call's own
+  local tr = mi.Trainer({d_model = 16, d_head = 4, n_heads = 4, n_layers = 1, n_ctx = 16, d_vocab = 20,
+                         attn_only = true, seed = 1})
+  local ok, e = pcall(function() return tr:induction(2^62, 1) end)
+  T.truthy(not ok and e:find("trainer:induction: [1, 2*", 1, true) and not e:find("train: induction", 1, true), e)
 end)
 
 T.test("fuzz-api findings stay fixed", function()
