@@ -20,9 +20,11 @@ local mi
 local Metric = {}
 Metric.__index = Metric
 Metric.__name = "miwb.Metric"
-function Metric.__call(self, logits) return self:value(logits), self:grad(logits) end
-function Metric:value(logits) return self._value(self:_check(logits)) end
-function Metric:grad(logits) return self._grad(self:_check(logits)) end
+local function value(self, logits) return self._value(self:_check(logits)) end
+local function grad(self, logits) return self._grad(self:_check(logits)) end
+Metric.value, Metric.grad = value, grad
+-- m(logits): wrapped in _install, as m:value and m:grad, so that errors name the call
+local function call(self, logits) return value(self, logits), grad(self, logits) end
 Metric.__tostring = function(m) return "Metric(" .. m.name .. ")" end
 
 -- logits [B,P,V] -> B, the row index (0-based, resolved), the token lists
@@ -140,6 +142,8 @@ function M.is_metric(m) return getmetatable(m) == Metric end
 -- mi.metrics: the constructors above, each naming itself in its errors (mi.utils.name_errors)
 function M._install(m)
   mi = m
+  Metric.__call = m.utils.name_errors(call, "metric")
+  m.utils.colon_methods(Metric, function(x) return getmetatable(x) == Metric end, "metric")
   m.metrics = m.utils.name_errors_table(M, "mi.metrics.")
   package.loaded["miwb.metrics"] = m.metrics
 end

@@ -616,6 +616,11 @@ function U._install(m)
       U.colon_methods(mt.__index, function(x) return getmetatable(x) == mt end, var)
     end
   end
+  -- the dataset's: in its metatable's methods table (its __index, in C, also serves n, vocab, eot)
+  local ds = debug.getregistry()["miwb.Dataset"]
+  if type(ds) == "table" and type(ds.methods) == "table" then
+    U.colon_methods(ds.methods, function(x) return getmetatable(x) == ds end, "ds")
+  end
 end
 
 return U
