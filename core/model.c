@@ -363,6 +363,7 @@ struct mw_run {
     uint8_t *mask;          /* [B*P] 1 = real token */
     int64_t *posid;         /* [B*P] position ids (position_ids), -1 = padding */
     uint8_t *valid;         /* [B*P] next-token prediction counted in the loss */
+    struct xent_row *xr;    /* [B*P] the loss's predicting rows (xent_rows) */
     int64_t tok_cap;
     /* what the last forward kept for mw_model_backward */
     int saved;              /* 1 after a full training forward */
@@ -399,6 +400,7 @@ static void run_free(mw_run *r) {
     free(r->mask);
     free(r->posid);
     free(r->valid);
+    free(r->xr);
     free(r);
 }
 
@@ -604,16 +606,20 @@ static void rows_run(rows_ctx *c, int64_t N) {
     mw_parallel_for(N, (65536 + per - 1) / per, rows_piece, c);
 }
 
-/* the cross-entropy of n rows of logits [n, V] (row i's target tg[i], counted when vl[i]), in
- * pieces over rows on the core's threads: nll[i] per row, and the rows' sum and count added to
- * *sum / *count in row order, as one thread would (the same double whatever the thread count) */
+/* The cross-entropy of the loss's predicting rows, in pieces over rows on the core's threads.
+ * Row i reads logits row xr[i].row of lg [., V], targets xr[i].tgt, is counted when xr[i].valid,
+ * and writes its loss to nll[xr[i].at]; the rows' sum and count are added to *sum / *count in row
+ * order, as one thread would (the same double whatever the thread count). */
+struct xent_row {
+    int64_t row, tgt, at;
+    double part;               /* -log p of the target, when counted */
+    uint8_t valid, counted;
+};
+
 typedef struct {
     float *nll;
     const float *lg;
-    const int64_t *tg;
-    const uint8_t *vl;
-    double *part;
-    uint8_t *counted;
+    struct xent_row *xr;
     int64_t V;
 } xent_ctx;
 
@@ -621,27 +627,24 @@ static void xent_piece(void *vc, int64_t lo, int64_t hi, int tid) {
     (void)tid;
     const xent_ctx *c = vc;
     for (int64_t i = lo; i < hi; i++) {
+        struct xent_row *x = c->xr + i;
         double s = 0;
         int64_t k = 0;
-        mw_crossentropy_forward(c->nll + i, &s, &k, c->lg + i * c->V, c->V, c->tg + i, c->vl ? c->vl + i : NULL, 1);
-        c->part[i] = s;
-        c->counted[i] = k > 0;
+        mw_crossentropy_forward(c->nll + x->at, &s, &k, c->lg + x->row * c->V, c->V, &x->tgt, &x->valid, 1);
+        x->part = s;
+        x->counted = k > 0;
     }
 }
 
-static int xent_rows(float *nll, double *sum, int64_t *count, const float *lg, int64_t V, const int64_t *tg,
-                     const uint8_t *vl, int64_t n) {
-    double *part = malloc((size_t)(n > 0 ? n : 1) * (sizeof(double) + 1));
-    if (!part) return mw_seterr("forward: out of memory for the loss");
-    xent_ctx c = {nll, lg, tg, vl, part, (uint8_t *)(part + (n > 0 ? n : 1)), V};
+static void xent_rows(float *nll, double *sum, int64_t *count, const float *lg, int64_t V, struct xent_row *xr,
+                      int64_t n) {
+    xent_ctx c = {nll, lg, xr, V};
     mw_parallel_for(n, (65536 + V - 1) / V, xent_piece, &c);
     for (int64_t i = 0; i < n; i++)
-        if (c.counted[i]) {
-            *sum += part[i];
+        if (xr[i].counted) {
+            *sum += xr[i].part;
             *count += 1;
         }
-    free(part);
-    return 0;
 }
 
 /* out [n] = x [n] + y [n] (the residual stream's additions), in pieces */
@@ -881,12 +884,13 @@ static int read_inputs(const pass_ctx *x, const mw_forward_opts *o) {
     mw_run *r = m->run;
     int64_t n = x->B * x->P;
     if (r->tok_cap < n) {
-        free(r->tok); free(r->mask); free(r->valid); free(r->posid);
+        free(r->tok); free(r->mask); free(r->valid); free(r->posid); free(r->xr);
         r->tok = malloc((size_t)n * sizeof(int64_t));
         r->mask = malloc((size_t)n);
         r->valid = malloc((size_t)n);
         r->posid = malloc((size_t)n * sizeof(int64_t));
-        r->tok_cap = (r->tok && r->mask && r->valid && r->posid) ? n : 0;
+        r->xr = malloc((size_t)n * sizeof *r->xr);
+        r->tok_cap = (r->tok && r->mask && r->valid && r->posid && r->xr) ? n : 0;
         if (!r->tok_cap) return mw_seterr("forward: out of memory");
     }
     int64_t idx[2];
@@ -1192,10 +1196,14 @@ int mw_model_forward(mw_model *m, const mw_forward_opts *o, mw_forward_out *out)
         TRY(logits_out(r, &out->logits, B, P, Vo));
         float *lg = mw_tensor_data(&out->logits);
         mw_linear_forward(lg, fin, WU, bU, N, d, Vo);
-        if (want_loss)
+        if (want_loss) {
+            int64_t n = 0;
             for (int64_t b = 0; b < B; b++)
-                TRY(xent_rows(nll + b * (P - 1), &lsum, &lcount, lg + b * P * Vo, Vo, r->tok + b * P + 1,
-                              r->valid + b * P, P - 1));
+                for (int64_t t = 0; t + 1 < P; t++, n++)
+                    r->xr[n] = (struct xent_row){.row = b * P + t, .tgt = r->tok[b * P + t + 1],
+                                                 .at = b * (P - 1) + t, .valid = r->valid[b * P + t]};
+            xent_rows(nll, &lsum, &lcount, lg, Vo, r->xr, n);
+        }
     } else {
         /* loss only: the predicting rows of every batch row (those in the loss window) are
          * gathered into blocks of R rows, unembedded and scored block by block: about 64 MB of
@@ -1207,33 +1215,19 @@ int mw_model_forward(mw_model *m, const mw_forward_opts *o, mw_forward_out *out)
         int64_t lf = o->loss_from, lt = o->loss_to ? o->loss_to : P - 1;
         if (R > B * (lt - lf)) R = B * (lt - lf) > 0 ? B * (lt - lf) : 1; /* no bigger than needed */
         float *rows = buf(&r->logit_rows, R * Vo), *in = buf(&r->loss_in, R * d);
-        int64_t *tg = malloc((size_t)R * (sizeof(int64_t) * 2 + sizeof(float) + 1));
-        if (!rows || !in || !tg) {
-            free(tg);
-            mw_seterr("forward: out of memory for the loss rows");
-            goto fail;
-        }
-        int64_t *at = tg + R;           /* where each gathered row's loss goes in nll */
-        float *nl = (float *)(at + R);
-        uint8_t *vl = (uint8_t *)(nl + R);
+        NEED(rows && in);
         int64_t n = 0;
         for (int64_t b = 0; b < B; b++)
             for (int64_t t = lf; t < lt; t++) {
                 memcpy(in + n * d, fin + (b * P + t) * d, (size_t)d * sizeof(float));
-                tg[n] = r->tok[b * P + t + 1];
-                vl[n] = r->valid[b * P + t];
-                at[n] = b * (P - 1) + t;
+                r->xr[n] = (struct xent_row){.row = n, .tgt = r->tok[b * P + t + 1], .at = b * (P - 1) + t,
+                                             .valid = r->valid[b * P + t]};
                 if (++n == R || (b == B - 1 && t == lt - 1)) {
                     mw_linear_forward(rows, in, WU, bU, n, d, Vo);
-                    if (xent_rows(nl, &lsum, &lcount, rows, Vo, tg, vl, n)) {
-                        free(tg);
-                        goto fail;
-                    }
-                    for (int64_t i = 0; i < n; i++) nll[at[i]] = nl[i];
+                    xent_rows(nll, &lsum, &lcount, rows, Vo, r->xr, n);
                     n = 0;
                 }
             }
-        free(tg);
     }
     if (want_loss) out->loss = lcount ? lsum / (double)lcount : NAN;
     r->count = lcount;

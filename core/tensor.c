@@ -164,7 +164,7 @@ static void pool_take(int i)
 /* a kept mapping of len..len*5/4 bytes (the smallest), or NULL; its length in *got */
 static char *pool_get(size_t len, size_t *got)
 {
-    if (!pool_n) return NULL; /* racy peek: a miss only costs a fresh mapping */
+    if (!__atomic_load_n(&pool_n, __ATOMIC_RELAXED)) return NULL; /* a peek: a miss costs a fresh mapping */
     pthread_mutex_lock(&pool_mu);
     int best = -1;
     for (int i = 0; i < pool_n; i++)
@@ -179,12 +179,12 @@ static char *pool_get(size_t len, size_t *got)
     return p;
 }
 
-/* unmaps kept mappings, the oldest first, until `room` more bytes and one more entry fit in the
- * budget (pool_mu held; the unmapping itself is done by the caller after unlocking) */
-static int pool_evict(size_t room, char **drop, size_t *drop_len)
+/* takes kept mappings out, the oldest first, until `room` more bytes and one more entry fit in
+ * `budget` (pool_mu held; the caller unmaps them after unlocking) */
+static int pool_evict(size_t room, size_t budget, char **drop, size_t *drop_len)
 {
     int nd = 0;
-    while (pool_n && (pool_n == POOL_SLOTS || pool_bytes + room > pool_budget)) {
+    while (pool_n && (pool_n == POOL_SLOTS || pool_bytes + room > budget)) {
         int old = 0;
         for (int i = 1; i < pool_n; i++)
             if (pool[i].when < pool[old].when) old = i;
@@ -208,7 +208,7 @@ static void pool_put(char *p, size_t len)
     pthread_mutex_lock(&pool_mu);
     int keep = len <= pool_budget;
     if (keep) {
-        nd = pool_evict(len, drop, drop_len);
+        nd = pool_evict(len, pool_budget, drop, drop_len);
         pool[pool_n].p = p, pool[pool_n].len = len, pool[pool_n].when = ++pool_clock;
         pool_n++;
         pool_bytes += len;
@@ -224,7 +224,7 @@ void mw_storage_keep_freed(int64_t max_bytes)
     size_t drop_len[POOL_SLOTS];
     pthread_mutex_lock(&pool_mu);
     pool_budget = max_bytes > 0 ? (size_t)max_bytes : 0;
-    int nd = pool_evict(0, drop, drop_len);
+    int nd = pool_evict(0, pool_budget, drop, drop_len);
     pthread_mutex_unlock(&pool_mu);
     unmap_all(drop, drop_len, nd);
 }
@@ -242,11 +242,7 @@ void mw_storage_trim(void)
     char *drop[POOL_SLOTS];
     size_t drop_len[POOL_SLOTS];
     pthread_mutex_lock(&pool_mu);
-    int nd = 0;
-    while (pool_n) {
-        drop[nd] = pool[pool_n - 1].p, drop_len[nd++] = pool[pool_n - 1].len;
-        pool_take(pool_n - 1);
-    }
+    int nd = pool_evict(0, 0, drop, drop_len);
     pthread_mutex_unlock(&pool_mu);
     unmap_all(drop, drop_len, nd);
 }

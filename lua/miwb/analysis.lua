@@ -483,8 +483,8 @@ function M.head_ablation_scores(model, tokens, opts)
                                 {cache_names = wanted, cache = store, loss_slice = {from, to}})
   local logits, base
   if linear_last then
-    logits = store[rname]:narrow(1, from, n):reshape(B * n, -1):matmul(model.W_U)   -- [B*n, V]
-    if model.b_U then logits:add_(model.b_U) end
+    -- the slice's final residual through the model's own unembedding (start_at_layer = n_layers)
+    logits = model:_run(store[rname]:narrow(1, from, n):contiguous(), {start_at_layer = L}):reshape(B * n, -1)
     base = loss_of_logits(logits)
   else
     base = loss_of(clean_loss)
