@@ -20,11 +20,17 @@ local mi
 local Metric = {}
 Metric.__index = Metric
 Metric.__name = "miwb.Metric"
-local function value(self, logits) return self._value(self:_check(logits)) end
-local function grad(self, logits) return self._grad(self:_check(logits)) end
+local function value(self, logits, ...)
+  if select("#", ...) > 0 then error(self.name .. ": takes the logits alone", 2) end
+  return self._value(self:_check(logits))
+end
+local function grad(self, logits, ...)
+  if select("#", ...) > 0 then error(self.name .. ": takes the logits alone", 2) end
+  return self._grad(self:_check(logits))
+end
 Metric.value, Metric.grad = value, grad
 -- m(logits): wrapped in _install, as m:value and m:grad, so that errors name the call
-local function call(self, logits) return value(self, logits), grad(self, logits) end
+local function call(self, logits, ...) return value(self, logits, ...), grad(self, logits, ...) end
 Metric.__tostring = function(m) return "Metric(" .. m.name .. ")" end
 
 -- logits [B,P,V] -> B, the row index (0-based, resolved), the token lists

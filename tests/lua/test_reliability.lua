@@ -524,6 +524,7 @@ T.test("aliases and objects name the call: mi.save_safetensors, mi.load_safetens
   fails("metric:value: logit_diff: logits must be a tensor [batch, pos, d_vocab], got nil", m.value, m, nil)
   fails("metric.grad: call it with a colon: metric:grad(...)", m.grad, 5, mi.zeros(2, 3, 8))
   fails("metric: logit_diff: logits must be a tensor", m, nil)
+  fails("metric:value: logit_diff: takes the logits alone", m.value, m, mi.zeros(2, 3, 8), 1)
   local dir = os.tmpname()
   os.remove(dir)
   assert(mi.sys.mkdir(dir))
