@@ -2095,12 +2095,14 @@ static int l_release_memory(lua_State *L) {
 /* mi.set_num_threads(n) / mi.get_num_threads(): torch's names; the threads of the matrix
  * products (OpenBLAS) and of the work between them (core/parallel.h) */
 static int l_set_num_threads(lua_State *L) {
+    if (lua_gettop(L) != 1) return luaL_error(L, "set_num_threads: takes one number (write mi.set_num_threads(n))");
     lua_Integer n = luaL_checkinteger(L, 1);
     if (n < 1 || n > 64) return luaL_error(L, "set_num_threads: n must be 1 to 64, got %I", n);
     mw_set_num_threads((int)n);
     return 0;
 }
 static int l_get_num_threads(lua_State *L) {
+    if (lua_gettop(L) != 0) return luaL_error(L, "get_num_threads: takes no arguments (write mi.get_num_threads())");
     lua_pushinteger(L, mw_get_num_threads());
     return 1;
 }

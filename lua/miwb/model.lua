@@ -803,6 +803,9 @@ function Model:_run(input, opts, extra)
   end
   o.logits = rt == "logits" or rt == "both"
   o.loss = rt == "loss" or rt == "both"
+  if opts.last_only ~= nil and type(opts.last_only) ~= "boolean" then
+    error("forward: last_only must be true or false, got " .. tostring(opts.last_only), 3)
+  end
   if opts.last_only then
     if rt ~= "logits" then
       error("forward: last_only = true returns logits: it needs return_type = 'logits' (got '" .. rt .. "')", 3)
@@ -1136,7 +1139,7 @@ function M._install(m)
   -- errors at the user's line, naming the call (the config's C checker raised them at this file's)
   mi.HookedTransformerConfig = mi.utils.name_errors(M.HookedTransformerConfig, "HookedTransformerConfig")
   mi.HookedTransformer = mi.utils.name_errors(M.HookedTransformer, "HookedTransformer")
-  mi.utils.sample_logits = M.sample_logits
+  mi.utils.sample_logits = mi.utils.name_errors(M.sample_logits, "sample_logits")
   mi.HookPoint = HookPoint
 end
 

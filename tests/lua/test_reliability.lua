@@ -525,6 +525,13 @@ T.test("aliases and objects name the call: mi.save_safetensors, mi.load_safetens
   fails("metric.grad: call it with a colon: metric:grad(...)", m.grad, 5, mi.zeros(2, 3, 8))
   fails("metric: logit_diff: logits must be a tensor", m, nil)
   fails("metric:value: logit_diff: takes the logits alone", m.value, m, mi.zeros(2, 3, 8), 1)
+  -- arguments that would be ignored: a second thread count, a non-boolean last_only
+  T.raises(function() mi.set_num_threads(2, 3) end, "set_num_threads: takes one number")
+  T.raises(function() mi.get_num_threads(1) end, "get_num_threads: takes no arguments")
+  local tiny = mi.HookedTransformer({d_model = 8, d_head = 4, n_heads = 2, n_layers = 1, n_ctx = 8, d_vocab = 10,
+                                     attn_only = true, seed = 1})
+  T.raises(function() tiny(mi.tensor({{1, 2}}):long(), {last_only = "yes"}) end, "last_only must be true or false, got yes")
+  fails("sample_logits: top_k must be a positive integer, got 0", mi.utils.sample_logits, mi.randn(1, 10), {top_k = 0})
   local dir = os.tmpname()
   os.remove(dir)
   assert(mi.sys.mkdir(dir))
